@@ -1,0 +1,81 @@
+"""The strided conv feature encoder (raw audio -> frames) and the feature projection.
+
+Parameter names mirror Transformers' Wav2Vec2FeatureEncoder / Wav2Vec2FeatureProjection so the
+checkpoint key map stays a near-identity table.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EncoderConfig
+
+
+def activation(name: str):
+    return {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu, "silu": F.silu}[name]
+
+
+class ConvLayer(nn.Module):
+    """Conv1d -> optional norm -> activation. norm: "group" (GroupNorm, one group per channel),
+    "layer" (LayerNorm over channels) or None."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, bias: bool, norm: str | None, act: str):
+        super().__init__()
+        self.kernel, self.stride, self.norm = kernel, stride, norm
+        self.conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, bias=bias)
+        if norm == "group":
+            self.layer_norm = nn.GroupNorm(c_out, c_out, affine=True)
+        elif norm == "layer":
+            self.layer_norm = nn.LayerNorm(c_out, elementwise_affine=True)
+        self.act = activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, N) -> (B, C_out, N')
+        x = self.conv(x)
+        if self.norm == "group":
+            x = self.layer_norm(x)
+        elif self.norm == "layer":
+            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.act(x)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        # no padding in the conv: floor((L - k) / s) + 1
+        return torch.div(lengths - self.kernel, self.stride, rounding_mode="floor") + 1
+
+
+class FeatureEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        layers = []
+        c_in = 1
+        for i, (c, k, s) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride)):
+            norm = "layer" if cfg.feat_extract_norm == "layer" else ("group" if i == 0 else None)
+            layers.append(ConvLayer(c_in, c, k, s, cfg.conv_bias, norm, cfg.feat_extract_activation))
+            c_in = c
+        self.conv_layers = nn.ModuleList(layers)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, C, T)
+        x = waveforms[:, None, :]
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for layer in self.conv_layers:
+            lengths = layer.output_lengths(lengths)
+        return lengths
+
+
+class FeatureProjection(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        c = cfg.conv_dim[-1]
+        self.layer_norm = nn.LayerNorm(c, eps=cfg.layer_norm_eps) if cfg.feat_proj_layer_norm else None
+        self.projection = nn.Linear(c, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.feat_proj_dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, D)
+        if self.layer_norm is not None:
+            features = self.layer_norm(features)
+        return self.dropout(self.projection(features))

@@ -1,0 +1,110 @@
+"""The transformer context network: weight-normed grouped positional conv, then self-attention
+layers in either layout (post-LN as in base models, pre-LN "stable layer norm" as in large models).
+
+Names mirror Transformers' Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EncoderConfig
+from .feature_encoder import activation
+
+
+class PositionalConvEmbedding(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        k = cfg.num_conv_pos_embeddings
+        conv = nn.Conv1d(cfg.hidden_size, cfg.hidden_size, k, padding=k // 2, groups=cfg.num_conv_pos_embedding_groups)
+        # weight norm over the kernel dimension (dim=2), as wav2vec 2.0 does
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.trim = 1 if k % 2 == 0 else 0  # an even kernel with padding k//2 yields one extra frame
+        self.act = activation(cfg.feat_extract_activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        y = self.conv(x.transpose(1, 2))
+        if self.trim:
+            y = y[:, :, : -self.trim]
+        return self.act(y).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.num_heads = cfg.num_attention_heads
+        self.dropout = cfg.attention_dropout
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, D = x.shape
+        H = self.num_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, D/H)
+
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, T) True = attend
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, D/H)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.output_dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.intermediate_dropout = nn.Dropout(cfg.activation_dropout)
+        self.output_dropout = nn.Dropout(cfg.hidden_dropout)
+        self.act = activation(cfg.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.intermediate_dropout(self.act(self.intermediate_dense(x)))
+        return self.output_dropout(self.output_dense(x))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.pre_ln = cfg.do_stable_layer_norm
+        self.attention = Attention(cfg)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.feed_forward = FeedForward(cfg)
+        self.final_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pre_ln:
+            x = x + self.dropout(self.attention(self.layer_norm(x), key_mask))
+            return x + self.feed_forward(self.final_layer_norm(x))
+        x = self.layer_norm(x + self.dropout(self.attention(x, key_mask)))
+        return self.final_layer_norm(x + self.feed_forward(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.pre_ln = cfg.do_stable_layer_norm
+        self.layerdrop = cfg.layerdrop
+        self.pos_conv_embed = PositionalConvEmbedding(cfg)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:  # (B, T, D)
+        if frame_mask is not None:
+            x = x * frame_mask[..., None].to(x.dtype)  # padded frames are zero before the positional conv
+        x = x + self.pos_conv_embed(x)
+        if not self.pre_ln:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        for layer in self.layers:
+            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+                continue
+            x = layer(x, frame_mask)
+        return self.layer_norm(x) if self.pre_ln else x
