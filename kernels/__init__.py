@@ -1,11 +1,47 @@
 """CTC loss on raw logits, dispatched to the fused Triton kernel or the PyTorch reference.
 
 Public API: :func:`ctc_loss`.
+
+Dispatch: CUDA tensors -> Triton kernel (kernels/ctc.py). CPU tensors -> plain-PyTorch reference,
+unless TRITON_INTERPRET=1 was set before this package was imported: then CPU tensors run the
+Triton kernel under Triton's interpreter (slow; this is how the kernel is tested without a GPU).
+Where triton cannot be imported, the reference serves every call, with a warning the first time a
+CUDA call wanted the kernel.
 """
+
+import os
+import warnings
 
 import torch
 
 from .ctc_reference import ctc_loss_reference
+
+try:
+    from .ctc import ctc_loss_triton
+except ImportError as err:  # no triton on this platform (e.g. macOS, Windows)
+    ctc_loss_triton = None
+    _TRITON_IMPORT_ERROR = err
+
+# Triton reads the flag when the kernels are defined (import time), so it is read here once.
+TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_warned_fallback = False
+
+
+def _use_triton(logits: torch.Tensor) -> bool:
+    global _warned_fallback
+    wants_kernel = logits.is_cuda or (TRITON_INTERPRETED and logits.device.type == "cpu")
+    if not wants_kernel:
+        return False
+    if ctc_loss_triton is None:
+        if not _warned_fallback:
+            warnings.warn(
+                f"fastctc.kernels.ctc_loss: triton is unavailable ({_TRITON_IMPORT_ERROR}); "
+                "using the slower PyTorch reference. Install triton to use the fused kernel.",
+                stacklevel=3,
+            )
+            _warned_fallback = True
+        return False
+    return True
 
 _REDUCTIONS = ("none", "sum", "mean")
 
@@ -39,9 +75,17 @@ def ctc_loss(
         raise ValueError(f"ctc_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if not 0 <= blank < logits.shape[-1]:
         raise ValueError(f"ctc_loss: blank={blank} is outside the vocabulary [0, {logits.shape[-1]})")
-    return ctc_loss_reference(
+    if not _use_triton(logits) or logits.numel() == 0:
+        return ctc_loss_reference(
+            logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity
+        )
+    device = logits.device
+    input_lengths = torch.as_tensor(input_lengths, device=device).contiguous()
+    target_lengths = torch.as_tensor(target_lengths, device=device).contiguous()
+    targets = torch.as_tensor(targets, device=device)
+    return ctc_loss_triton(
         logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity
     )
 
 
-__all__ = ["ctc_loss", "ctc_loss_reference"]
+__all__ = ["ctc_loss", "ctc_loss_reference", "ctc_loss_triton", "TRITON_INTERPRETED"]

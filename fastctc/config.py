@@ -1,0 +1,236 @@
+"""Run configuration: TOML files parsed into typed dataclasses, with `--set section.key=value` overrides.
+
+Everything is checked before any work starts: an unknown key, a wrong type or an impossible value
+fails with one line naming the key and, for a misspelling, the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line that names the key and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    # A Transformers-format checkpoint directory (config.json + safetensors). Empty = train from
+    # scratch with the sizes below.
+    checkpoint: str = ""
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    conv_dim: list[int] = field(default_factory=lambda: [512] * 7)
+    conv_kernel: list[int] = field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
+    conv_stride: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
+    conv_bias: bool = False
+    feat_extract_norm: str = "group"
+    do_stable_layer_norm: bool = False
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    feat_proj_dropout: float = 0.0
+    final_dropout: float = 0.0
+    layerdrop: float = 0.0
+    mask_time_prob: float = 0.05
+    mask_time_length: int = 10
+    mask_time_min_masks: int = 2
+    freeze_feature_encoder: bool = True
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "synthetic"
+    root: str = ""
+    train: str = "train"
+    eval: str = "eval"
+    # synthetic corpus only: how many utterances each split holds
+    synthetic_train_size: int = 2000
+    synthetic_eval_size: int = 200
+    sample_rate: int = 16_000
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    max_steps: int = 0  # > 0 caps the run at this many optimizer steps, whatever epochs says
+    batch_size: int = 32
+    eval_batch_size: int = 32
+    seed: int = 42
+    log_every: int = 10
+    eval_every: int = 0  # 0 = evaluate only at the end
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+_SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+
+CORPORA = ("synthetic",)  # timit, librispeech, manifest arrive with the data pipeline
+
+
+def _nearest(name: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(sorted(options))}"
+
+
+def _coerce(key: str, value: object, annotation: object) -> object:
+    """Check `value` against the field's type; ints are accepted where a float is expected."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {item_type.__name__}, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")
+    if not isinstance(value, annotation):
+        raise ConfigError(f"{key}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _parse_override_value(raw: str) -> object:
+    """`--set` values are TOML literals (3e-4, true, [1, 2], "x"); anything else is a bare string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _validate(cfg: RunConfig) -> None:
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {what}")
+
+    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "mask_time_length"):
+        need(getattr(m, key) > 0, f"model.{key}", f"must be > 0, got {getattr(m, key)}")
+    need(m.hidden_size % m.num_attention_heads == 0, "model.num_attention_heads",
+         f"must divide model.hidden_size {m.hidden_size}, got {m.num_attention_heads}")
+    need(m.hidden_size % m.num_conv_pos_embedding_groups == 0, "model.num_conv_pos_embedding_groups",
+         f"must divide model.hidden_size {m.hidden_size}, got {m.num_conv_pos_embedding_groups}")
+    need(len(m.conv_dim) == len(m.conv_kernel) == len(m.conv_stride) > 0, "model.conv_dim",
+         "model.conv_dim, conv_kernel and conv_stride need the same number (>0) of entries, got "
+         f"{len(m.conv_dim)}, {len(m.conv_kernel)} and {len(m.conv_stride)}")
+    need(all(v > 0 for v in [*m.conv_dim, *m.conv_kernel, *m.conv_stride]), "model.conv_dim",
+         "conv sizes, kernels and strides must all be > 0")
+    need(m.feat_extract_norm in ("group", "layer"), "model.feat_extract_norm",
+         f"must be 'group' or 'layer', got {m.feat_extract_norm!r}")
+    for key in ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout",
+                "final_dropout", "layerdrop", "mask_time_prob"):
+        need(0.0 <= getattr(m, key) < 1.0, f"model.{key}", f"must be in [0, 1), got {getattr(m, key)}")
+    need(m.mask_time_min_masks >= 0, "model.mask_time_min_masks", f"must be >= 0, got {m.mask_time_min_masks}")
+    if m.checkpoint:
+        path = Path(m.checkpoint)
+        need(path.is_dir(), "model.checkpoint",
+             f"{m.checkpoint!r} is not a directory; point it at a Transformers-format checkpoint folder "
+             "(config.json + model.safetensors), or leave it empty to train from scratch")
+    need(d.corpus in CORPORA, "data.corpus", f"unknown corpus {d.corpus!r}{_nearest(d.corpus, CORPORA)}")
+    need(d.synthetic_train_size > 0, "data.synthetic_train_size", f"must be > 0, got {d.synthetic_train_size}")
+    need(d.synthetic_eval_size > 0, "data.synthetic_eval_size", f"must be > 0, got {d.synthetic_eval_size}")
+    need(d.sample_rate == 16_000, "data.sample_rate", f"the encoders expect 16000 Hz, got {d.sample_rate}")
+    need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    need(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas",
+         f"must be two values in [0, 1), got {o.betas}")
+    need(o.eps > 0, "optim.eps", f"must be > 0, got {o.eps}")
+    need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    need(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+    need(o.max_grad_norm > 0, "optim.max_grad_norm", f"must be > 0, got {o.max_grad_norm}")
+    need(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
+    need(t.max_steps >= 0, "train.max_steps", f"must be >= 0 (0 = no cap), got {t.max_steps}")
+    need(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
+    need(t.eval_batch_size > 0, "train.eval_batch_size", f"must be > 0, got {t.eval_batch_size}")
+    need(t.log_every > 0, "train.log_every", f"must be > 0, got {t.log_every}")
+    need(t.eval_every >= 0, "train.eval_every", f"must be >= 0 (0 = only at the end), got {t.eval_every}")
+    need(t.device in ("auto", "cpu", "cuda"), "train.device", f"must be auto, cpu or cuda, got {t.device!r}")
+    need(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
+
+
+def _apply(cfg: RunConfig, section: str, key: str, value: object, where: str) -> None:
+    if section not in _SECTION_CLASSES:
+        raise ConfigError(f"{where}unknown section [{section}]{_nearest(section, _SECTION_CLASSES)}")
+    target = getattr(cfg, section)
+    hints = typing.get_type_hints(type(target))
+    if key not in hints:
+        raise ConfigError(f"{where}unknown key {section}.{key}{_nearest(key, hints)}")
+    setattr(target, key, _coerce(f"{section}.{key}", value, hints[key]))
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read a TOML config (or start from defaults), apply `section.key=value` overrides, validate."""
+    cfg = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found; try configs/demo.toml")
+        try:
+            doc = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        for section, table in doc.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: top-level key {section!r} must be a [section]; "
+                                  f"sections are {', '.join(_SECTION_CLASSES)}")
+            for key, value in table.items():
+                _apply(cfg, section, key, value, f"{path}: ")
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set optim.lr=3e-4")
+        _apply(cfg, section, key, _parse_override_value(raw.strip()), "--set: ")
+    _validate(cfg)
+    return cfg
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as TOML that `load_config` reads back to an equal RunConfig."""
+    lines = []
+    for section in _SECTION_CLASSES:
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(getattr(cfg, section)):
+            lines.append(f"{f.name} = {_toml_value(getattr(getattr(cfg, section), f.name))}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Transcript normalisation and the character vocabulary.
+
+The vocabulary is the recipe's (Transformers' run_speech_recognition_ctc.py): the sorted set of
+transcript characters with the space written as the word delimiter `|`, then `[UNK]` and `[PAD]`
+appended. The CTC blank is `[PAD]`, the last id. vocab.json is the format Wav2Vec2CTCTokenizer loads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+# The characters the cards' commands pass as --chars_to_ignore.
+RECIPE_CHARS_TO_IGNORE = ',?.!-;:"“%‘”�'
+
+WORD_DELIMITER = "|"
+UNK = "[UNK]"
+PAD = "[PAD]"
+
+
+def normalise(text: str, chars_to_ignore: str = RECIPE_CHARS_TO_IGNORE) -> str:
+    """Drop ignored characters, lower-case, collapse whitespace (the recipe's order)."""
+    if chars_to_ignore:
+        text = re.sub("[" + re.escape(chars_to_ignore) + "]", "", text)
+    return " ".join(text.lower().split())
+
+
+class CharVocab:
+    """Characters <-> ids. `blank` (= `[PAD]`) is the CTC blank."""
+
+    def __init__(self, tokens: Sequence[str]):
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("CharVocab: tokens must be unique")
+        for special in (UNK, PAD):
+            if special not in tokens:
+                raise ValueError(f"CharVocab: the vocabulary needs the special token {special}")
+        self.tokens = list(tokens)
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        self.unk = self.index[UNK]
+        self.blank = self.index[PAD]
+
+    @classmethod
+    def from_transcripts(cls, transcripts: Iterable[str]) -> "CharVocab":
+        chars = sorted({c for text in transcripts for c in text})
+        tokens = [WORD_DELIMITER if c == " " else c for c in chars]
+        return cls([*tokens, UNK, PAD])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(WORD_DELIMITER if c == " " else c, self.unk) for c in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids to text without CTC grouping (blank dropped, `|` back to spaces)."""
+        chars = (self.tokens[i] for i in ids if i != self.blank)
+        return " ".join("".join(" " if c == WORD_DELIMITER else c for c in chars).split())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.index, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CharVocab":
+        index = json.loads(Path(path).read_text(encoding="utf-8"))
+        tokens = sorted(index, key=index.get)
+        if [index[t] for t in tokens] != list(range(len(tokens))):
+            raise ValueError(f"{path}: vocabulary ids must be 0..{len(tokens) - 1} without gaps")
+        return cls(tokens)

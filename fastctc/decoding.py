@@ -1,0 +1,24 @@
+"""Greedy CTC decoding: argmax per frame, collapse repeats, drop the blank."""
+
+from __future__ import annotations
+
+import torch
+
+from .data.text import CharVocab
+
+
+def greedy_ids(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
+    """logits (B, T, V), lengths (B,) -> one list of label ids per row."""
+    best = logits.argmax(-1).cpu()  # (B, T)
+    out = []
+    for row, n in zip(best, lengths.tolist()):
+        row = row[:n]
+        keep = torch.ones_like(row, dtype=torch.bool)
+        keep[1:] = row[1:] != row[:-1]  # first frame of each run
+        keep &= row != blank
+        out.append(row[keep].tolist())
+    return out
+
+
+def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, vocab: CharVocab) -> list[str]:
+    return [vocab.decode(ids) for ids in greedy_ids(logits, lengths, vocab.blank)]

@@ -1,0 +1,52 @@
+"""Word and character error rates, corpus-level as jiwer computes them.
+
+Corpus WER = (substitutions + deletions + insertions summed over utterances) / (reference words
+summed), not a mean of per-utterance rates. Whitespace is collapsed and stripped first; CER counts
+every character, the spaces between words included.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def edit_distance(ref: Sequence, hyp: Sequence) -> int:
+    """Levenshtein distance (unit costs) with one row of memory."""
+    if len(ref) < len(hyp):
+        ref, hyp = hyp, ref
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i]
+        for j, h in enumerate(hyp, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
+        prev = cur
+    return prev[-1]
+
+
+def _check(refs: Sequence[str], hyps: Sequence[str]) -> None:
+    if len(refs) != len(hyps):
+        raise ValueError(f"error rate: {len(refs)} references but {len(hyps)} hypotheses")
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    _check(refs, hyps)
+    errors = total = 0
+    for r, h in zip(refs, hyps):
+        rw, hw = r.split(), h.split()
+        errors += edit_distance(rw, hw)
+        total += len(rw)
+    if total == 0:
+        raise ValueError("WER: the references hold no words")
+    return errors / total
+
+
+def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    _check(refs, hyps)
+    errors = total = 0
+    for r, h in zip(refs, hyps):
+        rc, hc = " ".join(r.split()), " ".join(h.split())
+        errors += edit_distance(rc, hc)
+        total += len(rc)
+    if total == 0:
+        raise ValueError("CER: the references hold no characters")
+    return errors / total

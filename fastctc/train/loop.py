@@ -1,0 +1,174 @@
+"""The training loop: one readable function, `train`, plus the small pieces it calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from fastctc.kernels import ctc_loss
+
+from ..config import RunConfig, dump_config
+from ..data.batching import LengthBucketSampler, collate
+from ..data.corpora import load_splits
+from ..data.text import CharVocab
+from ..models import CTCModel, EncoderConfig
+from .evaluate import evaluate
+from .optim import build_optimizer, linear_schedule
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per log or eval event."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, event: str, **values) -> None:
+        self.file.write(json.dumps({"event": event, "time": round(time.time(), 3), **values}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("train.device=cuda but no CUDA device is visible; use --set train.device=cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: RunConfig, vocab: CharVocab) -> CTCModel:
+    m = cfg.model
+    if m.checkpoint:
+        raise SystemExit(
+            f"model.checkpoint={m.checkpoint!r}: loading pretrained checkpoints is not available in this "
+            "build yet; leave model.checkpoint empty to train from scratch"
+        )
+    enc = EncoderConfig(
+        vocab_size=len(vocab), pad_token_id=vocab.blank,
+        **{f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name not in ("checkpoint", "freeze_feature_encoder")},
+    )
+    return CTCModel(enc)
+
+
+def format_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def save_model(model: CTCModel, vocab: CharVocab, out: Path) -> None:
+    """model.safetensors + encoder_config.json + vocab.json; written to a temp name, then renamed."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = out / "model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(out / "model.safetensors")
+    cfg = dataclasses.asdict(model.config)
+    (out / "encoder_config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    vocab.save(out / "vocab.json")
+
+
+def train(cfg: RunConfig, out_dir: Path) -> dict:
+    """Train per `cfg`, writing config.toml, metrics.jsonl and the final model into `out_dir`.
+
+    Returns the final evaluation (wer, cer, loss).
+    """
+    t_start = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.toml").write_text(dump_config(cfg))
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+
+    print(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
+    train_utts, eval_utts = load_splits(cfg.data, cfg.train.seed)
+    vocab = CharVocab.from_transcripts(u.text for u in train_utts + eval_utts)  # train + eval, as the recipe
+    model = build_model(cfg, vocab).to(device)
+    if cfg.model.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+    n_params = sum(p.numel() for p in model.parameters())
+    audio_h = sum(len(u.audio) for u in train_utts) / cfg.data.sample_rate / 3600
+    print(f"fastctc: {len(train_utts)} train ({audio_h:.2f} h) / {len(eval_utts)} eval utterances, "
+          f"vocab {len(vocab)}, model {n_params / 1e6:.2f} M parameters, device {device} "
+          f"({time.time() - t_start:.1f} s)", flush=True)
+
+    sampler = LengthBucketSampler([len(u.audio) for u in train_utts], cfg.train.batch_size, cfg.train.seed)
+    steps_per_epoch = len(sampler)
+    total = cfg.train.epochs * steps_per_epoch
+    if cfg.train.max_steps:
+        total = min(total, cfg.train.max_steps)
+    optimizer = build_optimizer(model.parameters(), cfg.optim, device)
+    schedule = linear_schedule(optimizer, cfg.optim.warmup_steps, total)
+    log = MetricsLog(out_dir / "metrics.jsonl")
+
+    step, skipped, epoch = 0, 0, 0
+    window_loss, window_utts, window_t0 = [], 0, time.time()
+    train_t0 = time.time()
+    model.train()
+    while step < total:
+        sampler.set_epoch(epoch)
+        for idx in sampler:
+            if step >= total:
+                break
+            batch = collate([train_utts[i].audio for i in idx], [train_utts[i].text for i in idx], vocab)
+            logits, logit_lengths = model(batch.waveforms.to(device), batch.lengths.to(device))
+            loss = ctc_loss(logits, batch.targets.to(device), logit_lengths, batch.target_lengths.to(device),
+                            blank=vocab.blank, reduction="mean", zero_infinity=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+            # a non-finite loss or gradient skips the step: weights never take a NaN
+            if torch.isfinite(loss) and torch.isfinite(grad_norm):  # host sync, once per step (CPU loop)
+                optimizer.step()
+                window_loss.append(float(loss))
+            else:
+                skipped += 1
+            schedule.step()
+            step += 1
+            window_utts += len(idx)
+
+            if step % cfg.train.log_every == 0 or step == total:
+                now = time.time()
+                rate = window_utts / max(now - window_t0, 1e-9)
+                eta = (total - step) * (now - train_t0) / step
+                mean_loss = sum(window_loss) / len(window_loss) if window_loss else float("nan")
+                lr = schedule.get_last_lr()[0]
+                print(f"step {step}/{total} | epoch {epoch + 1} | loss {mean_loss:.4f} | lr {lr:.2e} | "
+                      f"{rate:.1f} utt/s | ETA {format_seconds(eta)}", flush=True)
+                log.write("train", step=step, epoch=epoch + 1, loss=mean_loss, lr=lr, grad_norm=float(grad_norm),
+                          utt_per_s=rate, skipped=skipped, elapsed_s=now - t_start)
+                window_loss, window_utts, window_t0 = [], 0, now
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
+                result = evaluate(model, eval_utts, vocab, cfg.train.eval_batch_size, device)
+                print(f"eval step {step} | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
+                      f"CER {result['cer']:.4f}", flush=True)
+                log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"])
+        epoch += 1
+
+    result = evaluate(model, eval_utts, vocab, cfg.train.eval_batch_size, device)
+    log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"], final=True,
+              elapsed_s=time.time() - t_start)
+    log.close()
+    save_model(model, vocab, out_dir)
+    for ref, hyp in result["examples"]:
+        print(f"  ref: {ref}\n  hyp: {hyp}")
+    print(f"final eval ({len(eval_utts)} utterances) | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
+          f"CER {result['cer']:.4f} | skipped steps {skipped} | {format_seconds(time.time() - t_start)} total")
+    print(f"run directory: {out_dir}")
+    return result
