@@ -6,14 +6,25 @@ checkpoint's config is one explicit field map.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 
 _NORMS = ("group", "layer")
 _ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu")
+# model_type -> the Transformers CTC class that loads our export (also the checkpoint key prefix)
+MODEL_TYPES = {
+    "wav2vec2": "Wav2Vec2ForCTC",
+    "hubert": "HubertForCTC",
+    "unispeech": "UniSpeechForCTC",
+    "wavlm": "WavLMForCTC",
+}
 
 
 @dataclass
 class EncoderConfig:
+    # "wav2vec2" | "hubert" | "unispeech" | "wavlm": decides the key prefix, WavLM's relative position
+    # bias, and whether time masks see the attention mask (HuBERT draws them without it)
+    model_type: str = "wav2vec2"
     vocab_size: int = 32
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -34,6 +45,9 @@ class EncoderConfig:
     num_conv_pos_embedding_groups: int = 16
     # transformer layout: False = post-LN (base models), True = pre-LN + final LayerNorm (large models)
     do_stable_layer_norm: bool = False
+    # WavLM gated relative position bias (bucketed, owned by layer 0)
+    num_buckets: int = 320
+    max_bucket_distance: int = 800
     # dropouts
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
@@ -42,6 +56,7 @@ class EncoderConfig:
     final_dropout: float = 0.0
     layerdrop: float = 0.0
     # SpecAugment (training mode only)
+    apply_spec_augment: bool = True
     mask_time_prob: float = 0.05
     mask_time_length: int = 10
     mask_time_min_masks: int = 2
@@ -49,6 +64,7 @@ class EncoderConfig:
     mask_feature_length: int = 10
     mask_feature_min_masks: int = 0
     pad_token_id: int = 0  # the CTC blank
+    initializer_range: float = 0.02  # std of a fresh CTC head, as transformers initialises nn.Linear
 
     def __post_init__(self) -> None:
         self.conv_dim, self.conv_kernel, self.conv_stride = (
@@ -59,6 +75,8 @@ class EncoderConfig:
                 f"EncoderConfig: conv_dim, conv_kernel and conv_stride need one entry per conv layer, "
                 f"got {len(self.conv_dim)}, {len(self.conv_kernel)} and {len(self.conv_stride)}"
             )
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"EncoderConfig: model_type must be one of {tuple(MODEL_TYPES)}, got {self.model_type!r}")
         if self.feat_extract_norm not in _NORMS:
             raise ValueError(f"EncoderConfig: feat_extract_norm must be one of {_NORMS}, got {self.feat_extract_norm!r}")
         for name in ("hidden_act", "feat_extract_activation"):
@@ -82,3 +100,85 @@ class EncoderConfig:
         for s in self.conv_stride:
             out *= s
         return out
+
+
+# ---- config.json (Transformers) <-> EncoderConfig -----------------------------------------------
+
+# Keys read into the EncoderConfig field of the same name.
+HF_FIELDS = tuple(f for f in EncoderConfig.__dataclass_fields__)
+
+# Transformers' defaults where they differ from ours, for a config.json that omits the key
+# (our defaults are the fine-tuning recipe's; Wav2Vec2Config and relatives default to these).
+_HF_DEFAULTS = {
+    "hidden_dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.1,
+    "final_dropout": 0.1,
+    "layerdrop": 0.1,
+}
+
+# Keys whose only supported value is the one given: anything else changes the network.
+_HF_REQUIRED = {
+    "add_adapter": (False, None),  # the adapter stack between encoder and CTC head is not implemented
+    "adapter_attn_dim": (None,),  # MMS per-language attention adapters
+    "conv_pos_batch_norm": (False, None),  # HuBERT variant with BatchNorm instead of weight norm
+}
+
+# Keys that do not affect a CTC encoder: generic config keys, pretraining heads, other task heads,
+# loss settings (the trainer owns the loss), adapter sizes (adapters are refused above), legacy names.
+_HF_IGNORED = frozenset(
+    """
+    _name_or_path architectures transformers_version torch_dtype dtype id2label label2id bos_token_id
+    eos_token_id return_dict output_attentions output_hidden_states problem_type is_encoder_decoder
+    chunk_size_feed_forward tie_word_embeddings use_cache add_cross_attention tokenizer_class prefix
+    task_specific_params finetuning_task _attn_implementation_autoset
+    codevector_dim num_codevector_groups num_codevectors_per_group proj_codevector_dim
+    contrastive_logits_temperature diversity_loss_weight num_negatives feat_quantizer_dropout
+    num_ctc_classes replace_prob
+    classifier_proj_size use_weighted_layer_sum tdnn_dim tdnn_kernel tdnn_dilation xvector_output_dim
+    ctc_loss_reduction ctc_zero_infinity
+    adapter_kernel_size adapter_stride num_adapter_layers output_hidden_size
+    num_feat_extract_layers feat_extract_dropout gradient_checkpointing freeze_feat_extract_train
+    mask_channel_length mask_channel_min_space mask_channel_other mask_channel_prob mask_channel_selection
+    mask_time_min_space mask_time_other mask_time_selection no_mask_channel_overlap no_mask_time_overlap
+    """.split()
+)
+
+
+def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
+    """EncoderConfig from a Transformers config.json dict; unsupported values raise, naming the key."""
+    model_type = hf.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(
+            f"{source}: model_type {model_type!r} is not supported; fastctc loads {tuple(MODEL_TYPES)}"
+        )
+    for key, allowed in _HF_REQUIRED.items():
+        if hf.get(key) not in allowed:
+            raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (expected one of {allowed})")
+    n_conv = hf.get("num_feat_extract_layers")
+    if n_conv is not None and n_conv != len(hf.get("conv_dim", EncoderConfig.conv_dim)):
+        raise ValueError(f"{source}: num_feat_extract_layers={n_conv} but conv_dim has {len(hf['conv_dim'])} entries")
+    unknown = sorted(set(hf) - set(HF_FIELDS) - set(_HF_REQUIRED) - _HF_IGNORED)
+    if unknown:
+        # a warning, not an error: checkpoints written by other transformers versions carry extra keys
+        warnings.warn(
+            f"{source}: keys {unknown} are not read by fastctc; if one changes the network, map it in "
+            f"fastctc/models/config.py (HF_FIELDS), else list it in _HF_IGNORED there",
+            stacklevel=2,
+        )
+    values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in HF_FIELDS if k in hf or k in _HF_DEFAULTS}
+    return EncoderConfig(**values)
+
+
+def config_to_hf(cfg: EncoderConfig) -> dict:
+    """The config.json that Transformers' AutoConfig/AutoModelForCTC reads back as the same network."""
+    out = {k: getattr(cfg, k) for k in HF_FIELDS}
+    for k in ("conv_dim", "conv_kernel", "conv_stride"):
+        out[k] = list(out[k])
+    out["num_feat_extract_layers"] = len(cfg.conv_dim)
+    out["architectures"] = [MODEL_TYPES[cfg.model_type]]
+    if cfg.model_type != "hubert":
+        del out["feat_proj_layer_norm"]  # only HubertConfig has the switch; the others always normalise
+    if cfg.model_type != "wavlm":
+        del out["num_buckets"], out["max_bucket_distance"]
+    return out

@@ -1,4 +1,4 @@
-"""CTCModel: feature encoder -> feature projection -> transformer -> CTC head."""
+"""CTCModel: feature encoder -> feature projection -> SpecAugment (training) -> transformer -> CTC head."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from torch import nn
 
 from .config import EncoderConfig
 from .feature_encoder import FeatureEncoder, FeatureProjection
+from .masking import apply_time_mask, spec_augment
 from .transformer import Encoder
 
 
@@ -25,13 +26,23 @@ class CTCModel(nn.Module):
         for p in self.feature_extractor.parameters():
             p.requires_grad_(False)
 
+    def gradient_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each transformer layer in backward instead of storing its activations."""
+        self.encoder.gradient_checkpointing = enable
+
     def forward(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """waveforms (B, N) float, lengths (B,) samples or None (every row full length).
 
+        mask_time_indices (B, T) bool, optional: frames to replace by masked_spec_embed instead of drawing
+        SpecAugment time masks (applied in any mode, as transformers does with the same argument).
         Returns logits (B, T, V) and logit_lengths (B,) long.
         """
+        cfg = self.config
         B, N = waveforms.shape
         features = self.feature_extractor(waveforms).transpose(1, 2)  # (B, T, C)
         T = features.shape[1]
@@ -42,5 +53,27 @@ class CTCModel(nn.Module):
             logit_lengths = self.feature_extractor.output_lengths(lengths.to(waveforms.device).long()).clamp(0, T)
             frame_mask = torch.arange(T, device=waveforms.device)[None, :] < logit_lengths[:, None]  # (B, T)
         x = self.feature_projection(features)  # (B, T, D)
+        if cfg.apply_spec_augment and mask_time_indices is not None:
+            x = apply_time_mask(x, mask_time_indices, self.masked_spec_embed)
+        if cfg.apply_spec_augment and self.training:
+            # HuBERT draws time spans without the attention mask, so they may fall in padding
+            mask_lengths = None if frame_mask is None or cfg.model_type == "hubert" else logit_lengths
+            time_prob = 0.0 if mask_time_indices is not None else cfg.mask_time_prob
+            x = spec_augment(
+                x, self.masked_spec_embed, mask_lengths,
+                time_prob, cfg.mask_time_length, cfg.mask_time_min_masks,
+                cfg.mask_feature_prob, cfg.mask_feature_length, cfg.mask_feature_min_masks,
+            )  # fmt: skip
         x = self.encoder(x, frame_mask)
         return self.lm_head(self.dropout(x)), logit_lengths
+
+    def save_pretrained(self, directory, vocab, do_normalize: bool = True) -> None:
+        """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
+        preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
+
+        vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
+        per-utterance normalisation (false for DistilHuBERT).
+        """
+        from .hf_io import save_pretrained
+
+        save_pretrained(self, directory, vocab, do_normalize=do_normalize)

@@ -1,7 +1,8 @@
 """The transformer context network: weight-normed grouped positional conv, then self-attention
 layers in either layout (post-LN as in base models, pre-LN "stable layer norm" as in large models).
 
-Names mirror Transformers' Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm.
+Names mirror Transformers' Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm. WavLM swaps in the
+attention of wavlm.py; its relative position bias is computed once by layer 0 and passed to every layer.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import EncoderConfig
 from .feature_encoder import activation
+from .wavlm import WavLMAttention
 
 
 class PositionalConvEmbedding(nn.Module):
@@ -39,7 +42,9 @@ class Attention(nn.Module):
         self.dropout = cfg.attention_dropout
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None, position_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:  # (B, T, D) -> (B, T, D); position_bias is WavLM's and unused here
         B, T, D = x.shape
         H = self.num_heads
 
@@ -69,20 +74,22 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, cfg: EncoderConfig):
+    def __init__(self, cfg: EncoderConfig, index: int = 0):
         super().__init__()
         self.pre_ln = cfg.do_stable_layer_norm
-        self.attention = Attention(cfg)
+        self.attention = WavLMAttention(cfg, index == 0) if cfg.model_type == "wavlm" else Attention(cfg)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.feed_forward = FeedForward(cfg)
         self.final_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None, position_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.pre_ln:
-            x = x + self.dropout(self.attention(self.layer_norm(x), key_mask))
+            x = x + self.dropout(self.attention(self.layer_norm(x), key_mask, position_bias))
             return x + self.feed_forward(self.final_layer_norm(x))
-        x = self.layer_norm(x + self.dropout(self.attention(x, key_mask)))
+        x = self.layer_norm(x + self.dropout(self.attention(x, key_mask, position_bias)))
         return self.final_layer_norm(x + self.feed_forward(x))
 
 
@@ -91,10 +98,12 @@ class Encoder(nn.Module):
         super().__init__()
         self.pre_ln = cfg.do_stable_layer_norm
         self.layerdrop = cfg.layerdrop
+        self.wavlm = cfg.model_type == "wavlm"
+        self.gradient_checkpointing = False  # recompute each layer in backward (training only)
         self.pos_conv_embed = PositionalConvEmbedding(cfg)
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:  # (B, T, D)
         if frame_mask is not None:
@@ -103,8 +112,15 @@ class Encoder(nn.Module):
         if not self.pre_ln:
             x = self.layer_norm(x)
         x = self.dropout(x)
-        for layer in self.layers:
-            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
-                continue
-            x = layer(x, frame_mask)
+        position_bias = self.layers[0].attention.position_bias(x.shape[1]) if self.wavlm else None  # (H, T, T)
+        for i, layer in enumerate(self.layers):
+            # LayerDrop as transformers: one draw per layer; WavLM never drops layer 0 (it owns the bias).
+            # The comparison syncs with the host; it runs only in training with layerdrop > 0.
+            if self.training and self.layerdrop > 0 and not (self.wavlm and i == 0):
+                if torch.rand(()) < self.layerdrop:
+                    continue
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, frame_mask, position_bias, use_reentrant=False)
+            else:
+                x = layer(x, frame_mask, position_bias)
         return self.layer_norm(x) if self.pre_ln else x

@@ -1,0 +1,247 @@
+"""Transformers-format checkpoints in and out: the checkpoint -> native key table, `load_pretrained`
+and `save_pretrained`.
+
+A checkpoint directory holds config.json and model.safetensors (or model.safetensors.index.json with
+shards). Keys may carry the base-model prefix (`wav2vec2.`, `hubert.`, `unispeech.`, `wavlm.`: saved
+from a *ForCTC / *ForPreTraining class) or not (saved from the bare *Model class).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import EncoderConfig, config_from_hf, config_to_hf
+from .ctc_model import CTCModel
+
+# Checkpoint key (prefix stripped) -> native parameter; `{}` is the layer index; None = dropped on
+# purpose (pretraining-only parts that CTC fine-tuning discards). Where two checkpoint spellings map to
+# one parameter, the first listed is the one save_pretrained writes.
+WEIGHT_MAP: dict[str, str | None] = {
+    # conv feature encoder (layer_norm: every layer for "layer" norm, layer 0 only for "group")
+    "feature_extractor.conv_layers.{}.conv.weight": "feature_extractor.conv_layers.{}.conv.weight",
+    "feature_extractor.conv_layers.{}.conv.bias": "feature_extractor.conv_layers.{}.conv.bias",
+    "feature_extractor.conv_layers.{}.layer_norm.weight": "feature_extractor.conv_layers.{}.layer_norm.weight",
+    "feature_extractor.conv_layers.{}.layer_norm.bias": "feature_extractor.conv_layers.{}.layer_norm.bias",
+    # feature projection
+    "feature_projection.layer_norm.weight": "feature_projection.layer_norm.weight",
+    "feature_projection.layer_norm.bias": "feature_projection.layer_norm.bias",
+    "feature_projection.projection.weight": "feature_projection.projection.weight",
+    "feature_projection.projection.bias": "feature_projection.projection.bias",
+    "masked_spec_embed": "masked_spec_embed",
+    # positional conv: torch.nn.utils.parametrizations spelling, then the older weight_norm spelling
+    "encoder.pos_conv_embed.conv.parametrizations.weight.original0": "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+    "encoder.pos_conv_embed.conv.parametrizations.weight.original1": "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+    "encoder.pos_conv_embed.conv.weight_g": "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+    "encoder.pos_conv_embed.conv.weight_v": "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+    "encoder.pos_conv_embed.conv.bias": "encoder.pos_conv_embed.conv.bias",
+    "encoder.layer_norm.weight": "encoder.layer_norm.weight",
+    "encoder.layer_norm.bias": "encoder.layer_norm.bias",
+    # transformer layers
+    "encoder.layers.{}.attention.q_proj.weight": "encoder.layers.{}.attention.q_proj.weight",
+    "encoder.layers.{}.attention.q_proj.bias": "encoder.layers.{}.attention.q_proj.bias",
+    "encoder.layers.{}.attention.k_proj.weight": "encoder.layers.{}.attention.k_proj.weight",
+    "encoder.layers.{}.attention.k_proj.bias": "encoder.layers.{}.attention.k_proj.bias",
+    "encoder.layers.{}.attention.v_proj.weight": "encoder.layers.{}.attention.v_proj.weight",
+    "encoder.layers.{}.attention.v_proj.bias": "encoder.layers.{}.attention.v_proj.bias",
+    "encoder.layers.{}.attention.out_proj.weight": "encoder.layers.{}.attention.out_proj.weight",
+    "encoder.layers.{}.attention.out_proj.bias": "encoder.layers.{}.attention.out_proj.bias",
+    "encoder.layers.{}.layer_norm.weight": "encoder.layers.{}.layer_norm.weight",
+    "encoder.layers.{}.layer_norm.bias": "encoder.layers.{}.layer_norm.bias",
+    "encoder.layers.{}.feed_forward.intermediate_dense.weight": "encoder.layers.{}.feed_forward.intermediate_dense.weight",
+    "encoder.layers.{}.feed_forward.intermediate_dense.bias": "encoder.layers.{}.feed_forward.intermediate_dense.bias",
+    "encoder.layers.{}.feed_forward.output_dense.weight": "encoder.layers.{}.feed_forward.output_dense.weight",
+    "encoder.layers.{}.feed_forward.output_dense.bias": "encoder.layers.{}.feed_forward.output_dense.bias",
+    "encoder.layers.{}.final_layer_norm.weight": "encoder.layers.{}.final_layer_norm.weight",
+    "encoder.layers.{}.final_layer_norm.bias": "encoder.layers.{}.final_layer_norm.bias",
+    # WavLM gated relative position bias (rel_attn_embed in layer 0 only)
+    "encoder.layers.{}.attention.gru_rel_pos_const": "encoder.layers.{}.attention.gru_rel_pos_const",
+    "encoder.layers.{}.attention.gru_rel_pos_linear.weight": "encoder.layers.{}.attention.gru_rel_pos_linear.weight",
+    "encoder.layers.{}.attention.gru_rel_pos_linear.bias": "encoder.layers.{}.attention.gru_rel_pos_linear.bias",
+    "encoder.layers.{}.attention.rel_attn_embed.weight": "encoder.layers.{}.attention.rel_attn_embed.weight",
+    # CTC head
+    "lm_head.weight": "lm_head.weight",
+    "lm_head.bias": "lm_head.bias",
+    # pretraining-only: wav2vec2 / UniSpeech / WavLM quantizer and contrastive projections
+    "quantizer.codevectors": None,
+    "quantizer.weight_proj.weight": None,
+    "quantizer.weight_proj.bias": None,
+    "project_q.weight": None,
+    "project_q.bias": None,
+    "project_hid.weight": None,
+    "project_hid.bias": None,
+    # pretraining-only: UniSpeech's phoneme CTC projection (not our vocabulary)
+    "ctc_proj.weight": None,
+    "ctc_proj.bias": None,
+    # pretraining-only: fairseq HuBERT's target projection and label embeddings
+    "final_proj.weight": None,
+    "final_proj.bias": None,
+    "label_embs_concat": None,
+}
+
+# Native parameters a checkpoint may lack: a pretraining checkpoint has no CTC head, and one pretrained
+# without SpecAugment has no masked_spec_embed. Both are initialised as transformers does.
+_FRESH = ("lm_head.weight", "lm_head.bias", "masked_spec_embed")
+
+_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def native_key(key: str, model_type: str) -> tuple[str | None, bool]:
+    """(native name or None, known) for a checkpoint key; known is False for a key not in WEIGHT_MAP."""
+    prefix = model_type + "."
+    if key.startswith(prefix):
+        key = key[len(prefix):]
+    m = _INDEX.search(key)
+    template = key if m is None else key[: m.start()] + ".{}." + key[m.end():]
+    if template not in WEIGHT_MAP:
+        return None, False
+    target = WEIGHT_MAP[template]
+    return (None if target is None else target.format(*([m.group(1)] if m else []))), True
+
+
+def _checkpoint_files(path: Path) -> list[Path]:
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.exists():
+        return [single]
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [path / s for s in shards]
+    if (path / "pytorch_model.bin").exists():
+        raise FileNotFoundError(
+            f"{path} holds only pytorch_model.bin; fastctc reads safetensors. Convert it first: "
+            f"fastctc convert {path} OUT_DIR"
+        )
+    raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+
+
+def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> CTCModel:
+    """A CTCModel (eval mode, float32) from a Transformers checkpoint directory.
+
+    vocab_size: size of the CTC head; a checkpoint without a head (pretraining) gets a fresh one of this
+    size, initialised as transformers does (normal(0, initializer_range), zero bias). overrides: EncoderConfig
+    fields to replace after reading config.json (the fine-tuning recipe's dropouts and SpecAugment).
+    Any checkpoint key not in WEIGHT_MAP, any parameter left unfilled, or a shape mismatch raises.
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{path}: no config.json (expected a Transformers checkpoint directory)")
+    cfg = config_from_hf(json.loads(config_file.read_text()), source=str(config_file))
+    changes = dict(overrides or {})
+    if vocab_size is not None:
+        changes["vocab_size"] = vocab_size
+    cfg = dataclasses.replace(cfg, **changes)
+    model = CTCModel(cfg)
+    params = model.state_dict()
+
+    loaded: dict[str, torch.Tensor] = {}
+    sources: dict[str, str] = {}
+    unknown, mismatched = [], []
+    for file in _checkpoint_files(path):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                target, known = native_key(key, cfg.model_type)
+                if not known or (target is not None and target not in params):
+                    unknown.append(key)
+                    continue
+                if target is None:
+                    continue  # dropped on purpose (see WEIGHT_MAP)
+                if target in loaded:
+                    raise ValueError(f"{file}: {key} and {sources[target]} both map to {target}")
+                tensor = f.get_tensor(key)
+                if tensor.shape != params[target].shape:
+                    mismatched.append(f"{key} {tuple(tensor.shape)} -> {target} {tuple(params[target].shape)}")
+                    continue
+                loaded[target], sources[target] = tensor.to(params[target].dtype), key
+    if unknown:
+        raise KeyError(
+            f"{path}: checkpoint keys with no place in the model {cfg.model_type} as configured by config.json: "
+            f"{unknown}. If a key is pretraining-only, add it to WEIGHT_MAP as None in fastctc/models/hf_io.py"
+        )
+    if mismatched:
+        hint = " (pass vocab_size matching the checkpoint's head)" if any("lm_head" in m for m in mismatched) else ""
+        raise ValueError(f"{path}: shape mismatches{hint}: {mismatched}")
+    missing = [k for k in params if k not in loaded and k not in _FRESH]
+    if missing:
+        raise KeyError(f"{path}: parameters not filled by the checkpoint: {missing}")
+
+    head_missing = [k for k in ("lm_head.weight", "lm_head.bias") if k not in loaded]
+    if head_missing and vocab_size is None and "vocab_size" not in changes:
+        raise ValueError(f"{path} has no CTC head (lm_head); pass vocab_size to create a fresh one")
+    if len(head_missing) == 1:
+        raise KeyError(f"{path}: the CTC head is incomplete, missing {head_missing}")
+    model.load_state_dict(loaded, strict=False)
+    with torch.no_grad():
+        if head_missing:
+            # transformers' PreTrainedModel._init_weights for nn.Linear
+            model.lm_head.weight.normal_(0.0, cfg.initializer_range)
+            model.lm_head.bias.zero_()
+        if "masked_spec_embed" not in loaded:
+            model.masked_spec_embed.uniform_()
+    return model.eval()
+
+
+def _hf_key(native: str) -> str:
+    """The checkpoint key save_pretrained writes for a native parameter (without the model prefix)."""
+    m = _INDEX.search(native)
+    template = native if m is None else native[: m.start()] + ".{}." + native[m.end():]
+    for ck, target in WEIGHT_MAP.items():
+        if target == template:
+            return ck.format(*([m.group(1)] if m else []))
+    raise KeyError(f"{native} has no entry in WEIGHT_MAP (fastctc/models/hf_io.py)")
+
+
+def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True) -> None:
+    """See CTCModel.save_pretrained."""
+    cfg: EncoderConfig = model.config
+    token_to_id = dict(vocab) if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
+    if len(token_to_id) != cfg.vocab_size:
+        raise ValueError(f"save_pretrained: vocab has {len(token_to_id)} tokens, the CTC head {cfg.vocab_size}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    hf_config = config_to_hf(cfg)
+    hf_config["pad_token_id"] = token_to_id.get("[PAD]", cfg.pad_token_id)  # the CTC blank
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+
+    # transformers builds masked_spec_embed only when some SpecAugment probability is positive
+    keep_embed = cfg.mask_time_prob > 0 or cfg.mask_feature_prob > 0
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name == "masked_spec_embed" and not keep_embed:
+            continue
+        key = _hf_key(name)
+        key = key if key.startswith("lm_head.") else f"{cfg.model_type}.{key}"
+        tensors[key] = tensor.detach().to("cpu", torch.float32).contiguous()
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+    (directory / "vocab.json").write_text(json.dumps(token_to_id, indent=2, ensure_ascii=False) + "\n")
+    tokenizer = {
+        "tokenizer_class": "Wav2Vec2CTCTokenizer",
+        "processor_class": "Wav2Vec2Processor",
+        "unk_token": "[UNK]",
+        "pad_token": "[PAD]",
+        "word_delimiter_token": "|",
+        "bos_token": None,
+        "eos_token": None,
+        "do_lower_case": False,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2) + "\n")
+    preprocessor = {
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+        "processor_class": "Wav2Vec2Processor",
+        "feature_size": 1,
+        "sampling_rate": 16000,
+        "padding_value": 0.0,
+        "padding_side": "right",
+        "do_normalize": do_normalize,
+        # transformers gives the attention mask only to layer-norm encoders (see RECIPE.md)
+        "return_attention_mask": cfg.feat_extract_norm == "layer",
+    }
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
