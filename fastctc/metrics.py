@@ -1,11 +1,14 @@
 """Word and character error rates, corpus-level as jiwer computes them.
 
 Corpus WER = (substitutions + deletions + insertions summed over utterances) / (reference words
-summed), not a mean of per-utterance rates. Whitespace is collapsed and stripped first; CER counts
-every character, the spaces between words included.
+summed), not a mean of per-utterance rates. Tokenisation follows jiwer's defaults exactly: for WER,
+runs of two or more whitespace characters become one space, the ends are stripped and words are
+split on " "; for CER the ends are stripped and every character counts, inner spaces included.
 """
 
 from __future__ import annotations
+
+import re
 
 from typing import Sequence
 
@@ -28,11 +31,15 @@ def _check(refs: Sequence[str], hyps: Sequence[str]) -> None:
         raise ValueError(f"error rate: {len(refs)} references but {len(hyps)} hypotheses")
 
 
+def _words(s: str) -> list[str]:
+    return [w for w in re.sub(r"\s\s+", " ", s).strip().split(" ") if w]
+
+
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     _check(refs, hyps)
     errors = total = 0
     for r, h in zip(refs, hyps):
-        rw, hw = r.split(), h.split()
+        rw, hw = _words(r), _words(h)
         errors += edit_distance(rw, hw)
         total += len(rw)
     if total == 0:
@@ -44,7 +51,7 @@ def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     _check(refs, hyps)
     errors = total = 0
     for r, h in zip(refs, hyps):
-        rc, hc = " ".join(r.split()), " ".join(h.split())
+        rc, hc = r.strip(), h.strip()
         errors += edit_distance(rc, hc)
         total += len(rc)
     if total == 0:

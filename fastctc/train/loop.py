@@ -136,7 +136,7 @@ def train(cfg: RunConfig, out_dir: Path) -> dict:
             # a non-finite loss or gradient skips the step: weights never take a NaN
             if torch.isfinite(loss) and torch.isfinite(grad_norm):  # host sync, once per step (CPU loop)
                 optimizer.step()
-                window_loss.append(float(loss))
+                window_loss.append(float(loss.detach()))
             else:
                 skipped += 1
             schedule.step()

@@ -1,0 +1,108 @@
+"""Config parsing: types, overrides, and one-line errors that name the key and the nearest valid one."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastctc.config import ConfigError, RunConfig, dump_config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo.toml"
+
+
+def test_demo_config_loads_with_public_keys():
+    cfg = load_config(DEMO)
+    assert cfg.model.checkpoint == ""
+    assert cfg.data.corpus == "synthetic"
+    assert cfg.train.max_steps > 0 and cfg.train.batch_size > 0 and cfg.optim.lr > 0
+
+
+def test_overrides_are_coerced_to_the_field_type():
+    cfg = load_config(DEMO, [
+        "optim.lr=3e-4", "train.batch_size=7", "optim.warmup_steps=0", "model.do_stable_layer_norm=false",
+        "model.conv_dim=[8, 8]", "model.conv_kernel=[3,3]", "model.conv_stride=[2,2]",
+        "data.root=/some/where", "train.seed=3", "optim.weight_decay=0",
+    ])
+    assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
+    assert cfg.train.batch_size == 7 and isinstance(cfg.train.batch_size, int)
+    assert cfg.model.do_stable_layer_norm is False
+    assert cfg.model.conv_dim == [8, 8]
+    assert cfg.data.root == "/some/where"
+    assert isinstance(cfg.optim.weight_decay, float)  # an int literal is accepted for a float key
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.batch_sise=8", "unknown key train.batch_sise; did you mean 'batch_size'?"),
+    ("optim.lr=fast", "optim.lr: expected float, got str 'fast'"),
+    ("train.batch_size=2.5", "train.batch_size: expected int"),
+    ("train.batch_size=true", "train.batch_size: expected int"),
+    ("train.batch_size=0", "train.batch_size: must be > 0, got 0"),
+    ("optim.lr=-1", "optim.lr: must be > 0"),
+    ("model.hidden_dropout=1.5", "model.hidden_dropout: must be in [0, 1)"),
+    ("model.num_attention_heads=5", "model.num_attention_heads: must divide model.hidden_size"),
+    ("data.corpus=synthetc", "data.corpus: unknown corpus 'synthetc'; did you mean 'synthetic'?"),
+    ("trian.epochs=3", "unknown section [trian]; did you mean 'train'?"),
+    ("train.epochs", "expected section.key=value"),
+    ("model.checkpoint=/does/not/exist", "model.checkpoint: '/does/not/exist' is not a directory"),
+    ("model.conv_dim=[8, 8]", "model.conv_dim"),
+])
+def test_bad_overrides_fail_with_the_key_named(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(DEMO, [override])
+    message = str(err.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_unknown_key_in_file_names_file_and_nearest(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim]\nlearning_rate = 1e-3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: unknown key optim.learning_rate"):
+        load_config(bad)
+    bad.write_text("[optim]\nwarmup_step = 10\n")
+    with pytest.raises(ConfigError, match="did you mean 'warmup_steps'"):
+        load_config(bad)
+    bad.write_text("lr = 1\n")
+    with pytest.raises(ConfigError, match="must be a \\[section\\]"):
+        load_config(bad)
+
+
+def test_missing_file_and_invalid_toml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(DEMO, ["optim.lr=1.5e-3", "data.root=a \"quoted\" path"])
+    path = tmp_path / "resolved.toml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert load_config(None) == RunConfig()
+
+
+def test_cli_reports_config_errors_in_one_line_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastctc", "train", str(DEMO), "--set", "train.bach_size=4", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "fastctc train: config error: --set: unknown key train.bach_size; did you mean 'batch_size'?"
+    )
+    assert not out.exists()  # nothing was started
+
+
+def test_cli_version_and_help():
+    from fastctc import __version__
+
+    proc = subprocess.run([sys.executable, "-m", "fastctc", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"fastctc {__version__}"
+    proc = subprocess.run([sys.executable, "-m", "fastctc", "train", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "fastctc train configs/demo.toml" in proc.stdout and "--set" in proc.stdout
