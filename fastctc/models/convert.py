@@ -1,0 +1,66 @@
+"""`fastctc convert IN_DIR OUT_DIR`: a pytorch_model.bin checkpoint directory -> model.safetensors.
+
+The .bin is read with `torch.load(weights_only=True)`, which refuses anything but tensors and plain
+containers: a checkpoint is never fully unpickled. Other files (config.json, vocab.json, ...) are copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+
+def _tensors(bin_file: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(bin_file, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{bin_file}: expected a flat dict of tensors (a state_dict)")
+    # safetensors refuses tensors that share storage; old checkpoints can hold views of one buffer
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+def convert(in_dir, out_dir) -> list[Path]:
+    """Write OUT_DIR/model.safetensors (or shards + index) from IN_DIR's pytorch_model.bin (or its shards)."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    single, index = in_dir / "pytorch_model.bin", in_dir / "pytorch_model.bin.index.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if single.exists():
+        save_file(_tensors(single), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+        written.append(out_dir / "model.safetensors")
+    elif index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        renamed = {}
+        for shard in sorted(set(weight_map.values())):
+            name = shard.replace("pytorch_model", "model").replace(".bin", ".safetensors")
+            save_file(_tensors(in_dir / shard), str(out_dir / name), metadata={"format": "pt"})
+            renamed[shard] = name
+            written.append(out_dir / name)
+        new_index = {"metadata": {}, "weight_map": {k: renamed[v] for k, v in weight_map.items()}}
+        (out_dir / "model.safetensors.index.json").write_text(json.dumps(new_index, indent=2) + "\n")
+    else:
+        raise FileNotFoundError(f"{in_dir}: no pytorch_model.bin or pytorch_model.bin.index.json")
+    for f in in_dir.iterdir():
+        if f.is_file() and not f.name.startswith("pytorch_model") and not (out_dir / f.name).exists():
+            shutil.copy2(f, out_dir / f.name)
+    return written
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "convert", help="turn a pytorch_model.bin checkpoint into safetensors (no unpickling of code)"
+    )
+    p.add_argument("in_dir", help="checkpoint directory with pytorch_model.bin (or its sharded index)")
+    p.add_argument("out_dir", help="directory to write model.safetensors and copies of the other files")
+    p.set_defaults(func=_main)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    for path in convert(args.in_dir, args.out_dir):
+        print(path)
+    return 0
