@@ -15,6 +15,8 @@ sections 4.1-4.2), all in float32 log space:
     E_t(s)      = beta_t(s) + lp_t(l(s)),  with a virtual E_{T'} = 0 at s = S-1, -inf elsewhere
     beta_t(s)   = lse(E_{t+1}(s), E_{t+1}(s+1), E_{t+1}(s+2) if skip(s+2))
     gamma_t(s)  = exp(alpha_t(s) + beta_t(s) - log Z)           (occupancy; sums to 1 over s)
+                  computed as exp(alpha_t + beta_t) / sum_s exp(alpha_t + beta_t), which is exact
+                  (the sum is Z at every frame) and cancels rounding common to a frame
 
 Gradient with respect to the logits (what torch's ctc_loss backward followed by log_softmax's
 backward gives, since the occupancies of a frame sum to 1):
@@ -67,6 +69,19 @@ def _logsumexp3(a, b, c):
     m = tl.maximum(tl.maximum(a, b), c)
     m = tl.where(m == NEG_INF, 0.0, m)  # all -inf: exp(-inf) = 0, log(0) = -inf, never NaN
     return m + tl.log(tl.exp(a - m) + tl.exp(b - m) + tl.exp(c - m))
+
+
+@triton.jit
+def _to_output_dtype(x, dtype: tl.constexpr):
+    """float32 -> dtype, round to nearest even."""
+    if dtype == tl.bfloat16:
+        # Round in integer arithmetic first: the compiled cast rounds to nearest even, but
+        # Triton's interpreter truncates float32 -> bf16, which would shift every gradient by up
+        # to one bf16 ulp in the tests. On the GPU the cast below is then exact (a no-op rounding).
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
 
 
 @triton.jit
@@ -224,7 +239,8 @@ def _ctc_beta_grad_kernel(
     v = tl.arange(0, BLOCK_V)
     v_ok = v < V
     g_row = grad_ptr + b * stride_gb
-    zeros = tl.zeros([BLOCK_V], dtype=grad_ptr.dtype.element_ty)
+    out_dtype: tl.constexpr = grad_ptr.dtype.element_ty
+    zeros = tl.zeros([BLOCK_V], dtype=out_dtype)
     for t in range(t_live, T):
         tl.store(g_row + t * stride_gt + v, zeros, mask=v_ok)
 
@@ -258,7 +274,14 @@ def _ctc_beta_grad_kernel(
         lp = tl.load(x_row + t * stride_lt + lab * stride_lv, mask=emit, other=NEG_INF)
         lp = lp.to(tl.float32) - lse_t
         alpha = tl.load(a_row + t * stride_at + s, mask=in_s, other=NEG_INF)
-        gamma = tl.where(in_s, tl.exp(alpha + beta - log_z), 0.0)
+        # occupancy normalised per frame (sum_s alpha_t(s) beta_t(s) = Z at every t): the common
+        # rounding error of log Z and of the frame's alpha and beta cancels, as it does in torch's
+        # path through log_softmax's backward
+        ab = tl.where(in_s, alpha + beta, NEG_INF)
+        m = tl.max(ab, axis=0)
+        w = tl.exp(ab - tl.where(m == NEG_INF, 0.0, m))
+        total = tl.sum(w, axis=0)
+        gamma = w / tl.where(total > 0, total, 1.0)
         occ_blank = tl.sum(tl.where(is_label, 0.0, gamma), axis=0)
         occ_row = occ_rows + (i % 3) * BLOCK_V  # zero on entry (see the re-zeroing below)
         tl.atomic_add(occ_row + lab, gamma, mask=is_label & emit)
@@ -275,7 +298,7 @@ def _ctc_beta_grad_kernel(
         x = tl.load(x_row + t * stride_lt + v * stride_lv, mask=v_ok, other=NEG_INF)
         softmax = tl.exp(x.to(tl.float32) - lse_t)
         grad = (softmax - occ) * scale
-        tl.store(g_row + t * stride_gt + v, grad.to(grad_ptr.dtype.element_ty), mask=v_ok)
+        tl.store(g_row + t * stride_gt + v, _to_output_dtype(grad, out_dtype), mask=v_ok)
 
 
 def _num_warps(block: int) -> int:
@@ -325,8 +348,11 @@ def ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alph
     return -log_z, (lse, alpha, log_z, offsets, stride_tgt, s_cap)
 
 
-def ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, row_scale):
-    """Gradient (B, T, V) in the logits' dtype of sum_b row_scale[b] * loss[b]."""
+def ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, row_scale, out=None):
+    """Gradient (B, T, V) in the logits' dtype of sum_b row_scale[b] * loss[b].
+
+    ``out``: optional contiguous (B, T, V) buffer of the logits' dtype; every element is written.
+    """
     B, T, V = logits.shape
     lse, alpha, log_z, offsets, stride_tgt, s_cap = saved
     n_states = alpha.shape[2]
@@ -334,7 +360,9 @@ def ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, r
     block_v = max(triton.next_power_of_2(V), 16)
     e_scratch = torch.empty((B, 2, n_states), device=logits.device, dtype=torch.float32)
     occ_scratch = torch.zeros((B, 3, block_v), device=logits.device, dtype=torch.float32)
-    grad = torch.empty((B, T, V), device=logits.device, dtype=logits.dtype)
+    grad = out if out is not None else torch.empty_like(logits, memory_format=torch.contiguous_format)
+    if grad.shape != (B, T, V) or grad.dtype != logits.dtype or not grad.is_contiguous():
+        raise ValueError(f"ctc_backward: out must be contiguous {(B, T, V)} {logits.dtype}")
     _ctc_beta_grad_kernel[(B,)](
         logits, lse, targets, offsets, input_lengths, target_lengths, alpha, log_z,
         row_scale, e_scratch, occ_scratch, grad,

@@ -1,0 +1,108 @@
+"""fastctc.kernels.ctc_loss: the CPU reference path in process, the Triton kernel in a subprocess.
+
+The Triton kernel is checked under Triton's interpreter, which must be switched on before the
+kernels are defined, so tests/ctc_kernel_interpreted.py runs in a child pytest with
+TRITON_INTERPRET=1; this process keeps the fast PyTorch path.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ctc_kernel_cases import (
+    loss_and_grad,
+    make_grad_out,
+    random_case,
+    reference64,
+)
+
+import fastctc.kernels as K
+
+TESTS = Path(__file__).resolve().parent
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+# ---- the reference path (CPU tensors, no interpreter) ----------------------------------------
+
+
+@pytest.mark.skipif(K.TRITON_INTERPRETED, reason="CPU tensors go to the kernel in this process")
+def test_cpu_tensors_take_the_reference_path():
+    case = random_case(1, B=2, T=6, V=5, max_labels=2)
+    x = case.logits.clone().requires_grad_()
+    loss = K.ctc_loss(x, case.targets, case.input_lengths, case.target_lengths, blank=case.blank)
+    assert "CTCLossFunction" not in type(loss.grad_fn).__name__
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("concatenated", [False, True])
+def test_reference_path_matches_float64(reduction, concatenated):
+    case = random_case(20, B=4, T=30, V=33, max_labels=10, blank=32, concatenated=concatenated)
+    grad_out = make_grad_out(case, reduction, 20)
+    loss, grad = loss_and_grad(K.ctc_loss, case, reduction, True, grad_out)
+    loss64, grad64 = reference64(case, reduction, True, grad_out)
+    # float32 log-softmax + recursion over <= 30 frames: a few hundred ulps at most
+    torch.testing.assert_close(loss.double(), loss64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), grad64, rtol=1e-4, atol=1e-5)
+
+
+def test_reference_path_low_precision_logits_give_float32_loss():
+    case = random_case(21, B=2, T=12, V=9, max_labels=4, dtype=torch.bfloat16)
+    loss, grad = loss_and_grad(K.ctc_loss, case, "mean", True, torch.tensor(1.0))
+    loss64, grad64 = reference64(case, "mean", True, torch.tensor(1.0))
+    assert loss.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    torch.testing.assert_close(loss.double(), loss64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), grad64, rtol=2**-8, atol=1e-5)
+
+
+def test_reference_path_zero_infinity():
+    case = random_case(22, B=2, T=4, V=5, max_labels=1, blank=0, full_length=True)
+    case.targets = torch.tensor([[1, 2, 3, 4, 1], [1, 0, 0, 0, 0]])
+    case.target_lengths = torch.tensor([5, 1])  # row 0: 5 labels in 4 frames
+    loss, grad = loss_and_grad(K.ctc_loss, case, "none", True, torch.ones(2))
+    assert loss[0] == 0 and (grad[0] == 0).all() and torch.isfinite(loss[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(reduction="avg"), "reduction must be one of"),
+        (dict(blank=7), "outside the vocabulary"),
+    ],
+)
+def test_argument_validation(kwargs, message):
+    case = random_case(23, B=1, T=4, V=7, max_labels=1)
+    with pytest.raises(ValueError, match=message):
+        K.ctc_loss(case.logits, case.targets, case.input_lengths, case.target_lengths, **kwargs)
+    with pytest.raises(ValueError, match="must be \\(B, T, V\\)"):
+        K.ctc_loss(case.logits[0], case.targets, case.input_lengths, case.target_lengths)
+
+
+# ---- the Triton kernel, interpreted, in a subprocess -----------------------------------------
+
+
+def _run_interpreted(marker: str, timeout: int) -> None:
+    pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
+    cmd = [sys.executable, "-m", "pytest", str(TESTS / "ctc_kernel_interpreted.py"),
+           "-q", "-p", "no:cacheprovider", "-m", marker, "-rs"]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"interpreted kernel tests failed ({' '.join(cmd)}):\n{tail}"
+    assert " skipped" not in proc.stdout.splitlines()[-1], f"kernel tests were skipped:\n{tail}"
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_triton_kernel_under_interpreter():
+    _run_interpreted("not slow", timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_triton_kernel_under_interpreter_large_shapes():
+    _run_interpreted("slow", timeout=3600)
