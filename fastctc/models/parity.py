@@ -1,0 +1,142 @@
+"""`fastctc parity CHECKPOINT_DIR`: the native model against transformers on the same checkpoint.
+
+Both run in float32, eval mode (no dropout, no SpecAugment), on random audio, once with every row full
+length (no padding, no lengths / attention_mask) and once with unequal lengths (lengths / attention_mask).
+Prints max absolute and relative (max |a - b| / max |b|) differences of the logits and of the gradients
+of a CTC loss for every parameter tensor, and each side's forward+backward time. Transformers is
+imported only here, and only when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .hf_io import load_pretrained, native_key
+
+
+def _ctc_loss(logits: torch.Tensor, logit_lengths: torch.Tensor, targets: torch.Tensor, blank: int) -> torch.Tensor:
+    logp = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
+    target_lengths = torch.full((targets.shape[0],), targets.shape[1], dtype=torch.long)
+    return F.ctc_loss(logp, targets, logit_lengths, target_lengths, blank=blank, reduction="mean", zero_infinity=True)
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    d = (a.float() - b.float()).abs().max().item()
+    return d, d / max(b.abs().max().item(), 1e-30)
+
+
+def _step(run, repeats: int):
+    """run() -> (logits, grads dict); returns the last result and the median seconds after one warmup."""
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times)
+
+
+def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats: int = 1, seed: int = 0,
+            per_tensor: bool = True, log=print) -> dict:  # fmt: skip
+    native = load_pretrained(path, vocab_size=vocab_size)
+    cfg = native.config
+    try:
+        import transformers
+    except ImportError:
+        transformers = None
+        log("transformers is not installed: running the native model only")
+    hf = None
+    if transformers is not None:
+        hf = transformers.AutoModelForCTC.from_pretrained(path, vocab_size=cfg.vocab_size, dtype=torch.float32).eval()
+        with torch.no_grad():  # a checkpoint without a CTC head: both sides get the native fresh head
+            hf.lm_head.weight.copy_(native.lm_head.weight)
+            hf.lm_head.bias.copy_(native.lm_head.bias)
+
+    g = torch.Generator().manual_seed(seed)
+    N = int(seconds * 16000)
+    audio = torch.randn(batch, N, generator=g)
+    lengths = torch.linspace(N, N * 0.6, batch).long()
+    blank = cfg.vocab_size - 1
+    summary = {"checkpoint": str(path), "model_type": cfg.model_type, "batch": batch, "samples": N, "cases": {}}
+    for case, use_lengths in (("no padding", False), ("padding", True)):
+        x = audio * (torch.arange(N)[None, :] < lengths[:, None]) if use_lengths else audio
+        mask = (torch.arange(N)[None, :] < lengths[:, None]).long() if use_lengths else None
+        T = int(native.feature_extractor.output_lengths(torch.tensor(N)))
+        targets = torch.randint(0, blank, (batch, max(1, T // 8)), generator=g)
+
+        def run_native():
+            native.zero_grad(set_to_none=True)
+            logits, logit_lengths = native(x, lengths if use_lengths else None)
+            _ctc_loss(logits, logit_lengths, targets, blank).backward()
+            return logits.detach(), {n: p.grad for n, p in native.named_parameters() if p.grad is not None}
+
+        def run_hf():
+            hf.zero_grad(set_to_none=True)
+            logits = hf(x, attention_mask=mask).logits
+            in_lengths = hf._get_feat_extract_output_lengths(mask.sum(-1) if use_lengths else torch.full((batch,), N))
+            _ctc_loss(logits, in_lengths, targets, blank).backward()
+            return logits.detach(), {n: p.grad for n, p in hf.named_parameters() if p.grad is not None}
+
+        (logits, grads), t_native = _step(run_native, repeats)
+        result = {"native_s": round(t_native, 4)}
+        log(f"== {case}: batch {batch} x {N} samples ({N / 16000:.2f} s), {logits.shape[1]} frames")
+        log(f"native forward+backward {t_native:.3f} s")
+        if hf is not None:
+            (ref_logits, ref_grads), t_hf = _step(run_hf, repeats)
+            result["transformers_s"] = round(t_hf, 4)
+            log(f"transformers forward+backward {t_hf:.3f} s  (native speedup {t_hf / t_native:.2f}x)")
+            result["logits_abs"], result["logits_rel"] = _diff(logits, ref_logits)
+            log(f"logits: max abs diff {result['logits_abs']:.3e}, max rel diff {result['logits_rel']:.3e}")
+            worst_abs = worst_rel = 0.0
+            worst_name = ""
+            for name, g_ref in ref_grads.items():
+                target, known = native_key(name, cfg.model_type)
+                if not known or target not in grads:
+                    raise KeyError(f"parity: transformers parameter {name} has no native gradient ({target})")
+                a, r = _diff(grads[target], g_ref)
+                # a key bias shifts every score of a query alike, which softmax cancels: its gradient is
+                # zero in exact arithmetic and both sides hold rounding noise, so no relative figure
+                noise = name.endswith("attention.k_proj.bias")
+                if per_tensor:
+                    log(f"  grad {name:<72} abs {a:.3e}  rel {'(exact gradient is 0)' if noise else f'{r:.3e}'}")
+                worst_abs = max(worst_abs, a)
+                if not noise and r > worst_rel:
+                    worst_rel, worst_name = r, name
+            result.update(grad_abs=worst_abs, grad_rel=worst_rel, grad_worst=worst_name, grad_tensors=len(ref_grads))
+            log(f"gradients ({len(ref_grads)} tensors): max abs diff {worst_abs:.3e}, max rel diff {worst_rel:.3e} ({worst_name})")
+        summary["cases"][case] = result
+    return summary
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "parity", help="compare the native model with transformers on a checkpoint (logits, gradients, time)"
+    )
+    p.add_argument("checkpoint", help="Transformers checkpoint directory (config.json + safetensors)")
+    p.add_argument("--vocab-size", type=int, default=None, help="CTC head size for a checkpoint without one (default 32)")
+    p.add_argument("--seconds", type=float, default=2.0, help="audio length of the longest row (default 2.0)")
+    p.add_argument("--batch", type=int, default=2, help="rows; with padding they shrink to 60%% (default 2)")
+    p.add_argument("--repeats", type=int, default=1, help="timed repetitions per side, median reported (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summary", action="store_true", help="omit the per-tensor gradient lines")
+    p.set_defaults(func=_main)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    vocab_size = args.vocab_size
+    try:
+        result = compare(args.checkpoint, vocab_size, args.seconds, args.batch, args.repeats, args.seed, not args.summary)
+    except ValueError as e:
+        if "no CTC head" not in str(e) or vocab_size is not None:
+            raise
+        print("checkpoint has no CTC head: using a fresh one of 32 tokens (set --vocab-size)")
+        result = compare(args.checkpoint, 32, args.seconds, args.batch, args.repeats, args.seed, not args.summary)
+    print(json.dumps(result))
+    return 0
