@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key (repeatable), e.g. --set optim.lr=3e-4")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG-TIMESTAMP)")
     p.set_defaults(func=_cmd_train)
+
+    from .models import convert, parity
+
+    convert.add_parser(sub)
+    parity.add_parser(sub)
     return parser
 
 
