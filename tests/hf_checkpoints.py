@@ -6,9 +6,10 @@ init (LayerNorms at ones, zero biases, ...) so that a swapped or ignored tensor 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-transformers = __import__("pytest").importorskip("transformers")
+transformers = pytest.importorskip("transformers")
 
 # (model_type, config overrides): each family in the layouts its cards use
 TINY = dict(

@@ -1,0 +1,37 @@
+"""Each model card's encoder at its real size (random weights, short audio) against transformers, through
+`fastctc parity`'s comparison. Slow: deselected by default; run with `pytest -m slow`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_checkpoints import transformers
+from fastctc.models.parity import compare
+
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+            feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False)  # fmt: skip
+LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+             feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)  # fmt: skip
+
+# the architectures of the five cards' starting checkpoints (their config.json values)
+CARDS = {
+    "facebook/wav2vec2-base": ("wav2vec2", BASE),
+    "ntu-spml/distilhubert": ("hubert", dict(BASE, num_hidden_layers=2, feat_proj_layer_norm=False)),
+    "microsoft/unispeech-large-1500h-cv": ("unispeech", LARGE),
+    "facebook/hubert-large-ll60k": ("hubert", LARGE),
+    "microsoft/wavlm-large": ("wavlm", dict(LARGE, num_buckets=320, max_bucket_distance=800)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("card", list(CARDS))
+def test_real_size_parity(tmp_path, card):
+    model_type, arch = CARDS[card]
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(model_type, vocab_size=32, **arch)
+    transformers.AutoModelForCTC.from_config(config).save_pretrained(tmp_path)
+    result = compare(tmp_path, seconds=1.0, batch=2, per_tensor=False, log=lambda *a: None)
+    for name, case in result["cases"].items():
+        assert case["logits_abs"] <= 1e-4, (name, case)
+        assert case["grad_rel"] <= 1e-4, (name, case)
