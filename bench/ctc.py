@@ -127,7 +127,8 @@ def time_cuda(B, T, L, V, dtype, blank, device="cuda"):
                 run = lambda: loss.backward(retain_graph=True)  # noqa: E731
             else:
                 run = lambda: fn(x, tg, a, b).backward()  # noqa: E731
-            med, p20, p80 = triton.testing.do_bench(run, quantiles=[0.5, 0.2, 0.8], grad_to_none=[x])
+            quantiles = [0.5, 0.2, 0.8]
+            med, p20, p80 = triton.testing.do_bench(run, quantiles=quantiles, grad_to_none=[x])
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
@@ -155,7 +156,8 @@ def correctness(device: str, B=2, T=60, L=20, V=32) -> dict:
         for name, x in (("kernel", logits), ("float64", logits.double())):
             x = x.clone().requires_grad_()
             if name == "kernel":
-                loss = K.ctc_loss_triton(x, tg.to(device), il.to(device), tl.to(device), blank=V - 1)
+                args = (tg.to(device), il.to(device), tl.to(device))
+                loss = K.ctc_loss_triton(x, *args, blank=V - 1)
             else:
                 lp = x.log_softmax(-1).transpose(0, 1)
                 loss = F.ctc_loss(lp, tg, il, tl, blank=V - 1, zero_infinity=True)
@@ -206,7 +208,7 @@ def main() -> None:
         report["shapes"].append(entry)
 
     if not cuda:
-        print("\ncorrectness: fused kernel under Triton's interpreter vs float64 (B=2, T=60, L=20, V=32)")
+        print("\ncorrectness: the kernel, interpreted, vs float64 (B=2, T=60, L=20, V=32)")
         report["correctness"] = interpreted_correctness()
         for k, v in report["correctness"].items():
             print(f"  {k}: {v}")

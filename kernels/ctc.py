@@ -11,7 +11,7 @@ sections 4.1-4.2), all in float32 log space:
     alpha_t(s)  = lp_t(l(s)) + lse(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2) if skip(s))
                   skip(s): l(s) is a label and l(s) != l(s-2)  (repeats need a blank between them)
     loss        = -log Z,  log Z = lse(alpha_{T'-1}(S-1), alpha_{T'-1}(S-2))
-    beta_t(s)   = log-prob of frames t+1..T'-1 given state s at frame t (frame t's emission excluded)
+    beta_t(s)   = log-prob of frames t+1..T'-1 given state s at frame t (t's emission excluded)
     E_t(s)      = beta_t(s) + lp_t(l(s)),  with a virtual E_{T'} = 0 at s = S-1, -inf elsewhere
     beta_t(s)   = lse(E_{t+1}(s), E_{t+1}(s+1), E_{t+1}(s+2) if skip(s+2))
     gamma_t(s)  = exp(alpha_t(s) + beta_t(s) - log Z)           (occupancy; sums to 1 over s)
@@ -166,6 +166,7 @@ def _ctc_alpha_kernel(
     lab, skip = _state_labels(targets_ptr, target_offsets_ptr, b, s, S, blank, stride_tgt)
     emit = in_s & (lab >= 0) & (lab < V)  # out-of-range ids read nothing and emit -inf
 
+    # int64 offsets per utterance (b); t * stride stays inside one utterance's slice, < 2^31
     x_row = logits_ptr + b * stride_lb
     lse_row = lse_ptr + b * T
     a_row = alpha_ptr + b * stride_ab
@@ -271,6 +272,8 @@ def _ctc_beta_grad_kernel(
         beta = _logsumexp3(e_next, e1, e2)  # (BLOCK_S,)
 
         lse_t = tl.load(lse_row + t)
+        x = tl.load(x_row + t * stride_lt + v * stride_lv, mask=v_ok, other=NEG_INF)
+        softmax = tl.exp(x.to(tl.float32) - lse_t)  # (BLOCK_V,), loaded before the barrier
         lp = tl.load(x_row + t * stride_lt + lab * stride_lv, mask=emit, other=NEG_INF)
         lp = lp.to(tl.float32) - lse_t
         alpha = tl.load(a_row + t * stride_at + s, mask=in_s, other=NEG_INF)
@@ -295,8 +298,6 @@ def _ctc_beta_grad_kernel(
         # row (i+1)%3 was last read at step i-2, and barrier i-1 separates that read from this
         # store; step i+1 adds into it after barrier i.
         tl.store(occ_rows + ((i + 1) % 3) * BLOCK_V + v, tl.zeros([BLOCK_V], tl.float32))
-        x = tl.load(x_row + t * stride_lt + v * stride_lv, mask=v_ok, other=NEG_INF)
-        softmax = tl.exp(x.to(tl.float32) - lse_t)
         grad = (softmax - occ) * scale
         tl.store(g_row + t * stride_gt + v, _to_output_dtype(grad, out_dtype), mask=v_ok)
 
@@ -360,7 +361,7 @@ def ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, r
     block_v = max(triton.next_power_of_2(V), 16)
     e_scratch = torch.empty((B, 2, n_states), device=logits.device, dtype=torch.float32)
     occ_scratch = torch.zeros((B, 3, block_v), device=logits.device, dtype=torch.float32)
-    grad = out if out is not None else torch.empty_like(logits, memory_format=torch.contiguous_format)
+    grad = torch.empty((B, T, V), device=logits.device, dtype=logits.dtype) if out is None else out
     if grad.shape != (B, T, V) or grad.dtype != logits.dtype or not grad.is_contiguous():
         raise ValueError(f"ctc_backward: out must be contiguous {(B, T, V)} {logits.dtype}")
     _ctc_beta_grad_kernel[(B,)](
@@ -407,7 +408,8 @@ class CTCLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        logits, targets, input_lengths, target_lengths, lse, alpha, log_z, offsets = ctx.saved_tensors
+        logits, targets, input_lengths, target_lengths, *rest = ctx.saved_tensors
+        lse, alpha, log_z, offsets = rest
         if alpha.shape[1] != logits.shape[1]:
             raise RuntimeError("ctc_loss: alpha was not saved; call it with grad enabled")
         saved = (lse, alpha, log_z, offsets, ctx.stride_tgt, ctx.s_cap)

@@ -60,6 +60,12 @@ def kernel_loss_and_grad(case, reduction, zero_infinity, grad_out):
     return loss, grad
 
 
+def torch_fp32(case, reduction, grad_out):
+    """torch's float32 path on the (rounded) logits upcast to float32: loss and float32 grad."""
+    up = Case(case.logits.float(), case.targets, case.input_lengths, case.target_lengths, case.blank)
+    return loss_and_grad(K.ctc_loss_reference, up, reduction, True, grad_out)
+
+
 def check_fp32(case, reduction="none", zero_infinity=True, seed=0):
     """Fused kernel vs float64, no worse than torch's float32, loss and gradient."""
     grad_out = make_grad_out(case, reduction, seed)
@@ -82,8 +88,8 @@ def test_cpu_tensors_go_through_the_kernel_under_the_interpreter(poisoned_grad_b
 @pytest.mark.parametrize("seed", range(24))
 def test_fp32_random_shapes(seed):
     g = torch.Generator().manual_seed(1000 + seed)
-    B, T = int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(1, 33, (1,), generator=g))
-    V, L = int(torch.randint(2, 70, (1,), generator=g)), int(torch.randint(0, 13, (1,), generator=g))
+    B, T, V, L = (int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in
+                  [(1, 5), (1, 33), (2, 70), (0, 13)])  # fmt: skip
     case = random_case(1000 + seed, B, T, V, L, concatenated=seed % 2 == 1)
     check_fp32(case, REDUCTIONS[seed % 3], seed=seed)
 
@@ -95,11 +101,11 @@ def test_low_precision_logits(dtype, seed):
     reduction = REDUCTIONS[seed % 3]
     grad_out = make_grad_out(case, reduction, seed)
     loss, grad = kernel_loss_and_grad(case, reduction, True, grad_out)
-    loss32, _ = loss_and_grad(K.ctc_loss_reference, case, reduction, True, grad_out)
+    loss32, grad32 = torch_fp32(case, reduction, grad_out)
     loss64, grad64 = reference64(case, reduction, True, grad_out)  # same rounded logits
     assert loss.dtype == torch.float32
     assert_fp32_no_worse_than_torch("loss", loss, loss32, loss64)
-    assert_low_precision_grad("grad", grad, grad64, dtype)
+    assert_low_precision_grad("grad", grad, grad64, grad32, dtype)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -184,7 +190,7 @@ def test_non_contiguous_logits():
     base = random_case(9000, B=3, T=10, V=13, max_labels=4, blank=12)
     grad_out = make_grad_out(base, "none", 9)
     want_loss, want_grad = kernel_loss_and_grad(base, "none", True, grad_out)
-    time_major = base.logits.transpose(0, 1).contiguous().transpose(0, 1)  # (B, T, V) view of (T, B, V)
+    time_major = base.logits.transpose(0, 1).contiguous().transpose(0, 1)  # view of (T, B, V)
     wide = torch.randn(3, 10, 2 * 13)
     wide[..., ::2] = base.logits  # stride 2 along V
     for logits in (time_major, wide[..., ::2]):
@@ -245,7 +251,7 @@ def test_bf16_large_shape():
     case = random_case(14000, B=2, T=500, V=32, max_labels=150, dtype=torch.bfloat16, blank=31)
     grad_out = make_grad_out(case, "sum", 14)
     loss, grad = kernel_loss_and_grad(case, "sum", True, grad_out)
-    loss32, _ = loss_and_grad(K.ctc_loss_reference, case, "sum", True, grad_out)
+    loss32, grad32 = torch_fp32(case, "sum", grad_out)
     loss64, grad64 = reference64(case, "sum", True, grad_out)
     assert_fp32_no_worse_than_torch("loss", loss, loss32, loss64)
-    assert_low_precision_grad("grad", grad, grad64, torch.bfloat16)
+    assert_low_precision_grad("grad", grad, grad64, grad32, torch.bfloat16)

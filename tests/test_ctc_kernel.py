@@ -81,6 +81,30 @@ def test_argument_validation(kwargs, message):
         K.ctc_loss(case.logits[0], case.targets, case.input_lengths, case.target_lengths)
 
 
+def test_import_without_triton_falls_back_with_a_warning():
+    code = """
+import sys, types, warnings
+sys.modules["triton"] = None  # import triton -> ImportError
+import torch
+import fastctc.kernels as K
+assert K.ctc_loss_triton is None
+x = torch.randn(2, 5, 4, requires_grad=True)
+args = (torch.tensor([[1, 2], [3, 3]]), torch.tensor([5, 5]), torch.tensor([2, 2]))
+with warnings.catch_warnings():
+    warnings.simplefilter("error")  # the CPU path is the reference anyway: no warning
+    K.ctc_loss(x, *args).backward()
+fake_cuda = types.SimpleNamespace(is_cuda=True, device=torch.device("cpu"))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert K._use_triton(fake_cuda) is False
+assert any("triton is unavailable" in str(w.message) for w in caught), caught
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 # ---- the Triton kernel, interpreted, in a subprocess -----------------------------------------
 
 
