@@ -61,7 +61,7 @@ import torch
 import triton
 import triton.language as tl
 
-NEG_INF = float("-inf")
+NEG_INF = tl.constexpr(float("-inf"))  # jit code may read only constexpr globals
 
 
 @triton.jit

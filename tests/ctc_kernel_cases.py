@@ -128,7 +128,7 @@ def assert_fp32_no_worse_than_torch(name, ours, torch32, ref64):
 
 
 def assert_low_precision_grad(name, ours, ref64, torch32_fp32, dtype):
-    """ours: gradient in dtype; torch32_fp32: torch's float32 gradient of the same rounded logits."""
+    """ours: gradient in dtype; torch32_fp32: torch's float32 gradient, same rounded logits."""
     rtol = LOW_PRECISION_GRAD_RTOL[dtype]
     _, err_torch, scale = fp32_errors(torch32_fp32, torch32_fp32, ref64)
     atol = FP32_SLACK * err_torch + FP32_FLOOR * scale

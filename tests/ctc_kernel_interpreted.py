@@ -62,7 +62,8 @@ def kernel_loss_and_grad(case, reduction, zero_infinity, grad_out):
 
 def torch_fp32(case, reduction, grad_out):
     """torch's float32 path on the (rounded) logits upcast to float32: loss and float32 grad."""
-    up = Case(case.logits.float(), case.targets, case.input_lengths, case.target_lengths, case.blank)
+    up = Case(case.logits.float(), case.targets, case.input_lengths, case.target_lengths,
+              case.blank)
     return loss_and_grad(K.ctc_loss_reference, up, reduction, True, grad_out)
 
 
