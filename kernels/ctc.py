@@ -25,7 +25,7 @@ backward gives, since the occupancies of a frame sum to 1):
                    = 0                                                  for t >= T'
 
 g is the row's incoming gradient: grad_out[b] ("none"), grad_out ("sum"),
-grad_out / max(L, 1) / B ("mean"), and 0 for a row whose loss zero_infinity replaced by 0.
+grad_out / max(L, 1) / B ("mean"). An infeasible row gets zeros (see numerical safety).
 
 Kernels (run in this order; the first two in forward, the last in backward):
 1. ``_row_lse_kernel``: parallel over (B*T) rows, writes lse (B, T) float32. It takes the V-wide
@@ -44,7 +44,7 @@ Kernels (run in this order; the first two in forward, the last in backward):
    last read two barriers earlier. Frames t >= T' get exact zeros.
 
 Saved for backward: log-alpha (B, T, 2*S_cap + 1) float32, lse (B, T) float32 and log Z (B,)
-float32, where S_cap = min(longest possible target, T). For LibriSpeech B=8, T=1750, L=550 that
+float32 (it marks infeasible rows), where S_cap = min(longest possible target, T). For LibriSpeech B=8, T=1750, L=550 that
 is 8*1750*1101*4 B = 61.7 MB; torch's native path keeps log-alpha and log-beta of that size plus
 (T, B, V) float32 log-probs and gradient. No (B, T, V) float32 tensor is ever allocated; without
 grad only two alpha rows per utterance are kept.
