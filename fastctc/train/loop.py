@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from fastctc.kernels import ctc_loss
 
@@ -20,7 +16,7 @@ from ..config import RunConfig, dump_config
 from ..data.batching import LengthBucketSampler, collate
 from ..data.corpora import load_splits
 from ..data.text import CharVocab
-from ..models import CTCModel, EncoderConfig
+from ..models import CTCModel, EncoderConfig, load_pretrained
 from .evaluate import evaluate
 from .optim import build_optimizer, linear_schedule
 
@@ -53,18 +49,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# ModelConfig keys that shape a from-scratch encoder; the rest are fine-tuning knobs that also
+# override a checkpoint's config.json (dropouts, layerdrop, SpecAugment), as the recipe does.
+_SIZE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
+              "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
+              "num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
+_TRAINING_KEYS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout",
+                  "final_dropout", "layerdrop", "mask_time_prob", "mask_time_length", "mask_time_min_masks")
+
+
 def build_model(cfg: RunConfig, vocab: CharVocab) -> CTCModel:
+    """A pretrained checkpoint with a CTC head for `vocab`, or a from-scratch encoder of the [model] sizes."""
     m = cfg.model
+    knobs = {k: getattr(m, k) for k in _TRAINING_KEYS}
     if m.checkpoint:
-        raise SystemExit(
-            f"model.checkpoint={m.checkpoint!r}: loading pretrained checkpoints is not available in this "
-            "build yet; leave model.checkpoint empty to train from scratch"
-        )
-    enc = EncoderConfig(
-        vocab_size=len(vocab), pad_token_id=vocab.blank,
-        **{f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name not in ("checkpoint", "freeze_feature_encoder")},
-    )
-    return CTCModel(enc)
+        return load_pretrained(m.checkpoint, vocab_size=len(vocab), overrides={**knobs, "pad_token_id": vocab.blank})
+    sizes = {k: getattr(m, k) for k in _SIZE_KEYS}
+    return CTCModel(EncoderConfig(vocab_size=len(vocab), pad_token_id=vocab.blank, **sizes, **knobs))
 
 
 def format_seconds(s: float) -> str:
@@ -72,19 +73,12 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def save_model(model: CTCModel, vocab: CharVocab, out: Path) -> None:
-    """model.safetensors + encoder_config.json + vocab.json; written to a temp name, then renamed."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = out / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    tmp.replace(out / "model.safetensors")
-    cfg = dataclasses.asdict(model.config)
-    (out / "encoder_config.json").write_text(json.dumps(cfg, indent=1) + "\n")
-    vocab.save(out / "vocab.json")
-
-
 def train(cfg: RunConfig, out_dir: Path) -> dict:
     """Train per `cfg`, writing config.toml, metrics.jsonl and the final model into `out_dir`.
+
+    The final model is a Transformers-format checkpoint in `out_dir/model` (config.json,
+    model.safetensors, vocab.json, preprocessor and tokenizer configs): it loads with
+    fastctc.models.load_pretrained and with transformers' AutoModelForCTC / Wav2Vec2Processor.
 
     Returns the final evaluation (wer, cer, loss).
     """
@@ -99,6 +93,12 @@ def train(cfg: RunConfig, out_dir: Path) -> dict:
     print(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
     train_utts, eval_utts = load_splits(cfg.data, cfg.train.seed)
     vocab = CharVocab.from_transcripts(u.text for u in train_utts + eval_utts)  # train + eval, as the recipe
+    checkpoint_vocab = Path(cfg.model.checkpoint) / "vocab.json" if cfg.model.checkpoint else None
+    if checkpoint_vocab is not None and checkpoint_vocab.is_file():
+        try:  # a checkpoint fine-tuned by fastctc keeps the ids its head was trained on
+            vocab = CharVocab.load(checkpoint_vocab)
+        except ValueError as e:  # another tokenizer's vocabulary: build ours, the head must then be fresh
+            print(f"fastctc: not reusing {checkpoint_vocab} ({e}); vocabulary built from the transcripts")
     model = build_model(cfg, vocab).to(device)
     if cfg.model.freeze_feature_encoder:
         model.freeze_feature_encoder()
@@ -165,7 +165,7 @@ def train(cfg: RunConfig, out_dir: Path) -> dict:
     log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"], final=True,
               elapsed_s=time.time() - t_start)
     log.close()
-    save_model(model, vocab, out_dir)
+    model.save_pretrained(out_dir / "model", vocab.tokens)
     for ref, hyp in result["examples"]:
         print(f"  ref: {ref}\n  hyp: {hyp}")
     print(f"final eval ({len(eval_utts)} utterances) | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
