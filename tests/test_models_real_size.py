@@ -31,7 +31,10 @@ def test_real_size_parity(tmp_path, card):
     torch.manual_seed(0)
     config = transformers.AutoConfig.for_model(model_type, vocab_size=32, **arch)
     transformers.AutoModelForCTC.from_config(config).save_pretrained(tmp_path)
-    result = compare(tmp_path, seconds=1.0, batch=2, per_tensor=False, log=lambda *a: None)
+    result = compare(tmp_path, seconds=1.0, batch=2, per_tensor=False, float64=True, log=lambda *a: None)
     for name, case in result["cases"].items():
         assert case["logits_abs"] <= 1e-4, (name, case)
-        assert case["grad_rel"] <= 1e-4, (name, case)
+        # Gradients against transformers run in float64: at 24 layers, transformers' own float32 WavLM
+        # gradients (its attention goes through F.multi_head_attention_forward) drift past 1e-4 relative
+        # on gru_rel_pos_linear.bias, so float32 against float32 would measure its rounding, not ours.
+        assert case["grad_rel_f64_native"] <= 1e-4, (name, case)

@@ -3,13 +3,16 @@
 Both run in float32, eval mode (no dropout, no SpecAugment), on random audio, once with every row full
 length (no padding, no lengths / attention_mask) and once with unequal lengths (lengths / attention_mask).
 Prints max absolute and relative (max |a - b| / max |b|) differences of the logits and of the gradients
-of a CTC loss for every parameter tensor, and each side's forward+backward time. Transformers is
-imported only here, and only when installed.
+of a CTC loss for every parameter tensor, and each side's forward+backward time. With --float64 it also
+runs transformers in float64 and gives each float32 side's gradient error against it: where the two
+float32 sides differ, this tells whose rounding it is. Transformers is imported only here, and only
+when installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -43,7 +46,7 @@ def _step(run, repeats: int):
 
 
 def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats: int = 1, seed: int = 0,
-            per_tensor: bool = True, log=print) -> dict:  # fmt: skip
+            per_tensor: bool = True, float64: bool = False, log=print) -> dict:  # fmt: skip
     native = load_pretrained(path, vocab_size=vocab_size)
     cfg = native.config
     try:
@@ -57,6 +60,7 @@ def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats
         with torch.no_grad():  # a checkpoint without a CTC head: both sides get the native fresh head
             hf.lm_head.weight.copy_(native.lm_head.weight)
             hf.lm_head.bias.copy_(native.lm_head.bias)
+    hf64 = copy.deepcopy(hf).double() if float64 and hf is not None else None
 
     g = torch.Generator().manual_seed(seed)
     N = int(seconds * 16000)
@@ -76,12 +80,13 @@ def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats
             _ctc_loss(logits, logit_lengths, targets, blank).backward()
             return logits.detach(), {n: p.grad for n, p in native.named_parameters() if p.grad is not None}
 
-        def run_hf():
-            hf.zero_grad(set_to_none=True)
-            logits = hf(x, attention_mask=mask).logits
-            in_lengths = hf._get_feat_extract_output_lengths(mask.sum(-1) if use_lengths else torch.full((batch,), N))
-            _ctc_loss(logits, in_lengths, targets, blank).backward()
-            return logits.detach(), {n: p.grad for n, p in hf.named_parameters() if p.grad is not None}
+        def run_hf(model=hf):
+            model.zero_grad(set_to_none=True)
+            dtype = next(model.parameters()).dtype
+            logits = model(x.to(dtype), attention_mask=mask).logits
+            in_lengths = model._get_feat_extract_output_lengths(mask.sum(-1) if use_lengths else torch.full((batch,), N))
+            _ctc_loss(logits.to(dtype), in_lengths, targets, blank).backward()
+            return logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
         (logits, grads), t_native = _step(run_native, repeats)
         result = {"native_s": round(t_native, 4)}
@@ -89,11 +94,12 @@ def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats
         log(f"native forward+backward {t_native:.3f} s")
         if hf is not None:
             (ref_logits, ref_grads), t_hf = _step(run_hf, repeats)
+            grads64 = run_hf(hf64)[1] if hf64 is not None else None
             result["transformers_s"] = round(t_hf, 4)
             log(f"transformers forward+backward {t_hf:.3f} s  (native speedup {t_hf / t_native:.2f}x)")
             result["logits_abs"], result["logits_rel"] = _diff(logits, ref_logits)
             log(f"logits: max abs diff {result['logits_abs']:.3e}, max rel diff {result['logits_rel']:.3e}")
-            worst_abs = worst_rel = 0.0
+            worst_abs = worst_rel = worst64_native = worst64_hf = 0.0
             worst_name = ""
             for name, g_ref in ref_grads.items():
                 target, known = native_key(name, cfg.model_type)
@@ -103,13 +109,22 @@ def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats
                 # a key bias shifts every score of a query alike, which softmax cancels: its gradient is
                 # zero in exact arithmetic and both sides hold rounding noise, so no relative figure
                 noise = name.endswith("attention.k_proj.bias")
-                if per_tensor:
-                    log(f"  grad {name:<72} abs {a:.3e}  rel {'(exact gradient is 0)' if noise else f'{r:.3e}'}")
+                line = f"  grad {name:<72} abs {a:.3e}  rel {'(exact gradient is 0)' if noise else f'{r:.3e}'}"
                 worst_abs = max(worst_abs, a)
                 if not noise and r > worst_rel:
                     worst_rel, worst_name = r, name
+                if grads64 is not None and not noise:
+                    r_native, r_hf = _diff(grads[target], grads64[name])[1], _diff(g_ref, grads64[name])[1]
+                    worst64_native, worst64_hf = max(worst64_native, r_native), max(worst64_hf, r_hf)
+                    line += f"  vs float64: native rel {r_native:.3e}, transformers rel {r_hf:.3e}"
+                if per_tensor:
+                    log(line)
             result.update(grad_abs=worst_abs, grad_rel=worst_rel, grad_worst=worst_name, grad_tensors=len(ref_grads))
             log(f"gradients ({len(ref_grads)} tensors): max abs diff {worst_abs:.3e}, max rel diff {worst_rel:.3e} ({worst_name})")
+            if grads64 is not None:
+                result.update(grad_rel_f64_native=worst64_native, grad_rel_f64_transformers=worst64_hf)
+                log(f"gradients against transformers in float64: native max rel {worst64_native:.3e}, "
+                    f"transformers float32 max rel {worst64_hf:.3e}")  # fmt: skip
         summary["cases"][case] = result
     return summary
 
@@ -125,6 +140,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="timed repetitions per side, median reported (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--summary", action="store_true", help="omit the per-tensor gradient lines")
+    p.add_argument("--float64", action="store_true", help="also measure both sides' gradients against transformers in float64")
     p.set_defaults(func=_main)
     return p
 
@@ -132,11 +148,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> int:
     vocab_size = args.vocab_size
     try:
-        result = compare(args.checkpoint, vocab_size, args.seconds, args.batch, args.repeats, args.seed, not args.summary)
+        result = compare(args.checkpoint, vocab_size, args.seconds, args.batch, args.repeats, args.seed,
+                         not args.summary, args.float64)  # fmt: skip
     except ValueError as e:
         if "no CTC head" not in str(e) or vocab_size is not None:
             raise
         print("checkpoint has no CTC head: using a fresh one of 32 tokens (set --vocab-size)")
-        result = compare(args.checkpoint, 32, args.seconds, args.batch, args.repeats, args.seed, not args.summary)
+        result = compare(args.checkpoint, 32, args.seconds, args.batch, args.repeats, args.seed, not args.summary,
+                         args.float64)  # fmt: skip
     print(json.dumps(result))
     return 0
