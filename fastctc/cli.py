@@ -54,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG-TIMESTAMP)")
     p.set_defaults(func=_cmd_train)
 
+    from .data import stats as data_stats
     from .models import convert, parity
 
     convert.add_parser(sub)
     parity.add_parser(sub)
+    data_stats.add_parser(sub)
     return parser
 
 

@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data.text import RECIPE_CHARS_TO_IGNORE
+
 
 class ConfigError(ValueError):
     """A configuration problem, reported as one line that names the key and the fix."""
@@ -49,14 +51,38 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    corpus: str = "synthetic"
+    corpus: str = "synthetic"  # synthetic | timit | librispeech | manifest
+    # timit / librispeech: the corpus folder as distributed; manifest: "" (paths are used as given)
+    # or a folder the manifest paths are relative to
     root: str = ""
+    # timit: train | test; librispeech: subsets joined with "+" (train-clean-100+train-clean-360);
+    # manifest: a .jsonl or .tsv file (relative to root); synthetic: ignored
     train: str = "train"
     eval: str = "eval"
     # synthetic corpus only: how many utterances each split holds
     synthetic_train_size: int = 2000
     synthetic_eval_size: int = 200
     sample_rate: int = 16_000
+    # text: the recipe's normalisation (characters dropped, then lower-cased)
+    chars_to_ignore: str = RECIPE_CHARS_TO_IGNORE
+    lowercase: bool = True
+    # audio: per-utterance zero mean, unit variance (the checkpoint preprocessor's do_normalize)
+    do_normalize: bool = True
+    resample: bool = True  # false: files not at sample_rate are skipped instead of resampled
+    max_channels: int = 2  # files with more channels are skipped; fewer are down-mixed to mono
+    # utterances longer than this (seconds; 0 = no cap) are skipped (the recipe) or cropped
+    max_duration_s: float = 20.0
+    long_utterances: str = "skip"  # skip | crop (training split only; eval keeps every utterance)
+    # batching: batch_seconds > 0 fills each batch up to this much padded audio instead of
+    # train.batch_size utterances. Batches are padded to their longest utterance in whole frames
+    # (a fixed set of shapes, at most one per batch); pad_lengths > 0 bounds the shapes to that
+    # many lengths, at some cost in padding (fastctc data stats prints it)
+    batch_seconds: float = 0.0
+    pad_lengths: int = 0
+    num_workers: int = 2  # loader processes for on-disk corpora (0 = load in the training process)
+    prefetch_factor: int = 4  # batches each worker prepares ahead
+    # header cache (durations) for on-disk corpora; "" = $XDG_CACHE_HOME/fastctc or ~/.cache/fastctc
+    cache_dir: str = ""
 
 
 @dataclass
@@ -93,7 +119,7 @@ class RunConfig:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 _SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
 
-CORPORA = ("synthetic",)  # timit, librispeech, manifest arrive with the data pipeline
+CORPORA = ("synthetic", "timit", "librispeech", "manifest")
 
 
 def _nearest(name: str, options: typing.Iterable[str]) -> str:
@@ -159,6 +185,21 @@ def _validate(cfg: RunConfig) -> None:
     need(d.synthetic_train_size > 0, "data.synthetic_train_size", f"must be > 0, got {d.synthetic_train_size}")
     need(d.synthetic_eval_size > 0, "data.synthetic_eval_size", f"must be > 0, got {d.synthetic_eval_size}")
     need(d.sample_rate == 16_000, "data.sample_rate", f"the encoders expect 16000 Hz, got {d.sample_rate}")
+    if d.corpus in ("timit", "librispeech"):
+        need(bool(d.root), "data.root", f"data.corpus={d.corpus!r} needs the corpus folder, e.g. --set data.root=/data/{d.corpus}")
+    for key in ("train", "eval"):
+        need(d.corpus == "synthetic" or bool(getattr(d, key)), f"data.{key}", "must name a split, subsets or a manifest")
+    need(d.max_channels >= 1, "data.max_channels", f"must be >= 1, got {d.max_channels}")
+    need(d.max_duration_s >= 0, "data.max_duration_s", f"must be >= 0 (0 = no cap), got {d.max_duration_s}")
+    need(d.long_utterances in ("skip", "crop"), "data.long_utterances", f"must be skip or crop, got {d.long_utterances!r}")
+    need(d.long_utterances == "skip" or d.max_duration_s > 0, "data.long_utterances",
+         "crop needs a cap: set data.max_duration_s > 0")
+    need(d.batch_seconds >= 0, "data.batch_seconds", f"must be >= 0 (0 = train.batch_size utterances), got {d.batch_seconds}")
+    need(d.batch_seconds == 0 or d.max_duration_s == 0 or d.batch_seconds >= d.max_duration_s, "data.batch_seconds",
+         f"must hold one utterance of data.max_duration_s={d.max_duration_s}, got {d.batch_seconds}")
+    need(d.pad_lengths >= 0, "data.pad_lengths", f"must be >= 0 (0 = one per batch), got {d.pad_lengths}")
+    need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    need(d.prefetch_factor >= 1, "data.prefetch_factor", f"must be >= 1, got {d.prefetch_factor}")
     need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     need(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas",
          f"must be two values in [0, 1), got {o.betas}")

@@ -1,78 +1,176 @@
-"""Length-bucketed batching and collation (the simplest correct form; see issue 5 for the full one)."""
+"""Length-bucketed batching, collation, and the DataLoader the trainer iterates.
+
+LengthBucketSampler, per epoch, from rng(seed, epoch):
+
+1. sort the utterances by length in whole encoder frames, randomly among equal lengths: batches
+   change from epoch to epoch while the padding stays near the least any batching can have;
+2. cut that order into batches of `batch_size` utterances, or fill each batch up to
+   `batch_seconds` of padded audio;
+3. (DDP) split the largest batches until the count divides by world_size: every rank takes the
+   same number of steps and every utterance is seen exactly once per epoch;
+4. group neighbouring batches into steps of world_size batches (ranks at one step get similar
+   lengths, so none waits on a longer one), shuffle the steps, and put the step with the most
+   padded audio first (as group_by_length does: an out-of-memory shows in the first step);
+5. rank r takes batch r of every step.
+
+Padded lengths (the shapes torch.compile sees): a batch is padded to its longest utterance rounded
+up to a whole frame. The sorted frame sequence does not depend on the epoch, so neither does the set
+of shapes: at most one per batch, the same ones every epoch. `pad_lengths=K` bounds it further to
+K lengths, placed to waste the least padding (an exact 1-D partition by dynamic programming); fewer
+shapes cost padding, and `fastctc data stats` prints how much. The batch count is the same every
+epoch; resuming mid-epoch is set_epoch(epoch, start=steps_already_taken).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..config import DataConfig
+from .audio import normalise_audio
+from .dataset import Item
+from .report import DataReport
 from .text import CharVocab
+
+FRAME = 320  # samples per encoder frame of the wav2vec2 conv stack (5 * 2^6): padded lengths are whole frames
+
+
+def frames(lengths) -> np.ndarray:
+    return -(-np.asarray(lengths, dtype=np.int64) // FRAME)
+
+
+def pad_ladder(lengths: Sequence[int], count: int) -> np.ndarray:
+    """The `count` padded lengths (ascending, whole frames, the last >= max(lengths)) that minimise
+    the total padding when every utterance is padded to the first one that holds it.
+
+    Dynamic programming over the distinct frame counts v_0 < ... < v_{V-1} (with multiplicities):
+    best[k][j] = min_i best[k-1][i] + cost(i, j), where values i..j-1 are padded to v_{j-1}.
+    O(count * V^2) with V <= a few thousand: well under a second.
+    """
+    values, counts = np.unique(frames(lengths), return_counts=True)  # (V,), (V,)
+    if count >= len(values):
+        return values * FRAME
+    n_cum = np.concatenate([[0], np.cumsum(counts)])  # (V+1,) utterances below value j
+    s_cum = np.concatenate([[0], np.cumsum(counts * values)])  # (V+1,) their frames
+    best = np.full(len(values) + 1, np.inf)
+    best[0] = 0.0
+    choice = []
+    for _ in range(count):
+        nxt, arg = np.full_like(best, np.inf), np.zeros(len(best), dtype=np.int64)
+        for j in range(1, len(values) + 1):
+            cost = best[:j] + values[j - 1] * (n_cum[j] - n_cum[:j]) - (s_cum[j] - s_cum[:j])  # (j,)
+            arg[j] = int(np.argmin(cost))
+            nxt[j] = cost[arg[j]]
+        choice.append(arg)
+        best = nxt
+    edges, j = [], len(values)
+    for arg in reversed(choice):
+        if j == 0:
+            break
+        edges.append(values[j - 1])
+        j = arg[j]
+    return np.unique(np.array(edges, dtype=np.int64)) * FRAME
+
+
+def padded_length(n: int, ladder: np.ndarray | None = None) -> int:
+    """`n` samples rounded up to a whole frame, then to the ladder's first length that holds it."""
+    n = int(-(-n // FRAME) * FRAME)
+    if ladder is None or len(ladder) == 0 or n > ladder[-1]:
+        return n
+    return int(ladder[np.searchsorted(ladder, n)])
 
 
 class LengthBucketSampler:
-    """Batches of similar length, reshuffled each epoch; deterministic given (seed, epoch).
+    """Batches (lists of dataset indices) of similar length; see the module doc for the recipe.
 
-    Indices are shuffled, cut into windows of `window` batches, each window sorted by length and
-    cut into batches; the batch order is then shuffled so long and short batches interleave.
+    durations: seconds per utterance; batch_seconds > 0 budgets padded audio per batch instead of
+    batch_size utterances; pad_lengths > 0 bounds the padded lengths to that many; rank /
+    world_size: this process's share under DDP.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, window: int = 50, drop_last: bool = False):
-        self.lengths = np.asarray(lengths)
-        self.batch_size, self.seed, self.window, self.drop_last = batch_size, seed, window, drop_last
-        self.epoch = 0
+    def __init__(self, durations: Sequence[float], seed: int, batch_size: int = 32, batch_seconds: float = 0.0,
+                 pad_lengths: int = 0, rank: int = 0, world_size: int = 1, sample_rate: int = 16_000):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"LengthBucketSampler: rank {rank} outside world_size {world_size}")
+        if len(durations) < world_size:
+            raise ValueError(f"LengthBucketSampler: {len(durations)} utterances cannot feed {world_size} ranks")
+        self.lengths = np.round(np.asarray(durations, dtype=np.float64) * sample_rate).astype(np.int64)  # (N,)
+        self.frames = frames(self.lengths)  # (N,) the sort key
+        self.ladder = pad_ladder(self.lengths, pad_lengths) if pad_lengths else None
+        self.padded = np.array([padded_length(n, self.ladder) for n in self.lengths], dtype=np.int64)  # (N,)
+        self.seed, self.batch_size, self.rank, self.world_size = seed, batch_size, rank, world_size
+        self.budget = int(batch_seconds * sample_rate)
+        self.epoch, self.start = 0, 0
+        self._len = len(self.epoch_batches(0))
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch `epoch`, skipping this rank's first `start` batches (a resumed run)."""
+        self.epoch, self.start = epoch, start
 
-    def batches(self) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths))
-        span = self.window * self.batch_size
-        out = []
-        for start in range(0, len(order), span):
-            chunk = order[start : start + span]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            out += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        if self.drop_last:
-            out = [b for b in out if len(b) == self.batch_size]
-        return [out[i] for i in rng.permutation(len(out))]
+    def _cut(self, order: np.ndarray) -> list[np.ndarray]:
+        if not self.budget:
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches, begin = [], 0
+        for i in range(1, len(order) + 1):
+            # order is ascending, so the batch's padded length is its newest member's
+            if i == len(order) or (i + 1 - begin) * self.padded[order[i]] > self.budget:
+                batches.append(order[begin:i])
+                begin = i
+        return batches
+
+    def epoch_batches(self, epoch: int) -> list[list[list[int]]]:
+        """All ranks' batches of `epoch`: steps[s][r] is rank r's batch at step s."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = np.lexsort((rng.random(len(self.lengths)), self.frames))  # by frames, randomly among equals
+        batches = self._cut(order)
+        while len(batches) % self.world_size:  # split the largest until every rank gets the same count
+            k = max(range(len(batches)), key=lambda j: len(batches[j]))
+            half = (len(batches[k]) + 1) // 2
+            batches[k : k + 1] = [batches[k][:half], batches[k][half:]]
+        steps = [batches[i : i + self.world_size] for i in range(0, len(batches), self.world_size)]
+        volume = [sum(len(b) * self.padded[b].max() for b in step) for step in steps]
+        first = int(np.argmax(volume))
+        rest = [s for s in rng.permutation(len(steps)).tolist() if s != first]
+        return [[b.tolist() for b in steps[s]] for s in [first, *rest]]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        steps = self.epoch_batches(self.epoch)
+        return iter([step[self.rank] for step in steps[self.start :]])
 
     def __len__(self) -> int:
-        n = len(self.lengths)
-        if not self.drop_last:
-            return len(self.batches())
-        return sum((min(self.window * self.batch_size, n - s)) // self.batch_size
-                   for s in range(0, n, self.window * self.batch_size))
+        """Batches per rank in a full epoch (the same every epoch)."""
+        return self._len
 
 
 @dataclass
 class Batch:
-    waveforms: torch.Tensor  # (B, N) float32, zero-padded
+    waveforms: torch.Tensor  # (B, N) float32, zero-padded; N is a rung of the sampler's ladder
     lengths: torch.Tensor  # (B,) samples
     targets: torch.Tensor  # (B, S) label ids, padded with 0 past target_lengths
     target_lengths: torch.Tensor  # (B,)
     texts: list[str]
+    ids: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, why) of items that did not load
+    unknown_chars: int = 0  # transcript characters mapped to [UNK]
+
+    def pin_memory(self) -> "Batch":  # called by DataLoader(pin_memory=True)
+        return Batch(self.waveforms.pin_memory(), self.lengths.pin_memory(), self.targets.pin_memory(),
+                     self.target_lengths.pin_memory(), self.texts, self.ids, self.failures, self.unknown_chars)
 
 
-def normalise_audio(x: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance per utterance: (x - mean) / sqrt(var + 1e-5), as Wav2Vec2FeatureExtractor."""
-    x = x.astype(np.float32)
-    return (x - x.mean()) / np.sqrt(x.var() + 1e-5)
-
-
-def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab, do_normalize: bool = True) -> Batch:
+def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab, do_normalize: bool = True,
+            ladder: np.ndarray | None = None) -> Batch:
+    """Audio (N_i,) and transcripts -> a Batch padded to the ladder rung of the longest (or to it)."""
     B = len(audios)
-    n = max(len(a) for a in audios)
+    n = padded_length(max((len(a) for a in audios), default=0), ladder)
     waveforms = torch.zeros(B, n)
     for i, a in enumerate(audios):
         waveforms[i, : len(a)] = torch.from_numpy(normalise_audio(a) if do_normalize else a.astype(np.float32))
     ids = [vocab.encode(t) for t in texts]
-    s = max(1, max(len(t) for t in ids))
+    s = max(1, max((len(t) for t in ids), default=0))
     targets = torch.zeros(B, s, dtype=torch.long)
     for i, t in enumerate(ids):
         targets[i, : len(t)] = torch.tensor(t, dtype=torch.long)
@@ -82,4 +180,60 @@ def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab
         targets=targets,
         target_lengths=torch.tensor([len(t) for t in ids], dtype=torch.long),
         texts=list(texts),
+        unknown_chars=sum(vocab.count_unknown(t) for t in texts),
     )
+
+
+class Collator:
+    """DataLoader collate_fn: Items -> Batch; items that failed to load are left out and listed."""
+
+    def __init__(self, vocab: CharVocab, do_normalize: bool = True, ladder: np.ndarray | None = None):
+        self.vocab, self.do_normalize, self.ladder = vocab, do_normalize, ladder
+
+    def __call__(self, items: Sequence[Item]) -> Batch:
+        good = [it for it in items if it.audio is not None]
+        batch = collate([it.audio for it in good], [it.text for it in good], self.vocab, self.do_normalize, self.ladder)
+        batch.ids = [it.id for it in good]
+        batch.failures = [(it.id, it.error) for it in items if it.audio is None]
+        return batch
+
+
+class BatchLoader:
+    """Iterates a DataLoader of Batches; reports load failures and [UNK] characters, and after a
+    complete epoch prints that epoch's counts. Batches left empty by failures are not yielded."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, sampler: LengthBucketSampler, report: DataReport,
+                 split: str, verbose: bool):
+        self.loader, self.sampler, self.report, self.split, self.verbose = loader, sampler, report, split, verbose
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        seen = failed = unknown = 0
+        for batch in self.loader:
+            for uid, why in batch.failures:
+                self.report.add(self.split, "unreadable", why)
+            if batch.unknown_chars:
+                self.report.add(self.split, "unknown_chars", f"{batch.ids[0] if batch.ids else '?'} and others",
+                                n=batch.unknown_chars)
+            seen, failed, unknown = seen + len(batch.texts), failed + len(batch.failures), unknown + batch.unknown_chars
+            if batch.texts:
+                yield batch
+        if self.verbose:  # reached only when the epoch ran to its end
+            print(f"fastctc data: {self.split} epoch {self.sampler.epoch}: {seen} utterances, {failed} failed to load, "
+                  f"{unknown} characters mapped to [UNK]; all so far: {self.report.summary(self.split)}", flush=True)
+
+
+def make_loader(dataset, sampler: LengthBucketSampler, vocab: CharVocab, cfg=None, pin_memory: bool = False,
+                report: DataReport | None = None, split: str = "train") -> BatchLoader:
+    """A BatchLoader over `dataset` in `sampler`'s batches, with cfg's (a DataConfig) workers,
+    prefetch and normalisation. In-memory datasets load in the calling process (nothing to read)."""
+    cfg = cfg or DataConfig()
+    workers = 0 if dataset.in_memory else cfg.num_workers
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=Collator(vocab, cfg.do_normalize, sampler.ladder),
+        num_workers=workers, pin_memory=pin_memory, prefetch_factor=cfg.prefetch_factor if workers else None,
+        persistent_workers=workers > 0,
+    )
+    return BatchLoader(loader, sampler, report or DataReport(), split, verbose=not dataset.in_memory)

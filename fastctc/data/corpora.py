@@ -1,16 +1,135 @@
-"""Corpus selection: `data.corpus` -> train and eval utterances."""
+"""Corpus selection and screening: `data.corpus` -> (train, eval) datasets and a report of what was left out.
+
+    train_ds, eval_ds, report = build_datasets(cfg.data, seed, frames_of)
+
+Readers (timit, librispeech, manifest) list utterances; the screen here normalises transcripts,
+reads durations from headers (through the DurationCache) and leaves out what cannot train, each with
+a reason counted in the report: missing or unreadable audio, empty transcripts, unusable sample
+rates or channel layouts, training audio over data.max_duration_s (or crops it), and audio with too
+few encoder frames for its receptive field or for its transcript under CTC.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Callable, Sequence
+
 from ..config import DataConfig
 from . import synthetic
+from .audio import resampled_length
+from .dataset import CorpusError, InMemoryDataset, SpeechDataset, UtteranceInfo
+from .duration_cache import DurationCache
+from .librispeech import read_librispeech
+from .manifest import read_manifest
+from .report import DataReport
+from .text import normalise
+from .timit import read_timit
+
+READERS = {"timit": read_timit, "librispeech": read_librispeech, "manifest": read_manifest}
+
+
+def encoder_frames(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Frames the conv feature encoder makes of `num_samples`: floor((L - k) / s) + 1 per layer
+    (as fastctc.models.feature_encoder.output_lengths); <= 0 means shorter than the receptive field."""
+    n = num_samples
+    for k, s in zip(kernels, strides):
+        if n < k:
+            return 0
+        n = (n - k) // s + 1
+    return n
+
+
+def ctc_min_frames(text: str) -> int:
+    """CTC needs one frame per label plus a blank between each pair of repeated labels."""
+    return len(text) + sum(a == b for a, b in zip(text, text[1:]))
+
+
+def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cache: DurationCache | None,
+           report: DataReport, frames_of: Callable[[int], int] | None, crop: bool) -> SpeechDataset:
+    """The usable utterances of `utterances` as a dataset; everything else counted in `report`."""
+    cap = cfg.max_duration_s if split == "train" else 0.0  # the recipe caps training audio only
+    kept, texts, durations = [], [], []
+    for u in utterances:
+        text = normalise(u.text, cfg.chars_to_ignore, cfg.lowercase)
+        if not text:
+            report.add(split, "empty_transcript", f"{u.id} ({u.path})")
+            continue
+        if u.duration > 0:  # the manifest says; only check the file is there
+            if not os.path.isfile(u.path):
+                report.add(split, "missing_audio", u.path)
+                continue
+            samples = round(u.duration * cfg.sample_rate)
+        else:
+            try:
+                info = cache.info(u.path)
+            except FileNotFoundError:
+                report.add(split, "missing_audio", u.path)
+                continue
+            except Exception as e:  # soundfile raises several types for a bad header; all mean the same here
+                report.add(split, "unreadable", f"{u.path} ({type(e).__name__}: {e})")
+                continue
+            if info.channels > cfg.max_channels:
+                report.add(split, "channels", f"{u.path} ({info.channels} channels)")
+                continue
+            if info.sample_rate != cfg.sample_rate and not cfg.resample:
+                report.add(split, "sample_rate", f"{u.path} ({info.sample_rate} Hz)")
+                continue
+            samples = resampled_length(info.frames, info.sample_rate, cfg.sample_rate)
+        if cap and samples > cap * cfg.sample_rate:
+            if not crop:
+                report.add(split, "too_long", f"{u.path} ({samples / cfg.sample_rate:.1f} s)")
+                continue
+            report.add(split, "cropped", f"{u.path} ({samples / cfg.sample_rate:.1f} s)")
+            samples = int(cap * cfg.sample_rate)
+        if frames_of is not None:
+            frames = frames_of(samples)
+            if frames <= 0:
+                report.add(split, "too_short", f"{u.path} ({samples} samples)")
+                continue
+            if frames < ctc_min_frames(text):
+                report.add(split, "ctc_infeasible", f"{u.id}: {frames} frames for {ctc_min_frames(text)} labels")
+                continue
+        kept.append(u)
+        texts.append(text)
+        durations.append(samples / cfg.sample_rate)
+    return SpeechDataset(kept, texts, durations, cfg.sample_rate, crop_seconds=cap if crop else 0.0)
+
+
+def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] | None = None,
+                   verbose: bool = True) -> tuple:
+    """(train_ds, eval_ds, report). `frames_of(samples)` is the encoder's frame count, for the
+    receptive-field and CTC-length checks (None skips them). Raises CorpusError for a bad root/split."""
+    report = DataReport()
+    if cfg.corpus == "synthetic":  # generated, well-formed audio: nothing to screen
+        splits = []
+        for name, size in (("train", cfg.synthetic_train_size), ("eval", cfg.synthetic_eval_size)):
+            utts = synthetic.make_split(seed, name, size)
+            splits.append(InMemoryDataset([u.id for u in utts], [u.audio for u in utts], [u.text for u in utts],
+                                          synthetic.SAMPLE_RATE))
+        return splits[0], splits[1], report
+    if cfg.corpus not in READERS:
+        raise ValueError(f"data.corpus: unknown corpus {cfg.corpus!r}")
+    read = READERS[cfg.corpus]
+    cache = DurationCache(cfg.cache_dir, cfg.root or os.getcwd())
+    datasets = []
+    for split, spec in (("train", cfg.train), ("eval", cfg.eval)):
+        listed = read(cfg.root, spec, report, split)
+        ds = screen(listed, split, cfg, cache, report, frames_of, crop=cfg.long_utterances == "crop")
+        cache.save()
+        if len(ds) == 0:
+            raise CorpusError(f"data.{split}: none of the {len(listed)} utterances listed for {spec!r} under "
+                              f"{cfg.root or '.'} is usable: {report.summary(split)}")
+        if verbose:
+            print(f"fastctc data: {split} ({spec}): {len(ds)} utterances, {sum(ds.durations) / 3600:.2f} h; "
+                  f"{report.summary(split)}", file=sys.stderr, flush=True)
+        datasets.append(ds)
+    return datasets[0], datasets[1], report
 
 
 def load_splits(cfg: DataConfig, seed: int) -> tuple[list, list]:
-    """Returns (train, eval) lists of utterances with `.id`, `.audio` (float32 16 kHz) and `.text`."""
-    if cfg.corpus == "synthetic":
-        return (
-            synthetic.make_split(seed, "train", cfg.synthetic_train_size),
-            synthetic.make_split(seed, "eval", cfg.synthetic_eval_size),
-        )
-    raise ValueError(f"data.corpus: unknown corpus {cfg.corpus!r}")
+    """The synthetic corpus as (train, eval) lists of utterances with `.id`, `.audio` and `.text`."""
+    if cfg.corpus != "synthetic":
+        raise ValueError("load_splits holds audio in memory and serves only the synthetic corpus; use build_datasets")
+    return (synthetic.make_split(seed, "train", cfg.synthetic_train_size),
+            synthetic.make_split(seed, "eval", cfg.synthetic_eval_size))

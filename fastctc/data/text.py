@@ -20,11 +20,11 @@ UNK = "[UNK]"
 PAD = "[PAD]"
 
 
-def normalise(text: str, chars_to_ignore: str = RECIPE_CHARS_TO_IGNORE) -> str:
+def normalise(text: str, chars_to_ignore: str = RECIPE_CHARS_TO_IGNORE, lowercase: bool = True) -> str:
     """Drop ignored characters, lower-case, collapse whitespace (the recipe's order)."""
     if chars_to_ignore:
         text = re.sub("[" + re.escape(chars_to_ignore) + "]", "", text)
-    return " ".join(text.lower().split())
+    return " ".join((text.lower() if lowercase else text).split())
 
 
 class CharVocab:
@@ -52,6 +52,10 @@ class CharVocab:
 
     def encode(self, text: str) -> list[int]:
         return [self.index.get(WORD_DELIMITER if c == " " else c, self.unk) for c in text]
+
+    def count_unknown(self, text: str) -> int:
+        """How many characters of `text` encode() maps to [UNK]."""
+        return sum((WORD_DELIMITER if c == " " else c) not in self.index for c in text)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids to text without CTC grouping (blank dropped, `|` back to spaces)."""

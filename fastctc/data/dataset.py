@@ -1,0 +1,87 @@
+"""Datasets the trainer iterates: transcripts and durations up front, audio loaded lazily by index.
+
+Both kinds expose the same narrow surface: `ids`, `texts` (normalised), `durations` (seconds at the
+model's rate, after any crop), `len()` and `dataset[i] -> Item`. `SpeechDataset` reads files on
+disk (in DataLoader workers); `InMemoryDataset` holds generated audio (the synthetic corpus).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .audio import load_audio
+
+
+@dataclass(frozen=True)
+class UtteranceInfo:
+    """One utterance as a corpus reader lists it."""
+
+    id: str
+    path: str  # audio file
+    text: str  # transcript as written in the corpus (normalised later)
+    speaker: str = ""
+    duration: float = 0.0  # seconds, when the listing already knows it (a manifest); 0 = from the header
+
+
+class Item(NamedTuple):
+    id: str
+    audio: np.ndarray | None  # (N,) float32 mono at the model's rate; None when loading failed
+    text: str
+    error: str = ""  # why loading failed (reported and skipped by the loader)
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Utterances on disk. `durations` are those the listing computed (header or manifest)."""
+
+    in_memory = False
+
+    def __init__(self, utterances: Sequence[UtteranceInfo], texts: Sequence[str], durations: Sequence[float],
+                 sample_rate: int, crop_seconds: float = 0.0):
+        if not (len(utterances) == len(texts) == len(durations)):
+            raise ValueError("SpeechDataset: utterances, texts and durations must have the same length")
+        self.utterances = list(utterances)
+        self.ids = [u.id for u in self.utterances]
+        self.speakers = [u.speaker for u in self.utterances]
+        self.texts = list(texts)
+        self.durations = [float(d) for d in durations]
+        self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, i: int) -> Item:
+        u = self.utterances[i]
+        try:
+            audio = load_audio(u.path, self.sample_rate, self.crop_seconds)
+        except (OSError, RuntimeError, ValueError, sf.LibsndfileError) as e:
+            return Item(u.id, None, self.texts[i], f"{u.path}: {e}")
+        if audio.size == 0 or not np.isfinite(audio).all():
+            return Item(u.id, None, self.texts[i], f"{u.path}: empty or non-finite samples")
+        return Item(u.id, audio, self.texts[i])
+
+
+class InMemoryDataset(torch.utils.data.Dataset):
+    """Audio already in memory (the synthetic corpus): no files, no workers needed."""
+
+    in_memory = True
+
+    def __init__(self, ids: Sequence[str], audios: Sequence[np.ndarray], texts: Sequence[str], sample_rate: int):
+        self.ids, self.audios, self.texts = list(ids), list(audios), list(texts)
+        self.speakers = [""] * len(self.ids)
+        self.durations = [len(a) / sample_rate for a in self.audios]
+        self.sample_rate = sample_rate
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> Item:
+        return Item(self.ids[i], self.audios[i], self.texts[i])
+
+
+class CorpusError(ValueError):
+    """The corpus root or split is not what `data.corpus` expects; the message names the layout expected."""
