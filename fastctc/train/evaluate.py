@@ -6,24 +6,27 @@ import torch
 
 from fastctc.kernels import ctc_loss
 
-from ..data.batching import LengthBucketSampler, collate
+from ..config import DataConfig
+from ..data.batching import LengthBucketSampler, make_loader
 from ..data.text import CharVocab
 from ..decoding import greedy_decode
 from ..metrics import cer, wer
 
 
 @torch.no_grad()
-def evaluate(model, utterances, vocab: CharVocab, batch_size: int, device: torch.device, use_lengths: bool = True) -> dict:
+def evaluate(model, dataset, vocab: CharVocab, batch_size: int, device: torch.device, use_lengths: bool = True,
+             data: DataConfig | None = None) -> dict:
+    """`dataset` as build_datasets gives it; `data` sets its loading (workers, do_normalize)."""
     was_training = model.training
     model.eval()
     refs, hyps, loss_sum = [], [], 0.0
-    sampler = LengthBucketSampler([len(u.audio) for u in utterances], batch_size, seed=0)
-    for idx in sampler:
-        batch = collate([utterances[i].audio for i in idx], [utterances[i].text for i in idx], vocab)
+    data = data or DataConfig()
+    sampler = LengthBucketSampler(dataset.durations, 0, batch_size, pad_lengths=data.pad_lengths)
+    for batch in make_loader(dataset, sampler, vocab, data, pin_memory=device.type == "cuda", split="eval"):
         logits, logit_lengths = model(batch.waveforms.to(device), batch.lengths.to(device) if use_lengths else None)
         loss = ctc_loss(logits, batch.targets.to(device), logit_lengths, batch.target_lengths.to(device),
                         blank=vocab.blank, reduction="mean")
-        loss_sum += float(loss) * len(idx)
+        loss_sum += float(loss) * len(batch.texts)
         refs += batch.texts
         hyps += greedy_decode(logits, logit_lengths, vocab)
     model.train(was_training)

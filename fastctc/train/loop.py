@@ -13,8 +13,8 @@ import torch
 from fastctc.kernels import ctc_loss
 
 from ..config import RunConfig, dump_config
-from ..data.batching import LengthBucketSampler, collate
-from ..data.corpora import load_splits
+from ..data.batching import LengthBucketSampler, make_loader
+from ..data.corpora import build_datasets, encoder_frames
 from ..data.text import CharVocab
 from ..models import CTCModel, EncoderConfig, load_pretrained
 from .evaluate import evaluate
@@ -91,8 +91,11 @@ def train(cfg: RunConfig, out_dir: Path) -> dict:
     seed_everything(cfg.train.seed)
 
     print(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
-    train_utts, eval_utts = load_splits(cfg.data, cfg.train.seed)
-    vocab = CharVocab.from_transcripts(u.text for u in train_utts + eval_utts)  # train + eval, as the recipe
+    # frames per utterance screen out audio too short for its transcript; the [model] conv stack
+    # (its defaults are every card's) stands in for a checkpoint's
+    train_ds, eval_ds, data_report = build_datasets(
+        cfg.data, cfg.train.seed, lambda n: encoder_frames(n, cfg.model.conv_kernel, cfg.model.conv_stride))
+    vocab = CharVocab.from_transcripts(train_ds.texts + eval_ds.texts)  # train + eval, as the recipe
     checkpoint_vocab = Path(cfg.model.checkpoint) / "vocab.json" if cfg.model.checkpoint else None
     if checkpoint_vocab is not None and checkpoint_vocab.is_file():
         try:  # a checkpoint fine-tuned by fastctc keeps the ids its head was trained on
@@ -103,12 +106,14 @@ def train(cfg: RunConfig, out_dir: Path) -> dict:
     if cfg.model.freeze_feature_encoder:
         model.freeze_feature_encoder()
     n_params = sum(p.numel() for p in model.parameters())
-    audio_h = sum(len(u.audio) for u in train_utts) / cfg.data.sample_rate / 3600
-    print(f"fastctc: {len(train_utts)} train ({audio_h:.2f} h) / {len(eval_utts)} eval utterances, "
+    audio_h = sum(train_ds.durations) / 3600
+    print(f"fastctc: {len(train_ds)} train ({audio_h:.2f} h) / {len(eval_ds)} eval utterances, "
           f"vocab {len(vocab)}, model {n_params / 1e6:.2f} M parameters, device {device} "
           f"({time.time() - t_start:.1f} s)", flush=True)
 
-    sampler = LengthBucketSampler([len(u.audio) for u in train_utts], cfg.train.batch_size, cfg.train.seed)
+    sampler = LengthBucketSampler(train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
+                                  cfg.data.pad_lengths)
+    loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
     steps_per_epoch = len(sampler)
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
@@ -123,10 +128,9 @@ def train(cfg: RunConfig, out_dir: Path) -> dict:
     model.train()
     while step < total:
         sampler.set_epoch(epoch)
-        for idx in sampler:
+        for batch in loader:
             if step >= total:
                 break
-            batch = collate([train_utts[i].audio for i in idx], [train_utts[i].text for i in idx], vocab)
             logits, logit_lengths = model(batch.waveforms.to(device), batch.lengths.to(device))
             loss = ctc_loss(logits, batch.targets.to(device), logit_lengths, batch.target_lengths.to(device),
                             blank=vocab.blank, reduction="mean", zero_infinity=True)
@@ -141,7 +145,7 @@ def train(cfg: RunConfig, out_dir: Path) -> dict:
                 skipped += 1
             schedule.step()
             step += 1
-            window_utts += len(idx)
+            window_utts += len(batch.texts)
 
             if step % cfg.train.log_every == 0 or step == total:
                 now = time.time()
@@ -155,20 +159,20 @@ def train(cfg: RunConfig, out_dir: Path) -> dict:
                           utt_per_s=rate, skipped=skipped, elapsed_s=now - t_start)
                 window_loss, window_utts, window_t0 = [], 0, now
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
-                result = evaluate(model, eval_utts, vocab, cfg.train.eval_batch_size, device)
+                result = evaluate(model, eval_ds, vocab, cfg.train.eval_batch_size, device, data=cfg.data)
                 print(f"eval step {step} | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
                       f"CER {result['cer']:.4f}", flush=True)
                 log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"])
         epoch += 1
 
-    result = evaluate(model, eval_utts, vocab, cfg.train.eval_batch_size, device)
+    result = evaluate(model, eval_ds, vocab, cfg.train.eval_batch_size, device, data=cfg.data)
     log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"], final=True,
               elapsed_s=time.time() - t_start)
     log.close()
     model.save_pretrained(out_dir / "model", vocab.tokens)
     for ref, hyp in result["examples"]:
         print(f"  ref: {ref}\n  hyp: {hyp}")
-    print(f"final eval ({len(eval_utts)} utterances) | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
+    print(f"final eval ({len(eval_ds)} utterances) | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
           f"CER {result['cer']:.4f} | skipped steps {skipped} | {format_seconds(time.time() - t_start)} total")
     print(f"run directory: {out_dir}")
     return result
