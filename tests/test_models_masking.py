@@ -98,7 +98,7 @@ def test_given_time_mask_matches_transformers_in_training(checkpoint, family):
     assert (model.masked_spec_embed.grad - g_ref).abs().max() <= 1e-4 * g_ref.abs().max()
 
 
-@pytest.mark.parametrize("family", ["wav2vec2-base", "wav2vec2-large", "distilhubert", "unispeech-large", "wavlm-base"])
+@pytest.mark.parametrize("family", ["wav2vec2-base", "wav2vec2-large", "wavlm-base"])
 def test_dropout_placement_matches_transformers(checkpoint, family):
     """With every dropout at 0.2 and the same torch seed, both sides draw the same dropout masks in the
     same order only if every dropout sits where transformers puts it."""
