@@ -206,3 +206,17 @@ def test_save_pretrained_from_scratch_config(tmp_path):
     with torch.no_grad():
         assert (model(x)[0] - back(x).logits).abs().max() <= ATOL
     assert load_pretrained(tmp_path).config == dataclasses.replace(cfg, pad_token_id=len(VOCAB) - 1)
+
+
+def test_config_map_edges(tmp_path):
+    """Keys only one family reads; unknown keys warn by name; export refuses what transformers can't build."""
+    from fastctc.models import config_from_hf, config_to_hf
+
+    hf = transformers.AutoConfig.for_model("wav2vec2").to_dict()
+    assert config_from_hf({**hf, "feat_proj_layer_norm": False}).feat_proj_layer_norm  # Wav2Vec2 ignores it
+    assert not config_from_hf({**hf, "model_type": "hubert", "feat_proj_layer_norm": False}).feat_proj_layer_norm
+    with pytest.warns(UserWarning, match="shiny_new_switch"):
+        config_from_hf({**hf, "shiny_new_switch": 1})
+    with pytest.raises(ValueError, match="model_type='hubert'"):
+        config_to_hf(EncoderConfig(feat_proj_layer_norm=False))
+    assert "feat_proj_layer_norm" in config_to_hf(EncoderConfig(model_type="hubert", feat_proj_layer_norm=False))

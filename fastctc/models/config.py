@@ -155,9 +155,9 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
     for key, allowed in _HF_REQUIRED.items():
         if hf.get(key) not in allowed:
             raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (expected one of {allowed})")
-    n_conv = hf.get("num_feat_extract_layers")
-    if n_conv is not None and n_conv != len(hf.get("conv_dim", EncoderConfig.conv_dim)):
-        raise ValueError(f"{source}: num_feat_extract_layers={n_conv} but conv_dim has {len(hf['conv_dim'])} entries")
+    n_conv, n_dim = hf.get("num_feat_extract_layers"), len(hf.get("conv_dim", EncoderConfig.conv_dim))
+    if n_conv is not None and n_conv != n_dim:
+        raise ValueError(f"{source}: num_feat_extract_layers={n_conv} but conv_dim has {n_dim} entries")
     unknown = sorted(set(hf) - set(HF_FIELDS) - set(_HF_REQUIRED) - _HF_IGNORED)
     if unknown:
         # a warning, not an error: checkpoints written by other transformers versions carry extra keys
@@ -167,6 +167,8 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
             stacklevel=2,
         )
     values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in HF_FIELDS if k in hf or k in _HF_DEFAULTS}
+    if model_type != "hubert":
+        values["feat_proj_layer_norm"] = True  # only HubertConfig has the switch; the others always normalise
     return EncoderConfig(**values)
 
 
@@ -178,6 +180,11 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
     out["num_feat_extract_layers"] = len(cfg.conv_dim)
     out["architectures"] = [MODEL_TYPES[cfg.model_type]]
     if cfg.model_type != "hubert":
+        if not cfg.feat_proj_layer_norm:
+            raise ValueError(
+                f"save_pretrained: feat_proj_layer_norm=False exists in transformers only for HuBERT; "
+                f"set model_type='hubert' (the network is the same) to export a {cfg.model_type} model without it"
+            )
         del out["feat_proj_layer_norm"]  # only HubertConfig has the switch; the others always normalise
     if cfg.model_type != "wavlm":
         del out["num_buckets"], out["max_bucket_distance"]
