@@ -126,10 +126,3 @@ def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] |
         datasets.append(ds)
     return datasets[0], datasets[1], report
 
-
-def load_splits(cfg: DataConfig, seed: int) -> tuple[list, list]:
-    """The synthetic corpus as (train, eval) lists of utterances with `.id`, `.audio` and `.text`."""
-    if cfg.corpus != "synthetic":
-        raise ValueError("load_splits holds audio in memory and serves only the synthetic corpus; use build_datasets")
-    return (synthetic.make_split(seed, "train", cfg.synthetic_train_size),
-            synthetic.make_split(seed, "eval", cfg.synthetic_eval_size))
