@@ -47,6 +47,10 @@ class ModelConfig:
     mask_time_length: int = 10
     mask_time_min_masks: int = 2
     freeze_feature_encoder: bool = True
+    # auto: the checkpoint's convention (layer-norm feature encoders get the attention mask, group-norm
+    # ones see padding as audio, as their preprocessor's return_attention_mask=False); on | off
+    attention_mask: str = "auto"
+    gradient_checkpointing: bool = False  # recompute transformer layers in backward to save memory
 
 
 @dataclass
@@ -106,6 +110,14 @@ class TrainConfig:
     eval_every: int = 0  # 0 = evaluate only at the end
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads for torch; 0 = torch's default
+    # auto: bf16 autocast on GPUs that support it, else fp16 + GradScaler; fp32 on CPU
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    compile: str = "auto"  # torch.compile the model: auto (on for CUDA, off on CPU) | on | off
+    grad_accum: int = 1  # micro-batches per optimizer step
+    checkpoint_every: int = 500  # steps between resumable checkpoints (also at each eval, the end and Ctrl-C)
+    # The recipe feeds group-norm checkpoints no attention mask, and then uses the padded length as
+    # every CTC input length. true (fastctc's choice) takes CTC input lengths from the true lengths.
+    ctc_true_lengths: bool = False
 
 
 @dataclass
@@ -215,6 +227,13 @@ def _validate(cfg: RunConfig) -> None:
     need(t.eval_every >= 0, "train.eval_every", f"must be >= 0 (0 = only at the end), got {t.eval_every}")
     need(t.device in ("auto", "cpu", "cuda"), "train.device", f"must be auto, cpu or cuda, got {t.device!r}")
     need(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
+    need(t.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision",
+         f"must be auto, fp32, bf16 or fp16, got {t.precision!r}")
+    need(t.compile in ("auto", "on", "off"), "train.compile", f"must be auto, on or off, got {t.compile!r}")
+    need(t.grad_accum > 0, "train.grad_accum", f"must be > 0, got {t.grad_accum}")
+    need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
+    need(m.attention_mask in ("auto", "on", "off"), "model.attention_mask",
+         f"must be auto, on or off, got {m.attention_mask!r}")
 
 
 def _apply(cfg: RunConfig, section: str, key: str, value: object, where: str) -> None:

@@ -235,5 +235,8 @@ def make_loader(dataset, sampler: LengthBucketSampler, vocab: CharVocab, cfg=Non
         dataset, batch_sampler=sampler, collate_fn=Collator(vocab, cfg.do_normalize, sampler.ladder),
         num_workers=workers, pin_memory=pin_memory, prefetch_factor=cfg.prefetch_factor if workers else None,
         persistent_workers=workers > 0,
+        # its own generator: a DataLoader otherwise draws a base seed from torch's global RNG at every
+        # iter(), which would shift dropout and SpecAugment draws after a resume
+        generator=torch.Generator().manual_seed(0),
     )
     return BatchLoader(loader, sampler, report or DataReport(), split, verbose=not dataset.in_memory)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import random
+import shlex
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -17,36 +22,49 @@ from ..data.batching import LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets, encoder_frames
 from ..data.text import CharVocab
 from ..models import CTCModel, EncoderConfig, load_pretrained
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import DistInfo, all_reduce_sum, barrier, device_for, init_distributed, shutdown
 from .evaluate import evaluate
 from .optim import build_optimizer, linear_schedule
+from .precision import resolve_precision
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per log or eval event."""
+    """metrics.jsonl (one JSON object per log or eval event), mirrored to TensorBoard when installed.
+    Only rank 0 writes; on other ranks every call is a no-op."""
 
-    def __init__(self, path: Path):
-        self.file = open(path, "a", encoding="utf-8")
+    def __init__(self, path: Path, enabled: bool = True):
+        self.file = open(path, "a", encoding="utf-8") if enabled else None
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self.tb = None
 
     def write(self, event: str, **values) -> None:
+        if self.file is None:
+            return
         self.file.write(json.dumps({"event": event, "time": round(time.time(), 3), **values}) + "\n")
         self.file.flush()
+        if self.tb is not None and "step" in values:
+            for k, v in values.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(f"{event}/{k}", v, values["step"])
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("train.device=cuda but no CUDA device is visible; use --set train.device=cpu")
-    return torch.device(name)
 
 
 # ModelConfig keys that shape a from-scratch encoder; the rest are fine-tuning knobs that also
@@ -73,106 +91,277 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def train(cfg: RunConfig, out_dir: Path) -> dict:
-    """Train per `cfg`, writing config.toml, metrics.jsonl and the final model into `out_dir`.
+class StopRequest:
+    """Ctrl-C (SIGINT) asks the loop to stop at the next step boundary and save; a second Ctrl-C
+    interrupts at once. `stop_at_step` makes tests stop the same way at a given step."""
 
-    The final model is a Transformers-format checkpoint in `out_dir/model` (config.json,
-    model.safetensors, vocab.json, preprocessor and tokenizer configs): it loads with
+    def __init__(self, stop_at_step: int | None = None):
+        self.requested, self.stop_at_step = False, stop_at_step
+
+    @contextlib.contextmanager
+    def installed(self):
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("\nfastctc: Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)",
+                  file=sys.stderr, flush=True)
+
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def should_stop(self, step: int, dist: DistInfo, device: torch.device) -> bool:
+        stop = self.requested or (self.stop_at_step is not None and step >= self.stop_at_step)
+        if dist.enabled:  # every rank stops at the same step
+            flag = all_reduce_sum(torch.tensor([float(stop)], device=device), dist)
+            stop = bool(flag.item() > 0)  # host sync, once per step and only under DDP
+        return stop
+
+
+def uses_attention_mask(cfg: RunConfig, model: CTCModel) -> bool:
+    if cfg.model.attention_mask != "auto":
+        return cfg.model.attention_mask == "on"
+    return model.config.feat_extract_norm == "layer"  # the checkpoint preprocessors' return_attention_mask
+
+
+def save_export(model: CTCModel, vocab: CharVocab, directory: Path, do_normalize: bool, attention_mask: bool) -> None:
+    """A Transformers-format model, written under a temporary name and swapped in."""
+    tmp = directory.parent / f"{directory.name}.tmp"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, vocab.tokens, do_normalize=do_normalize)
+    pre = tmp / "preprocessor_config.json"
+    if pre.is_file():  # the attention-mask convention the model was trained with
+        meta = json.loads(pre.read_text())
+        meta["return_attention_mask"] = attention_mask
+        pre.write_text(json.dumps(meta, indent=2) + "\n")
+    if directory.exists():
+        import shutil
+
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
+def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int | None = None) -> dict:
+    """Train per `cfg` in run directory `out_dir`; `resume` continues the checkpoint found there.
+
+    Writes config.toml, metrics.jsonl, checkpoint/ (resumable state), best/ (best eval WER) and
+    model/ (the final model), the last two as Transformers-format checkpoints that load with
     fastctc.models.load_pretrained and with transformers' AutoModelForCTC / Wav2Vec2Processor.
-
-    Returns the final evaluation (wer, cer, loss).
+    Returns the final evaluation (wer, cer, loss), or {"stopped": step} when stopped early.
     """
     t_start = time.time()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.toml").write_text(dump_config(cfg))
+    dist = init_distributed(cfg.train.device)
+    main = dist.is_main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.toml").write_text(dump_config(cfg))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
+    device = device_for(dist, cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
     seed_everything(cfg.train.seed)
 
-    print(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
+    say = print if main else (lambda *a, **k: None)
+    say(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
     # frames per utterance screen out audio too short for its transcript; the [model] conv stack
     # (its defaults are every card's) stands in for a checkpoint's
     train_ds, eval_ds, data_report = build_datasets(
-        cfg.data, cfg.train.seed, lambda n: encoder_frames(n, cfg.model.conv_kernel, cfg.model.conv_stride))
+        cfg.data, cfg.train.seed, lambda n: encoder_frames(n, cfg.model.conv_kernel, cfg.model.conv_stride),
+        verbose=main)
     vocab = CharVocab.from_transcripts(train_ds.texts + eval_ds.texts)  # train + eval, as the recipe
     checkpoint_vocab = Path(cfg.model.checkpoint) / "vocab.json" if cfg.model.checkpoint else None
     if checkpoint_vocab is not None and checkpoint_vocab.is_file():
         try:  # a checkpoint fine-tuned by fastctc keeps the ids its head was trained on
             vocab = CharVocab.load(checkpoint_vocab)
         except ValueError as e:  # another tokenizer's vocabulary: build ours, the head must then be fresh
-            print(f"fastctc: not reusing {checkpoint_vocab} ({e}); vocabulary built from the transcripts")
+            say(f"fastctc: not reusing {checkpoint_vocab} ({e}); vocabulary built from the transcripts")
     model = build_model(cfg, vocab).to(device)
     if cfg.model.freeze_feature_encoder:
         model.freeze_feature_encoder()
+    if not (model.config.apply_spec_augment and model.config.mask_time_prob > 0):
+        model.masked_spec_embed.requires_grad_(False)  # never used, so DDP must not wait for its gradient
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing(True)
+    use_mask = uses_attention_mask(cfg, model)
     n_params = sum(p.numel() for p in model.parameters())
     audio_h = sum(train_ds.durations) / 3600
-    print(f"fastctc: {len(train_ds)} train ({audio_h:.2f} h) / {len(eval_ds)} eval utterances, "
-          f"vocab {len(vocab)}, model {n_params / 1e6:.2f} M parameters, device {device} "
-          f"({time.time() - t_start:.1f} s)", flush=True)
+    say(f"fastctc: {len(train_ds)} train ({audio_h:.2f} h) / {len(eval_ds)} eval utterances, "
+        f"vocab {len(vocab)}, model {n_params / 1e6:.2f} M parameters, device {device} x {dist.world_size}, "
+        f"precision {precision.name}, attention mask {'on' if use_mask else 'off'} "
+        f"({time.time() - t_start:.1f} s)", flush=True)
 
     sampler = LengthBucketSampler(train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
-                                  cfg.data.pad_lengths)
+                                  cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size)
     loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
-    steps_per_epoch = len(sampler)
+    accum = cfg.train.grad_accum
+    steps_per_epoch = len(sampler) // accum
+    if steps_per_epoch == 0:
+        raise SystemExit(f"train.grad_accum={accum} exceeds the {len(sampler)} batches of an epoch")
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
     optimizer = build_optimizer(model.parameters(), cfg.optim, device)
     schedule = linear_schedule(optimizer, cfg.optim.warmup_steps, total)
-    log = MetricsLog(out_dir / "metrics.jsonl")
+    scaler = precision.grad_scaler()
 
-    step, skipped, epoch = 0, 0, 0
-    window_loss, window_utts, window_t0 = [], 0, time.time()
-    train_t0 = time.time()
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped": 0, "best_wer": None}
+    if resume:
+        if find_checkpoint(out_dir / "checkpoint") is None:
+            raise SystemExit(f"--resume {out_dir}: no checkpoint/ there to resume from")
+        state = load_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler)
+        say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state['step']}", flush=True)
+
+    compile_on = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+    step_model = torch.compile(model) if compile_on else model
+    if dist.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.model.layerdrop > 0)  # a dropped layer leaves its parameters unused
+    log = MetricsLog(out_dir / "metrics.jsonl", enabled=main)
+    stop = StopRequest(stop_at_step)
+
+    def run_eval(step: int, final: bool = False) -> dict:
+        result = evaluate(model, eval_ds, vocab, cfg.train.eval_batch_size, device, use_lengths=use_mask,
+                          data=cfg.data)
+        tag = "final eval" if final else f"eval step {step}"
+        say(f"{tag} ({len(eval_ds)} utterances) | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
+            f"CER {result['cer']:.4f}", flush=True)
+        log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"],
+                  **({"final": True, "elapsed_s": time.time() - t_start} if final else {}))
+        if main and (state["best_wer"] is None or result["wer"] < state["best_wer"]):
+            state["best_wer"] = result["wer"]
+            save_export(model, vocab, out_dir / "best", cfg.data.do_normalize, use_mask)
+        return result
+
+    def checkpoint() -> None:
+        if main:
+            save_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, state)
+        barrier(dist)
+
+    # progress window
+    win = {"loss": 0.0, "n": 0, "utts": 0, "audio_s": 0.0, "t0": time.time(), "steps0": state["step"]}
+    shapes, compile_s, train_t0 = set(), 0.0, time.time()
     model.train()
-    while step < total:
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            if step >= total:
-                break
-            logits, logit_lengths = model(batch.waveforms.to(device), batch.lengths.to(device))
-            loss = ctc_loss(logits, batch.targets.to(device), logit_lengths, batch.target_lengths.to(device),
-                            blank=vocab.blank, reduction="mean", zero_infinity=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-            # a non-finite loss or gradient skips the step: weights never take a NaN
-            if torch.isfinite(loss) and torch.isfinite(grad_norm):  # host sync, once per step (CPU loop)
-                optimizer.step()
-                window_loss.append(float(loss.detach()))
-            else:
-                skipped += 1
-            schedule.step()
-            step += 1
-            window_utts += len(batch.texts)
+    with stop.installed():
+        while state["step"] < total:
+            sampler.set_epoch(state["epoch"], start=state["batch_in_epoch"])
+            micro = 0
+            for batch in loader:
+                if micro == 0:
+                    t_step = time.time()
+                    new_shape = tuple(batch.waveforms.shape) not in shapes
+                    shapes.add(tuple(batch.waveforms.shape))
+                waves = batch.waveforms.to(device, non_blocking=True)
+                lengths = batch.lengths.to(device, non_blocking=True)
+                sync = contextlib.nullcontext() if not dist.enabled or micro == accum - 1 else step_model.no_sync()
+                with sync:
+                    with precision.autocast():
+                        logits, logit_lengths = step_model(waves, lengths if use_mask else None)
+                    if not use_mask and cfg.train.ctc_true_lengths:
+                        logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
+                    loss = ctc_loss(logits, batch.targets.to(device), logit_lengths, batch.target_lengths.to(device),
+                                    blank=vocab.blank, reduction="mean", zero_infinity=True)
+                    scaler.scale(loss / accum).backward()
+                win["loss"] += float(loss.detach())  # host sync; the loss is logged every step's window
+                win["utts"] += len(batch.texts)
+                win["audio_s"] += float(batch.lengths.sum()) / cfg.data.sample_rate
+                state["batch_in_epoch"] += 1
+                micro += 1
+                if micro < accum:
+                    continue
+                micro = 0
 
-            if step % cfg.train.log_every == 0 or step == total:
-                now = time.time()
-                rate = window_utts / max(now - window_t0, 1e-9)
-                eta = (total - step) * (now - train_t0) / step
-                mean_loss = sum(window_loss) / len(window_loss) if window_loss else float("nan")
-                lr = schedule.get_last_lr()[0]
-                print(f"step {step}/{total} | epoch {epoch + 1} | loss {mean_loss:.4f} | lr {lr:.2e} | "
-                      f"{rate:.1f} utt/s | ETA {format_seconds(eta)}", flush=True)
-                log.write("train", step=step, epoch=epoch + 1, loss=mean_loss, lr=lr, grad_norm=float(grad_norm),
-                          utt_per_s=rate, skipped=skipped, elapsed_s=now - t_start)
-                window_loss, window_utts, window_t0 = [], 0, now
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
-                result = evaluate(model, eval_ds, vocab, cfg.train.eval_batch_size, device, data=cfg.data)
-                print(f"eval step {step} | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
-                      f"CER {result['cer']:.4f}", flush=True)
-                log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"])
-        epoch += 1
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                if precision.name == "fp16":
+                    scale_before = scaler.get_scale()
+                    scaler.step(optimizer)  # skips the update when a gradient is inf/NaN
+                    scaler.update()
+                    finite = scaler.get_scale() >= scale_before
+                else:
+                    # gradients are all-reduced, so every rank sees the same norm and skips together;
+                    # a non-finite loss gives non-finite gradients, so this also catches it
+                    finite = bool(torch.isfinite(grad_norm))  # host sync, once per step
+                    if finite:
+                        optimizer.step()
+                if not finite:
+                    state["skipped"] += 1
+                    log.write("skip", step=state["step"] + 1, grad_norm=float(grad_norm))
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+                state["step"] += 1
+                win["n"] += 1
+                step = state["step"]
+                if new_shape and compile_on:
+                    compile_s += time.time() - t_step
 
-    result = evaluate(model, eval_ds, vocab, cfg.train.eval_batch_size, device, data=cfg.data)
-    log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"], final=True,
-              elapsed_s=time.time() - t_start)
+                if step % cfg.train.log_every == 0 or step == total:
+                    now = time.time()
+                    dt = max(now - win["t0"], 1e-9)
+                    eta = (total - step) * (now - train_t0 - compile_s) / max(1, step - win["steps0"]) \
+                        if step > win["steps0"] else 0.0
+                    lr = schedule.get_last_lr()[0]
+                    loss_sum = win["loss"]
+                    if dist.enabled:  # the global batch's loss: every rank's mean over equal-sized shares
+                        loss_sum = float(all_reduce_sum(torch.tensor([loss_sum], device=device), dist)) / dist.world_size
+                    mean_loss = loss_sum / max(1, win["n"] * accum)
+                    mem = f" | mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else ""
+                    say(f"step {step}/{total} | epoch {state['epoch'] + 1} | loss {mean_loss:.4f} | lr {lr:.2e} | "
+                        f"grad {float(grad_norm):.2f} | {win['utts'] * dist.world_size / dt:.1f} utt/s | "
+                        f"{win['audio_s'] * dist.world_size / dt:.0f} audio s/s{mem} | ETA {format_seconds(eta)}",
+                        flush=True)
+                    log.write("train", step=step, epoch=state["epoch"] + 1, loss=mean_loss, lr=lr,
+                              grad_norm=float(grad_norm), utt_per_s=win["utts"] * dist.world_size / dt,
+                              audio_s_per_s=win["audio_s"] * dist.world_size / dt, skipped=state["skipped"],
+                              elapsed_s=now - t_start, compile_s=compile_s)
+                    win.update(loss=0.0, n=0, utts=0, audio_s=0.0, t0=now)
+                if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
+                    run_eval(step)
+                    checkpoint()
+                elif cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total:
+                    checkpoint()
+                if step < total and stop.should_stop(step, dist, device):
+                    checkpoint()
+                    log.close()
+                    if main:
+                        cmd = " ".join(shlex.quote(a) for a in ["fastctc", "train", str(out_dir / "config.toml"),
+                                                                "--resume", str(out_dir)])
+                        print(f"fastctc: stopped at step {step}/{total}; checkpoint saved. Resume with:\n  {cmd}",
+                              flush=True)
+                    shutdown(dist)
+                    return {"stopped": step}
+                if step >= total:
+                    break
+            else:  # the epoch ran out
+                if micro:  # an incomplete accumulation at the epoch's end is dropped, not carried over
+                    optimizer.zero_grad(set_to_none=True)
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
+                continue
+            break
+
+    result = run_eval(state["step"], final=True)
+    checkpoint()
+    if main:
+        save_export(model, vocab, out_dir / "model", cfg.data.do_normalize, use_mask)
+        for ref, hyp in result["examples"]:
+            print(f"  ref: {ref}\n  hyp: {hyp}")
+        steady = time.time() - train_t0 - compile_s
+        print(f"fastctc: {state['step']} steps in {format_seconds(time.time() - train_t0)}"
+              + (f" ({format_seconds(compile_s)} compiling over {len(shapes)} shapes, "
+                 f"{format_seconds(steady)} steady)" if compile_on else "")
+              + f" | skipped steps {state['skipped']} | {format_seconds(time.time() - t_start)} total")
+        print(f"run directory: {out_dir}")
     log.close()
-    model.save_pretrained(out_dir / "model", vocab.tokens)
-    for ref, hyp in result["examples"]:
-        print(f"  ref: {ref}\n  hyp: {hyp}")
-    print(f"final eval ({len(eval_ds)} utterances) | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
-          f"CER {result['cer']:.4f} | skipped steps {skipped} | {format_seconds(time.time() - t_start)} total")
-    print(f"run directory: {out_dir}")
+    shutdown(dist)
     return result

@@ -1,0 +1,67 @@
+"""Multi-process training with torchrun + DistributedDataParallel.
+
+`torchrun --nproc_per_node N -m fastctc train CONFIG` sets RANK / WORLD_SIZE / LOCAL_RANK; each process
+then joins one process group (NCCL on GPUs, gloo on CPU), trains on its share of every global batch,
+and rank 0 alone logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> DistInfo:
+    """Join the process group torchrun describes; a plain `fastctc train` is world size 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(info.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return info
+
+
+def device_for(info: DistInfo, device_name: str) -> torch.device:
+    if device_name == "cpu" or (device_name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("train.device=cuda but no CUDA device is visible; use --set train.device=cpu")
+    return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+
+
+def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

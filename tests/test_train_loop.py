@@ -1,0 +1,161 @@
+"""The training loop: exact resume, Ctrl-C, non-finite steps, DDP on gloo, eval and transcribe."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from fastctc.config import load_config
+from fastctc.data.synthetic import make_utterance
+from fastctc.train import loop
+from fastctc.train.loop import train
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo.toml"
+TINY = [
+    "model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64",
+    "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
+    "train.threads=1", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
+    "optim.warmup_steps=2",
+]
+
+
+def _losses(run: Path) -> dict[int, float]:
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {e["step"]: e["loss"] for e in events if e["event"] == "train"}
+
+
+def test_resume_continues_exactly(tmp_path):
+    # dropout and SpecAugment on, so the restored RNG state matters
+    cfg = load_config(DEMO, TINY + [
+        "data.synthetic_train_size=48", "data.synthetic_eval_size=4", "train.batch_size=8", "train.max_steps=8",
+        "model.hidden_dropout=0.1", "model.mask_time_prob=0.2", "model.mask_time_length=2",
+    ])
+    full = train(cfg, tmp_path / "full")
+    assert train(cfg, tmp_path / "split", stop_at_step=4) == {"stopped": 4}
+    assert (tmp_path / "split" / "checkpoint" / "state.json").is_file()
+    assert max(_losses(tmp_path / "split")) == 4
+    resumed = train(cfg, tmp_path / "split", resume=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == list(range(1, 9))  # the epoch boundary (6 batches) is crossed too
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+    assert resumed["wer"] == full["wer"] and resumed["loss"] == pytest.approx(full["loss"], abs=1e-6)
+
+
+def test_non_finite_step_is_skipped_and_weights_stay_finite(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = loop.ctc_loss
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(loop, "ctc_loss", poisoned)
+    cfg = load_config(DEMO, TINY + ["data.synthetic_train_size=32", "data.synthetic_eval_size=4",
+                                    "train.batch_size=8", "train.max_steps=5"])
+    result = train(cfg, tmp_path / "run")
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "skip"] == [3]
+    assert [e["skipped"] for e in events if e["event"] == "train"] == [0, 0, 1, 1, 1]
+    assert math.isfinite(result["loss"])
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastctc", "train", str(DEMO), "--out", str(out), *sum((["--set", s] for s in TINY), []),
+         "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_eval_size=4",
+         "--set", "train.max_steps=100000", "--set", "train.batch_size=4"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step 2/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(lines) + rest
+    assert proc.returncode == 130, text
+    assert f"fastctc train {out / 'config.toml'} --resume {out}" in text
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] >= 2
+    assert not (out / "model").exists()  # the run did not finish
+
+
+def _write_equal_length_manifest(root: Path, count: int) -> Path:
+    """count utterances of exactly 1.0 s, so batching is identical at any world size."""
+    rows = []
+    for i in range(count):
+        u = make_utterance(3, "train", i, min_words=1, max_words=2)
+        audio = np.zeros(16_000, dtype=np.float32)
+        audio[: min(16_000, len(u.audio))] = u.audio[:16_000]
+        sf.write(root / f"u{i}.wav", audio, 16_000, subtype="FLOAT")
+        rows.append(json.dumps({"audio": f"u{i}.wav", "text": u.text[:6].strip() or "a"}))
+    path = root / "m.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _ddp_worker(rank: int, world: int, port: int, overrides: list, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    train(load_config(DEMO, overrides), Path(out))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path):
+    manifest = _write_equal_length_manifest(tmp_path, 16)
+    common = TINY + ["data.corpus=manifest", f"data.train={manifest}", f"data.eval={manifest}", "data.num_workers=0",
+                     "train.max_steps=4", "train.device=cpu", "data.max_duration_s=0"]
+    single = tmp_path / "single"
+    train(load_config(DEMO, common + ["train.batch_size=4"]), single)
+    ddp = tmp_path / "ddp"
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), common + ["train.batch_size=2"], str(ddp)),
+                                nprocs=2, join=True)
+    a, b = _losses(single), _losses(ddp)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-5 * max(1.0, abs(a[step])), (step, a[step], b[step])
+    from safetensors.torch import load_file
+
+    s, d = load_file(single / "model" / "model.safetensors"), load_file(ddp / "model" / "model.safetensors")
+    for k in s:
+        torch.testing.assert_close(s[k], d[k], rtol=1e-4, atol=1e-5)
+
+
+def test_transcribe_and_eval_commands_on_a_run_directory(tmp_path):
+    manifest = _write_equal_length_manifest(tmp_path, 6)
+    run = tmp_path / "run"
+    train(load_config(DEMO, TINY + ["data.synthetic_train_size=16", "data.synthetic_eval_size=4",
+                                    "train.batch_size=8", "train.max_steps=2"]), run)
+    proc = subprocess.run([sys.executable, "-m", "fastctc", "transcribe", str(run), str(tmp_path / "u0.wav"),
+                           str(tmp_path / "missing.wav")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1  # one file could not be read; the other was still transcribed
+    assert proc.stdout.startswith(f"{tmp_path / 'u0.wav'}\t")
+    assert "skipping" in proc.stderr and "missing.wav" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "fastctc", "eval", str(run), "--data", str(manifest)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["utterances"] == 6 and 0.0 <= result["cer"] and 0.0 <= result["wer"]
