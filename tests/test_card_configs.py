@@ -1,0 +1,47 @@
+"""The five card configs carry their card's recipe (DEVELOPERS.md / RECIPE.md), and need only a
+checkpoint folder and a corpus root from the user."""
+
+from pathlib import Path
+
+import pytest
+
+from fastctc.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# card: (corpus, train, eval, lr, per-process batch, warmup, epochs, eval batch)
+CARDS = {
+    "wav2vec2-base-timit": ("timit", "train", "test", 1e-4, 32, 1000, 20, 32),
+    "distilhubert-timit": ("timit", "train", "test", 1e-4, 32, 1000, 20, 32),
+    "unispeech-large-timit": ("timit", "train", "test", 1e-4, 32, 1000, 20, 32),
+    "wavlm-large-timit": ("timit", "train", "test", 1e-4, 32, 1000, 100, 8),
+    "hubert-large-librispeech100": ("librispeech", "train-clean-100", "dev-clean", 3e-4, 4, 500, 3, 32),
+}
+
+
+@pytest.mark.parametrize("card", sorted(CARDS))
+def test_card_config_holds_the_recipe(card, tmp_path):
+    corpus, train, eval_, lr, batch, warmup, epochs, eval_batch = CARDS[card]
+    cfg = load_config(CONFIGS / f"{card}.toml", [f"model.checkpoint={tmp_path}", f"data.root={tmp_path}"])
+    assert (cfg.data.corpus, cfg.data.train, cfg.data.eval) == (corpus, train, eval_)
+    assert (cfg.optim.lr, cfg.train.batch_size, cfg.optim.warmup_steps, cfg.train.epochs) == (lr, batch, warmup, epochs)
+    assert cfg.train.eval_batch_size == eval_batch
+    assert cfg.optim.betas == [0.9, 0.999] and cfg.optim.eps == 1e-8 and cfg.optim.weight_decay == 0.0
+    assert cfg.optim.max_grad_norm == 1.0 and cfg.train.seed == 42
+    m = cfg.model
+    assert m.freeze_feature_encoder and m.layerdrop == 0.0
+    assert (m.hidden_dropout, m.attention_dropout, m.activation_dropout, m.feat_proj_dropout, m.final_dropout) == (0.0,) * 5
+    assert (m.mask_time_prob, m.mask_time_length, m.mask_time_min_masks) == (0.05, 10, 2)
+    assert cfg.data.max_duration_s == 20.0 and cfg.train.precision == "auto"
+    assert cfg.data.do_normalize == (card != "distilhubert-timit")
+
+
+@pytest.mark.parametrize("card", sorted(CARDS))
+def test_card_config_without_a_checkpoint_says_which_one(card):
+    with pytest.raises(ConfigError, match=r"model.checkpoint: '[\w.-]+/[\w.-]+' is not a directory"):
+        load_config(CONFIGS / f"{card}.toml")
+
+
+def test_tiny_scratch_config_loads():
+    cfg = load_config(CONFIGS / "tiny-scratch.toml", ["data.train=a.jsonl", "data.eval=b.jsonl"])
+    assert cfg.model.checkpoint == "" and cfg.data.corpus == "manifest"
