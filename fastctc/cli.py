@@ -74,12 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .data import stats as data_stats
     from .models import convert, parity
-    from .train import inference
+    from .train import inference, plot
 
     convert.add_parser(sub)
     parity.add_parser(sub)
     data_stats.add_parser(sub)
     inference.add_parsers(sub)
+    plot.add_parser(sub)
     return parser
 
 

@@ -159,3 +159,19 @@ def test_transcribe_and_eval_commands_on_a_run_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["utterances"] == 6 and 0.0 <= result["cer"] and 0.0 <= result["wer"]
+
+
+def test_plot_writes_a_png_of_the_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    train(load_config(DEMO, TINY + ["data.synthetic_train_size=16", "data.synthetic_eval_size=4",
+                                    "train.batch_size=8", "train.max_steps=3"]), run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"event": "train", "step": 4, "lo')  # a line cut short by a crash
+    proc = subprocess.run([sys.executable, "-m", "fastctc", "plot", str(run)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    png = run / "curves.png"
+    assert proc.stdout.strip() == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "skipping unreadable line" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "fastctc", "plot", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "metrics.jsonl not found" in proc.stderr

@@ -1,0 +1,70 @@
+"""`fastctc plot RUN_DIR`: loss, WER/CER and learning-rate curves from metrics.jsonl as one PNG."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"fastctc plot: {path} not found; pass a run directory written by fastctc train")
+    events = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash: skip it, keep the rest
+                print(f"fastctc plot: skipping unreadable line {n} of {path}", file=sys.stderr)
+    return events
+
+
+def plot_run(run_dir: Path, out: Path) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("fastctc plot needs matplotlib: pip install 'fastctc[plot]'") from None
+    events = read_metrics(run_dir)
+    train = [e for e in events if e.get("event") == "train"]
+    evals = [e for e in events if e.get("event") == "eval"]
+    if not train and not evals:
+        raise SystemExit(f"fastctc plot: {run_dir / 'metrics.jsonl'} holds no train or eval events yet")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax = axes[0]
+    ax.plot([e["step"] for e in train], [e["loss"] for e in train], label="train")
+    ax.plot([e["step"] for e in evals], [e["loss"] for e in evals], "o-", label="eval")
+    ax.set(title="CTC loss", xlabel="step", yscale="log")
+    ax.legend()
+    ax = axes[1]
+    ax.plot([e["step"] for e in evals], [e["wer"] for e in evals], "o-", label="WER")
+    ax.plot([e["step"] for e in evals], [e["cer"] for e in evals], "o-", label="CER")
+    ax.set(title="eval error rates", xlabel="step")
+    ax.legend()
+    ax = axes[2]
+    ax.plot([e["step"] for e in train], [e["lr"] for e in train])
+    ax.set(title="learning rate", xlabel="step")
+    fig.suptitle(str(run_dir))
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "curves.png"
+    print(plot_run(run_dir, out))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plot", help="plot loss, WER/CER and lr curves of a run to a PNG (needs matplotlib)")
+    p.add_argument("run_dir", help="a run directory written by fastctc train")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    p.set_defaults(func=_cmd_plot)
