@@ -175,3 +175,24 @@ def test_plot_writes_a_png_of_the_run(tmp_path):
     assert "skipping unreadable line" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "fastctc", "plot", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "metrics.jsonl not found" in proc.stderr
+
+
+@pytest.mark.parametrize("extra", [["train.precision=bf16"], ["train.compile=on"]], ids=["bf16-autocast", "compiled"])
+def test_cpu_checks_of_the_gpu_paths(tmp_path, extra):
+    # bf16 autocast and torch.compile are the CUDA defaults; both run on CPU and must learn the same way.
+    # One batch of all 16 utterances: every step has the same shape, so inductor compiles once.
+    common = TINY + ["data.synthetic_train_size=16", "data.synthetic_eval_size=4", "train.batch_size=16",
+                     "train.max_steps=3", "optim.warmup_steps=1"]
+    result = train(load_config(DEMO, common + extra), tmp_path / "run")
+    losses = _losses(tmp_path / "run")
+    assert sorted(losses) == [1, 2, 3] and all(math.isfinite(v) for v in losses.values())
+    assert math.isfinite(result["loss"])
+    train(load_config(DEMO, common), tmp_path / "eager")
+    eager = _losses(tmp_path / "eager")
+    # fp32 compiled: kernel fusion reorders float sums; bf16: 8-bit mantissa activations
+    tol = 1e-3 if "train.compile=on" in extra else 5e-2
+    for step in losses:
+        assert abs(losses[step] - eager[step]) <= tol * max(1.0, abs(eager[step])), (step, losses[step], eager[step])
+    if "train.compile=on" in extra:
+        events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert events[0]["compile_s"] > 0  # the first shape's step is reported as compile time
