@@ -112,10 +112,11 @@ def _write_equal_length_manifest(root: Path, count: int) -> Path:
     return path
 
 
-def _ddp_worker(rank: int, world: int, port: int, overrides: list, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, overrides: list, out: str, resume: bool = False,
+                stop_at_step: int | None = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    train(load_config(DEMO, overrides), Path(out))
+    train(load_config(DEMO, overrides), Path(out), resume=resume, stop_at_step=stop_at_step)
 
 
 def _free_port() -> int:
@@ -196,3 +197,18 @@ def test_cpu_checks_of_the_gpu_paths(tmp_path, extra):
     if "train.compile=on" in extra:
         events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         assert events[0]["compile_s"] > 0  # the first shape's step is reported as compile time
+
+
+def test_ddp_resume_restores_every_ranks_random_streams(tmp_path):
+    manifest = _write_equal_length_manifest(tmp_path, 16)
+    common = TINY + ["data.corpus=manifest", f"data.train={manifest}", f"data.eval={manifest}", "data.num_workers=0",
+                     "train.max_steps=4", "train.device=cpu", "data.max_duration_s=0", "train.batch_size=2",
+                     "model.hidden_dropout=0.2", "model.mask_time_prob=0.3", "model.mask_time_length=2"]
+    spawn = torch.multiprocessing.spawn
+    spawn(_ddp_worker, args=(2, _free_port(), common, str(tmp_path / "full")), nprocs=2, join=True)
+    spawn(_ddp_worker, args=(2, _free_port(), common, str(tmp_path / "split"), False, 2), nprocs=2, join=True)
+    spawn(_ddp_worker, args=(2, _free_port(), common, str(tmp_path / "split"), True), nprocs=2, join=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])

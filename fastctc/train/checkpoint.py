@@ -4,7 +4,7 @@ A checkpoint is a directory:
 
     model.safetensors      the model's state_dict
     optimizer.safetensors  every tensor of the optimizer's state, keyed "state.{param index}.{name}"
-    rng.safetensors        torch CPU (and CUDA) generator states
+    rng.safetensors        torch CPU (and CUDA) generator states, one set per DDP rank
     state.json             step, epoch, sampler position, param groups, scheduler, scaler, Python and
                            NumPy RNG states, and whatever else the loop records
 
@@ -105,8 +105,13 @@ def save_checkpoint(
     scheduler,
     scaler: torch.amp.GradScaler | None,
     state: dict,
+    rng_states: list[tuple[dict, dict]] | None = None,
 ) -> None:
-    """Atomically write a checkpoint to `directory` (replacing any previous one)."""
+    """Atomically write a checkpoint to `directory` (replacing any previous one).
+
+    rng_states: every rank's `rng_state()` under DDP (rank order), so each resumes its own streams;
+    default: this process's alone.
+    """
     directory = Path(directory)
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +123,9 @@ def save_checkpoint(
     _save_tensors(tmp / "model.safetensors", model.state_dict())
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
     _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
-    rng_tensors, rng_meta = rng_state()
-    _save_tensors(tmp / "rng.safetensors", rng_tensors)
+    ranks = rng_states if rng_states is not None else [rng_state()]
+    _save_tensors(tmp / "rng.safetensors", {f"rank{r}.{k}": v for r, (t, _) in enumerate(ranks) for k, v in t.items()})
+    rng_meta = [meta for _, meta in ranks]
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     _write_json(tmp / "state.json", {
         **state,
@@ -155,8 +161,9 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler,
     scaler: torch.amp.GradScaler | None,
+    rank: int = 0,
 ) -> dict:
-    """Restore everything `save_checkpoint` wrote; returns the loop's `state` dict."""
+    """Restore everything `save_checkpoint` wrote (RNG streams: `rank`'s); returns the loop's `state` dict."""
     found = find_checkpoint(directory)
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint at {directory} (expected state.json and model.safetensors)")
@@ -168,5 +175,10 @@ def load_checkpoint(
     scaler_state = meta.pop("scaler")
     if scaler is not None and scaler_state is not None:
         scaler.load_state_dict(scaler_state)
-    set_rng_state(load_file(str(found / "rng.safetensors")), meta.pop("rng"))
+    rng_meta = meta.pop("rng")
+    if rank >= len(rng_meta):
+        raise ValueError(f"{found} holds RNG states for {len(rng_meta)} ranks; resume with the same world size")
+    prefix = f"rank{rank}."
+    tensors = {k[len(prefix):]: v for k, v in load_file(str(found / "rng.safetensors")).items() if k.startswith(prefix)}
+    set_rng_state(tensors, rng_meta[rank])
     return meta

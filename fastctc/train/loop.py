@@ -22,7 +22,7 @@ from ..data.batching import LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets, encoder_frames
 from ..data.text import CharVocab
 from ..models import CTCModel, EncoderConfig, load_pretrained
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint
 from .distributed import DistInfo, all_reduce_sum, barrier, device_for, init_distributed, shutdown
 from .evaluate import evaluate
 from .optim import build_optimizer, linear_schedule
@@ -186,6 +186,8 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
         except ValueError as e:  # another tokenizer's vocabulary: build ours, the head must then be fresh
             say(f"fastctc: not reusing {checkpoint_vocab} ({e}); vocabulary built from the transcripts")
     model = build_model(cfg, vocab).to(device)
+    if dist.enabled:  # same initial weights everywhere; then each rank draws its own dropout and masks
+        torch.manual_seed(cfg.train.seed + dist.rank)
     if cfg.model.freeze_feature_encoder:
         model.freeze_feature_encoder()
     if not (model.config.apply_spec_augment and model.config.mask_time_prob > 0):
@@ -218,7 +220,7 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
     if resume:
         if find_checkpoint(out_dir / "checkpoint") is None:
             raise SystemExit(f"--resume {out_dir}: no checkpoint/ there to resume from")
-        state = load_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler)
+        state = load_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, rank=dist.rank)
         say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state['step']}", flush=True)
 
     compile_on = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
@@ -244,8 +246,12 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
         return result
 
     def checkpoint() -> None:
+        rng_states = None
+        if dist.enabled:  # each rank's own dropout / SpecAugment streams, so a resume is exact on every rank
+            rng_states = [None] * dist.world_size
+            torch.distributed.all_gather_object(rng_states, rng_state())
         if main:
-            save_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, state)
+            save_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, state, rng_states)
         barrier(dist)
 
     # progress window
