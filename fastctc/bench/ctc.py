@@ -1,7 +1,7 @@
 """Microbenchmark: fused Triton CTC (fastctc) vs log_softmax + torch's native ctc_loss (+ cuDNN).
 
-    python bench/ctc.py                      # all shapes, bf16 logits, forward / backward / both
-    python bench/ctc.py --dtype float32 --cards librispeech
+    fastctc bench ctc                        # all shapes, bf16 logits, forward / backward / both
+    fastctc bench ctc --dtype float32 --cards librispeech      (or python bench/ctc.py ...)
 
 On CUDA it prints, per shape, mode and provider: median and p20/p80 ms, peak extra memory and
 the effective GB/s of the bytes-moved model below. Without CUDA it prints the bytes model, runs a
@@ -172,19 +172,20 @@ def correctness(device: str, B=2, T=60, L=20, V=32) -> dict:
 def interpreted_correctness() -> dict:
     """``correctness`` under Triton's interpreter: a subprocess with TRITON_INTERPRET=1."""
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-W", "ignore::RuntimeWarning", __file__, "--interpreted-check"]
+    # as a module, not a file path: a path would put fastctc/bench/ first on the child's sys.path
+    cmd = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "fastctc.bench.ctc", "--interpreted-check"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="fastctc bench ctc", description=__doc__.split("\n")[0])
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     ap.add_argument("--cards", nargs="*", default=["timit", "librispeech"])
     ap.add_argument("--interpreted-check", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.interpreted_check:  # child of interpreted_correctness()
         print(json.dumps(correctness("cpu")))
         return

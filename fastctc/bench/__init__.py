@@ -1,0 +1,13 @@
+"""Benchmarks, shipped in the package so that `fastctc bench NAME` runs from an installed wheel too
+(bench/*.py in a checkout are thin entry scripts over these modules).
+
+  ctc      fused Triton CTC vs torch's ctc_loss (timing needs CUDA)
+  encoder  native encoder vs transformers, forward and forward+backward, eager and compiled
+  step     a whole fastctc training step vs the Trainer-equivalent step, with peak memory
+  data     padded fraction vs group_by_length and random batching; loader real-time factor
+
+Each prints a table of medians with p20/p80 spread, measures the alternative in the same run in
+alternating order, and ends with one JSON line. encoder and step need transformers (the reference).
+"""
+
+BENCHMARKS = ("ctc", "encoder", "step", "data")

@@ -1,0 +1,145 @@
+"""Encoder benchmark: the native encoder against transformers' model holding the same weights.
+
+    fastctc bench encoder                              # CPU: every family at base width, 1 s audio
+    fastctc bench encoder --families wav2vec2-base --batch 2 --seconds 1 --repeats 7
+    fastctc bench encoder --size card                  # the cards' sizes and batches (a GPU)
+
+Per family, float32, three providers timed side by side in alternating order:
+  native           fastctc.models CTCModel, eager
+  native-compiled  torch.compile(CTCModel) (compiled in the warm-up; compile time is reported apart)
+  transformers     transformers' *ForCTC (its default attention implementation), eager
+and two modes:
+  forward          eval mode under torch.no_grad(): inference;
+  forward+backward train mode as fine-tuning runs it (recipe settings: SpecAugment on, dropouts 0,
+                   frozen feature encoder), backward of a fixed random cotangent of the logits, so the
+                   loss is left out (bench step measures it).
+Prints median and p20/p80 per provider and the speedup over transformers; the last line is one JSON
+document. Goals (issue 7, CPU float32): forward+backward >= 1.0x transformers eager, >= 1.3x compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from .pairs import FAMILIES, SIZES, audio_batch, build_pair, uses_attention_mask
+from .timing import alternate, environment, profile_table
+
+MODES = ("forward", "forward+backward")
+GOALS = {"native": 1.0, "native-compiled": 1.3}  # forward+backward speedup over transformers eager
+
+
+def bench_family(family: str, size: str, batch: int, seconds: float, repeats: int, warmup: int,
+                 compiled: bool, device: torch.device, profile: int = 0, log=print) -> list[dict]:  # fmt: skip
+    hf, native = build_pair(family, size)
+    hf, native = hf.to(device), native.to(device)
+    waves, lengths = audio_batch(batch, seconds)
+    waves, lengths = waves.to(device), lengths.to(device)
+    masked = uses_attention_mask(native)
+    native_lengths = lengths if masked else None
+    mask = (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None]).long() if masked else None
+    step_model = torch.compile(native) if compiled else None
+    params = sum(p.numel() for p in native.parameters())
+    log(f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers, "
+        f"{params / 1e6:.1f} M parameters), batch {batch} x {seconds:g} s, attention mask {'on' if masked else 'off'}")
+
+    with torch.no_grad():
+        T = native(waves, native_lengths)[0].shape[1]
+    cotangent = torch.randn(batch, T, native.config.vocab_size, generator=torch.Generator().manual_seed(2)).to(device)
+
+    def forward_of(model, hf_side: bool):
+        if hf_side:
+            return lambda: model(waves, attention_mask=mask).logits
+        return lambda: model(waves, native_lengths)[0]
+
+    rows = []
+    for mode in MODES:
+        training = mode == "forward+backward"
+        hf.train(training)
+        native.train(training)
+        sides = {"native": forward_of(native, False), "transformers": forward_of(hf, True)}
+        if step_model is not None:
+            sides = {"native": sides["native"], "native-compiled": forward_of(step_model, False),
+                     "transformers": sides["transformers"]}  # fmt: skip
+
+        def provider(fwd, model):
+            if not training:
+                def run():
+                    with torch.no_grad():
+                        fwd()
+                return run
+
+            def run():
+                model.zero_grad(set_to_none=True)
+                fwd().backward(cotangent)
+            return run
+
+        providers = {name: provider(fwd, hf if name == "transformers" else native) for name, fwd in sides.items()}
+        log(f"-- {mode}")
+        timings = alternate(providers, repeats, warmup, device, log)
+        ref = timings["transformers"]["median_ms"]
+        for name, t in timings.items():
+            speedup = ref / t["median_ms"]
+            rows.append(dict(family=family, size=size, batch=batch, seconds=seconds, mode=mode, provider=name,
+                             speedup_vs_transformers=speedup, **t))  # fmt: skip
+            log(f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
+                f"{speedup:5.2f}x transformers")
+        for name in providers if profile else ():
+            log(f"-- profile: {family} {mode} {name}\n{profile_table(providers[name], device, profile)}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cuda = torch.cuda.is_available()
+    ap = argparse.ArgumentParser(prog="fastctc bench encoder", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
+    ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    ap.add_argument("--size", choices=SIZES, default="card" if cuda else "base",
+                    help="tiny (smoke test), base (base width; the CPU default), card (the cards' sizes; GPU default)")
+    ap.add_argument("--batch", type=int, default=None, help="rows (default: the card's batch at card size, else 2)")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="audio per row (default: the card's at card size, else 1.0)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per provider and mode (default 7)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed runs per provider and mode first (default 2)")
+    ap.add_argument("--compile", choices=("on", "off"), default="on", help="also time torch.compile(native)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, print the N ops with the most self time per provider (torch.profiler)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and cuda else "cpu" if args.device == "auto" else args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 on both sides
+    torch.backends.cudnn.allow_tf32 = False
+
+    report = {"bench": "encoder", **environment(device), "size": args.size, "repeats": args.repeats, "results": []}
+    for family in args.families:
+        fam = FAMILIES[family]
+        batch = args.batch or (fam.card_batch if args.size == "card" else 2)
+        seconds = args.seconds or (fam.card_seconds if args.size == "card" else 1.0)
+        report["results"] += bench_family(family, args.size, batch, seconds, args.repeats, args.warmup,
+                                          args.compile == "on", device, args.profile)  # fmt: skip
+
+    goals = {}
+    for provider, target in GOALS.items():
+        rows = [r for r in report["results"] if r["provider"] == provider and r["mode"] == "forward+backward"]
+        if rows:
+            worst = min(rows, key=lambda r: r["speedup_vs_transformers"])
+            goals[f"fwd_bwd_{provider}_vs_transformers"] = {
+                "worst": worst["speedup_vs_transformers"], "family": worst["family"], "target": target,
+                "met": worst["speedup_vs_transformers"] >= target}  # fmt: skip
+    report["goals"] = goals
+    print("\ngoals (forward+backward, worst family):")
+    for name, g in goals.items():
+        print(f"  {name}: {g['worst']:.2f}x ({g['family']}), target >= {g['target']}x: "
+              f"{'met' if g['met'] else 'MISSED'}")
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

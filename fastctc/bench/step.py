@@ -1,0 +1,179 @@
+"""Training-step benchmark: a whole fastctc step against the step transformers' Trainer takes,
+with the batch already in memory.
+
+    fastctc bench step                                   # CPU: wav2vec2-base layout at base width, fp32
+    fastctc bench step --families wav2vec2-base wavlm-large --batch 4 --seconds 1.5
+    fastctc bench step --size card --precision bf16      # the cards' sizes on a GPU
+
+Providers, same weights, same batch, same precision, timed side by side in alternating order:
+  fastctc           CTCModel forward under fastctc's autocast, fastctc.kernels.ctc_loss (the fused
+                    Triton kernel on CUDA; its PyTorch path on CPU), backward, clip_grad_norm_(1.0),
+                    AdamW as fastctc.train.optim builds it, the linear schedule, zero_grad: the body
+                    of fastctc.train.loop.train, host syncs included (loss read, finite check);
+  fastctc-compiled  the same with torch.compile(model) (train.compile=on; compiled in the warm-up);
+  trainer           what Trainer.training_step and its inner loop do for run_speech_recognition_ctc.py:
+                    *ForCTC(input_values, attention_mask, labels padded with -100) with its own CTC
+                    loss, backward, clip_grad_norm_(1.0), torch.optim.AdamW (optim="adamw_torch"),
+                    get_linear_schedule_with_warmup, zero_grad, and the NaN/inf check of the loss
+                    (logging_nan_inf_filter). Written out by hand: Trainer needs accelerate and a
+                    dataset, and adds nothing per step beyond these calls.
+Prints median and p20/p80 per provider, the speedup over trainer and each side's peak memory; the
+last line is one JSON document. Goals (issue 7): >= 1.3x trainer on CPU in float32; >= 2x in bf16 on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from fastctc.kernels import ctc_loss
+
+from ..config import OptimConfig
+from ..train.optim import build_optimizer, linear_schedule
+from ..train.precision import resolve_precision
+from .pairs import FAMILIES, SIZES, audio_batch, build_pair, targets_for, uses_attention_mask
+from .timing import alternate, environment, peak_memory_mb, profile_table
+
+GOALS = {"cpu": ("fp32", 1.3), "cuda": ("bf16", 2.0)}  # device -> (precision, speedup over trainer)
+
+
+def fastctc_step(model, step_model, waves, lengths, targets, target_lengths, use_mask, precision, device):
+    """One optimizer step as fastctc.train.loop.train takes it (grad_accum 1)."""
+    optimizer = build_optimizer(model.parameters(), OptimConfig(), device)
+    schedule = linear_schedule(optimizer, warmup_steps=1000, total_steps=10**6)
+    blank = model.config.vocab_size - 1
+
+    def step():
+        with precision.autocast():
+            logits, logit_lengths = step_model(waves, lengths if use_mask else None)
+        loss = ctc_loss(logits, targets, logit_lengths, target_lengths, blank=blank, reduction="mean",
+                        zero_infinity=True)  # fmt: skip
+        loss.backward()
+        float(loss.detach())  # the loop logs the loss (a host sync)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if bool(torch.isfinite(grad_norm)):  # the loop's non-finite skip (a host sync)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+
+    return step
+
+
+def trainer_step(hf, waves, mask, labels, precision, device):
+    """One optimizer step as Trainer takes it (gradient_accumulation_steps 1, max_grad_norm 1.0)."""
+    import transformers
+
+    params = [p for p in hf.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, 1000, 10**6)
+    inputs = {"input_values": waves, "labels": labels}
+    if mask is not None:
+        inputs["attention_mask"] = mask
+
+    def step():
+        with precision.autocast():  # Trainer's autocast for bf16/fp16 (accelerate's), none in fp32
+            loss = hf(**inputs).loss
+        loss.backward()
+        bool(torch.isnan(loss) | torch.isinf(loss))  # logging_nan_inf_filter (a host sync)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        hf.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_family(family: str, size: str, batch: int, seconds: float, repeats: int, warmup: int, compiled: bool,
+                 precision_name: str, device: torch.device, profile: int = 0, log=print) -> list[dict]:  # fmt: skip
+    precision = resolve_precision(precision_name, device)
+    hf, native = build_pair(family, size)
+    hf, native = hf.to(device), native.to(device)
+    waves, lengths = audio_batch(batch, seconds)
+    targets, target_lengths = targets_for(native, lengths)
+    waves, lengths, targets, target_lengths = (t.to(device) for t in (waves, lengths, targets, target_lengths))
+    use_mask = uses_attention_mask(native)
+    mask = (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None]).long() if use_mask else None
+    labels = targets.masked_fill(torch.arange(targets.shape[1], device=device)[None, :] >= target_lengths[:, None],
+                                 -100)  # fmt: skip
+    log(f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers), "
+        f"batch {batch} x {seconds:g} s, {precision.name}, attention mask {'on' if use_mask else 'off'}")
+
+    providers = {"fastctc": fastctc_step(native, native, waves, lengths, targets, target_lengths, use_mask,
+                                         precision, device)}  # fmt: skip
+    if compiled:
+        providers["fastctc-compiled"] = fastctc_step(native, torch.compile(native), waves, lengths, targets,
+                                                     target_lengths, use_mask, precision, device)  # fmt: skip
+    providers["trainer"] = trainer_step(hf, waves, mask, labels, precision, device)
+    timings = alternate(providers, repeats, warmup, device, log)
+    ref = timings["trainer"]["median_ms"]
+    rows = []
+    for name, t in timings.items():
+        peak = peak_memory_mb(providers[name], device)
+        speedup = ref / t["median_ms"]
+        rows.append(dict(family=family, size=size, batch=batch, seconds=seconds, precision=precision.name,
+                         provider=name, speedup_vs_trainer=speedup, peak_mb=peak, **t))  # fmt: skip
+        log(f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
+            f"{speedup:5.2f}x trainer  peak " + (f"{peak:8.1f} MiB" if peak is not None else "n/a"))
+    for name in providers if profile else ():
+        log(f"-- profile: {family} step {name}\n{profile_table(providers[name], device, profile)}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cuda = torch.cuda.is_available()
+    ap = argparse.ArgumentParser(prog="fastctc bench step", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
+    ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=["wav2vec2-base"])
+    ap.add_argument("--size", choices=SIZES, default="card" if cuda else "base")
+    ap.add_argument("--batch", type=int, default=None, help="rows (default: the card's batch at card size, else 4)")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="audio per row (default: the card's at card size, else 1.5)")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16" if cuda else "fp32")
+    ap.add_argument("--repeats", type=int, default=7, help="timed steps per provider (default 7)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per provider first (default 2)")
+    ap.add_argument("--compile", choices=("on", "off"), default="on", help="also time fastctc with torch.compile")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, print the N ops with the most self time per provider (torch.profiler)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and cuda else "cpu" if args.device == "auto" else args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+    report = {"bench": "step", **environment(device), "size": args.size, "precision": args.precision,
+              "repeats": args.repeats, "results": []}  # fmt: skip
+    for family in args.families:
+        fam = FAMILIES[family]
+        batch = args.batch or (fam.card_batch if args.size == "card" else 4)
+        seconds = args.seconds or (fam.card_seconds if args.size == "card" else 1.5)
+        report["results"] += bench_family(family, args.size, batch, seconds, args.repeats, args.warmup,
+                                          args.compile == "on", args.precision, device, args.profile)  # fmt: skip
+
+    goal_precision, target = GOALS[device.type]
+    goals = {}
+    if args.precision == goal_precision:
+        for provider in ("fastctc", "fastctc-compiled"):
+            rows = [r for r in report["results"] if r["provider"] == provider]
+            if rows:
+                worst = min(rows, key=lambda r: r["speedup_vs_trainer"])
+                goals[f"step_{provider}_vs_trainer"] = {
+                    "worst": worst["speedup_vs_trainer"], "family": worst["family"], "target": target,
+                    "met": worst["speedup_vs_trainer"] >= target}  # fmt: skip
+    report["goals"] = goals
+    print(f"\ngoals ({goal_precision} on {device.type}, worst family):" if goals else
+          f"\nno goal at {args.precision} on {device.type} (the goal is {goal_precision})")
+    for name, g in goals.items():
+        print(f"  {name}: {g['worst']:.2f}x ({g['family']}), target >= {g['target']}x: "
+              f"{'met' if g['met'] else 'MISSED'}")
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
