@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in RUN_DIR exactly where its last checkpoint left off")
     p.set_defaults(func=_cmd_train)
 
+    from .bench import cli as bench
     from .data import stats as data_stats
     from .models import convert, parity
     from .train import inference, plot
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_stats.add_parser(sub)
     inference.add_parsers(sub)
     plot.add_parser(sub)
+    bench.add_parser(sub)
     return parser
 
 
