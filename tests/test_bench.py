@@ -1,0 +1,82 @@
+"""Smoke tests of the benchmarks at their smallest configurations, through `fastctc bench`: each runs
+and ends with one JSON line holding the keys the README table is built from. No time is asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastctc.cli import main
+
+
+def _last_json(capsys) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _timed(row: dict) -> None:
+    assert {"median_ms", "p20_ms", "p80_ms", "runs"} <= set(row)
+    assert row["p20_ms"] <= row["median_ms"] <= row["p80_ms"]
+
+
+def test_bench_encoder_smallest(capsys):
+    pytest.importorskip("transformers")
+    assert main(["bench", "encoder", "--families", "wav2vec2-base", "hubert-large", "--size", "tiny", "--batch", "2",
+                 "--seconds", "0.2", "--repeats", "2", "--warmup", "0", "--compile", "off"]) == 0  # fmt: skip
+    report = _last_json(capsys)
+    assert report["bench"] == "encoder" and report["torch"] and report["size"] == "tiny"
+    rows = report["results"]
+    assert {(r["family"], r["mode"], r["provider"]) for r in rows} == {
+        (f, m, p) for f in ("wav2vec2-base", "hubert-large") for m in ("forward", "forward+backward")
+        for p in ("native", "transformers")}  # fmt: skip
+    for r in rows:
+        _timed(r)
+        assert r["speedup_vs_transformers"] > 0
+    assert set(report["goals"]) == {"fwd_bwd_native_vs_transformers"}  # no compiled provider with --compile off
+    assert {"worst", "family", "target", "met"} <= set(report["goals"]["fwd_bwd_native_vs_transformers"])
+
+
+def test_bench_step_smallest(capsys):
+    pytest.importorskip("transformers")
+    assert main(["bench", "step", "--families", "wav2vec2-base", "--size", "tiny", "--batch", "2", "--seconds", "0.2",
+                 "--repeats", "2", "--warmup", "1", "--compile", "off", "--precision", "fp32",
+                 "--device", "cpu"]) == 0  # fmt: skip
+    report = _last_json(capsys)
+    assert report["bench"] == "step" and report["precision"] == "fp32"
+    assert [r["provider"] for r in report["results"]] == ["fastctc", "trainer"]
+    for r in report["results"]:
+        _timed(r)
+        assert r["speedup_vs_trainer"] > 0 and r["peak_mb"] > 0
+    assert set(report["goals"]) == {"step_fastctc_vs_trainer"}
+
+
+def test_bench_data_smallest(capsys):
+    assert main(["bench", "data", "--data-root", "", "--audio", "generated", "--files", "2", "--batch", "2",
+                 "--repeats", "1", "--seeds", "2", "--scale", "0.05"]) == 0  # fmt: skip
+    report = _last_json(capsys)
+    assert report["bench"] == "data" and report["data_root"] is None
+    assert {r["durations"] for r in report["padding"]} == {"timit-like", "librispeech-like"}
+    for r in report["padding"]:
+        for batching in ("fastctc", "group_by_length", "random"):
+            assert 0.0 <= r[batching]["p20"] <= r[batching]["median"] <= r[batching]["p80"] < 1.0
+    sources = {r["source"] for r in report["loader"]}
+    assert len(sources) == 2 and all("generated" in s for s in sources)
+    for r in report["loader"]:
+        _timed(r)
+        assert r["realtime_x"] > 0
+    assert set(report["goals"]) == {"padding_vs_group_by_length_at_32", "loader_realtime_per_core"}
+
+
+def test_bench_ctc_without_a_gpu_reports_the_bytes_model(capsys):
+    assert main(["bench", "ctc", "--cards", "timit", "--dtype", "float32"]) == 0
+    report = _last_json(capsys)
+    assert report["bench"] == "ctc" and len(report["shapes"]) == 3
+    assert all({"fastctc", "torch"} == set(s["bytes_model"]) for s in report["shapes"])
+    assert "correctness" in report
+
+
+def test_bench_rejects_an_unknown_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "nope"])
+    assert "invalid choice" in capsys.readouterr().err
