@@ -212,3 +212,41 @@ def test_ddp_resume_restores_every_ranks_random_streams(tmp_path):
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+
+
+def _ddp_worker_failing_loads(rank: int, world: int, port: int, overrides: list, out: str, resume: bool = False,
+                              stop_at_step: int | None = None) -> None:
+    # every file of rank 1's first batch fails to load (in every run and epoch)
+    from fastctc.data import dataset
+    from fastctc.data.batching import LengthBucketSampler
+
+    real = dataset.SpeechDataset.__getitem__
+
+    def flaky(self, i):
+        first = LengthBucketSampler(self.durations, 42, 2, world_size=world).epoch_batches(0)[0][1]
+        if i in first and len(self) == 16 and rank == 1:
+            return dataset.Item(self.ids[i], None, self.texts[i], "simulated read error")
+        return real(self, i)
+
+    dataset.SpeechDataset.__getitem__ = flaky
+    _ddp_worker(rank, world, port, overrides, out, resume, stop_at_step)
+
+
+def test_ddp_rank_with_an_unloadable_batch_stays_in_step_and_resumes_exactly(tmp_path):
+    # The rank whose batch failed still takes part in that step (a stand-in with weight 0), so every
+    # rank stays at the same position in the epoch and a resume puts each back where it was.
+    manifest = _write_equal_length_manifest(tmp_path, 16)
+    common = TINY + ["data.corpus=manifest", f"data.train={manifest}", f"data.eval={manifest}", "data.num_workers=0",
+                     "train.max_steps=4", "train.device=cpu", "data.max_duration_s=0", "train.batch_size=2"]
+    spawn = torch.multiprocessing.spawn
+    spawn(_ddp_worker_failing_loads, args=(2, _free_port(), common, str(tmp_path / "full")), nprocs=2, join=True)
+    spawn(_ddp_worker_failing_loads, args=(2, _free_port(), common, str(tmp_path / "split"), False, 2), nprocs=2,
+          join=True)
+    spawn(_ddp_worker_failing_loads, args=(2, _free_port(), common, str(tmp_path / "split"), True), nprocs=2, join=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(tmp_path / "full" / "model" / "model.safetensors").values())

@@ -200,7 +200,10 @@ class Collator:
 
 class BatchLoader:
     """Iterates a DataLoader of Batches; reports load failures and [UNK] characters, and after a
-    complete epoch prints that epoch's counts. Batches left empty by failures are not yielded."""
+    complete epoch prints that epoch's counts. Batches left empty by failures are not yielded, unless
+    `keep_empty` (under DDP every rank must take part in every step, so the trainer handles them)."""
+
+    keep_empty = False
 
     def __init__(self, loader: torch.utils.data.DataLoader, sampler: LengthBucketSampler, report: DataReport,
                  split: str, verbose: bool):
@@ -218,7 +221,7 @@ class BatchLoader:
                 self.report.add(self.split, "unknown_chars", f"{batch.ids[0] if batch.ids else '?'} and others",
                                 n=batch.unknown_chars)
             seen, failed, unknown = seen + len(batch.texts), failed + len(batch.failures), unknown + batch.unknown_chars
-            if batch.texts:
+            if batch.texts or self.keep_empty:
                 yield batch
         if self.verbose:  # reached only when the epoch ran to its end
             print(f"fastctc data: {self.split} epoch {self.sampler.epoch}: {seen} utterances, {failed} failed to load, "

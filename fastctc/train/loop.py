@@ -18,7 +18,7 @@ import torch
 from fastctc.kernels import ctc_loss
 
 from ..config import RunConfig, dump_config
-from ..data.batching import LengthBucketSampler, make_loader
+from ..data.batching import Batch, LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets, encoder_frames
 from ..data.text import CharVocab
 from ..models import CTCModel, EncoderConfig, load_pretrained
@@ -125,6 +125,11 @@ class StopRequest:
         return stop
 
 
+def stand_in_batch(sample_rate: int) -> Batch:
+    return Batch(torch.zeros(1, sample_rate), torch.tensor([sample_rate]), torch.zeros(1, 1, dtype=torch.long),
+                 torch.zeros(1, dtype=torch.long), [])
+
+
 def uses_attention_mask(cfg: RunConfig, model: CTCModel) -> bool:
     if cfg.model.attention_mask != "auto":
         return cfg.model.attention_mask == "on"
@@ -205,6 +210,7 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
     sampler = LengthBucketSampler(train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
                                   cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size)
     loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
+    loader.keep_empty = dist.enabled  # see the stand-in batch below
     accum = cfg.train.grad_accum
     steps_per_epoch = len(sampler) // accum
     if steps_per_epoch == 0:
@@ -267,6 +273,11 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
                     t_step = time.time()
                     new_shape = tuple(batch.waveforms.shape) not in shapes
                     shapes.add(tuple(batch.waveforms.shape))
+                weight = 1.0
+                if not batch.texts:
+                    # Under DDP a rank whose every file failed to load still takes part in the step's
+                    # all-reduce: one second of silence with an empty target, its loss weighted 0.
+                    batch, weight = stand_in_batch(cfg.data.sample_rate), 0.0
                 waves = batch.waveforms.to(device, non_blocking=True)
                 lengths = batch.lengths.to(device, non_blocking=True)
                 sync = contextlib.nullcontext() if not dist.enabled or micro == accum - 1 else step_model.no_sync()
@@ -277,10 +288,10 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
                         logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
                     loss = ctc_loss(logits, batch.targets.to(device), logit_lengths, batch.target_lengths.to(device),
                                     blank=vocab.blank, reduction="mean", zero_infinity=True)
-                    scaler.scale(loss / accum).backward()
-                win["loss"] += float(loss.detach())  # host sync; the loss is logged every step's window
+                    scaler.scale(loss * (weight / accum)).backward()
+                win["loss"] += weight * float(loss.detach())  # host sync; the loss is logged every step's window
                 win["utts"] += len(batch.texts)
-                win["audio_s"] += float(batch.lengths.sum()) / cfg.data.sample_rate
+                win["audio_s"] += weight * float(batch.lengths.sum()) / cfg.data.sample_rate
                 state["batch_in_epoch"] += 1
                 micro += 1
                 if micro < accum:
