@@ -250,3 +250,27 @@ def test_ddp_rank_with_an_unloadable_batch_stays_in_step_and_resumes_exactly(tmp
     from safetensors.torch import load_file
 
     assert all(torch.isfinite(t).all() for t in load_file(tmp_path / "full" / "model" / "model.safetensors").values())
+
+
+def test_transcribe_any_transformers_ctc_checkpoint(tmp_path):
+    # a checkpoint fine-tuned elsewhere: another tokenizer's vocabulary (<pad> = 0 as blank, <s>, </s>, <unk>)
+    from hf_checkpoints import tiny_ctc_model
+
+    tokens = ["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b", "c", "d", "e", "f"]
+    hf = tiny_ctc_model("wav2vec2-base", vocab_size=len(tokens), pad_token_id=0)
+    hf.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    audio = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
+    sf.write(tmp_path / "a.wav", audio, 16_000)
+    proc = subprocess.run([sys.executable, "-m", "fastctc", "transcribe", str(tmp_path / "ckpt"), str(tmp_path / "a.wav")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    path, text = proc.stdout.rstrip("\n").split("\t")
+    # the same greedy decoding done by hand on transformers' own logits (no attention mask: group norm)
+    x = torch.from_numpy((audio - audio.mean()) / np.sqrt(audio.var() + 1e-5))[None]
+    with torch.no_grad():
+        ids = hf(x).logits.argmax(-1)[0].tolist()
+    import itertools
+
+    chars = [tokens[k] for k, _ in itertools.groupby(ids) if k not in (0, 1, 2, 3)]
+    assert text and text == " ".join("".join(" " if c == "|" else c for c in chars).split())
