@@ -45,3 +45,28 @@ def test_card_config_trains_from_a_pretraining_checkpoint(tmp_path, card, cls, f
     base = hf if cls.endswith("Model") else getattr(hf, model_type)
     got = getattr(ours, model_type).feature_extractor.conv_layers[0].conv.weight
     torch.testing.assert_close(got, base.feature_extractor.conv_layers[0].conv.weight)
+
+
+def test_checkpoint_preprocessor_decides_normalisation_and_attention_mask(tmp_path, capsys):
+    model_type, layout = FAMILIES["wav2vec2-base"]
+    torch.manual_seed(0)
+    hf = perturb(transformers.Wav2Vec2ForPreTraining(hf_config(model_type, **layout))).eval()
+    hf.save_pretrained(tmp_path / "ckpt")
+    # a group-norm checkpoint whose feature extractor says: no normalisation, but do pass the mask
+    (tmp_path / "ckpt" / "preprocessor_config.json").write_text(json.dumps(
+        {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": False, "return_attention_mask": True,
+         "sampling_rate": 16000, "feature_size": 1, "padding_value": 0.0}))
+    timit_ldc(tmp_path / "TIMIT")
+    cfg = load_config(REPO / "configs" / "wav2vec2-base-timit.toml", [
+        f"model.checkpoint={tmp_path / 'ckpt'}", f"data.root={tmp_path / 'TIMIT'}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.num_workers=0", "train.batch_size=2", "train.eval_batch_size=2", "train.max_steps=1", "train.threads=1",
+        "model.mask_time_length=2",
+    ])
+    assert cfg.data.do_normalize is True
+    train(cfg, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "preprocessor_config.json says do_normalize=false; using it instead of data.do_normalize=true" in out
+    assert "attention mask on" in out
+    assert load_config(tmp_path / "run" / "config.toml").data.do_normalize is False
+    pre = json.loads((tmp_path / "run" / "model" / "preprocessor_config.json").read_text())
+    assert pre["do_normalize"] is False and pre["return_attention_mask"] is True

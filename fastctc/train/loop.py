@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -130,10 +131,32 @@ def stand_in_batch(sample_rate: int) -> Batch:
                  torch.zeros(1, dtype=torch.long), [])
 
 
-def uses_attention_mask(cfg: RunConfig, model: CTCModel) -> bool:
+def checkpoint_preprocessor(cfg: RunConfig) -> dict:
+    """The checkpoint's preprocessor_config.json (its feature extractor's settings), or {}."""
+    path = Path(cfg.model.checkpoint) / "preprocessor_config.json" if cfg.model.checkpoint else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path}: not valid JSON ({e}); fix or delete it (fastctc then uses the config's values)")
+
+
+def follow_checkpoint_normalisation(cfg: RunConfig, pre: dict, say) -> RunConfig:
+    """The recipe normalises audio as the checkpoint's feature extractor says (do_normalize)."""
+    if "do_normalize" in pre and bool(pre["do_normalize"]) != cfg.data.do_normalize:
+        say(f"fastctc: the checkpoint's preprocessor_config.json says do_normalize={str(pre['do_normalize']).lower()}; "
+            f"using it instead of data.do_normalize={str(cfg.data.do_normalize).lower()}")
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, do_normalize=bool(pre["do_normalize"])))
+    return cfg
+
+
+def uses_attention_mask(cfg: RunConfig, model: CTCModel, pre: dict) -> bool:
     if cfg.model.attention_mask != "auto":
         return cfg.model.attention_mask == "on"
-    return model.config.feat_extract_norm == "layer"  # the checkpoint preprocessors' return_attention_mask
+    if "return_attention_mask" in pre:  # the checkpoint's feature extractor decides, as in the recipe
+        return bool(pre["return_attention_mask"])
+    return model.config.feat_extract_norm == "layer"  # what the released checkpoints' preprocessors say
 
 
 def save_export(model: CTCModel, vocab: CharVocab, directory: Path, do_normalize: bool, attention_mask: bool) -> None:
@@ -167,6 +190,9 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
     t_start = time.time()
     dist = init_distributed(cfg.train.device)
     main = dist.is_main
+    say = print if main else (lambda *a, **k: None)
+    preprocessor = checkpoint_preprocessor(cfg)
+    cfg = follow_checkpoint_normalisation(cfg, preprocessor, say)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.toml").write_text(dump_config(cfg))
@@ -176,7 +202,6 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
     precision = resolve_precision(cfg.train.precision, device)
     seed_everything(cfg.train.seed)
 
-    say = print if main else (lambda *a, **k: None)
     say(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
     # frames per utterance screen out audio too short for its transcript; the [model] conv stack
     # (its defaults are every card's) stands in for a checkpoint's
@@ -199,7 +224,7 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
         model.masked_spec_embed.requires_grad_(False)  # never used, so DDP must not wait for its gradient
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing(True)
-    use_mask = uses_attention_mask(cfg, model)
+    use_mask = uses_attention_mask(cfg, model, preprocessor)
     n_params = sum(p.numel() for p in model.parameters())
     audio_h = sum(train_ds.durations) / 3600
     say(f"fastctc: {len(train_ds)} train ({audio_h:.2f} h) / {len(eval_ds)} eval utterances, "
