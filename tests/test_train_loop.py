@@ -125,15 +125,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path):
+@pytest.mark.parametrize("per_rank", [["train.batch_size=2"], ["train.batch_size=1", "train.grad_accum=2"]],
+                         ids=["batch2", "batch1-accum2"])
+def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path, per_rank):
     manifest = _write_equal_length_manifest(tmp_path, 16)
     common = TINY + ["data.corpus=manifest", f"data.train={manifest}", f"data.eval={manifest}", "data.num_workers=0",
                      "train.max_steps=4", "train.device=cpu", "data.max_duration_s=0"]
     single = tmp_path / "single"
     train(load_config(DEMO, common + ["train.batch_size=4"]), single)
     ddp = tmp_path / "ddp"
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), common + ["train.batch_size=2"], str(ddp)),
-                                nprocs=2, join=True)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), common + per_rank, str(ddp)), nprocs=2, join=True)
     a, b = _losses(single), _losses(ddp)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
@@ -142,7 +143,11 @@ def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path):
 
     s, d = load_file(single / "model" / "model.safetensors"), load_file(ddp / "model" / "model.safetensors")
     for k in s:
-        torch.testing.assert_close(s[k], d[k], rtol=1e-4, atol=1e-5)
+        if k.endswith("k_proj.bias"):
+            # softmax ignores a constant added to every key's score, so this bias's exact gradient is 0:
+            # both runs hold rounding noise there, which Adam scales up to lr-sized steps
+            continue
+        torch.testing.assert_close(s[k], d[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
 
 
 def test_transcribe_and_eval_commands_on_a_run_directory(tmp_path):

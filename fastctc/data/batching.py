@@ -6,12 +6,13 @@ LengthBucketSampler, per epoch, from rng(seed, epoch):
    change from epoch to epoch while the padding stays near the least any batching can have;
 2. cut that order into batches of `batch_size` utterances, or fill each batch up to
    `batch_seconds` of padded audio;
-3. (DDP) split the largest batches until the count divides by world_size: every rank takes the
-   same number of steps and every utterance is seen exactly once per epoch;
-4. group neighbouring batches into steps of world_size batches (ranks at one step get similar
-   lengths, so none waits on a longer one), shuffle the steps, and put the step with the most
-   padded audio first (as group_by_length does: an out-of-memory shows in the first step);
-5. rank r takes batch r of every step.
+3. (DDP, accumulation) split the largest batches until the count divides by world_size * accum:
+   every rank takes the same number of steps and every utterance is seen exactly once per epoch;
+4. group neighbouring batches into steps of world_size * accum batches (ranks at one step get
+   similar lengths, so none waits on a longer one), shuffle the steps, and put the step with the
+   most padded audio first (as group_by_length does: an out-of-memory shows in the first step);
+5. rank r takes batches r * accum ... r * accum + accum - 1 of every step, so a step's utterances
+   are the same however the global batch is split between GPUs and accumulation.
 
 Padded lengths (the shapes torch.compile sees): a batch is padded to its longest utterance rounded
 up to a whole frame. The sorted frame sequence does not depend on the epoch, so neither does the set
@@ -92,22 +93,28 @@ class LengthBucketSampler:
     """
 
     def __init__(self, durations: Sequence[float], seed: int, batch_size: int = 32, batch_seconds: float = 0.0,
-                 pad_lengths: int = 0, rank: int = 0, world_size: int = 1, sample_rate: int = 16_000):
+                 pad_lengths: int = 0, rank: int = 0, world_size: int = 1, sample_rate: int = 16_000,
+                 accum: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"LengthBucketSampler: rank {rank} outside world_size {world_size}")
-        if len(durations) < world_size:
+        if len(durations) < world_size * accum:
             raise ValueError(f"LengthBucketSampler: {len(durations)} utterances cannot feed {world_size} ranks")
         self.lengths = np.round(np.asarray(durations, dtype=np.float64) * sample_rate).astype(np.int64)  # (N,)
         self.frames = frames(self.lengths)  # (N,) the sort key
         self.ladder = pad_ladder(self.lengths, pad_lengths) if pad_lengths else None
         self.padded = np.array([padded_length(n, self.ladder) for n in self.lengths], dtype=np.int64)  # (N,)
         self.seed, self.batch_size, self.rank, self.world_size = seed, batch_size, rank, world_size
+        # gradient accumulation: an optimizer step takes `accum` consecutive batches from each rank.
+        # They are cut from one group of world_size * accum neighbouring batches, so a step sees the
+        # same utterances whatever the split between GPUs and accumulation (4 x 8 GPUs = 32 x 1).
+        self.accum = accum
+        self.parts = world_size * accum
         self.budget = int(batch_seconds * sample_rate)
         self.epoch, self.start = 0, 0
         self._len = len(self.epoch_batches(0))
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Iterate epoch `epoch`, skipping this rank's first `start` batches (a resumed run)."""
+        """Iterate epoch `epoch`, skipping its first `start` optimizer steps (a resumed run)."""
         self.epoch, self.start = epoch, start
 
     def _cut(self, order: np.ndarray) -> list[np.ndarray]:
@@ -122,15 +129,15 @@ class LengthBucketSampler:
         return batches
 
     def epoch_batches(self, epoch: int) -> list[list[list[int]]]:
-        """All ranks' batches of `epoch`: steps[s][r] is rank r's batch at step s."""
+        """All ranks' batches of `epoch`: steps[s][r * accum + m] is rank r's m-th micro-batch at step s."""
         rng = np.random.default_rng([self.seed, epoch])
         order = np.lexsort((rng.random(len(self.lengths)), self.frames))  # by frames, randomly among equals
         batches = self._cut(order)
-        while len(batches) % self.world_size:  # split the largest until every rank gets the same count
+        while len(batches) % self.parts:  # split the largest until every rank gets the same count
             k = max(range(len(batches)), key=lambda j: len(batches[j]))
             half = (len(batches[k]) + 1) // 2
             batches[k : k + 1] = [batches[k][:half], batches[k][half:]]
-        steps = [batches[i : i + self.world_size] for i in range(0, len(batches), self.world_size)]
+        steps = [batches[i : i + self.parts] for i in range(0, len(batches), self.parts)]
         volume = [sum(len(b) * self.padded[b].max() for b in step) for step in steps]
         first = int(np.argmax(volume))
         rest = [s for s in rng.permutation(len(steps)).tolist() if s != first]
@@ -138,11 +145,12 @@ class LengthBucketSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         steps = self.epoch_batches(self.epoch)
-        return iter([step[self.rank] for step in steps[self.start :]])
+        first = self.rank * self.accum
+        return iter([b for step in steps[self.start :] for b in step[first : first + self.accum]])
 
     def __len__(self) -> int:
         """Batches per rank in a full epoch (the same every epoch)."""
-        return self._len
+        return self._len * self.accum
 
 
 @dataclass

@@ -233,7 +233,8 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
         f"({time.time() - t_start:.1f} s)", flush=True)
 
     sampler = LengthBucketSampler(train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
-                                  cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size)
+                                  cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size,
+                                  accum=cfg.train.grad_accum)
     loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
     loader.keep_empty = dist.enabled  # see the stand-in batch below
     accum = cfg.train.grad_accum
@@ -255,11 +256,14 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
         say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state['step']}", flush=True)
 
     compile_on = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
-    step_model = torch.compile(model) if compile_on else model
+    step_model = ddp = None
     if dist.enabled:
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None,
+        step_model = ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.model.layerdrop > 0)  # a dropped layer leaves its parameters unused
+    step_model = step_model or model
+    if compile_on:  # compiling the DDP module lets dynamo split graphs at gradient-bucket boundaries
+        step_model = torch.compile(step_model)
     log = MetricsLog(out_dir / "metrics.jsonl", enabled=main)
     stop = StopRequest(stop_at_step)
 
@@ -291,7 +295,7 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
     model.train()
     with stop.installed():
         while state["step"] < total:
-            sampler.set_epoch(state["epoch"], start=state["batch_in_epoch"])
+            sampler.set_epoch(state["epoch"], start=state["batch_in_epoch"] // accum)  # saved at step boundaries
             micro = 0
             for batch in loader:
                 if micro == 0:
@@ -305,7 +309,8 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
                     batch, weight = stand_in_batch(cfg.data.sample_rate), 0.0
                 waves = batch.waveforms.to(device, non_blocking=True)
                 lengths = batch.lengths.to(device, non_blocking=True)
-                sync = contextlib.nullcontext() if not dist.enabled or micro == accum - 1 else step_model.no_sync()
+                # under DDP, gradients are all-reduced only on the last micro-batch of a step
+                sync = ddp.no_sync() if ddp is not None and micro < accum - 1 else contextlib.nullcontext()
                 with sync:
                     with precision.autocast():
                         logits, logit_lengths = step_model(waves, lengths if use_mask else None)
