@@ -40,6 +40,9 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
     masked = uses_attention_mask(native)
     native_lengths = lengths if masked else None
     mask = (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None]).long() if masked else None
+    # a fresh dynamo cache per family: every family's CTCModel.forward is the same code object, and its
+    # guards would pile up to the recompile limit, after which "compiled" silently runs eager
+    torch._dynamo.reset()
     step_model = torch.compile(native) if compiled else None
     params = sum(p.numel() for p in native.parameters())
     log(f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers, "

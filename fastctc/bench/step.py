@@ -100,6 +100,7 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
     log(f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers), "
         f"batch {batch} x {seconds:g} s, {precision.name}, attention mask {'on' if use_mask else 'off'}")
 
+    torch._dynamo.reset()  # a fresh dynamo cache per family (see bench.encoder: the recompile limit)
     providers = {"fastctc": fastctc_step(native, native, waves, lengths, targets, target_lengths, use_mask,
                                          precision, device)}  # fmt: skip
     if compiled:
