@@ -4,6 +4,8 @@ and ends with one JSON line holding the keys the README table is built from. No 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +82,10 @@ def test_bench_rejects_an_unknown_name(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_benchmarks_ship_in_the_package():
+    """`fastctc bench` must run from a wheel, where the repository's bench/ folder is absent."""
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    (packages,) = re.findall(r"^packages = \[(.*)\]$", pyproject, re.MULTILINE)
+    assert '"fastctc.bench"' in packages
