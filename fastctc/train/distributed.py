@@ -63,5 +63,7 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group once every rank is done (rank 0 may still be writing files)."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
