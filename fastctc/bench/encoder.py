@@ -25,7 +25,7 @@ import json
 import torch
 
 from .pairs import FAMILIES, SIZES, audio_batch, build_pair, uses_attention_mask
-from .timing import alternate, environment, profile_table
+from .timing import add_run_args, alternate, environment, print_goals, profile_table, setup_device
 
 MODES = ("forward", "forward+backward")
 GOALS = {"native": 1.0, "native-compiled": 1.3}  # forward+backward speedup over transformers eager
@@ -105,19 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=None, help="rows (default: the card's batch at card size, else 2)")
     ap.add_argument("--seconds", type=float, default=None,
                     help="audio per row (default: the card's at card size, else 1.0)")
-    ap.add_argument("--repeats", type=int, default=7, help="timed runs per provider and mode (default 7)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed runs per provider and mode first (default 2)")
-    ap.add_argument("--compile", choices=("on", "off"), default="on", help="also time torch.compile(native)")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="after timing, print the N ops with the most self time per provider (torch.profiler)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_run_args(ap, "timed runs per provider and mode")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and cuda else "cpu" if args.device == "auto" else args.device)
-    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 on both sides
-    torch.backends.cudnn.allow_tf32 = False
+    device = setup_device(args)
 
     report = {"bench": "encoder", **environment(device), "size": args.size, "repeats": args.repeats, "results": []}
     for family in args.families:
@@ -136,10 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "worst": worst["speedup_vs_transformers"], "family": worst["family"], "target": target,
                 "met": worst["speedup_vs_transformers"] >= target}  # fmt: skip
     report["goals"] = goals
-    print("\ngoals (forward+backward, worst family):")
-    for name, g in goals.items():
-        print(f"  {name}: {g['worst']:.2f}x ({g['family']}), target >= {g['target']}x: "
-              f"{'met' if g['met'] else 'MISSED'}")
+    print_goals(goals, "\ngoals (forward+backward, worst family):")
     print(json.dumps(report))
     return report
 

@@ -34,7 +34,7 @@ from ..config import OptimConfig
 from ..train.optim import build_optimizer, linear_schedule
 from ..train.precision import resolve_precision
 from .pairs import FAMILIES, SIZES, audio_batch, build_pair, targets_for, uses_attention_mask
-from .timing import alternate, environment, peak_memory_mb, profile_table
+from .timing import add_run_args, alternate, environment, peak_memory_mb, print_goals, profile_table, setup_device
 
 GOALS = {"cpu": ("fp32", 1.3), "cuda": ("bf16", 2.0)}  # device -> (precision, speedup over trainer)
 
@@ -133,19 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=None,
                     help="audio per row (default: the card's at card size, else 1.5)")
     ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16" if cuda else "fp32")
-    ap.add_argument("--repeats", type=int, default=7, help="timed steps per provider (default 7)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per provider first (default 2)")
-    ap.add_argument("--compile", choices=("on", "off"), default="on", help="also time fastctc with torch.compile")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="after timing, print the N ops with the most self time per provider (torch.profiler)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_run_args(ap, "timed steps per provider")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and cuda else "cpu" if args.device == "auto" else args.device)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    device = setup_device(args)
 
     report = {"bench": "step", **environment(device), "size": args.size, "precision": args.precision,
               "repeats": args.repeats, "results": []}  # fmt: skip
@@ -167,11 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "worst": worst["speedup_vs_trainer"], "family": worst["family"], "target": target,
                     "met": worst["speedup_vs_trainer"] >= target}  # fmt: skip
     report["goals"] = goals
-    print(f"\ngoals ({goal_precision} on {device.type}, worst family):" if goals else
-          f"\nno goal at {args.precision} on {device.type} (the goal is {goal_precision})")
-    for name, g in goals.items():
-        print(f"  {name}: {g['worst']:.2f}x ({g['family']}), target >= {g['target']}x: "
-              f"{'met' if g['met'] else 'MISSED'}")
+    print_goals(goals, f"\ngoals ({goal_precision} on {device.type}, worst family):" if goals else
+                f"\nno goal at {args.precision} on {device.type} (the goal is {goal_precision})")
     print(json.dumps(report))
     return report
 

@@ -141,3 +141,32 @@ def profile_table(fn: Callable[[], object], device: torch.device | str, rows: in
         sync(device)
     key = "self_cuda_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
+
+
+def add_run_args(ap, repeats_help: str) -> None:
+    """The options every model benchmark shares: repeats, warm-up, compile, profile, threads, device."""
+    ap.add_argument("--repeats", type=int, default=7, help=f"{repeats_help} (default 7)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed runs per provider first (default 2)")
+    ap.add_argument("--compile", choices=("on", "off"), default="on", help="also time fastctc under torch.compile")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, print the N ops with the most self time per provider (torch.profiler)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def setup_device(args) -> torch.device:
+    """Apply --threads and --device; float32 means float32 on both sides (no TF32 on a GPU)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if args.device == "auto" and cuda else "cpu" if args.device == "auto" else args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return device
+
+
+def print_goals(goals: dict, heading: str) -> None:
+    print(heading)
+    for name, g in goals.items():
+        print(f"  {name}: {g['worst']:.2f}x ({g['family']}), target >= {g['target']}x: "
+              f"{'met' if g['met'] else 'MISSED'}")
