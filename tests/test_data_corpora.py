@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from data_corpus_builders import librispeech, timit_ldc, tone, write
 from fastctc.config import ConfigError, DataConfig, load_config

@@ -197,7 +197,8 @@ def _hf_key(native: str) -> str:
     raise KeyError(f"{native} has no entry in WEIGHT_MAP (fastctc/models/hf_io.py)")
 
 
-def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True) -> None:
+def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True,
+                    return_attention_mask: bool | None = None) -> None:
     """See CTCModel.save_pretrained."""
     cfg: EncoderConfig = model.config
     token_to_id = dict(vocab) if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
@@ -241,7 +242,8 @@ def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True
         "padding_value": 0.0,
         "padding_side": "right",
         "do_normalize": do_normalize,
-        # transformers gives the attention mask only to layer-norm encoders (see RECIPE.md)
-        "return_attention_mask": cfg.feat_extract_norm == "layer",
+        # default: transformers gives the attention mask only to layer-norm encoders (see RECIPE.md)
+        "return_attention_mask": (cfg.feat_extract_norm == "layer" if return_attention_mask is None
+                                  else return_attention_mask),
     }
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")

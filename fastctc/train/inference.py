@@ -126,7 +126,6 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load_config
     from ..data.corpora import build_datasets
-    from ..decoding import greedy_ids
     from ..metrics import cer, wer
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))

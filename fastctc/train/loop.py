@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import random
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -162,20 +162,9 @@ def uses_attention_mask(cfg: RunConfig, model: CTCModel, pre: dict) -> bool:
 def save_export(model: CTCModel, vocab: CharVocab, directory: Path, do_normalize: bool, attention_mask: bool) -> None:
     """A Transformers-format model, written under a temporary name and swapped in."""
     tmp = directory.parent / f"{directory.name}.tmp"
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, vocab.tokens, do_normalize=do_normalize)
-    pre = tmp / "preprocessor_config.json"
-    if pre.is_file():  # the attention-mask convention the model was trained with
-        meta = json.loads(pre.read_text())
-        meta["return_attention_mask"] = attention_mask
-        pre.write_text(json.dumps(meta, indent=2) + "\n")
-    if directory.exists():
-        import shutil
-
-        shutil.rmtree(directory)
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, vocab.tokens, do_normalize=do_normalize, return_attention_mask=attention_mask)
+    shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 
 
