@@ -169,14 +169,23 @@ class Batch:
                      self.target_lengths.pin_memory(), self.texts, self.ids, self.failures, self.unknown_chars)
 
 
+def pad_waveforms(audios: Sequence[np.ndarray], do_normalize: bool = True,
+                  length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio (N_i,) -> waveforms (B, N) zero-padded to `length` (default: the longest), each row
+    normalised first when do_normalize; and lengths (B,) in samples."""
+    n = max((len(a) for a in audios), default=0) if length is None else length
+    waveforms = torch.zeros(len(audios), n)
+    for i, a in enumerate(audios):
+        waveforms[i, : len(a)] = torch.from_numpy(normalise_audio(a) if do_normalize else a.astype(np.float32))
+    return waveforms, torch.tensor([len(a) for a in audios], dtype=torch.long)
+
+
 def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab, do_normalize: bool = True,
             ladder: np.ndarray | None = None) -> Batch:
     """Audio (N_i,) and transcripts -> a Batch padded to the ladder rung of the longest (or to it)."""
     B = len(audios)
-    n = padded_length(max((len(a) for a in audios), default=0), ladder)
-    waveforms = torch.zeros(B, n)
-    for i, a in enumerate(audios):
-        waveforms[i, : len(a)] = torch.from_numpy(normalise_audio(a) if do_normalize else a.astype(np.float32))
+    longest = max((len(a) for a in audios), default=0)
+    waveforms, lengths = pad_waveforms(audios, do_normalize, padded_length(longest, ladder))
     ids = [vocab.encode(t) for t in texts]
     s = max(1, max((len(t) for t in ids), default=0))
     targets = torch.zeros(B, s, dtype=torch.long)
@@ -184,7 +193,7 @@ def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab
         targets[i, : len(t)] = torch.tensor(t, dtype=torch.long)
     return Batch(
         waveforms=waveforms,
-        lengths=torch.tensor([len(a) for a in audios], dtype=torch.long),
+        lengths=lengths,
         targets=targets,
         target_lengths=torch.tensor([len(t) for t in ids], dtype=torch.long),
         texts=list(texts),

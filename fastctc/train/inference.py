@@ -86,14 +86,10 @@ def load_model(path: str | Path, device: torch.device) -> LoadedModel:
 
 @torch.no_grad()
 def transcribe_arrays(lm: LoadedModel, audios: list[np.ndarray], device: torch.device) -> list[str]:
-    from ..data.audio import normalise_audio
+    from ..data.batching import pad_waveforms
     from ..decoding import greedy_ids
 
-    n = max(len(a) for a in audios)
-    waves = torch.zeros(len(audios), n)
-    for i, a in enumerate(audios):
-        waves[i, : len(a)] = torch.from_numpy(normalise_audio(a) if lm.do_normalize else a.astype(np.float32))
-    lengths = torch.tensor([len(a) for a in audios])
+    waves, lengths = pad_waveforms(audios, lm.do_normalize)
     logits, logit_lengths = lm.model(waves.to(device), lengths.to(device) if lm.use_lengths else None)
     if not lm.use_lengths:  # padded frames are audio to this model; decode only each file's own frames
         logit_lengths = lm.model.feature_extractor.output_lengths(lengths.to(device)).clamp(max=logits.shape[1])
