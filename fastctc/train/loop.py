@@ -174,7 +174,8 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
     Writes config.toml, metrics.jsonl, checkpoint/ (resumable state), best/ (best eval WER) and
     model/ (the final model), the last two as Transformers-format checkpoints that load with
     fastctc.models.load_pretrained and with transformers' AutoModelForCTC / Wav2Vec2Processor.
-    Returns the final evaluation (wer, cer, loss), or {"stopped": step} when stopped early.
+    Returns the final evaluation (wer, cer, loss; {} on ranks other than 0), or {"stopped": step} when
+    stopped early.
     """
     t_start = time.time()
     dist = init_distributed(cfg.train.device)
@@ -257,6 +258,9 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
     stop = StopRequest(stop_at_step)
 
     def run_eval(step: int, final: bool = False) -> dict:
+        """Rank 0 alone evaluates; the other ranks go on and wait for it at the next collective."""
+        if not main:
+            return {}
         result = evaluate(model, eval_ds, vocab, cfg.train.eval_batch_size, device, use_lengths=use_mask,
                           data=cfg.data)
         tag = "final eval" if final else f"eval step {step}"
@@ -264,7 +268,7 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False, stop_at_step: int
             f"CER {result['cer']:.4f}", flush=True)
         log.write("eval", step=step, loss=result["loss"], wer=result["wer"], cer=result["cer"],
                   **({"final": True, "elapsed_s": time.time() - t_start} if final else {}))
-        if main and (state["best_wer"] is None or result["wer"] < state["best_wer"]):
+        if state["best_wer"] is None or result["wer"] < state["best_wer"]:
             state["best_wer"] = result["wer"]
             save_export(model, vocab, out_dir / "best", cfg.data.do_normalize, use_mask)
         return result
