@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data.text import WORD_DELIMITER
+from .distributed import DistInfo, device_for
 
 
 @dataclass
@@ -99,7 +100,7 @@ def transcribe_arrays(lm: LoadedModel, audios: list[np.ndarray], device: torch.d
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from ..data.audio import load_audio
 
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device_for(DistInfo(), args.device)
     lm = load_model(args.model, device)
     failed = 0
     for start in range(0, len(args.audio), args.batch_size):
@@ -124,7 +125,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..data.corpora import build_datasets
     from ..metrics import cer, wer
 
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device_for(DistInfo(), args.device)
     overrides = list(args.set)
     data_path = Path(args.data)
     if data_path.suffix in (".jsonl", ".tsv"):
