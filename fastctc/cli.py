@@ -52,6 +52,151 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 130 if "stopped" in result else 0
 
 
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from .inference.model import load_model
+    from .inference.transcribe import transcribe_files
+    from .train.distributed import DistInfo, device_for
+
+    device = device_for(DistInfo(), args.device)
+    lm = load_model(args.model, device)
+    failed = 0
+    for path, text, error in transcribe_files(lm, args.audio, device, args.batch_size):
+        if error is not None:
+            print(f"fastctc transcribe: skipping {path}: {error}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{path}\t{text}", flush=True)
+    return 1 if failed else 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import ConfigError, load_config
+    from .data.corpora import build_datasets
+    from .inference.evaluate import evaluate
+    from .inference.model import load_model
+    from .train.distributed import DistInfo, device_for
+
+    device = device_for(DistInfo(), args.device)
+    overrides = list(args.set)
+    data_path = Path(args.data)
+    if data_path.suffix in (".jsonl", ".tsv"):  # a manifest evaluates as both splits of a manifest corpus
+        overrides += ["data.corpus=manifest", f"data.eval={data_path}", f"data.train={data_path}"]
+        config_path = None
+    else:
+        config_path = data_path
+    try:
+        cfg = load_config(config_path, overrides)
+    except ConfigError as e:
+        print(f"fastctc eval: config error: {e}", file=sys.stderr)
+        return 2
+    lm = load_model(args.model, device)
+    _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed)
+    result = evaluate(lm, eval_ds, device, args.batch_size)
+    print(f"eval {lm.path} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances | "
+          f"WER {result['wer']:.4f} | CER {result['cer']:.4f} | {result['seconds']:.1f} s")
+    print(json.dumps(result))
+    return 0
+
+
+def _add_inference_commands(sub) -> None:
+    p = sub.add_parser("transcribe", help="greedy CTC transcription of audio files",
+                       description="Print PATH<TAB>TEXT for each audio file (any rate or channel layout soundfile reads).")
+    p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
+    p.add_argument("audio", nargs="+", help="audio files")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("eval", help="WER and CER of a model on an evaluation split",
+                       description="Evaluate MODEL on the eval split of a config's [data] section, or on a manifest.")
+    p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
+    p.add_argument("--data", required=True, help="a TOML config (its [data] section) or a .jsonl/.tsv manifest")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .models.convert import convert
+
+    for path in convert(args.in_dir, args.out_dir):
+        print(path)
+    return 0
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    import json
+
+    from .models.parity import compare
+
+    options = dict(seconds=args.seconds, batch=args.batch, repeats=args.repeats, seed=args.seed,
+                   per_tensor=not args.summary, float64=args.float64)  # fmt: skip
+    try:
+        result = compare(args.checkpoint, args.vocab_size, **options)
+    except ValueError as e:
+        if "no CTC head" not in str(e) or args.vocab_size is not None:
+            raise
+        print("checkpoint has no CTC head: using a fresh one of 32 tokens (set --vocab-size)")
+        result = compare(args.checkpoint, 32, **options)
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .data.dataset import CorpusError
+    from .data.stats import stats
+
+    try:
+        print(stats(load_config(args.config, args.set)))
+    except (ConfigError, CorpusError) as e:
+        print(f"fastctc data stats: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_run
+
+    run_dir = Path(args.run_dir)
+    print(plot_run(run_dir, Path(args.out) if args.out else run_dir / "curves.png"))
+    return 0
+
+
+def _add_tool_commands(sub) -> None:
+    p = sub.add_parser("convert", help="turn a pytorch_model.bin checkpoint into safetensors (no unpickling of code)")
+    p.add_argument("in_dir", help="checkpoint directory with pytorch_model.bin (or its sharded index)")
+    p.add_argument("out_dir", help="directory to write model.safetensors and copies of the other files")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("parity", help="compare the native model with transformers on a checkpoint (logits, gradients, time)")
+    p.add_argument("checkpoint", help="Transformers checkpoint directory (config.json + safetensors)")
+    p.add_argument("--vocab-size", type=int, default=None, help="CTC head size for a checkpoint without one (default 32)")
+    p.add_argument("--seconds", type=float, default=2.0, help="audio length of the longest row (default 2.0)")
+    p.add_argument("--batch", type=int, default=2, help="rows; with padding they shrink to 60%% (default 2)")
+    p.add_argument("--repeats", type=int, default=1, help="timed repetitions per side, median reported (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summary", action="store_true", help="omit the per-tensor gradient lines")
+    p.add_argument("--float64", action="store_true", help="also measure both sides' gradients against transformers in float64")
+    p.set_defaults(func=_cmd_parity)
+
+    p = sub.add_parser("data", help="inspect a config's corpus (fastctc data stats CONFIG)")
+    data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    s = data_sub.add_parser("stats", help="per split: utterances, hours, durations, transcripts, skips, vocabulary, padding")
+    s.add_argument("config", help="TOML config file whose [data] section names the corpus")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set data.root=/data/timit")
+    s.set_defaults(func=_cmd_data_stats)
+
+    p = sub.add_parser("plot", help="plot loss, WER/CER and lr curves of a run to a PNG (needs matplotlib)")
+    p.add_argument("run_dir", help="a run directory written by fastctc train")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    p.set_defaults(func=_cmd_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastctc",
@@ -72,16 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in RUN_DIR exactly where its last checkpoint left off")
     p.set_defaults(func=_cmd_train)
 
+    _add_inference_commands(sub)
+    _add_tool_commands(sub)
     from .bench import cli as bench
-    from .data import stats as data_stats
-    from .models import convert, parity
-    from .train import inference, plot
 
-    convert.add_parser(sub)
-    parity.add_parser(sub)
-    data_stats.add_parser(sub)
-    inference.add_parsers(sub)
-    plot.add_parser(sub)
     bench.add_parser(sub)
     return parser
 

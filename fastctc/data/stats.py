@@ -7,16 +7,13 @@ random batching and to transformers' group_by_length (the recipe's), both padded
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Sequence
 
 import numpy as np
 
-from ..config import ConfigError, RunConfig, load_config
+from ..config import RunConfig
 from .batching import LengthBucketSampler, padded_length
 from .corpora import build_datasets, encoder_frames
-from .dataset import CorpusError
 from .text import CharVocab
 
 
@@ -77,24 +74,3 @@ def stats(cfg: RunConfig) -> str:
                      f"random (batch {batch_size})")
     lines.append(f"vocabulary    {len(vocab)} tokens (blank = [PAD] = {vocab.blank}): {' '.join(vocab.tokens[:-2])}")
     return "\n".join(lines)
-
-
-def _main(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config, args.set)
-        print(stats(cfg))
-    except (ConfigError, CorpusError) as e:
-        print(f"fastctc data stats: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("data", help="inspect a config's corpus (fastctc data stats CONFIG)")
-    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    s = sub.add_parser("stats", help="per split: utterances, hours, durations, transcripts, skips, vocabulary, padding")
-    s.add_argument("config", help="TOML config file whose [data] section names the corpus")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config key (repeatable), e.g. --set data.root=/data/timit")
-    s.set_defaults(func=_main)
-    return p

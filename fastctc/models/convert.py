@@ -6,7 +6,6 @@ containers: a checkpoint is never fully unpickled. Other files (config.json, voc
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -48,19 +47,3 @@ def convert(in_dir, out_dir) -> list[Path]:
         if f.is_file() and not f.name.startswith("pytorch_model") and not (out_dir / f.name).exists():
             shutil.copy2(f, out_dir / f.name)
     return written
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "convert", help="turn a pytorch_model.bin checkpoint into safetensors (no unpickling of code)"
-    )
-    p.add_argument("in_dir", help="checkpoint directory with pytorch_model.bin (or its sharded index)")
-    p.add_argument("out_dir", help="directory to write model.safetensors and copies of the other files")
-    p.set_defaults(func=_main)
-    return p
-
-
-def _main(args: argparse.Namespace) -> int:
-    for path in convert(args.in_dir, args.out_dir):
-        print(path)
-    return 0

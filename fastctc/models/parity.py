@@ -11,9 +11,7 @@ when installed.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import time
 
@@ -127,34 +125,3 @@ def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats
                     f"transformers float32 max rel {worst64_hf:.3e}")  # fmt: skip
         summary["cases"][case] = result
     return summary
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "parity", help="compare the native model with transformers on a checkpoint (logits, gradients, time)"
-    )
-    p.add_argument("checkpoint", help="Transformers checkpoint directory (config.json + safetensors)")
-    p.add_argument("--vocab-size", type=int, default=None, help="CTC head size for a checkpoint without one (default 32)")
-    p.add_argument("--seconds", type=float, default=2.0, help="audio length of the longest row (default 2.0)")
-    p.add_argument("--batch", type=int, default=2, help="rows; with padding they shrink to 60%% (default 2)")
-    p.add_argument("--repeats", type=int, default=1, help="timed repetitions per side, median reported (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--summary", action="store_true", help="omit the per-tensor gradient lines")
-    p.add_argument("--float64", action="store_true", help="also measure both sides' gradients against transformers in float64")
-    p.set_defaults(func=_main)
-    return p
-
-
-def _main(args: argparse.Namespace) -> int:
-    vocab_size = args.vocab_size
-    try:
-        result = compare(args.checkpoint, vocab_size, args.seconds, args.batch, args.repeats, args.seed,
-                         not args.summary, args.float64)  # fmt: skip
-    except ValueError as e:
-        if "no CTC head" not in str(e) or vocab_size is not None:
-            raise
-        print("checkpoint has no CTC head: using a fresh one of 32 tokens (set --vocab-size)")
-        result = compare(args.checkpoint, 32, args.seconds, args.batch, args.repeats, args.seed, not args.summary,
-                         args.float64)  # fmt: skip
-    print(json.dumps(result))
-    return 0

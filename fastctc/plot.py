@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -54,17 +53,3 @@ def plot_run(run_dir: Path, out: Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
-
-def _cmd_plot(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir)
-    out = Path(args.out) if args.out else run_dir / "curves.png"
-    print(plot_run(run_dir, out))
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("plot", help="plot loss, WER/CER and lr curves of a run to a PNG (needs matplotlib)")
-    p.add_argument("run_dir", help="a run directory written by fastctc train")
-    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
-    p.set_defaults(func=_cmd_plot)

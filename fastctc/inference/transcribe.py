@@ -1,0 +1,40 @@
+"""Greedy CTC transcription of waveforms and audio files with a loaded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..data.audio import load_audio
+from ..data.batching import pad_waveforms
+from ..decoding import greedy_ids
+from .model import LoadedModel
+
+
+@torch.no_grad()
+def transcribe_arrays(lm: LoadedModel, audios: list[np.ndarray], device: torch.device) -> list[str]:
+    """16 kHz mono waveforms -> one transcript each, under the checkpoint's normalisation and mask convention."""
+    waves, lengths = pad_waveforms(audios, lm.do_normalize)  # (B, N), (B,)
+    logits, logit_lengths = lm.model(waves.to(device), lengths.to(device) if lm.use_lengths else None)
+    if not lm.use_lengths:  # padded frames are audio to this model; decode only each file's own frames
+        logit_lengths = lm.model.feature_extractor.output_lengths(lengths.to(device)).clamp(max=logits.shape[1])
+    return [lm.vocab.decode(ids) for ids in greedy_ids(logits, logit_lengths, lm.vocab.blank)]
+
+
+def transcribe_files(lm: LoadedModel, paths: Sequence[str | Path], device: torch.device,
+                     batch_size: int = 8) -> Iterator[tuple[str | Path, str | None, Exception | None]]:
+    """Yield (path, text, None) per file in order, or (path, None, error) for a file that cannot be read:
+    one unreadable file never stops the others."""
+    for start in range(0, len(paths), batch_size):
+        audios, ok = [], []
+        for p in paths[start : start + batch_size]:
+            try:
+                audios.append(load_audio(p, 16_000))
+                ok.append(p)
+            except Exception as e:  # soundfile raises several types for unreadable files
+                yield p, None, e
+        if audios:
+            yield from ((p, text, None) for p, text in zip(ok, transcribe_arrays(lm, audios, device)))
