@@ -55,7 +55,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    corpus: str = "synthetic"  # synthetic | timit | librispeech | manifest
+    corpus: str = "synthetic"  # synthetic | timit | librispeech | manifest | fsdd
     # timit / librispeech: the corpus folder as distributed; manifest: "" (paths are used as given)
     # or a folder the manifest paths are relative to
     root: str = ""
@@ -131,7 +131,7 @@ class RunConfig:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 _SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
 
-CORPORA = ("synthetic", "timit", "librispeech", "manifest")
+CORPORA = ("synthetic", "timit", "librispeech", "manifest", "fsdd")
 
 
 def _nearest(name: str, options: typing.Iterable[str]) -> str:
@@ -197,7 +197,7 @@ def _validate(cfg: RunConfig) -> None:
     need(d.synthetic_train_size > 0, "data.synthetic_train_size", f"must be > 0, got {d.synthetic_train_size}")
     need(d.synthetic_eval_size > 0, "data.synthetic_eval_size", f"must be > 0, got {d.synthetic_eval_size}")
     need(d.sample_rate == 16_000, "data.sample_rate", f"the encoders expect 16000 Hz, got {d.sample_rate}")
-    if d.corpus in ("timit", "librispeech"):
+    if d.corpus in ("timit", "librispeech", "fsdd"):
         need(bool(d.root), "data.root", f"data.corpus={d.corpus!r} needs the corpus folder, e.g. --set data.root=/data/{d.corpus}")
     for key in ("train", "eval"):
         need(d.corpus == "synthetic" or bool(getattr(d, key)), f"data.{key}", "must name a split, subsets or a manifest")

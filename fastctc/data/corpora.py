@@ -20,13 +20,14 @@ from . import synthetic
 from .audio import resampled_length
 from .dataset import CorpusError, InMemoryDataset, SpeechDataset, UtteranceInfo
 from .duration_cache import DurationCache
+from .fsdd import read_fsdd
 from .librispeech import read_librispeech
 from .manifest import read_manifest
 from .report import DataReport
 from .text import normalise
 from .timit import read_timit
 
-READERS = {"timit": read_timit, "librispeech": read_librispeech, "manifest": read_manifest}
+READERS = {"timit": read_timit, "librispeech": read_librispeech, "manifest": read_manifest, "fsdd": read_fsdd}
 
 
 def encoder_frames(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
