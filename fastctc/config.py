@@ -59,10 +59,18 @@ class DataConfig:
     # timit / librispeech: the corpus folder as distributed; manifest: "" (paths are used as given)
     # or a folder the manifest paths are relative to
     root: str = ""
-    # timit: train | test; librispeech: subsets joined with "+" (train-clean-100+train-clean-360);
-    # manifest: a .jsonl or .tsv file (relative to root); synthetic: ignored
+    # timit: train | test (the cards), or the phone-recognition protocol: train-nosa (462 speakers,
+    # SA sentences left out), dev (50 speakers), core-test (24 speakers); librispeech: subsets joined
+    # with "+" (train-clean-100+train-clean-360); manifest: a .jsonl or .tsv file (relative to root);
+    # synthetic: ignored
     train: str = "train"
     eval: str = "eval"
+    # targets: chars (the transcript) | phones (timit: each utterance's .PHN; manifest: the text holds
+    # space-separated phones). phone_set: the training set (61 | 48 | 39, Lee & Hon's foldings);
+    # score_phone_set: the set PER is computed on (the standard protocol trains on 48, scores on 39)
+    targets: str = "chars"
+    phone_set: int = 48
+    score_phone_set: int = 39
     # synthetic corpus only: how many utterances each split holds
     synthetic_train_size: int = 2000
     synthetic_eval_size: int = 200
@@ -201,6 +209,14 @@ def _validate(cfg: RunConfig) -> None:
         need(bool(d.root), "data.root", f"data.corpus={d.corpus!r} needs the corpus folder, e.g. --set data.root=/data/{d.corpus}")
     for key in ("train", "eval"):
         need(d.corpus == "synthetic" or bool(getattr(d, key)), f"data.{key}", "must name a split, subsets or a manifest")
+    need(d.targets in ("chars", "phones"), "data.targets", f"must be chars or phones, got {d.targets!r}")
+    need(d.targets == "chars" or d.corpus in ("timit", "manifest"), "data.targets",
+         f"phones come from TIMIT's .PHN files or a manifest of phone strings; data.corpus={d.corpus!r} has none")
+    for key in ("phone_set", "score_phone_set"):
+        need(getattr(d, key) in (61, 48, 39), f"data.{key}", f"must be 61, 48 or 39, got {getattr(d, key)}")
+    need(d.score_phone_set <= d.phone_set, "data.score_phone_set",
+         f"must be data.phone_set={d.phone_set} or a smaller set folded from it (61 -> 48 -> 39), "
+         f"got {d.score_phone_set}")
     need(d.max_channels >= 1, "data.max_channels", f"must be >= 1, got {d.max_channels}")
     need(d.max_duration_s >= 0, "data.max_duration_s", f"must be >= 0 (0 = no cap), got {d.max_duration_s}")
     need(d.long_utterances in ("skip", "crop"), "data.long_utterances", f"must be skip or crop, got {d.long_utterances!r}")
