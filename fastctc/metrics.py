@@ -1,16 +1,18 @@
-"""Word and character error rates, corpus-level as jiwer computes them.
+"""Word, character and phone error rates, corpus-level as jiwer computes them.
 
 Corpus WER = (substitutions + deletions + insertions summed over utterances) / (reference words
 summed), not a mean of per-utterance rates. Tokenisation follows jiwer's defaults exactly: for WER,
 runs of two or more whitespace characters become one space, the ends are stripped and words are
 split on " "; for CER the ends are stripped and every character counts, inner spaces included.
+PER is WER's computation over space-separated phones, after folding both sides to the scoring set
+(TIMIT's protocol: trained on 48 phones, scored on 39; see fastctc.data.phones).
 """
 
 from __future__ import annotations
 
 import re
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
@@ -56,4 +58,28 @@ def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
         total += len(rc)
     if total == 0:
         raise ValueError("CER: the references hold no characters")
+    return errors / total
+
+
+def per(refs: Sequence[str], hyps: Sequence[str], fold: Mapping[str, str | None] | None = None) -> float:
+    """Phone error rate: phone edits summed over the corpus / reference phones summed. Each side is
+    split on whitespace and every phone mapped through `fold` first (None in `fold`: removed, as q);
+    a phone `fold` does not know is an error, never silently scored."""
+    _check(refs, hyps)
+
+    def folded(s: str, side: str) -> list[str]:
+        if fold is None:
+            return s.split()
+        try:
+            return [q for q in (fold[p] for p in s.split()) if q is not None]
+        except KeyError as e:
+            raise ValueError(f"PER: {side} phone {e.args[0]!r} is not in the scoring table") from None
+
+    errors = total = 0
+    for r, h in zip(refs, hyps):
+        rp = folded(r, "reference")
+        errors += edit_distance(rp, folded(h, "hypothesis"))
+        total += len(rp)
+    if total == 0:
+        raise ValueError("PER: the references hold no phones")
     return errors / total

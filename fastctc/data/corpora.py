@@ -11,6 +11,7 @@ few encoder frames for its receptive field or for its transcript under CTC.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Callable, Sequence
@@ -23,6 +24,7 @@ from .duration_cache import DurationCache
 from .fsdd import read_fsdd
 from .librispeech import read_librispeech
 from .manifest import read_manifest
+from .phones import fold_map, to_phone_set
 from .report import DataReport
 from .text import normalise
 from .timit import read_timit
@@ -41,9 +43,10 @@ def encoder_frames(num_samples: int, kernels: Sequence[int], strides: Sequence[i
     return n
 
 
-def ctc_min_frames(text: str) -> int:
-    """CTC needs one frame per label plus a blank between each pair of repeated labels."""
-    return len(text) + sum(a == b for a, b in zip(text, text[1:]))
+def ctc_min_frames(labels: Sequence) -> int:
+    """CTC needs one frame per label plus a blank between each pair of repeated labels
+    (`labels`: a transcript's characters, or a list of phones)."""
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
 
 
 def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cache: DurationCache | None,
@@ -51,8 +54,18 @@ def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cac
     """The usable utterances of `utterances` as a dataset; everything else counted in `report`."""
     cap = cfg.max_duration_s if split == "train" else 0.0  # the recipe caps training audio only
     kept, texts, durations = [], [], []
+    fold = fold_map(cfg.phone_set) if cfg.targets == "phones" else None
     for u in utterances:
-        text = normalise(u.text, cfg.chars_to_ignore, cfg.lowercase)
+        if fold is not None:  # space-separated labels, folded to data.phone_set (q dropped)
+            labels, unknown = to_phone_set(u.text.split(), cfg.phone_set, fold)
+            if unknown is not None:
+                report.add(split, "unknown_phone", f"{u.id}: {unknown!r} is not a TIMIT phone label nor one of "
+                                                   f"the {cfg.phone_set}-phone set ({u.path})")
+                continue
+            text = " ".join(labels)
+        else:
+            text = normalise(u.text, cfg.chars_to_ignore, cfg.lowercase)
+            labels = text
         if not text:
             report.add(split, "empty_transcript", f"{u.id} ({u.path})")
             continue
@@ -88,8 +101,8 @@ def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cac
             if frames <= 0:
                 report.add(split, "too_short", f"{u.path} ({samples} samples)")
                 continue
-            if frames < ctc_min_frames(text):
-                report.add(split, "ctc_infeasible", f"{u.id}: {frames} frames for {ctc_min_frames(text)} labels")
+            if frames < ctc_min_frames(labels):
+                report.add(split, "ctc_infeasible", f"{u.id}: {frames} frames for {ctc_min_frames(labels)} labels")
                 continue
         kept.append(u)
         texts.append(text)
@@ -112,6 +125,8 @@ def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] |
     if cfg.corpus not in READERS:
         raise ValueError(f"data.corpus: unknown corpus {cfg.corpus!r}")
     read = READERS[cfg.corpus]
+    if cfg.corpus == "timit":
+        read = functools.partial(read_timit, targets=cfg.targets)
     cache = DurationCache(cfg.cache_dir, cfg.root or os.getcwd())
     datasets = []
     for split, spec in (("train", cfg.train), ("eval", cfg.eval)):

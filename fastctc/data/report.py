@@ -14,6 +14,8 @@ from collections import Counter
 REASONS = {
     "missing_audio": "audio file missing",
     "missing_transcript": "audio without a transcript",
+    "missing_phones": "audio without a .PHN phone transcription (data.targets=phones)",
+    "unknown_phone": "phone label outside data.phone_set's folding table, or a malformed .PHN line",
     "bad_manifest_line": "malformed manifest line",
     "unreadable": "unreadable audio",
     "empty_transcript": "empty transcript after normalisation",
