@@ -66,7 +66,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             failed += 1
         else:
             print(f"{path}\t{text}", flush=True)
-    return 1 if failed else 0
+    return 0 if not failed else 2 if failed == len(args.audio) else 1  # 2: nothing could be read
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -231,7 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return args.func(args)
+    from .errors import FastCTCError
+
+    try:
+        return args.func(args)
+    except FastCTCError as e:  # what the user gave is wrong: one line that names it, no traceback
+        command = " ".join(a for a in (args.command, getattr(args, "data_command", None)) if a)
+        print(f"fastctc {command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data.text import RECIPE_CHARS_TO_IGNORE
+from .errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A configuration problem, reported as one line that names the key and the fix."""
+# The characters the cards' commands pass as --chars_to_ignore (data.chars_to_ignore's default).
+RECIPE_CHARS_TO_IGNORE = ',?.!-;:"“%‘”�'
 
 
 @dataclass

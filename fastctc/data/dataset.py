@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ..errors import CorpusError  # noqa: F401  (raised by the corpus readers, imported from here)
 from .audio import load_audio
 
 
@@ -81,7 +82,3 @@ class InMemoryDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Item:
         return Item(self.ids[i], self.audios[i], self.texts[i])
-
-
-class CorpusError(ValueError):
-    """The corpus root or split is not what `data.corpus` expects; the message names the layout expected."""

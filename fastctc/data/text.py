@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Collection, Iterable, Sequence
 
-# The characters the cards' commands pass as --chars_to_ignore.
-RECIPE_CHARS_TO_IGNORE = ',?.!-;:"“%‘”�'
+from ..config import RECIPE_CHARS_TO_IGNORE
 
 WORD_DELIMITER = "|"
 UNK = "[UNK]"
@@ -25,6 +25,12 @@ def normalise(text: str, chars_to_ignore: str = RECIPE_CHARS_TO_IGNORE, lowercas
     if chars_to_ignore:
         text = re.sub("[" + re.escape(chars_to_ignore) + "]", "", text)
     return " ".join((text.lower() if lowercase else text).split())
+
+
+def ids_to_text(tokens: Sequence[str], ids: Iterable[int], skip: Collection[int]) -> str:
+    """The one decode: ids in `skip` dropped, `|` back to spaces, whitespace collapsed."""
+    chars = (tokens[i] for i in ids if i not in skip)
+    return " ".join("".join(" " if c == WORD_DELIMITER else c for c in chars).split())
 
 
 class CharVocab:
@@ -59,8 +65,7 @@ class CharVocab:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids to text without CTC grouping (blank dropped, `|` back to spaces)."""
-        chars = (self.tokens[i] for i in ids if i != self.blank)
-        return " ".join("".join(" " if c == WORD_DELIMITER else c for c in chars).split())
+        return ids_to_text(self.tokens, ids, (self.blank,))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.index, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -72,3 +77,19 @@ class CharVocab:
         if [index[t] for t in tokens] != list(range(len(tokens))):
             raise ValueError(f"{path}: vocabulary ids must be 0..{len(tokens) - 1} without gaps")
         return cls(tokens)
+
+
+@dataclass
+class DecoderVocab:
+    """ids -> text for any CTC tokenizer's vocabulary: fastctc's ([UNK], [PAD]) or another's (<pad>, <unk>,
+    <s>, ...). Unlike CharVocab.decode, the tokenizer's special tokens (`specials`) are dropped too."""
+
+    tokens: list[str]  # in id order
+    blank: int
+    specials: frozenset[int]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return ids_to_text(self.tokens, ids, self.specials | {self.blank})

@@ -18,8 +18,8 @@ from .model import LoadedModel
 def transcribe_arrays(lm: LoadedModel, audios: list[np.ndarray], device: torch.device) -> list[str]:
     """16 kHz mono waveforms -> one transcript each, under the checkpoint's normalisation and mask convention."""
     waves, lengths = pad_waveforms(audios, lm.do_normalize)  # (B, N), (B,)
-    logits, logit_lengths = lm.model(waves.to(device), lengths.to(device) if lm.use_lengths else None)
-    if not lm.use_lengths:  # padded frames are audio to this model; decode only each file's own frames
+    logits, logit_lengths = lm.model(waves.to(device), lengths.to(device) if lm.attention_mask else None)
+    if not lm.attention_mask:  # padded frames are audio to this model; decode only each file's own frames
         logit_lengths = lm.model.feature_extractor.output_lengths(lengths.to(device)).clamp(max=logits.shape[1])
     return [lm.vocab.decode(ids) for ids in greedy_ids(logits, logit_lengths, lm.vocab.blank)]
 
@@ -31,6 +31,9 @@ def transcribe_files(lm: LoadedModel, paths: Sequence[str | Path], device: torch
     for start in range(0, len(paths), batch_size):
         audios, ok = [], []
         for p in paths[start : start + batch_size]:
+            if not Path(p).is_file():  # soundfile would only say "System error."
+                yield p, None, FileNotFoundError("no such file (check the path)")
+                continue
             try:
                 audios.append(load_audio(p, 16_000))
                 ok.append(p)

@@ -1,11 +1,13 @@
 """Native wav2vec2-family encoders with a CTC head.
 
 Public API: `load_pretrained(path, vocab_size=None)` -> CTCModel, whose forward maps waveforms (B, N)
-and lengths (B,) or None to logits (B, T, V) and logit lengths (B,); `CTCModel.save_pretrained(dir, vocab)`.
+and lengths (B,) or None to logits (B, T, V) and logit lengths (B,); `read_pretrained(path)` -> the model
+with its vocabulary, blank, normalisation and attention-mask convention; `CTCModel.save_pretrained(dir, vocab)`.
 """
 
 from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
-from .hf_io import load_pretrained
+from .hf_io import Pretrained, default_attention_mask, load_pretrained, read_pretrained
 
-__all__ = ["EncoderConfig", "CTCModel", "load_pretrained", "config_from_hf", "config_to_hf"]
+__all__ = ["EncoderConfig", "CTCModel", "Pretrained", "load_pretrained", "read_pretrained", "default_attention_mask",
+           "config_from_hf", "config_to_hf"]

@@ -1,9 +1,12 @@
 """Transformers-format checkpoints in and out: the checkpoint -> native key table, `load_pretrained`
-and `save_pretrained`.
+(the model), `read_pretrained` (the model and everything needed to feed and decode it) and
+`save_pretrained` (the five files read_pretrained reads).
 
 A checkpoint directory holds config.json and model.safetensors (or model.safetensors.index.json with
 shards). Keys may carry the base-model prefix (`wav2vec2.`, `hubert.`, `unispeech.`, `wavlm.`: saved
-from a *ForCTC / *ForPreTraining class) or not (saved from the bare *Model class).
+from a *ForCTC / *ForPreTraining class) or not (saved from the bare *Model class). A fine-tuned one also
+holds the tokenizer (vocab.json, tokenizer_config.json, perhaps added_tokens.json) and the feature
+extractor's preprocessor_config.json.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..data.text import DecoderVocab
+from ..errors import CheckpointError
 from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
 
@@ -187,6 +193,136 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     return model.eval()
 
 
+# ---- the whole checkpoint: tokenizer, feature extractor, model ------------------------------------
+
+# Token names that are never text, whichever tokenizer wrote the vocabulary.
+_NON_TEXT = ("<s>", "</s>", "[UNK]", "<unk>")
+
+
+def default_attention_mask(cfg: EncoderConfig) -> bool:
+    """Whether a checkpoint whose preprocessor does not say is fed an attention mask: transformers'
+    released preprocessors give it only to layer-norm feature encoders (RECIPE.md, Audio)."""
+    return cfg.feat_extract_norm == "layer"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a checkpoint's preprocessor_config.json says; None where it says nothing (or is absent)."""
+
+    do_normalize: bool | None = None
+    return_attention_mask: bool | None = None
+
+
+@dataclass
+class Pretrained:
+    """A checkpoint read whole: the model and what feeding and decoding it need."""
+
+    model: CTCModel
+    vocab: DecoderVocab | None  # the tokenizer's whole vocabulary, added tokens included; None without vocab.json
+    blank: int  # the CTC blank (config.json's pad_token_id, else the tokenizer's pad token)
+    do_normalize: bool  # per-utterance (x - mean) / sqrt(var + 1e-5) before padding
+    attention_mask: bool  # fed lengths (True) or padded zeros seen as audio (False)
+    preprocessing: Preprocessing  # what preprocessor_config.json itself said
+    path: Path
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{file}: unreadable ({e}); restore it from the checkpoint's source") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_preprocessing(path) -> Preprocessing:
+    file = Path(path) / "preprocessor_config.json"
+    if not file.is_file():
+        return Preprocessing()
+    pre = _read_json(file)
+    return Preprocessing(*(None if pre.get(k) is None else bool(pre[k]) for k in ("do_normalize", "return_attention_mask")))
+
+
+def _token_name(value) -> str | None:
+    """tokenizer_config.json spells a special token as a string or, in older files, {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def read_vocab(path, blank: int | None = None) -> DecoderVocab | None:
+    """The tokenizer's whole vocabulary: vocab.json plus its added tokens (added_tokens.json and
+    tokenizer_config.json's added_tokens_decoder; Wav2Vec2CTCTokenizer adds <s> and </s> there, so a
+    recipe-trained head is 2 wider than vocab.json). None when there is no vocab.json.
+
+    blank: the CTC blank's id if known (config.json's pad_token_id); else the tokenizer's pad token."""
+    path = Path(path)
+    vocab_file = path / "vocab.json"
+    if not vocab_file.is_file():
+        return None
+    index = _read_json(vocab_file)
+    if not all(isinstance(i, int) for i in index.values()):
+        raise CheckpointError(f"{vocab_file}: expected {{token: id}}; a per-language (nested) vocabulary "
+                              "is not supported, save the one language's tokenizer")
+    tok_file, added_file = path / "tokenizer_config.json", path / "added_tokens.json"
+    tok = _read_json(tok_file) if tok_file.is_file() else {}
+    added = [(t, i, added_file) for t, i in (_read_json(added_file) if added_file.is_file() else {}).items()]
+    added += [(_token_name(v), int(i), tok_file) for i, v in tok.get("added_tokens_decoder", {}).items()]
+    by_id = {i: t for t, i in index.items()}
+    for token, i, source in added:
+        if by_id.setdefault(i, token) != token:
+            raise CheckpointError(f"{source}: id {i} is {token!r} there but {by_id[i]!r} in {vocab_file.name}")
+    if sorted(by_id) != list(range(len(by_id))):
+        raise CheckpointError(f"{vocab_file}: token ids (added tokens included) must be 0..{len(by_id) - 1} "
+                              "without gaps")
+    tokens = [by_id[i] for i in range(len(by_id))]
+    ids = {t: i for i, t in enumerate(tokens)}
+    if blank is None:
+        pad = _token_name(tok.get("pad_token"))
+        blank = ids.get(pad, ids.get("[PAD]", ids.get("<pad>")))
+    if blank is None:
+        raise CheckpointError(f"{path}: cannot tell the CTC blank: config.json has no pad_token_id and the "
+                              "tokenizer no pad token ([PAD]/<pad>)")
+    names = {*_NON_TEXT, *(_token_name(tok.get(k)) for k in ("bos_token", "eos_token", "unk_token"))}
+    return DecoderVocab(tokens, int(blank), frozenset(ids[t] for t in names if t in ids))
+
+
+def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> Pretrained:
+    """A Transformers-format CTC checkpoint directory read whole, as save_pretrained writes it.
+
+    vocab_size, overrides: as for load_pretrained (a new CTC head; the fine-tuning recipe's knobs).
+    With the checkpoint's own head (vocab_size None), its vocabulary must be the head's width.
+    The checkpoint's own conventions apply: do_normalize from preprocessor_config.json (default true),
+    an attention mask as its return_attention_mask says (default: default_attention_mask).
+    Every problem raises CheckpointError naming the file.
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json; expected a Transformers-format checkpoint directory "
+                              "(config.json + model.safetensors)")
+    pad_token_id = _read_json(config_file).get("pad_token_id")
+    preprocessing = read_preprocessing(path)
+    vocab = read_vocab(path, pad_token_id)
+    try:
+        model = load_pretrained(path, vocab_size=vocab_size, overrides=overrides)
+    except (KeyError, ValueError, OSError, SafetensorError) as e:
+        raise CheckpointError(e.args[0] if e.args else str(e)) from e
+    if vocab is not None and vocab_size is None and len(vocab) != model.config.vocab_size:
+        raise CheckpointError(f"{path}: the tokenizer has {len(vocab)} tokens (vocab.json and its added tokens) "
+                              f"but the CTC head {model.config.vocab_size}")
+    blank = vocab.blank if vocab is not None else model.config.pad_token_id
+    return Pretrained(
+        model=model,
+        vocab=vocab,
+        blank=blank,
+        do_normalize=True if preprocessing.do_normalize is None else preprocessing.do_normalize,
+        attention_mask=(default_attention_mask(model.config) if preprocessing.return_attention_mask is None
+                        else preprocessing.return_attention_mask),
+        preprocessing=preprocessing,
+        path=path,
+    )
+
+
 def _hf_key(native: str) -> str:
     """The checkpoint key save_pretrained writes for a native parameter (without the model prefix)."""
     m = _INDEX.search(native)
@@ -242,8 +378,7 @@ def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True
         "padding_value": 0.0,
         "padding_side": "right",
         "do_normalize": do_normalize,
-        # default: transformers gives the attention mask only to layer-norm encoders (see RECIPE.md)
-        "return_attention_mask": (cfg.feat_extract_norm == "layer" if return_attention_mask is None
+        "return_attention_mask": (default_attention_mask(cfg) if return_attention_mask is None
                                   else return_attention_mask),
     }
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
