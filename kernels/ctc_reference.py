@@ -2,6 +2,10 @@
 
 This is what the Transformers recipe computes: a float32 log-softmax that materialises (B, T, V)
 log-probabilities, then torch's native ``ctc_loss`` on the time-major (T, B, V) view.
+
+Under torch.compile the same computation runs as one opaque custom op (``fastctc::ctc_loss_rows``):
+torch's ctc_loss allocates its alpha table from the longest target, a data-dependent shape that
+breaks the graph, whereas the op's output shapes follow from its inputs' shapes alone.
 """
 
 import torch
@@ -17,6 +21,8 @@ def ctc_loss_reference(
     reduction: str = "mean",
     zero_infinity: bool = True,
 ) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        return _compiled_reference(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity)
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
     return F.ctc_loss(
         log_probs,
@@ -27,3 +33,47 @@ def ctc_loss_reference(
         reduction=reduction,
         zero_infinity=zero_infinity,
     )
+
+
+@torch.library.custom_op("fastctc::ctc_loss_rows", mutates_args=())
+def ctc_loss_rows(logits: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
+                  target_lengths: torch.Tensor, blank: int, zero_infinity: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(loss (B,) float32, dloss_b/dlogits_b (B, T, V) in the logits' dtype): each row's loss and its
+    gradient, computed together (rows are independent, so one pass gives every row's gradient).
+
+    The gradient is aten's CTC backward with unit weights (d/d log-probs), then log-softmax's
+    backward: dx = g - softmax(x) * sum_v g."""
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
+    targets, input_lengths, target_lengths = targets.long(), input_lengths.long(), target_lengths.long()
+    nll, log_alpha = torch.ops.aten._ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
+    g = torch.ops.aten._ctc_loss_backward(torch.ones_like(nll), log_probs, targets, input_lengths, target_lengths,
+                                          nll, log_alpha, blank, zero_infinity)  # (T, B, V)  # fmt: skip
+    g = g - log_probs.exp() * g.sum(-1, keepdim=True)
+    rows = torch.where(torch.isinf(nll), torch.zeros_like(nll), nll) if zero_infinity else nll
+    return rows, g.transpose(0, 1).to(logits.dtype).contiguous()
+
+
+@ctc_loss_rows.register_fake
+def _(logits, targets, input_lengths, target_lengths, blank, zero_infinity):
+    return logits.new_empty(logits.shape[0], dtype=torch.float32), torch.empty_like(logits)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _backward(ctx, grad_rows, _grad_of_grad):
+    (grad,) = ctx.saved_tensors
+    return grad_rows.to(grad.dtype)[:, None, None] * grad, None, None, None, None, None
+
+
+ctc_loss_rows.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _compiled_reference(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
+    rows, _ = ctc_loss_rows(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
+    if reduction == "none":
+        return rows
+    if reduction == "sum":
+        return rows.sum()
+    return (rows / target_lengths.clamp(min=1).to(rows.dtype)).mean()  # torch's "mean"
