@@ -294,3 +294,18 @@ def test_export_of_a_phone_model_loads_in_transformers_with_the_same_logits(tmp_
     tok = transformers.Wav2Vec2CTCTokenizer.from_pretrained(tmp_path)
     assert tok.convert_ids_to_tokens(list(range(len(vocab)))) == vocab.tokens
     assert PhoneVocab.load(tmp_path / "vocab.json").tokens == vocab.tokens
+
+
+def test_phone_card_config_is_the_card_recipe_with_the_protocol(tmp_path):
+    import dataclasses
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    paths = [f"model.checkpoint={tmp_path}", f"data.root={tmp_path}"]
+    phones = load_config(configs / "wav2vec2-base-timit-phones.toml", paths)
+    card = load_config(configs / "wav2vec2-base-timit.toml", paths)
+    d = phones.data
+    assert (d.train, d.eval, d.targets, d.phone_set, d.score_phone_set) == ("train-nosa", "dev", "phones", 48, 39)
+    protocol = dict(train=d.train, eval=d.eval, targets=d.targets, phone_set=d.phone_set, score_phone_set=39)
+    assert dataclasses.replace(card.data, **protocol) == d
+    assert (phones.model, phones.optim, phones.train) == (card.model, card.optim, card.train)
