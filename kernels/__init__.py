@@ -89,3 +89,51 @@ def ctc_loss(
 
 
 __all__ = ["ctc_loss", "ctc_loss_reference", "ctc_loss_triton", "TRITON_INTERPRETED"]
+
+
+# ---- forced alignment (Viterbi): kernels/ctc_viterbi.py, same dispatch rule as ctc_loss ----------
+
+from .ctc_viterbi_reference import ctc_align_reference, padded_targets  # noqa: E402
+
+try:
+    from .ctc_viterbi import ctc_align_triton
+except ImportError:
+    ctc_align_triton = None
+
+
+@torch.no_grad()
+def ctc_align(logits, targets, input_lengths, target_lengths, blank: int = 0):
+    """Best CTC path (forced alignment) of each row's targets through its frames.
+
+    Args: as :func:`ctc_loss` (raw (B, T, V) logits, padded (B, S) or concatenated targets).
+    Returns (states, labels, frame_log_probs, score):
+        states (B, T) int64: CTC state per frame (2k+1 = the k-th target, even = blank), -1 past
+            the row's input length and on every frame of an infeasible row;
+        labels (B, T) int64: the label id each frame emits on the path (blank included), -1 likewise;
+        frame_log_probs (B, T) float32: log-softmax of that label at that frame, 0 where -1;
+        score (B,) float32: the path's log-probability; -inf marks an infeasible row (more labels
+            and repeats than frames).
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"ctc_align: logits must be (B, T, V), got shape {tuple(logits.shape)}")
+    if not 0 <= blank < logits.shape[-1]:
+        raise ValueError(f"ctc_align: blank={blank} is outside the vocabulary [0, {logits.shape[-1]})")
+    device = logits.device
+    input_lengths = torch.as_tensor(input_lengths, device=device).contiguous()
+    target_lengths = torch.as_tensor(target_lengths, device=device).contiguous()
+    targets = torch.as_tensor(targets, device=device)
+    use_kernel = _use_triton(logits) and ctc_align_triton is not None and logits.numel() > 0
+    align = ctc_align_triton if use_kernel else ctc_align_reference
+    states, score, lse = align(logits, targets, input_lengths, target_lengths, blank)
+    states, score, lse = states.to(device).long(), score.to(device), lse.to(device)
+    tgt = padded_targets(targets, target_lengths).to(device).long()  # (B, L)
+    k = ((states - 1) // 2).clamp(min=0, max=max(tgt.shape[1] - 1, 0))
+    on_label = (states % 2 == 1) & (states >= 0)
+    labels = torch.where(on_label, tgt.gather(1, k) if tgt.shape[1] else k, blank)
+    labels = torch.where(states >= 0, labels, -1)
+    x = logits.gather(2, labels.clamp(min=0)[..., None])[..., 0].float()  # (B, T): no (B, T, V) copy
+    frame_lp = torch.where(states >= 0, x - lse, 0.0)
+    return states, labels, frame_lp, score
+
+
+__all__ += ["ctc_align", "ctc_align_reference", "ctc_align_triton"]
