@@ -5,9 +5,10 @@
   encoder  native encoder vs transformers, forward and forward+backward, eager and compiled
   step     a whole fastctc training step vs the Trainer-equivalent step, with peak memory
   data     padded fraction vs group_by_length and random batching; loader real-time factor
+  recipe   the Transformers recipe's Trainer vs fastctc train, end to end from one checkpoint: time to its WER
 
 Each prints a table of medians with p20/p80 spread, measures the alternative in the same run in
 alternating order, and ends with one JSON line. encoder and step need transformers (the reference).
 """
 
-BENCHMARKS = ("ctc", "encoder", "step", "data")
+BENCHMARKS = ("ctc", "encoder", "step", "data", "recipe")

@@ -1,0 +1,471 @@
+"""`fastctc bench recipe CONFIG`: the Transformers recipe and `fastctc train`, from one checkpoint on one
+corpus, one after the other on this machine, each in its own process with the same threads and loader
+workers; then both final models scored by fastctc's evaluation on the same eval split, and the time
+fastctc takes to reach the recipe's WER.
+
+    fastctc bench recipe configs/mini-fsdd-scratch.toml [--seeds 42,43,44] [--plot curves.png]
+
+The reference (fastctc/bench/recipe_reference.py) is the Trainer setup run_speech_recognition_ctc.py
+builds; MAPPING below is how each CONFIG key reaches it (`--show-mapping` prints it). Per side: start-up
+(listing, preprocessing, model load), training, evaluation and total wall time, train loss at the
+logged steps, final WER/CER, peak memory; then the ratios, and one JSON line.
+
+The recipe's own WER (its compute_metrics) is shown beside fastctc's scoring of its model but never
+compared with: transformers 5's Trainer pads the argmax ids of eval batches with -100, which the
+tokenizer decodes as "[UNK]", one wrong word on every utterance shorter than the longest (RECIPE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# CONFIG key -> what the reference does with it. "config.X" is the script's config.update({X: ...}) before
+# AutoModelForCTC.from_pretrained; "args.X" a TrainingArguments field; anything else is said in words.
+# Both sides read every key; fastctc-only keys say how the reference does without them.
+MAPPING: dict[str, str] = {
+    "model.checkpoint": "AutoConfig / AutoFeatureExtractor / AutoModelForCTC.from_pretrained(model_name_or_path)",
+    "model.hidden_dropout": "config.hidden_dropout",
+    "model.attention_dropout": "config.attention_dropout",
+    "model.activation_dropout": "config.activation_dropout",
+    "model.feat_proj_dropout": "config.feat_proj_dropout",
+    "model.final_dropout": "config.final_dropout",
+    "model.layerdrop": "config.layerdrop",
+    "model.mask_time_prob": "config.mask_time_prob",
+    "model.mask_time_length": "config.mask_time_length",
+    "model.mask_time_min_masks": "not a script flag: the checkpoint's config.json value (warned when CONFIG differs)",
+    "model.freeze_feature_encoder": "model.freeze_feature_encoder() when true",
+    "model.gradient_checkpointing": "args.gradient_checkpointing",
+    "model.attention_mask": "the checkpoint feature extractor's return_attention_mask (auto only)",
+    "model.<sizes>": "ignored by both sides when model.checkpoint is set (the checkpoint's config.json)",
+    "data.corpus/root/train/eval": "the utterances fastctc's reader lists (the script reads a datasets split)",
+    "data.chars_to_ignore, data.lowercase": "the transcripts as fastctc normalises them, + ' ' (remove_special_characters)",
+    "data.max_duration_s": "max_duration_in_seconds (the length filter after prepare_dataset)",
+    "data.do_normalize": "the checkpoint feature extractor's do_normalize (fastctc follows it too)",
+    "data.sample_rate, data.resample": "feature_extractor.sampling_rate; audio resampled with soxr on both sides",
+    "data.num_workers": "args.dataloader_num_workers",
+    "data.batch_seconds, data.pad_lengths": "fastctc only: the reference batches train.batch_size by group_by_length",
+    "optim.lr": "args.learning_rate",
+    "optim.betas": "args.adam_beta1, args.adam_beta2",
+    "optim.eps": "args.adam_epsilon",
+    "optim.weight_decay": "args.weight_decay (the Trainer skips biases and LayerNorm weights)",
+    "optim.warmup_steps": "args.warmup_steps (args.lr_scheduler_type = linear)",
+    "optim.max_grad_norm": "args.max_grad_norm",
+    "train.epochs": "args.num_train_epochs",
+    "train.max_steps": "args.max_steps when > 0",
+    "train.batch_size": "args.per_device_train_batch_size",
+    "train.eval_batch_size": "args.per_device_eval_batch_size",
+    "train.grad_accum": "args.gradient_accumulation_steps",
+    "train.seed": "args.seed and set_seed (--seeds overrides it on both sides)",
+    "train.log_every": "args.logging_steps",
+    "train.eval_every": "args.eval_steps with args.eval_strategy = steps (0: no evaluation during training)",
+    "train.checkpoint_every": "args.save_steps",
+    "train.precision": "args.fp16 on CUDA for auto/fp16, args.bf16 for bf16; fp32 on CPU",
+    "train.device": "args.use_cpu unless CUDA (--device)",
+    "train.threads": "torch.set_num_threads on both sides (--threads overrides it)",
+    "train.compile": "fastctc only: the recipe runs eager",
+    "train.ctc_true_lengths": "fastctc only: the recipe takes padded CTC lengths without an attention mask",
+}
+# Set by the recipe whatever CONFIG says (the script's own choices and defaults).
+REFERENCE_FIXED = ("args.train_sampling_strategy = group_by_length, args.length_column_name = input_length, "
+                   "args.optim = adamw_torch_fused, config.ctc_loss_reduction = mean, config.ctc_zero_infinity = false, "
+                   "config.mask_feature_prob = 0, vocabulary from train + eval transcripts with <s>/</s> added, "
+                   "args.report_to = none, args.disable_tqdm = true")
+
+SIDES = ("reference", "fastctc")
+
+
+class RecipeBenchError(RuntimeError):
+    """A side failed or the setup is unusable; the message names the side, the log and the fix."""
+
+
+def show_mapping(out=print) -> None:
+    width = max(map(len, MAPPING))
+    out(f"{'CONFIG key':<{width}}  reference (run_speech_recognition_ctc.py's Trainer setup)")
+    for key, target in MAPPING.items():
+        out(f"{key:<{width}}  {target}")
+    out(f"{'(fixed)':<{width}}  {REFERENCE_FIXED}")
+
+
+def _checkpoint_path(config: str, overrides: list[str]) -> str:
+    """model.checkpoint from --set or the TOML, read before the config is validated (it may not exist yet)."""
+    import tomllib
+
+    for item in reversed(overrides):
+        key, _, value = item.partition("=")
+        if key.strip() == "model.checkpoint":
+            return value.strip().strip('"')
+    return str(tomllib.loads(Path(config).read_text()).get("model", {}).get("checkpoint", ""))
+
+
+def _run_process(cmd: list[str], log_path: Path, threads: int) -> tuple[int, float, float, int]:
+    """(exit code, launch time, wall seconds, peak RSS bytes of the process and its reaped children)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    with open(log_path, "w") as log:
+        launch = time.time()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the other side's
+        wall = time.time() - launch
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, launch, wall, usage.ru_maxrss * 1024
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    return "\n".join("    " + line for line in lines[-n:])
+
+
+def score(model_dir: Path, config: str, overrides: list[str], batch_size: int, threads: int, device: str,
+          log_path: Path) -> dict:
+    """fastctc's evaluation of a final model on CONFIG's eval split ({"wer", "cer", ...} or {"error"})."""
+    cmd = [sys.executable, "-m", "fastctc", "eval", str(model_dir), "--data", config, "--batch-size", str(batch_size),
+           "--device", device] + [a for s in overrides for a in ("--set", s)]
+    code, _, wall, _ = _run_process(cmd, log_path, threads)
+    lines = log_path.read_text(errors="replace").splitlines()
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                return {**json.loads(line), "score_s": wall}
+            except json.JSONDecodeError:
+                break
+    return {"error": f"fastctc eval exited {code}: " + (lines[-1] if lines else "no output") + f" (log {log_path})"}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+
+
+def run_reference(config: str, overrides: list[str], out: Path, threads: int, device: str) -> dict:
+    """The reference side in its own process; its result.json, with times from our launch."""
+    log = out.parent / f"{out.name}.log"
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "fastctc.bench.recipe_reference", config, "--out", str(out), "--threads", str(threads),
+           "--device", device, "--t0", repr(t0)] + [a for s in overrides for a in ("--set", s)]
+    code, _, wall, rss = _run_process(cmd, log, threads)
+    result_file = out / "result.json"
+    if code != 0 or not result_file.is_file():
+        raise RecipeBenchError(f"reference side exited {code}; its log {log} ends:\n{_tail(log)}")
+    r = json.loads(result_file.read_text())
+    t = r["times"]
+    final = r["evals"][-1] if r["evals"] else {}
+    return {"side": "reference", "wall_s": wall, "startup_s": t["startup"],
+            "startup_parts": {"imports": t["imports"], "listing": t["listing"], "preprocessing": t["preprocessing"],
+                              "model_load": t["model_load"]},
+            "train_s": t["train"], "eval_s": t["eval"], "compile_s": 0.0, "steps": r["steps"], "losses": r["losses"],
+            "evals": [{"step": e["step"], "wer": e["wer"], "elapsed_s": e["elapsed_s"]} for e in r["evals"]],
+            "own_wer": r["recipe_wer"], "own_cer": r["recipe_cer"], "final_loss": final.get("loss"),
+            "peak_rss_bytes": max(rss, r.get("peak_rss_bytes") or 0), "cuda_peak_bytes": r.get("cuda_peak_bytes"),
+            "model_dir": str(out), "log": str(log), "vocab_size": r["vocab_size"],
+            "utterances": [r["train_utterances"], r["eval_utterances"]], "versions": r.get("versions", {})}
+
+
+def run_fastctc(config: str, overrides: list[str], out: Path, threads: int, device: str) -> dict:
+    """`fastctc train` in its own process; times from metrics.jsonl (its final timing event when the
+    trainer writes one, else reconstructed from the event times) and the log."""
+    import re
+
+    log = out.parent / f"{out.name}.log"
+    cmd = [sys.executable, "-m", "fastctc", "train", config, "--out", str(out)] + \
+          [a for s in overrides + [f"train.device={device}"] for a in ("--set", s)]
+    code, launch, wall, rss = _run_process(cmd, log, threads)
+    events = _jsonl(out / "metrics.jsonl")
+    evals = [e for e in events if e.get("event") == "eval"]
+    if code != 0 or not evals:
+        raise RecipeBenchError(f"fastctc side exited {code}; its log {log} ends:\n{_tail(log)}")
+    trains = [e for e in events if e.get("event") == "train"]
+    timing = next((e for e in reversed(events) if "total_s" in e), None)  # the trainer's own breakdown, when written
+    text = log.read_text(errors="replace")
+    final = evals[-1]
+    if timing is not None:
+        startup, train_s, eval_s = timing["startup_s"], timing["train_s"], timing["eval_s"]
+        compile_s = timing.get("compile_s", 0.0)
+        if "time" in timing:  # the interpreter's start-up and imports, before train() starts its clock
+            startup += timing["time"] - timing["total_s"] - launch
+    else:
+        # t_start of train() = the final eval's time minus its elapsed_s; "(N s)" on the summary line is
+        # the start-up inside train(); each eval lasts from the train event logged at its step to its own
+        t_start = final["time"] - final["elapsed_s"] if "elapsed_s" in final else launch
+        m = re.search(r"^fastctc: \d+ train .*\(([\d.]+) s\)$", text, re.M)
+        startup = (t_start - launch) + (float(m.group(1)) if m else 0.0)
+        at_step = {e["step"]: e["time"] for e in trains}
+        eval_s = sum(e["time"] - at_step[e["step"]] for e in evals if e["step"] in at_step)
+        compile_s = trains[-1].get("compile_s", 0.0) if trains else 0.0
+        train_s = final["time"] - launch - startup - eval_s
+    mem = [float(x) for x in re.findall(r"\| mem ([\d.]+) GiB", text)]
+    return {"side": "fastctc", "wall_s": wall, "startup_s": startup, "startup_parts": {}, "train_s": train_s,
+            "eval_s": eval_s, "compile_s": compile_s, "steps": final["step"],
+            "losses": [[e["step"], e["loss"]] for e in trains],
+            "evals": [{"step": e["step"], "wer": e["wer"], "elapsed_s": e["time"] - launch} for e in evals],
+            "own_wer": final["wer"], "own_cer": final["cer"], "final_loss": final.get("loss"),
+            "peak_rss_bytes": rss, "cuda_peak_bytes": int(max(mem) * 2**30) if mem else None,
+            "model_dir": str(out / "model"), "log": str(log)}
+
+
+def time_to_wer(evals: list[dict], target: float | None) -> float | None:
+    """The first elapsed time at which an eval's WER <= target (None: never, or no target)."""
+    if target is None:
+        return None
+    return next((e["elapsed_s"] for e in evals if e["wer"] is not None and e["wer"] <= target), None)
+
+
+def _mean_spread(values: list) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "n/a"
+    if len(v) == 1:
+        return f"{v[0]:.4g}"
+    return f"{statistics.mean(v):.4g} ± {statistics.stdev(v):.2g} ({min(v):.4g}-{max(v):.4g})"
+
+
+def _mean(values: list):
+    v = [x for x in values if x is not None]
+    return statistics.mean(v) if v else None
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def report_seed(seed: int, runs: dict[str, dict], say=print) -> None:
+    say(f"\nseed {seed}")
+    say(f"  {'side':<10} {'start-up s':>10} {'train s':>9} {'eval s':>8} {'total s':>9} {'steps':>6} {'WER':>7} {'CER':>7}"
+        f" {'own WER':>8} {'peak RSS MiB':>12}{'  CUDA peak MiB' if any(r.get('cuda_peak_bytes') for r in runs.values()) else ''}")
+    for side, r in runs.items():
+        s = r["score"]
+        wer_s = f"{s['wer']:.4f}" if "wer" in s else "n/a"
+        cer_s = f"{s['cer']:.4f}" if "cer" in s else "n/a"
+        cuda = f"  {r['cuda_peak_bytes'] / 2**20:>14.0f}" if r.get("cuda_peak_bytes") else ""
+        say(f"  {side:<10} {r['startup_s']:>10.1f} {r['train_s']:>9.1f} {r['eval_s']:>8.1f} {r['wall_s']:>9.1f} "
+            f"{r['steps']:>6} {wer_s:>7} {cer_s:>7} {r['own_wer']:>8.4f} {r['peak_rss_bytes'] / 2**20:>12.0f}{cuda}")
+        if r["startup_parts"]:
+            say("  " + " " * 10 + " start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["startup_parts"].items()))
+        if "error" in s:
+            say(f"  {side}: not scored: {s['error']}")
+    if "reference" in runs and "fastctc" in runs:
+        ref_loss, fc_loss = dict(runs["reference"]["losses"]), dict(runs["fastctc"]["losses"])
+        common = sorted(set(ref_loss) & set(fc_loss))
+        shown = common[:: max(1, len(common) // 10)][:10] + common[-1:] if common else []
+        say("  train loss at matching steps: " + ", ".join(f"{k}: {ref_loss[k]:.3f} / {fc_loss[k]:.3f}"
+                                                          for k in dict.fromkeys(shown)) + "  (reference / fastctc)")
+        ref_wer = runs["reference"]["score"].get("wer")
+        ttw = runs["fastctc"].get("time_to_recipe_wer_s")
+        if ref_wer is None:
+            say("  time to the recipe's WER: n/a (the reference's model was not scored by fastctc)")
+        elif ttw is None:
+            say(f"  time to the recipe's WER ({ref_wer:.4f}): fastctc never reached it at its evaluations")
+        else:
+            say(f"  time to the recipe's WER ({ref_wer:.4f}): fastctc {ttw:.1f} s vs the reference's total "
+                f"{runs['reference']['wall_s']:.1f} s: {runs['reference']['wall_s'] / ttw:.2f}x")
+
+
+OWN_WER_NOTE = ("own WER = what each side reports itself: fastctc's final evaluation; the recipe's compute_metrics, "
+                "inflated in transformers 5 (argmax ids padded across eval batches with -100 decode as a trailing "
+                "[UNK] word on every utterance shorter than the longest; RECIPE.md). WER/CER = fastctc eval of each "
+                "side's final model on the same eval split: the comparable figures.")
+
+
+def summarise(config: str, device: str, threads: int, seeds: list[int], runs: dict[int, dict[str, dict]]) -> dict:
+    sides = [s for s in SIDES if all(s in per for per in runs.values())]
+    per_side = {}
+    for side in sides:
+        rs = [runs[seed][side] for seed in seeds]
+        per_side[side] = {
+            "wer": [r["score"].get("wer") for r in rs], "cer": [r["score"].get("cer") for r in rs],
+            "own_wer": [r["own_wer"] for r in rs],
+            "wer_mean": _mean([r["score"].get("wer") for r in rs]),
+            "wer_sd": statistics.stdev([r["score"]["wer"] for r in rs]) if len(rs) > 1 and all("wer" in r["score"] for r in rs) else None,
+            "total_s": [r["wall_s"] for r in rs], "train_s": [r["train_s"] for r in rs],
+            "startup_s": [r["startup_s"] for r in rs], "eval_s": [r["eval_s"] for r in rs],
+            "steps": [r["steps"] for r in rs], "peak_rss_mib": max(r["peak_rss_bytes"] for r in rs) / 2**20,
+            "cuda_peak_mib": max((r.get("cuda_peak_bytes") or 0) for r in rs) / 2**20 or None,
+        }
+    out = {"bench": "recipe", "config": config, "device": device, "threads": threads, "seeds": seeds, "sides": per_side}
+    if len(sides) == 2:
+        ref, fc = per_side["reference"], per_side["fastctc"]
+        out["ratios"] = {k: _ratio(_mean(ref[k]), _mean(fc[k])) for k in ("total_s", "train_s", "startup_s", "eval_s")}
+        ttw = [runs[s]["fastctc"].get("time_to_recipe_wer_s") for s in seeds]
+        out["time_to_recipe_wer"] = {"fastctc_s": ttw, "reference_total_s": ref["total_s"],
+                                     "ratio": _ratio(_mean(ref["total_s"]), _mean(ttw)) if all(t is not None for t in ttw) else None}
+    return out
+
+
+def plot(path: Path, seeds: list[int], runs: dict[int, dict[str, dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    wer_ax = ax.twinx()
+    colors = {"reference": "tab:orange", "fastctc": "tab:blue"}
+    for seed in seeds:
+        for side, r in runs[seed].items():
+            c, tag = colors[side], f"{side} seed {seed}"
+            if r["losses"]:
+                steps, losses = zip(*r["losses"])
+                ax.plot(steps, losses, color=c, alpha=0.8, label=f"{tag}: train loss")
+            pts = [(e["step"], e["wer"]) for e in r["evals"] if e["wer"] is not None]
+            if pts:
+                own = "recipe's own WER (inflated)" if side == "reference" else "WER"
+                wer_ax.plot(*zip(*pts), "o:", color=c, alpha=0.6, label=f"{tag}: {own}")
+            if "wer" in r["score"]:
+                wer_ax.plot([r["steps"]], [r["score"]["wer"]], "*", color=c, markersize=14,
+                            label=f"{tag}: final WER (fastctc eval)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("train loss (CTC, mean over target lengths)")
+    ax.set_yscale("log")
+    wer_ax.set_ylabel("WER")
+    wer_ax.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()
+    more = wer_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper right")
+    ax.set_title("fastctc vs the Transformers recipe")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _warn_min_masks(cfg, say) -> None:
+    config_file = Path(cfg.model.checkpoint) / "config.json"
+    ckpt = json.loads(config_file.read_text()).get("mask_time_min_masks", 2)  # Wav2Vec2Config's default
+    if ckpt != cfg.model.mask_time_min_masks:
+        say(f"fastctc bench recipe: warning: model.mask_time_min_masks={cfg.model.mask_time_min_masks} but {config_file} "
+            f"says {ckpt}; the recipe script has no flag for it, so the reference uses {ckpt} and the two sides mask differently")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastctc bench recipe", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  fastctc bench recipe configs/mini-fsdd-scratch.toml --make-checkpoint\n"
+                                       "  fastctc bench recipe configs/mini-fsdd-scratch.toml --seeds 42,43,44 --plot recipe.png\n"
+                                       "  fastctc bench recipe configs/wav2vec2-base-timit.toml --set model.checkpoint=/ckpt/wav2vec2-base "
+                                       "--set data.root=/data/TIMIT --device cuda\n"
+                                       "  fastctc bench recipe --show-mapping")
+    p.add_argument("config", nargs="?", help="a fastctc TOML config; both sides read it")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key (both sides)")
+    p.add_argument("--out", help="folder for both sides' runs (default runs/bench-recipe-CONFIG-TIMESTAMP)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for each side (default 2)")
+    p.add_argument("--seeds", default="", help="comma-separated seeds, each side run once per seed (default: CONFIG's train.seed)")
+    p.add_argument("--sides", default="reference,fastctc", help="which sides to run (default both)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--plot", metavar="PNG", help="draw both sides' loss curves and WER points in one PNG")
+    p.add_argument("--show-mapping", action="store_true", help="print how each CONFIG key reaches the reference and exit")
+    p.add_argument("--make-checkpoint", nargs="?", const="", default=None, metavar="DIR",
+                   help="write a random-init Transformers wav2vec2 checkpoint at CONFIG's [model] sizes to DIR and exit; "
+                        "without DIR, write model.checkpoint when it does not exist yet, then run")
+    p.add_argument("--seed", type=int, default=0, help="the initialisation seed of --make-checkpoint (default 0)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    args = build_parser().parse_args(argv)
+    say = lambda *a: print(*a, flush=True)  # noqa: E731
+    if args.show_mapping:
+        show_mapping(say)
+        return None
+    if not args.config:
+        raise SystemExit("fastctc bench recipe: name a CONFIG (a fastctc TOML file), or --show-mapping")
+    from ..config import ConfigError, load_config
+    from .recipe_checkpoint import write_checkpoint
+
+    try:
+        sizes = load_config(args.config, args.set + ["model.checkpoint="]).model
+    except ConfigError as e:
+        raise SystemExit(f"fastctc bench recipe: config error: {e}")
+    checkpoint = args.make_checkpoint or _checkpoint_path(args.config, args.set)
+    if args.make_checkpoint:
+        say(f"wrote {write_checkpoint(sizes, args.make_checkpoint, args.seed)} (random init, seed {args.seed})")
+        return None
+    if not checkpoint:
+        raise SystemExit("fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "
+                         "(set it with --set model.checkpoint=DIR, or add --make-checkpoint to write a random-init one)")
+    if not (Path(checkpoint) / "config.json").is_file():
+        if args.make_checkpoint is None:
+            raise SystemExit(f"fastctc bench recipe: model.checkpoint {checkpoint!r} holds no config.json; point it at a "
+                             "Transformers-format checkpoint, or add --make-checkpoint to write a random-init one there "
+                             "at CONFIG's [model] sizes")
+        say(f"writing a random-init checkpoint at CONFIG's [model] sizes to {checkpoint} (seed {args.seed})")
+        write_checkpoint(sizes, checkpoint, args.seed)
+    checkpoint = str(Path(checkpoint).resolve())
+    try:
+        cfg = load_config(args.config, args.set + [f"model.checkpoint={checkpoint}"])
+    except ConfigError as e:
+        raise SystemExit(f"fastctc bench recipe: config error: {e}")
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    if not sides or any(s not in SIDES for s in sides):
+        raise SystemExit(f"fastctc bench recipe: --sides takes {','.join(SIDES)} or one of them, got {args.sides!r}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [cfg.train.seed]
+    except ValueError:
+        raise SystemExit(f"fastctc bench recipe: --seeds takes comma-separated integers, got {args.seeds!r}")
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(args.out or f"runs/bench-recipe-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    _warn_min_masks(cfg, say)
+    say(f"fastctc bench recipe: {args.config} | checkpoint {checkpoint} | {device}, {args.threads} threads each, "
+        f"{cfg.data.num_workers} loader workers | seeds {seeds} | sides {', '.join(sides)} | runs in {out}")
+    runs: dict[int, dict[str, dict]] = {}
+    for seed in seeds:
+        overrides = args.set + [f"model.checkpoint={checkpoint}", f"train.seed={seed}", f"train.threads={args.threads}"]
+        runs[seed] = {}
+        for side in SIDES:
+            if side not in sides:
+                continue
+            side_out = out / f"seed{seed}" / side
+            if side_out.exists() and any(side_out.iterdir()):
+                raise SystemExit(f"fastctc bench recipe: {side_out} already holds a run; choose another --out")
+            side_out.parent.mkdir(parents=True, exist_ok=True)
+            say(f"seed {seed}: running {side} (log {side_out.parent / (side + '.log')}) ...")
+            runner = run_reference if side == "reference" else run_fastctc
+            try:
+                r = runner(args.config, overrides, side_out, args.threads, device)
+            except RecipeBenchError as e:
+                raise SystemExit(f"fastctc bench recipe: {e}")
+            r["score"] = score(Path(r["model_dir"]), args.config, overrides, cfg.train.eval_batch_size, args.threads,
+                               device, side_out.parent / f"{side}.eval.log")
+            say(f"seed {seed}: {side} done in {r['wall_s']:.1f} s; fastctc eval of its model: "
+                + (f"WER {r['score']['wer']:.4f}" if "wer" in r["score"] else r["score"]["error"]))
+            runs[seed][side] = r
+        if "reference" in runs[seed] and "fastctc" in runs[seed]:
+            runs[seed]["fastctc"]["time_to_recipe_wer_s"] = time_to_wer(runs[seed]["fastctc"]["evals"],
+                                                                        runs[seed]["reference"]["score"].get("wer"))
+        report_seed(seed, runs[seed], say)
+    say("\n" + OWN_WER_NOTE)
+    result = summarise(args.config, device, args.threads, seeds, runs)
+    if len(seeds) > 1:
+        say("\nover seeds " + ", ".join(map(str, seeds)) + ": mean ± sd (min-max)")
+        for side, s in result["sides"].items():
+            say(f"  {side:<10} WER {_mean_spread(s['wer'])} | total {_mean_spread(s['total_s'])} s | "
+                f"train {_mean_spread(s['train_s'])} s")
+    if "ratios" in result:
+        r = result["ratios"]
+        say("\nreference / fastctc: " + ", ".join(f"{k[:-2]} {v:.2f}x" for k, v in r.items() if v is not None))
+        t = result["time_to_recipe_wer"]
+        if t["ratio"] is not None:
+            say(f"time to the recipe's WER: {t['ratio']:.2f}x (reference total {_mean(t['reference_total_s']):.1f} s, "
+                f"fastctc {_mean(t['fastctc_s']):.1f} s)")
+    if args.plot:
+        plot(Path(args.plot), seeds, runs)
+        say(f"plot: {args.plot}")
+    result["runs"] = {str(seed): {side: {k: r[k] for k in ("wall_s", "startup_s", "train_s", "eval_s", "steps", "own_wer",
+                                                          "peak_rss_bytes", "model_dir")}
+                                  | {"score": r["score"], "time_to_recipe_wer_s": r.get("time_to_recipe_wer_s")}
+                                  for side, r in per.items()} for seed, per in runs.items()}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
