@@ -74,6 +74,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from .config import ConfigError, load_config
     from .data.corpora import build_datasets
+    from .data.phones import score_fold
     from .inference.evaluate import evaluate
     from .inference.model import load_model
     from .train.distributed import DistInfo, device_for
@@ -93,9 +94,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     lm = load_model(args.model, device)
     _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed)
-    result = evaluate(lm, eval_ds, device, args.batch_size)
+    result = evaluate(lm, eval_ds, device, args.batch_size, score_fold=score_fold(cfg.data))
+    scores = (f"PER {result['per']:.4f} ({cfg.data.score_phone_set} phones)" if "per" in result
+              else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}")
     print(f"eval {lm.path} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances | "
-          f"WER {result['wer']:.4f} | CER {result['cer']:.4f} | {result['seconds']:.1f} s")
+          f"{scores} | {result['seconds']:.1f} s")
     print(json.dumps(result))
     return 0
 
@@ -109,7 +112,7 @@ def _add_inference_commands(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_transcribe)
 
-    p = sub.add_parser("eval", help="WER and CER of a model on an evaluation split",
+    p = sub.add_parser("eval", help="WER and CER (PER for phone targets) of a model on an evaluation split",
                        description="Evaluate MODEL on the eval split of a config's [data] section, or on a manifest.")
     p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
     p.add_argument("--data", required=True, help="a TOML config (its [data] section) or a .jsonl/.tsv manifest")
@@ -162,7 +165,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from .plot import plot_run
 
     run_dir = Path(args.run_dir)
-    print(plot_run(run_dir, Path(args.out) if args.out else run_dir / "curves.png"))
+    out = Path(args.out) if args.out else run_dir / "curves.png"
+    print(plot_run(run_dir, out, say=lambda message: print(f"fastctc plot: {message}", file=sys.stderr)))
     return 0
 
 

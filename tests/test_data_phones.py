@@ -309,3 +309,42 @@ def test_phone_card_config_is_the_card_recipe_with_the_protocol(tmp_path):
     protocol = dict(train=d.train, eval=d.eval, targets=d.targets, phone_set=d.phone_set, score_phone_set=39)
     assert dataclasses.replace(card.data, **protocol) == d
     assert (phones.model, phones.optim, phones.train) == (card.model, card.optim, card.train)
+
+
+def test_fastctc_eval_reports_per_on_the_scoring_set(tmp_path, capsys):
+    """A phone model exported as training exports it, scored by `fastctc eval` on a phone config: PER
+    equals PER recomputed here from the native model's own greedy phones and the corpus's .PHN files."""
+    from fastctc.cli import main
+    from fastctc.data.audio import load_audio
+    from fastctc.data.batching import pad_waveforms
+    from fastctc.decoding import greedy_ids
+    from fastctc.models import CTCModel, EncoderConfig
+
+    ldc_phone_corpus(tmp_path / "timit")
+    vocab = PhoneVocab.for_set(48)
+    cfg = EncoderConfig(vocab_size=len(vocab), pad_token_id=vocab.blank, hidden_size=24, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=40, conv_dim=(8, 8), conv_kernel=(10, 3),
+                        conv_stride=(5, 2), num_conv_pos_embeddings=9, num_conv_pos_embedding_groups=2,
+                        mask_time_prob=0.0, feat_extract_norm="layer", do_stable_layer_norm=True)
+    torch.manual_seed(0)
+    model = CTCModel(cfg).eval()
+    model.save_pretrained(tmp_path / "model", vocab.tokens)
+    (tmp_path / "phones.toml").write_text(
+        f'[data]\ncorpus = "timit"\nroot = "{tmp_path / "timit"}"\ntrain = "train-nosa"\neval = "test-nosa"\n'
+        f'targets = "phones"\ncache_dir = "{tmp_path / "cache"}"\nnum_workers = 0\n')
+    assert main(["eval", str(tmp_path / "model"), "--data", str(tmp_path / "phones.toml"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert "PER" in out and "(39 phones)" in out and result["utterances"] == 3
+
+    refs, hyps = [], []
+    for spk, utt, phn in (("dr1/mdab0", "si1039", "h# ix ih ax ah h#"), ("dr4/faks0", "sx133", "h# aa ao h#"),
+                          ("dr2/mxyz0", "si1", "h# s h#")):
+        audio = load_audio(str(tmp_path / "timit" / "TEST" / spk.upper() / f"{utt.upper()}.WAV"), 16000)
+        waves, lengths = pad_waveforms([audio], True)
+        with torch.no_grad():
+            logits, logit_lengths = model(waves, lengths)
+        hyps.append(vocab.decode(greedy_ids(logits, logit_lengths, vocab.blank)[0]))
+        refs.append(phn)
+    assert all(hyps) and all(" " in h for h in hyps)  # a random model still says several phones
+    assert result["per"] == pytest.approx(jiwer_per(refs, hyps, 39), abs=1e-12)

@@ -19,6 +19,7 @@ training (see `to_phone_set`), so encode() never meets one.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -128,6 +129,26 @@ class PhoneVocab:
         if [index[t] for t in tokens] != list(range(len(tokens))):
             raise ValueError(f"{path}: vocabulary ids must be 0..{len(tokens) - 1} without gaps")
         return cls(tokens)
+
+
+@dataclass
+class PhoneDecoder:
+    """Any CTC vocabulary (a checkpoint's tokens, blank and special ids) decoding to space-separated
+    phones: each token is one phone, so tokens are joined by spaces, not concatenated as characters."""
+
+    tokens: list[str]
+    blank: int
+    specials: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, vocab) -> "PhoneDecoder":
+        return cls(list(vocab.tokens), vocab.blank, frozenset(getattr(vocab, "specials", ())))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return " ".join(self.tokens[i] for i in ids if i != self.blank and i not in self.specials)
 
 
 def vocab_for(data, transcripts: Iterable[str]):
