@@ -16,8 +16,9 @@ import torch
 
 from fastctc.config import load_config
 from fastctc.data.synthetic import make_utterance
-from fastctc.train import loop
-from fastctc.train.loop import train
+from fastctc.train import steps
+from fastctc.train.loop import StopRequest, loop, train
+from fastctc.train.run import prepare_run
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.toml"
@@ -27,6 +28,11 @@ TINY = [
     "train.threads=1", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
     "optim.warmup_steps=2",
 ]
+
+
+def _train_until(cfg, out: Path, stop_at_step: int | None = None, resume: bool = False) -> dict:
+    """train(), stopping at a given step the way Ctrl-C does."""
+    return loop(prepare_run(cfg, out, resume), StopRequest(at_step=stop_at_step))
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -41,7 +47,7 @@ def test_resume_continues_exactly(tmp_path):
         "model.hidden_dropout=0.1", "model.mask_time_prob=0.2", "model.mask_time_length=2",
     ])
     full = train(cfg, tmp_path / "full")
-    assert train(cfg, tmp_path / "split", stop_at_step=4) == {"stopped": 4}
+    assert _train_until(cfg, tmp_path / "split", stop_at_step=4) == {"stopped": 4}
     assert (tmp_path / "split" / "checkpoint" / "state.json").is_file()
     assert max(_losses(tmp_path / "split")) == 4
     resumed = train(cfg, tmp_path / "split", resume=True)
@@ -54,14 +60,14 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_non_finite_step_is_skipped_and_weights_stay_finite(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = loop.ctc_loss
+    real = steps.ctc_loss
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(loop, "ctc_loss", poisoned)
+    monkeypatch.setattr(steps, "ctc_loss", poisoned)
     cfg = load_config(DEMO, TINY + ["data.synthetic_train_size=32", "data.synthetic_eval_size=4",
                                     "train.batch_size=8", "train.max_steps=5"])
     result = train(cfg, tmp_path / "run")
@@ -116,7 +122,7 @@ def _ddp_worker(rank: int, world: int, port: int, overrides: list, out: str, res
                 stop_at_step: int | None = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    train(load_config(DEMO, overrides), Path(out), resume=resume, stop_at_step=stop_at_step)
+    _train_until(load_config(DEMO, overrides), Path(out), stop_at_step, resume)
 
 
 def _free_port() -> int:

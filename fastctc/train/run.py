@@ -1,0 +1,244 @@
+"""A training run as data: `prepare_run` builds everything the loop needs into one `Run`.
+
+The loop (loop.py) only reads a Run and advances its `RunState`; nothing it needs hides in a closure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig, dump_config
+from ..data.batching import LengthBucketSampler, make_loader
+from ..data.corpora import build_datasets, encoder_frames
+from ..data.text import CharVocab
+from ..models import CTCModel, EncoderConfig, load_pretrained
+from .checkpoint import find_checkpoint, load_checkpoint
+from .distributed import DistInfo, device_for, init_distributed
+from .optim import build_optimizer, linear_schedule
+from .precision import Precision, resolve_precision
+from .progress import MetricsLog
+
+
+@dataclass
+class RunState:
+    """Where a run stands; a checkpoint saves and restores exactly this (plus weights and RNG)."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch_in_epoch: int = 0  # this rank's batches of `epoch` already consumed (whole steps only)
+    skipped: int = 0  # steps whose gradient was not finite (not applied)
+    best_wer: float | None = None
+
+    @classmethod
+    def from_checkpoint(cls, meta: dict) -> "RunState":
+        return cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls) if f.name in meta})
+
+
+@dataclass
+class Clock:
+    """Wall-clock accounting the summary and metrics.jsonl report (seconds since `start`)."""
+
+    start: float
+    startup_s: float = 0.0  # process start to the first step (data listing, model load, resume)
+    train_start: float = 0.0
+    compile_s: float = 0.0  # steps that met a new batch shape while compiling
+    eval_s: float = 0.0
+    shapes: set = field(default_factory=set)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    out_dir: Path
+    dist: DistInfo
+    device: torch.device
+    precision: Precision
+    model: CTCModel  # the plain module: evaluation, export and checkpoints read it
+    step_model: torch.nn.Module  # what the step calls: the model, DDP-wrapped and/or compiled
+    ddp: torch.nn.parallel.DistributedDataParallel | None
+    compiled: bool
+    vocab: CharVocab
+    use_mask: bool  # the model sees an attention mask (and true lengths)
+    sampler: LengthBucketSampler
+    loader: object  # BatchLoader of the training split
+    eval_ds: object
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    total_steps: int
+    log: MetricsLog
+    state: RunState
+    clock: Clock
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+    def say(self, *args, **kwargs) -> None:
+        """print on rank 0 only."""
+        if self.dist.is_main:
+            print(*args, **kwargs, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ModelConfig keys that shape a from-scratch encoder; the rest are fine-tuning knobs that also
+# override a checkpoint's config.json (dropouts, layerdrop, SpecAugment), as the recipe does.
+_SIZE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
+              "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
+              "num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
+_TRAINING_KEYS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout",
+                  "final_dropout", "layerdrop", "mask_time_prob", "mask_time_length", "mask_time_min_masks")
+
+
+def build_model(cfg: RunConfig, vocab: CharVocab) -> CTCModel:
+    """A pretrained checkpoint with a CTC head for `vocab`, or a from-scratch encoder of the [model] sizes."""
+    m = cfg.model
+    knobs = {k: getattr(m, k) for k in _TRAINING_KEYS}
+    if m.checkpoint:
+        return load_pretrained(m.checkpoint, vocab_size=len(vocab), overrides={**knobs, "pad_token_id": vocab.blank})
+    sizes = {k: getattr(m, k) for k in _SIZE_KEYS}
+    return CTCModel(EncoderConfig(vocab_size=len(vocab), pad_token_id=vocab.blank, **sizes, **knobs))
+
+
+def checkpoint_preprocessor(cfg: RunConfig) -> dict:
+    """The checkpoint's preprocessor_config.json (its feature extractor's settings), or {}."""
+    path = Path(cfg.model.checkpoint) / "preprocessor_config.json" if cfg.model.checkpoint else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path}: not valid JSON ({e}); fix or delete it (fastctc then uses the config's values)")
+
+
+def follow_checkpoint_normalisation(cfg: RunConfig, pre: dict, say) -> RunConfig:
+    """The recipe normalises audio as the checkpoint's feature extractor says (do_normalize)."""
+    if "do_normalize" in pre and bool(pre["do_normalize"]) != cfg.data.do_normalize:
+        say(f"fastctc: the checkpoint's preprocessor_config.json says do_normalize={str(pre['do_normalize']).lower()}; "
+            f"using it instead of data.do_normalize={str(cfg.data.do_normalize).lower()}")
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, do_normalize=bool(pre["do_normalize"])))
+    return cfg
+
+
+def uses_attention_mask(cfg: RunConfig, model: CTCModel, pre: dict) -> bool:
+    if cfg.model.attention_mask != "auto":
+        return cfg.model.attention_mask == "on"
+    if "return_attention_mask" in pre:  # the checkpoint's feature extractor decides, as in the recipe
+        return bool(pre["return_attention_mask"])
+    return model.config.feat_extract_norm == "layer"  # what the released checkpoints' preprocessors say
+
+
+def run_vocabulary(cfg: RunConfig, texts: list[str], say) -> CharVocab:
+    """The recipe's vocabulary of the train + eval transcripts, or the checkpoint's own when it has one."""
+    vocab = CharVocab.from_transcripts(texts)
+    checkpoint_vocab = Path(cfg.model.checkpoint) / "vocab.json" if cfg.model.checkpoint else None
+    if checkpoint_vocab is not None and checkpoint_vocab.is_file():
+        try:  # a checkpoint fine-tuned by fastctc keeps the ids its head was trained on
+            vocab = CharVocab.load(checkpoint_vocab)
+        except ValueError as e:  # another tokenizer's vocabulary: build ours, the head must then be fresh
+            say(f"fastctc: not reusing {checkpoint_vocab} ({e}); vocabulary built from the transcripts")
+    return vocab
+
+
+def prepare_model(cfg: RunConfig, vocab: CharVocab, device: torch.device, dist: DistInfo) -> CTCModel:
+    model = build_model(cfg, vocab).to(device)
+    if dist.enabled:  # same initial weights everywhere; then each rank draws its own dropout and masks
+        torch.manual_seed(cfg.train.seed + dist.rank)
+    if cfg.model.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+    if not (model.config.apply_spec_augment and model.config.mask_time_prob > 0):
+        model.masked_spec_embed.requires_grad_(False)  # never used, so DDP must not wait for its gradient
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing(True)
+    return model
+
+
+def wrap_model(cfg: RunConfig, model: CTCModel, dist: DistInfo, device: torch.device):
+    """(step_model, ddp, compiled): DDP under torchrun, then torch.compile when asked (or on CUDA by default)."""
+    ddp = None
+    step_model = model
+    if dist.enabled:
+        step_model = ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.model.layerdrop > 0)  # a dropped layer leaves its parameters unused
+    compiled = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+    if compiled:  # compiling the DDP module lets dynamo split graphs at gradient-bucket boundaries
+        step_model = torch.compile(step_model)
+    return step_model, ddp, compiled
+
+
+def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
+    """Everything a run needs, from the config: process group, data, vocabulary, model, optimizer,
+    schedule, loaders, and (with `resume`) the state of the checkpoint in `out_dir`."""
+    clock = Clock(start=time.time())
+    dist = init_distributed(cfg.train.device)
+    say = print if dist.is_main else (lambda *a, **k: None)
+    preprocessor = checkpoint_preprocessor(cfg)
+    cfg = follow_checkpoint_normalisation(cfg, preprocessor, say)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.toml").write_text(dump_config(cfg))
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = device_for(dist, cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    seed_everything(cfg.train.seed)
+
+    say(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
+    # frames per utterance screen out audio too short for its transcript; the [model] conv stack
+    # (its defaults are every card's) stands in for a checkpoint's
+    train_ds, eval_ds, data_report = build_datasets(
+        cfg.data, cfg.train.seed, lambda n: encoder_frames(n, cfg.model.conv_kernel, cfg.model.conv_stride),
+        verbose=dist.is_main)
+    vocab = run_vocabulary(cfg, train_ds.texts + eval_ds.texts, say)  # train + eval, as the recipe
+    model = prepare_model(cfg, vocab, device, dist)
+    use_mask = uses_attention_mask(cfg, model, preprocessor)
+    say(f"fastctc: {len(train_ds)} train ({sum(train_ds.durations) / 3600:.2f} h) / {len(eval_ds)} eval utterances, "
+        f"vocab {len(vocab)}, model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+        f"device {device} x {dist.world_size}, precision {precision.name}, attention mask {'on' if use_mask else 'off'} "
+        f"({time.time() - clock.start:.1f} s)", flush=True)
+
+    accum = cfg.train.grad_accum
+    sampler = LengthBucketSampler(train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
+                                  cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size, accum=accum)
+    loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
+    loader.keep_empty = dist.enabled  # the step stands in for a rank's empty batch (steps.py)
+    steps_per_epoch = len(sampler) // accum
+    if steps_per_epoch == 0:
+        raise SystemExit(f"train.grad_accum={accum} exceeds the {len(sampler)} batches of an epoch")
+    total = cfg.train.epochs * steps_per_epoch
+    if cfg.train.max_steps:
+        total = min(total, cfg.train.max_steps)
+    optimizer = build_optimizer(model.parameters(), cfg.optim, device)
+    schedule = linear_schedule(optimizer, cfg.optim.warmup_steps, total)
+    scaler = precision.grad_scaler()
+
+    state = RunState()
+    if resume:
+        if find_checkpoint(out_dir / "checkpoint") is None:
+            raise SystemExit(f"--resume {out_dir}: no checkpoint/ there to resume from")
+        meta = load_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, rank=dist.rank)
+        state = RunState.from_checkpoint(meta)
+        say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state.step}", flush=True)
+    step_model, ddp, compiled = wrap_model(cfg, model, dist, device)
+    return Run(cfg=cfg, out_dir=out_dir, dist=dist, device=device, precision=precision, model=model,
+               step_model=step_model, ddp=ddp, compiled=compiled, vocab=vocab, use_mask=use_mask, sampler=sampler,
+               loader=loader, eval_ds=eval_ds, optimizer=optimizer, schedule=schedule, scaler=scaler,
+               total_steps=total, log=MetricsLog(out_dir / "metrics.jsonl", enabled=dist.is_main), state=state,
+               clock=clock)

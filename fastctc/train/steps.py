@@ -1,0 +1,105 @@
+"""One optimizer step: its micro-batches (`steps`), their loss and gradients (`forward_backward`), and the
+update (`optimizer_step`). Nothing here reads a value back from the device: a step runs ahead of the
+host, and the progress line fetches what it reports once per line (progress.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from fastctc.kernels import ctc_loss
+
+from ..data.batching import Batch
+from .run import Run
+
+
+def steps(run: Run) -> Iterator[list[Batch]]:
+    """Each remaining optimizer step's micro-batches (train.grad_accum of them), epoch after epoch.
+
+    Owns the position a checkpoint records: `state.epoch` and `state.batch_in_epoch` advance here, and
+    a resumed run starts where they point. The sampler hands this rank its share of each step's
+    world_size x grad_accum neighbouring batches, so DDP and accumulation see the same utterances per
+    step. An incomplete accumulation at an epoch's end is dropped, not carried into the next epoch.
+    """
+    state, accum = run.state, run.cfg.train.grad_accum
+    while state.step < run.total_steps:
+        run.sampler.set_epoch(state.epoch, start=state.batch_in_epoch // accum)  # saved at step boundaries
+        micro: list[Batch] = []
+        for batch in run.loader:
+            micro.append(batch)
+            if len(micro) < accum:
+                continue
+            state.batch_in_epoch += accum
+            yield micro
+            micro = []
+            if state.step >= run.total_steps:
+                return
+        state.epoch += 1
+        state.batch_in_epoch = 0
+
+
+def stand_in_batch(sample_rate: int) -> Batch:
+    """One second of silence with an empty target: under DDP a rank whose every file failed to load
+    still takes part in the step's all-reduce, its loss weighted 0."""
+    return Batch(torch.zeros(1, sample_rate), torch.tensor([sample_rate]), torch.zeros(1, 1, dtype=torch.long),
+                 torch.zeros(1, dtype=torch.long), [])
+
+
+def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
+    """The CTC loss (mean over utterances of loss / target length, the recipe's "mean") of one batch."""
+    device, model = run.device, run.model
+    waves = batch.waveforms.to(device, non_blocking=True)  # (B, N), pinned by the loader on CUDA
+    lengths = batch.lengths.to(device, non_blocking=True)  # (B,)
+    with run.precision.autocast():
+        logits, logit_lengths = run.step_model(waves, lengths if run.use_mask else None)  # (B, T, V), (B,)
+    if not run.use_mask and run.cfg.train.ctc_true_lengths:
+        logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
+    return ctc_loss(logits, batch.targets.to(device, non_blocking=True), logit_lengths,
+                    batch.target_lengths.to(device, non_blocking=True), blank=run.vocab.blank, reduction="mean",
+                    zero_infinity=True)
+
+
+def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
+    """Accumulate one step's gradients; returns the sum of its micro-batches' losses (a device scalar)."""
+    accum = len(micro_batches)
+    loss_sum = torch.zeros((), device=run.device)
+    for i, batch in enumerate(micro_batches):
+        weight = 1.0
+        if not batch.texts:
+            batch, weight = stand_in_batch(run.cfg.data.sample_rate), 0.0
+        # under DDP, gradients are all-reduced only on the step's last micro-batch
+        last = i == accum - 1
+        sync = run.ddp.no_sync() if run.ddp is not None and not last else contextlib.nullcontext()
+        with sync:
+            loss = micro_batch_loss(run, batch)
+            run.scaler.scale(loss * (weight / accum)).backward()
+        loss_sum += loss.detach() * weight
+    return loss_sum
+
+
+def optimizer_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip, apply the update unless a gradient is not finite, zero the gradients, advance the schedule.
+
+    Returns (grad_norm, skipped) as device scalars. The skip is decided on the device, the way
+    GradScaler does it: fused AdamW reads a `found_inf` flag and leaves the parameters, its moments and
+    its step count untouched when it is set. A non-finite loss gives non-finite gradients, so this
+    catches it too; under DDP the gradients are all-reduced, so every rank skips together.
+    """
+    optimizer = run.optimizer
+    run.scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.optim.max_grad_norm)
+    skipped = ~torch.isfinite(grad_norm)
+    if run.scaler.is_enabled():  # fp16: the scaler finds the same inf/NaN gradients and skips the same way
+        run.scaler.step(optimizer)
+        run.scaler.update()
+    elif optimizer.defaults.get("fused"):
+        optimizer.found_inf = skipped.float()
+        optimizer.step()
+        del optimizer.found_inf
+    elif not skipped.item():  # host sync: only optimizers without a found_inf flag (never ours)
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    run.schedule.step()
+    return grad_norm, skipped
