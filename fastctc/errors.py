@@ -6,7 +6,8 @@ them into a message and exit code 2. Each is also a ValueError, for callers that
 
 
 class FastCTCError(Exception):
-    """Base of the user-input errors the command line reports in one line (exit code 2)."""
+    """Base of the user-input errors the command line reports in one line (exit code 2); raised as is
+    for what fits none of the kinds below (a run directory without metrics, a missing optional package)."""
 
 
 class ConfigError(FastCTCError, ValueError):

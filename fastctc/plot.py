@@ -3,37 +3,40 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Callable
+
+from .errors import FastCTCError
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def read_metrics(run_dir: Path, say: Callable[[str], None] = lambda message: None) -> list[dict]:
+    """The events of RUN_DIR/metrics.jsonl; `say` hears of each line it skips."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
-        raise SystemExit(f"fastctc plot: {path} not found; pass a run directory written by fastctc train")
+        raise FastCTCError(f"{path} not found; pass a run directory written by fastctc train")
     events = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
                 events.append(json.loads(line))
             except json.JSONDecodeError:  # a line cut short by a crash: skip it, keep the rest
-                print(f"fastctc plot: skipping unreadable line {n} of {path}", file=sys.stderr)
+                say(f"skipping unreadable line {n} of {path}")
     return events
 
 
-def plot_run(run_dir: Path, out: Path) -> Path:
+def plot_run(run_dir: Path, out: Path, say: Callable[[str], None] = lambda message: None) -> Path:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("fastctc plot needs matplotlib: pip install 'fastctc[plot]'") from None
-    events = read_metrics(run_dir)
+        raise FastCTCError("plotting needs matplotlib: pip install 'fastctc[plot]'") from None
+    events = read_metrics(run_dir, say)
     train = [e for e in events if e.get("event") == "train"]
     evals = [e for e in events if e.get("event") == "eval"]
     if not train and not evals:
-        raise SystemExit(f"fastctc plot: {run_dir / 'metrics.jsonl'} holds no train or eval events yet")
+        raise FastCTCError(f"{run_dir / 'metrics.jsonl'} holds no train or eval events yet")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     ax = axes[0]
     ax.plot([e["step"] for e in train], [e["loss"] for e in train], label="train")
