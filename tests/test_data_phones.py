@@ -348,3 +348,30 @@ def test_fastctc_eval_reports_per_on_the_scoring_set(tmp_path, capsys):
         refs.append(phn)
     assert all(hyps) and all(" " in h for h in hyps)  # a random model still says several phones
     assert result["per"] == pytest.approx(jiwer_per(refs, hyps, 39), abs=1e-12)
+
+
+def test_training_on_phones_reports_per_and_exports_the_phone_vocabulary(tmp_path):
+    """A few steps of a tiny model on phone targets: 49 outputs, eval events carry PER (equal to jiwer's
+    on the decoded phones, folded to 39), best/ is chosen by it and exports the phone vocabulary."""
+    from fastctc.train.loop import train
+
+    ldc_phone_corpus(tmp_path / "timit")
+    cfg = load_config(None, [
+        "data.corpus=timit", f"data.root={tmp_path / 'timit'}", "data.train=train-nosa", "data.eval=test-nosa",
+        "data.targets=phones", f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
+        "model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
+        "model.intermediate_size=64", "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]",
+        "model.num_conv_pos_embedding_groups=2", "model.freeze_feature_encoder=false",
+        "train.threads=1", "train.max_steps=3", "train.batch_size=2", "train.eval_every=2",
+        "train.checkpoint_every=0", "optim.warmup_steps=1", "optim.lr=1e-3",
+    ])
+    result = train(cfg, tmp_path / "run")
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in events if e["event"] == "eval"]
+    assert len(evals) == 2 and all("per" in e for e in evals) and evals[-1]["per"] == result["per"]
+    refs, hyps = zip(*result["examples"])  # the 3 eval utterances, all of them
+    assert set(refs) == {"sil ix ih ax ah sil", "sil aa ao sil", "sil s sil"}
+    assert all(p in PHONES_48 for h in hyps for p in h.split())
+    assert result["per"] == pytest.approx(jiwer_per(refs, hyps, 39), abs=1e-12)
+    assert PhoneVocab.load(tmp_path / "run" / "model" / "vocab.json").tokens == PhoneVocab.for_set(48).tokens
+    assert (tmp_path / "run" / "best" / "config.json").is_file()

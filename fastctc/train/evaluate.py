@@ -1,4 +1,4 @@
-"""Evaluation: CTC loss, greedy decoding, corpus WER and CER."""
+"""Evaluation: CTC loss, greedy decoding, corpus WER and CER (and PER for phone targets)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ from fastctc.kernels import ctc_loss
 
 from ..config import DataConfig
 from ..data.batching import LengthBucketSampler, make_loader
+from ..data.phones import score_fold
 from ..data.text import CharVocab
 from ..decoding import greedy_decode
-from ..metrics import cer, wer
+from ..metrics import cer, per, wer
 
 
 @torch.no_grad()
 def evaluate(model, dataset, vocab: CharVocab, batch_size: int, device: torch.device, use_lengths: bool = True,
              data: DataConfig | None = None) -> dict:
-    """`dataset` as build_datasets gives it; `data` sets its loading (workers, do_normalize)."""
+    """`dataset` as build_datasets gives it; `data` sets its loading (workers, do_normalize) and, for
+    phone targets, adds "per": PER after folding to data.score_phone_set (wer is over unfolded phones)."""
     was_training = model.training
     model.eval()
     refs, hyps, loss_sum = [], [], 0.0
@@ -30,9 +32,11 @@ def evaluate(model, dataset, vocab: CharVocab, batch_size: int, device: torch.de
         refs += batch.texts
         hyps += greedy_decode(logits, logit_lengths, vocab)
     model.train(was_training)
+    fold = score_fold(data)
     return {
         "loss": loss_sum / max(1, len(refs)),  # reduction="mean" averaged over utterances
         "wer": wer(refs, hyps),
         "cer": cer(refs, hyps),
+        **({"per": per(refs, hyps, fold)} if fold is not None else {}),
         "examples": list(zip(refs[:3], hyps[:3])),
     }

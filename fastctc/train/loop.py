@@ -103,8 +103,8 @@ def record_skips(run: Run, window: Window) -> tuple[float, float]:
 
 
 def evaluate_and_export(run: Run, final: bool = False) -> dict:
-    """Rank 0 alone evaluates (the other ranks wait for it at the next collective); a new best WER is
-    exported to best/."""
+    """Rank 0 alone evaluates (the other ranks wait for it at the next collective); a new best WER (PER
+    for phone targets) is exported to best/."""
     if not run.main:
         return {}
     t0 = time.time()
@@ -113,12 +113,15 @@ def evaluate_and_export(run: Run, final: bool = False) -> dict:
                       use_lengths=run.use_mask, data=cfg.data)
     run.clock.eval_s += time.time() - t0
     tag = "final eval" if final else f"eval step {state.step}"
-    run.say(f"{tag} ({len(run.eval_ds)} utterances) | loss {result['loss']:.4f} | WER {result['wer']:.4f} | "
-            f"CER {result['cer']:.4f}")
-    run.log.write("eval", step=state.step, loss=result["loss"], wer=result["wer"], cer=result["cer"],
+    per = {"per": result["per"]} if "per" in result else {}  # phone targets: PER picks best/
+    scores = (f"PER {result['per']:.4f} ({cfg.data.score_phone_set} phones)" if per
+              else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}")
+    run.say(f"{tag} ({len(run.eval_ds)} utterances) | loss {result['loss']:.4f} | {scores}")
+    run.log.write("eval", step=state.step, loss=result["loss"], wer=result["wer"], cer=result["cer"], **per,
                   elapsed_s=run.clock.elapsed(), eval_s=run.clock.eval_s, **({"final": True} if final else {}))
-    if state.best_wer is None or result["wer"] < state.best_wer:
-        state.best_wer = result["wer"]
+    score = result.get("per", result["wer"])
+    if state.best_wer is None or score < state.best_wer:
+        state.best_wer = score
         export(run, run.out_dir / "best")
     return result
 
@@ -175,6 +178,7 @@ def finish(run: Run, window: Window) -> dict:
               + f" | skipped steps {state.skipped} | {format_seconds(clock.elapsed())} total", flush=True)
         print(f"run directory: {run.out_dir}")
         run.log.write("final", step=state.step, wer=result["wer"], cer=result["cer"], loss=result["loss"],
+                      **({"per": result["per"]} if "per" in result else {}),
                       skipped=state.skipped, startup_s=clock.startup_s, train_s=train_s,
                       compile_s=clock.compile_s, eval_s=clock.eval_s, total_s=clock.elapsed())
     run.log.close()

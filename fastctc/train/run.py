@@ -18,6 +18,7 @@ import torch
 from ..config import RunConfig, dump_config
 from ..data.batching import LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets, encoder_frames
+from ..data.phones import PhoneVocab
 from ..data.text import CharVocab
 from ..models import CTCModel, EncoderConfig, load_pretrained
 from .checkpoint import find_checkpoint, load_checkpoint
@@ -35,7 +36,7 @@ class RunState:
     epoch: int = 0
     batch_in_epoch: int = 0  # this rank's batches of `epoch` already consumed (whole steps only)
     skipped: int = 0  # steps whose gradient was not finite (not applied)
-    best_wer: float | None = None
+    best_wer: float | None = None  # the best eval WER so far (PER for phone targets): best/ holds it
 
     @classmethod
     def from_checkpoint(cls, meta: dict) -> "RunState":
@@ -145,7 +146,10 @@ def uses_attention_mask(cfg: RunConfig, model: CTCModel, pre: dict) -> bool:
 
 
 def run_vocabulary(cfg: RunConfig, texts: list[str], say) -> CharVocab:
-    """The recipe's vocabulary of the train + eval transcripts, or the checkpoint's own when it has one."""
+    """The recipe's vocabulary of the train + eval transcripts, or the checkpoint's own when it has one.
+    Phone targets: the phone set + blank, fixed, so every run on a set has the same ids."""
+    if cfg.data.targets == "phones":
+        return PhoneVocab.for_set(cfg.data.phone_set)
     vocab = CharVocab.from_transcripts(texts)
     checkpoint_vocab = Path(cfg.model.checkpoint) / "vocab.json" if cfg.model.checkpoint else None
     if checkpoint_vocab is not None and checkpoint_vocab.is_file():
