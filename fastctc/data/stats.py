@@ -14,7 +14,7 @@ import numpy as np
 from ..config import RunConfig
 from .batching import LengthBucketSampler, padded_length
 from .corpora import build_datasets, encoder_frames
-from .text import CharVocab
+from .phones import vocab_for
 
 
 def padded_fraction(batches: Sequence[Sequence[int]], lengths: np.ndarray, pad=lambda n: n) -> float:
@@ -49,7 +49,7 @@ def stats(cfg: RunConfig) -> str:
     m, d = cfg.model, cfg.data
     train_ds, eval_ds, report = build_datasets(
         d, cfg.train.seed, lambda n: encoder_frames(n, m.conv_kernel, m.conv_stride), verbose=False)
-    vocab = CharVocab.from_transcripts(train_ds.texts + eval_ds.texts)
+    vocab = vocab_for(d, train_ds.texts + eval_ds.texts)  # what training would build
     lines = [f"corpus {d.corpus}" + (f" at {d.root}" if d.root else "")]
     for split, spec, ds, batch_size in (("train", d.train, train_ds, cfg.train.batch_size),
                                         ("eval", d.eval, eval_ds, cfg.train.eval_batch_size)):
@@ -72,5 +72,6 @@ def stats(cfg: RunConfig) -> str:
                      f"{padded_fraction(group_by_length_batches(L, batch_size, cfg.train.seed), L):.2%} "
                      f"group_by_length | {padded_fraction(random_batches(len(L), batch_size, cfg.train.seed), L):.2%} "
                      f"random (batch {batch_size})")
-    lines.append(f"vocabulary    {len(vocab)} tokens (blank = [PAD] = {vocab.blank}): {' '.join(vocab.tokens[:-2])}")
+    symbols = [t for t in vocab.tokens if t not in ("[UNK]", "[PAD]")]
+    lines.append(f"vocabulary    {len(vocab)} tokens (blank = [PAD] = {vocab.blank}): {' '.join(symbols)}")
     return "\n".join(lines)
