@@ -1,0 +1,95 @@
+"""The per-utterance error report against jiwer's process_words / process_characters."""
+
+import json
+import random
+
+import pytest
+
+jiwer = pytest.importorskip("jiwer")
+
+from fastctc.inference.report import align_words, build_report, pra_block, score_utterance, write_report  # noqa: E402
+from fastctc.metrics import cer, wer  # noqa: E402
+
+
+def random_pairs(seed: int, n: int):
+    rng = random.Random(seed)
+    words = ["a", "the", "cat", "sat", "on", "mat", "dog", "ran", "x"]
+    refs, hyps = [], []
+    for _ in range(n):
+        ref = [rng.choice(words) for _ in range(rng.randint(1, 9))]
+        hyp = list(ref)
+        for _ in range(rng.randint(0, 4)):
+            k = rng.randint(0, 2)
+            if k == 0 and hyp:
+                hyp[rng.randrange(len(hyp))] = rng.choice(words)
+            elif k == 1 and hyp:
+                del hyp[rng.randrange(len(hyp))]
+            else:
+                hyp.insert(rng.randint(0, len(hyp)), rng.choice(words))
+        refs.append(" ".join(ref))
+        hyps.append("  ".join(hyp) + rng.choice(["", " "]))  # jiwer's whitespace rules apply
+    return refs, hyps
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_utterance_counts_match_jiwer(seed):
+    refs, hyps = random_pairs(seed, 60)
+    for r, h in zip(refs, hyps):
+        u, ops = score_utterance("u", r, h)
+        out = jiwer.process_words(r, h)
+        assert u.word_errors == out.substitutions + out.deletions + out.insertions
+        assert u.ref_words == out.hits + out.substitutions + out.deletions
+        assert u.char_errors == sum(jiwer.process_characters(r, h).__dict__[k] for k in ("substitutions", "deletions", "insertions"))
+        # the alignment rebuilds both sides
+        assert [x for _, x, _ in ops if x is not None] == r.split()
+        assert [y for _, _, y in ops if y is not None] == h.split()
+        assert all((op == "C") == (x == y) for op, x, y in ops if x is not None and y is not None)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_totals_equal_the_aggregate_rates_exactly(seed, tmp_path):
+    refs, hyps = random_pairs(100 + seed, 40)
+    ids = [f"utt{i}" for i in range(len(refs))]
+    summary = write_report(tmp_path, ids, refs, hyps)
+    assert summary["wer"] == wer(refs, hyps) == pytest.approx(jiwer.wer(refs, hyps), abs=0)
+    assert summary["cer"] == cer(refs, hyps)
+    assert summary["cer"] == pytest.approx(jiwer.cer(refs, hyps), rel=1e-12)
+    rows = [json.loads(line) for line in (tmp_path / "utterances.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ids
+    assert sum(r["subs"] + r["dels"] + r["ins"] for r in rows) == summary["word_errors"]
+    assert sum(r["ref_words"] for r in rows) == summary["ref_words"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+def test_pra_marks_substitutions_deletions_insertions():
+    u, ops = score_utterance("spk1-1", "the cat sat on the mat", "the bat sat on on mat x")
+    assert [op for op, _, _ in ops] == ["C", "S", "C", "C", "S", "C", "I"]
+    text = pra_block(u, ops)
+    assert text.splitlines() == [
+        "id: (spk1-1)",
+        "Scores: (#C #S #D #I) 4 2 0 1",
+        "REF:  the CAT sat on THE mat *",
+        "HYP:  the BAT sat on ON  mat X",
+        "Eval:     S          S       I",
+    ]
+    u, ops = score_utterance("d", "one two three", "one three")
+    assert pra_block(u, ops).splitlines()[2:] == ["REF:  one TWO three", "HYP:  one *** three", "Eval:     D"]
+
+
+def test_confusions_and_worst_files(tmp_path):
+    refs = ["a cat", "a cat sat", "the dog", "x"]
+    hyps = ["a bat", "a bat sit", "the", "x"]
+    write_report(tmp_path, ["u1", "u2", "u3", "u4"], refs, hyps)
+    conf = (tmp_path / "confusions.txt").read_text().splitlines()
+    assert conf[1].split() == ["2", "cat", "->", "bat"]
+    assert conf[2].split() == ["1", "sat", "->", "sit"] and "     1  dog" in conf
+    worst = (tmp_path / "worst.txt").read_text().splitlines()
+    assert [w.split()[2] for w in worst[1:]] == ["u2", "u1", "u3"]  # 2 errors; then 1 error at WER 0.5 each, by id
+    assert worst[1].split()[:2] == ["2", "0.667"]
+
+
+def test_empty_hypothesis_and_reference_word_counts():
+    assert [op for op, _, _ in align_words(["a", "b"], [])] == ["D", "D"]
+    assert [op for op, _, _ in align_words([], ["a"])] == ["I"]
+    with pytest.raises(ValueError, match="no words"):
+        build_report(["u"], [""], ["x"])
