@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from hf_checkpoints import FAMILIES, audio_batch, hf_config, perturb, tiny_ctc_model, transformers
-from fastctc.models import CTCModel, EncoderConfig, load_pretrained
+from fastctc.models import CTCModel, EncoderConfig, load_pretrained, save_pretrained
 from fastctc.models.config import MODEL_TYPES
 from fastctc.models.convert import convert
 
@@ -168,7 +168,7 @@ def test_save_pretrained_round_trip(tmp_path, family):
     with torch.no_grad():  # make it a model fastctc "trained": weights no longer the checkpoint's
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    model.save_pretrained(tmp_path / "out", VOCAB, do_normalize=family != "distilhubert")
+    save_pretrained(model, tmp_path / "out", VOCAB, do_normalize=family != "distilhubert")
 
     back = transformers.AutoModelForCTC.from_pretrained(tmp_path / "out").eval()
     assert type(back).__name__ == MODEL_TYPES[model.config.model_type]
@@ -200,7 +200,7 @@ def test_save_pretrained_from_scratch_config(tmp_path):
     )  # fmt: skip
     torch.manual_seed(0)
     model = CTCModel(cfg).eval()
-    model.save_pretrained(tmp_path, VOCAB)
+    save_pretrained(model, tmp_path, VOCAB)
     back = transformers.AutoModelForCTC.from_pretrained(tmp_path).eval()
     x, _, _ = audio_batch()
     with torch.no_grad():

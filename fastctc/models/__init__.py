@@ -2,12 +2,12 @@
 
 Public API: `load_pretrained(path, vocab_size=None)` -> CTCModel, whose forward maps waveforms (B, N)
 and lengths (B,) or None to logits (B, T, V) and logit lengths (B,); `read_pretrained(path)` -> the model
-with its vocabulary, blank, normalisation and attention-mask convention; `CTCModel.save_pretrained(dir, vocab)`.
+with its vocabulary, blank, normalisation and attention-mask convention; `save_pretrained(model, dir, vocab)`.
 """
 
 from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
-from .hf_io import Pretrained, default_attention_mask, load_pretrained, read_pretrained
+from .hf_io import Pretrained, default_attention_mask, load_pretrained, read_pretrained, save_pretrained
 
-__all__ = ["EncoderConfig", "CTCModel", "Pretrained", "load_pretrained", "read_pretrained", "default_attention_mask",
+__all__ = ["EncoderConfig", "CTCModel", "Pretrained", "load_pretrained", "read_pretrained", "save_pretrained", "default_attention_mask",
            "config_from_hf", "config_to_hf"]

@@ -66,16 +66,3 @@ class CTCModel(nn.Module):
             )  # fmt: skip
         x = self.encoder(x, frame_mask)
         return self.lm_head(self.dropout(x)), logit_lengths
-
-    def save_pretrained(self, directory, vocab, do_normalize: bool = True,
-                        return_attention_mask: bool | None = None) -> None:
-        """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
-        preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
-
-        vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
-        per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
-        is fed an attention mask (default: layer-norm feature encoders are, group-norm ones are not).
-        """
-        from .hf_io import save_pretrained
-
-        save_pretrained(self, directory, vocab, do_normalize=do_normalize, return_attention_mask=return_attention_mask)

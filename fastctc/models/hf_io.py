@@ -335,7 +335,13 @@ def _hf_key(native: str) -> str:
 
 def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True,
                     return_attention_mask: bool | None = None) -> None:
-    """See CTCModel.save_pretrained."""
+    """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
+    preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
+
+    vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
+    per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
+    is fed an attention mask (default: default_attention_mask).
+    """
     cfg: EncoderConfig = model.config
     token_to_id = dict(vocab) if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
     if len(token_to_id) != cfg.vocab_size:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
+from ..models import save_pretrained
 from .checkpoint import rng_state, save_checkpoint
 from .distributed import all_reduce_sum, barrier, shutdown
 from .evaluate import evaluate
@@ -130,8 +131,8 @@ def export(run: Run, directory: Path) -> None:
     """A Transformers-format model, written under a temporary name and swapped in."""
     tmp = directory.parent / f"{directory.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    run.model.save_pretrained(tmp, run.vocab.tokens, do_normalize=run.cfg.data.do_normalize,
-                              return_attention_mask=run.use_mask)
+    save_pretrained(run.model, tmp, run.vocab.tokens, do_normalize=run.cfg.data.do_normalize,
+                    return_attention_mask=run.use_mask)
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 
