@@ -8,7 +8,7 @@ from fastctc.data.synthetic import make_utterance
 from fastctc.decoding import greedy_ids
 from fastctc.inference.chunking import ChunkingError, chunked_logits, plan_windows
 from fastctc.inference.model import load_model
-from fastctc.models import CTCModel, EncoderConfig
+from fastctc.models import CTCModel, EncoderConfig, save_pretrained
 
 TOKENS = ["|", *"abcdefghijklmnopqrstuvwxyz", "[UNK]", "[PAD]"]
 
@@ -21,7 +21,7 @@ def saved_model(tmp_path, layers: int, seed: int = 0):
                         conv_dim=(16,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
                         num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, mask_time_prob=0.0)  # fmt: skip
     torch.manual_seed(seed)
-    CTCModel(cfg).eval().save_pretrained(tmp_path / f"m{layers}", TOKENS)
+    save_pretrained(CTCModel(cfg).eval(), tmp_path / f"m{layers}", TOKENS)
     return load_model(tmp_path / f"m{layers}", torch.device("cpu"))
 
 

@@ -1,0 +1,88 @@
+"""fastctc.inference.align: character and word times from the Viterbi path, CTM/JSON, bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fastctc.inference.align import AlignmentError, align_audio, align_logits, encode_transcript, write_alignments
+
+TOKENS = ["|", "a", "b", "n", "[UNK]", "[PAD]"]
+BLANK = 5
+
+
+def peaked(frames: str, margin: float = 8.0):
+    """Logits (T, V) whose argmax spells `frames` (one character per frame, `_` = blank, ` ` = `|`)."""
+    idx = {"_": BLANK, " ": 0, **{c: TOKENS.index(c) for c in "abn"}}
+    x = torch.randn(len(frames), len(TOKENS), generator=torch.Generator().manual_seed(0))
+    for t, c in enumerate(frames):
+        x[t, idx[c]] += margin
+    return x
+
+
+def test_char_and_word_spans_follow_the_path():
+    #        0123456789012
+    frames = "_aa_b_ bb_a__"
+    al = align_logits(peaked(frames), "ab ba", TOKENS, BLANK, frame_s=0.02, audio="x.wav")
+    assert [(c.text, c.start, c.end) for c in al.chars] == [
+        ("a", 0.02, 0.06), ("b", 0.08, 0.10), ("b", 0.14, 0.18), ("a", 0.20, 0.22)]
+    assert [(w.text, w.start, w.end) for w in al.words] == [("ab", 0.02, 0.10), ("ba", 0.14, 0.22)]
+    assert all(0.9 < c.score <= 1 for c in al.chars) and al.frames == 13
+    lp = peaked(frames).double().log_softmax(-1)
+    assert al.log_prob == pytest.approx(float(lp.max(-1).values.sum()), abs=1e-4)  # the argmax path
+
+
+def test_word_score_is_the_mean_posterior_over_its_frames():
+    x = peaked("_a_b_ n")
+    al = align_logits(x, "ab n", TOKENS, BLANK, 0.02)
+    p = x.softmax(-1)
+    assert al.words[0].score == pytest.approx(float((p[1, 1] + p[3, 2]) / 2), abs=1e-6)
+    assert al.chars[2].score == pytest.approx(float(p[6, 3]), abs=1e-6)
+
+
+def test_ctm_and_json(tmp_path):
+    al = align_logits(peaked("_aa_b_ bb_a__"), "ab ba", TOKENS, BLANK, 0.02, audio="x.wav")
+    assert al.ctm("utt1").splitlines()[0].split()[:5] == ["utt1", "1", "0.020", "0.080", "ab"]
+    write_alignments([("utt1", al)], tmp_path / "a.jsonl", tmp_path / "a.ctm")
+    row = json.loads((tmp_path / "a.jsonl").read_text())
+    assert row["transcript"] == "ab ba" and [w["text"] for w in row["words"]] == ["ab", "ba"]
+    assert len((tmp_path / "a.ctm").read_text().splitlines()) == 2
+
+
+def test_transcript_case_follows_the_vocabulary():
+    assert encode_transcript("  AB   ba ", TOKENS) == ("ab ba", [1, 2, 0, 2, 1])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("   ", "the transcript is empty"),
+    ("ab, ba!", "characters the model's vocabulary lacks: '!' ',' \(it has 'abn'\)"),
+])  # fmt: skip
+def test_bad_transcripts(text, message):
+    with pytest.raises(AlignmentError, match=message):
+        align_logits(peaked("_a_b_"), text, TOKENS, BLANK, 0.02)
+
+
+def test_audio_shorter_than_the_transcript():
+    # "aa b" needs a, blank, a, |, b = 5 frames; 4 frames cannot hold it
+    with pytest.raises(AlignmentError, match=r"0\.08 s of audio \(4 frames of 20 ms\) is too short .* at least 5 frames"):
+        align_logits(peaked("_a_a"), "aa b", TOKENS, BLANK, 0.02, audio="short.wav")
+
+
+def test_align_audio_with_a_saved_model(tmp_path):
+    from fastctc.inference.model import load_model
+    from fastctc.models import CTCModel, EncoderConfig, save_pretrained
+
+    cfg = EncoderConfig(vocab_size=len(TOKENS), pad_token_id=BLANK, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=24, conv_dim=(8,) * 7,
+                        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, mask_time_prob=0.0)  # fmt: skip
+    torch.manual_seed(0)
+    save_pretrained(CTCModel(cfg).eval(), tmp_path / "m", TOKENS)
+    lm = load_model(tmp_path / "m", torch.device("cpu"))
+    audio = np.random.default_rng(0).standard_normal(16_000).astype(np.float32)  # 1 s: 49 frames
+    al = align_audio(lm, audio, "ban nab", torch.device("cpu"), name="r.wav")
+    assert al.frames == 49 and al.frame_s == 0.02 and [w.text for w in al.words] == ["ban", "nab"]
+    ends = [(c.start, c.end) for c in al.chars]
+    assert all(s < e for s, e in ends) and all(e1 <= s2 for (_, e1), (s2, _) in zip(ends, ends[1:]))
+    with pytest.raises(AlignmentError, match="too short"):
+        align_audio(lm, audio[:1600], "banana " * 3, torch.device("cpu"))
