@@ -25,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
 
 
 def _fsync_dir(path: Path) -> None:
@@ -155,6 +158,18 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
+def _read(file: Path, read):
+    """read(file), or a CheckpointError naming the damaged file and the previous checkpoint, if one is kept."""
+    try:
+        return read(file)
+    except (OSError, ValueError, SafetensorError) as e:  # truncated, corrupted or missing
+        previous = file.parent.parent / f"{file.parent.name}.old"
+        offer = (f"; the previous checkpoint {previous} is intact: move it to {file.parent} to resume from it"
+                 if previous != file.parent and find_checkpoint(previous) == previous else
+                 "; no earlier checkpoint is kept, so start the run again (without --resume)")
+        raise CheckpointError(f"{file} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}){offer}") from None
+
+
 def load_checkpoint(
     directory: Path,
     model: torch.nn.Module,
@@ -168,9 +183,10 @@ def load_checkpoint(
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint at {directory} (expected state.json and model.safetensors)")
     device = next(model.parameters()).device
-    model.load_state_dict(load_file(str(found / "model.safetensors"), device=str(device)))
-    meta = json.loads((found / "state.json").read_text(encoding="utf-8"))
-    optimizer_from_flat(optimizer, load_file(str(found / "optimizer.safetensors"), device=str(device)), meta.pop("optimizer"))
+    model.load_state_dict(_read(found / "model.safetensors", lambda f: load_file(str(f), device=str(device))))
+    meta = _read(found / "state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))
+    optimizer_from_flat(optimizer, _read(found / "optimizer.safetensors", lambda f: load_file(str(f), device=str(device))),
+                        meta.pop("optimizer"))
     scheduler.load_state_dict({**scheduler.state_dict(), **meta.pop("scheduler")})
     scaler_state = meta.pop("scaler")
     if scaler is not None and scaler_state is not None:
@@ -179,6 +195,7 @@ def load_checkpoint(
     if rank >= len(rng_meta):
         raise ValueError(f"{found} holds RNG states for {len(rng_meta)} ranks; resume with the same world size")
     prefix = f"rank{rank}."
-    tensors = {k[len(prefix):]: v for k, v in load_file(str(found / "rng.safetensors")).items() if k.startswith(prefix)}
+    rng = _read(found / "rng.safetensors", lambda f: load_file(str(f)))
+    tensors = {k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}
     set_rng_state(tensors, rng_meta[rank])
     return meta

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -47,7 +49,7 @@ def device_for(info: DistInfo, device_name: str) -> torch.device:
     if device_name == "cpu" or (device_name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise SystemExit("train.device=cuda but no CUDA device is visible; use --set train.device=cpu")
+        raise ConfigError("train.device: cuda, but no CUDA device is visible; use --set train.device=cpu")
     return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, dump_config
+from ..errors import CheckpointError, ConfigError
 from ..data.batching import LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets, encoder_frames
 from ..data.phones import PhoneVocab
@@ -225,7 +226,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     loader.keep_empty = dist.enabled  # the step stands in for a rank's empty batch (steps.py)
     steps_per_epoch = len(sampler) // accum
     if steps_per_epoch == 0:
-        raise SystemExit(f"train.grad_accum={accum} exceeds the {len(sampler)} batches of an epoch")
+        raise ConfigError(f"train.grad_accum: {accum} exceeds the {len(sampler)} batches of an epoch; lower it")
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
@@ -236,7 +237,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     state = RunState()
     if resume:
         if find_checkpoint(out_dir / "checkpoint") is None:
-            raise SystemExit(f"--resume {out_dir}: no checkpoint/ there to resume from")
+            raise CheckpointError(f"--resume {out_dir}: no checkpoint/ there to resume from")
         meta = load_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, rank=dist.rank)
         state = RunState.from_checkpoint(meta)
         say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state.step}", flush=True)
