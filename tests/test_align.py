@@ -56,7 +56,7 @@ def test_transcript_case_follows_the_vocabulary():
 
 @pytest.mark.parametrize("text, message", [
     ("   ", "the transcript is empty"),
-    ("ab, ba!", "characters the model's vocabulary lacks: '!' ',' \(it has 'abn'\)"),
+    ("ab, ba!", r"characters the model's vocabulary lacks: '!' ',' \(it has 'abn'\)"),
 ])  # fmt: skip
 def test_bad_transcripts(text, message):
     with pytest.raises(AlignmentError, match=message):
