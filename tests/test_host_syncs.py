@@ -119,3 +119,14 @@ def test_assert_no_host_syncs_lists_the_stacks():
     with pytest.raises(AssertionError, match="scalar read"):
         assert_no_host_syncs(c, what="demo")
     assert_no_host_syncs(c, allowed=1)
+
+
+def test_host_tensors_inside_the_region_are_listed_apart():
+    """Not syncs, but they keep a region out of a CUDA graph: a factory without device= and a host
+    tensor fed to a device op."""
+    x = torch.randn(8)
+    c = syncs_of(lambda: x + torch.arange(8))
+    assert c.count() == 0, c.report()
+    assert [e.kind.split(" (")[0] for e in c.host_tensors] == ["tensor made on the host", "host tensor"], c.host_tensors
+    c = syncs_of(lambda: x + torch.arange(8, device=x.device))
+    assert c.count() == 0 and not c.host_tensors

@@ -115,6 +115,9 @@ class HostSyncChecker:
     def __init__(self, device: torch.device | str | None = None):
         self.emulated = device is None or torch.device(device).type == "cpu"
         self.events: list[HostSync] = []
+        # not syncs, but what keeps a region from being captured as a CUDA graph (reduce-overhead):
+        # tensors made on the host inside it, and host tensors (not 0-dim) fed to device ops
+        self.host_tensors: list[HostSync] = []
         self._host = WeakIdKeyDictionary()  # emulation: tensors that live on the host
         self._quiet = 0  # > 0 inside a Python-level call already recorded
         self._modes = (_FunctionMode(self), _DispatchMode(self))
@@ -140,10 +143,10 @@ class HostSyncChecker:
                 self._host.pop(t, None)
 
     # -- recording ---------------------------------------------------------------------------------
-    def _record(self, kind: str, op: str) -> None:
+    def _record(self, kind: str, op: str, into: list | None = None) -> None:
         if self._quiet or _in_triton_interpreter():
             return
-        self.events.append(HostSync(kind, op, _user_stack()))
+        (self.events if into is None else into).append(HostSync(kind, op, _user_stack()))
 
     def count(self) -> int:
         return len(self.events)
@@ -185,6 +188,7 @@ class _FunctionMode(TorchFunctionMode):
         out = func(*args, **kwargs)
         if func in _FACTORIES and kwargs.get("device") in (None, "cpu") and not _tensors((args, kwargs)):
             c._mark(out, host=True)  # torch.arange(T), torch.rand(()), device="cpu": CPU tensors on a GPU run too
+            c._record(f"tensor made on the host (torch.{func.__name__} without device=)", func.__name__, c.host_tensors)
         elif func in _TO_HOST or func is torch.Tensor.pin_memory:
             c._mark(out, host=True)
         return out
@@ -239,6 +243,9 @@ class _DispatchMode(TorchDispatchMode):
                     kind = "copy to host"
             if kind is not None:
                 c._record(kind, str(func))
+            host_inputs = [t for t in inputs if t.dim() > 0 and not c.on_device(t)]
+            if host_inputs and func not in (aten._to_copy.default, aten.copy_.default):
+                c._record(f"host tensor {tuple(host_inputs[0].shape)} fed to a device op", str(func), c.host_tensors)
         out = func(*args, **kwargs)
         if c.emulated and inputs:  # results of host tensors alone stay on the host; in-place ops keep theirs
             c._mark([t for t in _tensors(out) if not any(t is i for i in inputs)], host=not on_device)
