@@ -276,7 +276,7 @@ def test_phone_vocab_loads_in_wav2vec2_tokenizer(tmp_path):
 
 def test_export_of_a_phone_model_loads_in_transformers_with_the_same_logits(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from fastctc.models import CTCModel, EncoderConfig
+    from fastctc.models import CTCModel, EncoderConfig, save_pretrained
 
     vocab = PhoneVocab.for_set(48)
     cfg = EncoderConfig(vocab_size=len(vocab), pad_token_id=vocab.blank, hidden_size=24, num_hidden_layers=1,
@@ -285,7 +285,7 @@ def test_export_of_a_phone_model_loads_in_transformers_with_the_same_logits(tmp_
                         mask_time_prob=0.0)
     torch.manual_seed(0)
     model = CTCModel(cfg).eval()
-    model.save_pretrained(tmp_path, vocab.tokens)
+    save_pretrained(model, tmp_path, vocab.tokens)
     back = transformers.AutoModelForCTC.from_pretrained(tmp_path).eval()
     assert back.config.vocab_size == 49 and back.config.pad_token_id == vocab.blank
     x = torch.randn(2, 4000)
@@ -318,7 +318,7 @@ def test_fastctc_eval_reports_per_on_the_scoring_set(tmp_path, capsys):
     from fastctc.data.audio import load_audio
     from fastctc.data.batching import pad_waveforms
     from fastctc.decoding import greedy_ids
-    from fastctc.models import CTCModel, EncoderConfig
+    from fastctc.models import CTCModel, EncoderConfig, save_pretrained
 
     ldc_phone_corpus(tmp_path / "timit")
     vocab = PhoneVocab.for_set(48)
@@ -328,7 +328,7 @@ def test_fastctc_eval_reports_per_on_the_scoring_set(tmp_path, capsys):
                         mask_time_prob=0.0, feat_extract_norm="layer", do_stable_layer_norm=True)
     torch.manual_seed(0)
     model = CTCModel(cfg).eval()
-    model.save_pretrained(tmp_path / "model", vocab.tokens)
+    save_pretrained(model, tmp_path / "model", vocab.tokens)
     (tmp_path / "phones.toml").write_text(
         f'[data]\ncorpus = "timit"\nroot = "{tmp_path / "timit"}"\ntrain = "train-nosa"\neval = "test-nosa"\n'
         f'targets = "phones"\ncache_dir = "{tmp_path / "cache"}"\nnum_workers = 0\n')

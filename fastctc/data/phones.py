@@ -161,6 +161,11 @@ def vocab_for(data, transcripts: Iterable[str]):
     return CharVocab.from_transcripts(transcripts)
 
 
+def fold_text(text: str, fold: dict[str, str | None]) -> str:
+    """Space-separated phones mapped through `fold` (fold_map / score_fold); None entries dropped."""
+    return " ".join(q for q in (fold[p] for p in text.split()) if q is not None)
+
+
 def score_fold(data) -> dict[str, str | None] | None:
     """The folding PER is scored after (training set -> data.score_phone_set); None for char targets."""
     if getattr(data, "targets", "chars") != "phones":
