@@ -52,15 +52,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 130 if "stopped" in result else 0
 
 
+def _beam_decoder(args, lm):
+    """The --lm/--beam decoder of transcribe and eval, or None for greedy decoding."""
+    if args.lm is None and args.beam is None and not getattr(args, "lm_sweep", False):
+        return None
+    from .inference.lm import BeamDecoder, BeamOptions
+
+    options = BeamOptions(beam=args.beam or 50, lm_weight=args.lm_weight, word_score=args.word_score)
+    return BeamDecoder(lm.vocab.tokens, lm.blank, lm=args.lm, lexicon=args.lexicon, options=options,
+                       skip=lm.vocab.specials)
+
+
 def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from .data.audio import probe
+    from .inference.chunking import transcribe_long
     from .inference.model import load_model
     from .inference.transcribe import transcribe_files
     from .train.distributed import DistInfo, device_for
 
     device = device_for(DistInfo(), args.device)
     lm = load_model(args.model, device)
+    decoder = _beam_decoder(args, lm)
+
+    def is_long(path):
+        try:
+            return probe(path).duration > args.chunk_s
+        except Exception:  # unreadable: the reader below reports it
+            return False
+
+    def progress(path, done, total):
+        print(f"fastctc transcribe: {path}: {done}/{total} chunks", file=sys.stderr, flush=True)
+
+    if decoder is not None or any(is_long(p) for p in args.audio):  # file by file, long ones in chunks
+        results = transcribe_long(lm, args.audio, device, args.chunk_s, args.stride_s, decoder, progress)
+    else:
+        results = transcribe_files(lm, args.audio, device, args.batch_size)
     failed = 0
-    for path, text, error in transcribe_files(lm, args.audio, device, args.batch_size):
+    for path, text, error in results:
         if error is not None:
             print(f"fastctc transcribe: skipping {path}: {error}", file=sys.stderr)
             failed += 1
@@ -94,13 +122,127 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     lm = load_model(args.model, device)
     _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed)
-    result = evaluate(lm, eval_ds, device, args.batch_size, score_fold=score_fold(cfg.data))
+    fold = score_fold(cfg.data)
+    if fold is not None and (args.lm or args.beam or args.lm_sweep):
+        print("fastctc eval: --lm, --beam and --lm-sweep decode words; phone targets (data.targets=phones) are "
+              "scored greedily, drop those options", file=sys.stderr)
+        return 2
+    if args.lm or args.beam or args.lm_sweep or args.report:
+        return _eval_decoded(args, lm, eval_ds, device, f"{cfg.data.corpus}:{cfg.data.eval}", fold)
+    result = evaluate(lm, eval_ds, device, args.batch_size, score_fold=fold)
     scores = (f"PER {result['per']:.4f} ({cfg.data.score_phone_set} phones)" if "per" in result
               else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}")
     print(f"eval {lm.path} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances | "
           f"{scores} | {result['seconds']:.1f} s")
     print(json.dumps(result))
     return 0
+
+
+def _eval_decoded(args, lm, eval_ds, device, split_name: str, fold=None) -> int:
+    """eval with beam search (--lm/--beam), an LM grid (--lm-sweep) and/or a report (--report DIR).
+    fold: phone targets (greedy only): hypotheses are space-separated phones, scored as PER after `fold`,
+    and the report is written on the folded phones (its WER is then the PER)."""
+    import dataclasses
+    import json
+
+    from .data.phones import PhoneDecoder, fold_text
+    from .inference.lm_eval import collect_logits, decode_split, lm_sweep
+    from .inference.report import write_report
+    from .metrics import cer, per, wer
+
+    if fold is not None:
+        lm = dataclasses.replace(lm, vocab=PhoneDecoder.of(lm.vocab))
+    decoder = _beam_decoder(args, lm)
+    split = collect_logits(lm, eval_ds, device, args.batch_size)
+    if args.lm_sweep:
+        if decoder is None or decoder.lm_path is None:
+            print("fastctc eval: --lm-sweep needs --lm FILE", file=sys.stderr)
+            return 2
+        weights = [float(v) for v in args.lm_weights.split(",")]
+        scores = [float(v) for v in args.word_scores.split(",")]
+        rows = lm_sweep(split, lm, decoder, weights, scores)
+        print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7} {'CER':>7}")
+        for r in rows:
+            print(f"{r['lm_weight']:9.2f} {r['word_score']:10.2f} {r['wer']:7.4f} {r['cer']:7.4f}")
+        best = min(rows, key=lambda r: (r["wer"], r["cer"]))
+        print(f"best: --lm-weight {best['lm_weight']} --word-score {best['word_score']} (WER {best['wer']:.4f})")
+        decoder = decoder.with_options(lm_weight=best["lm_weight"], word_score=best["word_score"])
+    hyps, decode_s = decode_split(split, lm, decoder)
+    result = {"utterances": len(hyps), "wer": wer(split.refs, hyps), "cer": cer(split.refs, hyps),
+              "decoder": "greedy" if decoder is None else "beam", "audio_s": split.seconds,
+              "model_s": split.model_s, "decode_s": decode_s,
+              "decode_audio_s_per_s": split.seconds / decode_s if decode_s > 0 else None}
+    if decoder is not None:
+        result.update(beam=decoder.options.beam, lm=str(decoder.lm_path) if decoder.lm_path else None,
+                      lm_weight=decoder.options.lm_weight, word_score=decoder.options.word_score)
+    if fold is not None:
+        result["per"] = per(split.refs, hyps, fold)
+    if args.report:
+        refs, report_hyps = split.refs, hyps
+        if fold is not None:
+            refs, report_hyps = [fold_text(r, fold) for r in refs], [fold_text(h, fold) for h in hyps]
+        write_report(args.report, split.ids, refs, report_hyps)
+        result["report"] = str(args.report)
+    scores = (f"PER {result['per']:.4f}" if fold is not None
+              else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}")
+    print(f"eval {lm.path} on {split_name} | {len(hyps)} utterances | {result['decoder']} | {scores} | "
+          f"decoding {result['decode_audio_s_per_s'] or 0:.0f} audio-s/s")
+    print(json.dumps(result))
+    return 0
+
+
+def _add_decoder_options(p) -> None:
+    p.add_argument("--lm", metavar="FILE", help="word n-gram LM (ARPA or KenLM binary) for beam search; needs fastctc[lm]")
+    p.add_argument("--lexicon", metavar="FILE", help="the LM's words, one per line (required for a KenLM binary)")
+    p.add_argument("--beam", type=int, metavar="N", help="beam search with N hypotheses (default 50 with --lm)")
+    p.add_argument("--lm-weight", type=float, default=2.0, help="LM weight (default 2.0)")
+    p.add_argument("--word-score", type=float, default=0.0, help="score added per word (default 0.0)")
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    import json
+
+    from .data.audio import load_audio
+    from .inference.align import AlignmentError, align_audio, write_alignments
+    from .inference.model import load_model
+    from .train.distributed import DistInfo, device_for
+
+    if (args.manifest is None) == (args.audio is None or args.transcript is None):
+        print("fastctc align: give AUDIO and TRANSCRIPT, or --manifest FILE --out DIR", file=sys.stderr)
+        return 2
+    device = device_for(DistInfo(), args.device)
+    lm = load_model(args.model, device)
+    if args.manifest is None:
+        text = Path(args.transcript).read_text(encoding="utf-8") if Path(args.transcript).is_file() else args.transcript
+        al = align_audio(lm, load_audio(args.audio, 16_000), text, device, name=args.audio, chunk_s=args.chunk_s)
+        if args.ctm:
+            Path(args.ctm).write_text(al.ctm(Path(args.audio).stem), encoding="utf-8")
+        doc = json.dumps(al.to_json(), ensure_ascii=False, indent=1)
+        if args.out:
+            Path(args.out).write_text(doc + "\n", encoding="utf-8")
+        else:
+            print(doc)
+        return 0
+    from .data.manifest import read_manifest
+    from .data.report import DataReport
+
+    if not args.out:
+        print("fastctc align: --manifest needs --out DIR (alignments.jsonl and words.ctm go there)", file=sys.stderr)
+        return 2
+    utts = read_manifest("", args.manifest, DataReport(), "align")
+    done, failed = [], 0
+    for u in utts:
+        try:
+            done.append((u.id, align_audio(lm, load_audio(u.path, 16_000), u.text, device, name=u.path,
+                                           chunk_s=args.chunk_s)))
+        except (AlignmentError, OSError, RuntimeError) as e:  # one bad utterance never stops the others
+            print(f"fastctc align: skipping {u.id}: {e}", file=sys.stderr)
+            failed += 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_alignments(done, out / "alignments.jsonl", out / "words.ctm")
+    print(f"fastctc align: {len(done)} aligned, {failed} skipped -> {out / 'alignments.jsonl'}, {out / 'words.ctm'}")
+    return 0 if not failed else 2 if not done else 1
 
 
 def _add_inference_commands(sub) -> None:
@@ -110,6 +252,11 @@ def _add_inference_commands(sub) -> None:
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_decoder_options(p)
+    p.add_argument("--chunk-s", type=float, default=30.0,
+                   help="files longer than this run in overlapping chunks of this many seconds (default 30)")
+    p.add_argument("--stride-s", type=float, default=None,
+                   help="context dropped on each side of a chunk, in seconds (default chunk / 6)")
     p.set_defaults(func=_cmd_transcribe)
 
     p = sub.add_parser("eval", help="WER and CER (PER for phone targets) of a model on an evaluation split",
@@ -119,7 +266,27 @@ def _add_inference_commands(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_decoder_options(p)
+    p.add_argument("--lm-sweep", action="store_true", help="grid-search --lm-weights x --word-scores, print the "
+                   "table, then score with the best pair")
+    p.add_argument("--lm-weights", default="0,0.5,1,1.5,2,3", help="LM weights of the sweep (comma-separated)")
+    p.add_argument("--word-scores", default="-2,-1,0,1", help="word scores of the sweep (comma-separated)")
+    p.add_argument("--report", metavar="DIR", help="write per-utterance errors, the .pra alignment, confusions "
+                   "and the worst utterances into DIR")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("align", help="forced alignment: character and word times of a transcript in audio",
+                       description="Align TRANSCRIPT (text, or a text file) to AUDIO and print JSON with per-character "
+                                   "and per-word start/end times and scores; or a whole manifest with --manifest.")
+    p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
+    p.add_argument("audio", nargs="?", help="audio file")
+    p.add_argument("transcript", nargs="?", help="the words spoken (text, or a file holding it)")
+    p.add_argument("--manifest", help="a .jsonl/.tsv manifest (audio, text) to align utterance by utterance")
+    p.add_argument("--out", help="JSON file (one audio), or directory (--manifest)")
+    p.add_argument("--ctm", help="also write word times as CTM to this file (one audio)")
+    p.add_argument("--chunk-s", type=float, default=30.0, help="logits of longer files in chunks (default 30 s)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_align)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from .. import kernels
+from ..errors import FastCTCError
 from ..data.text import WORD_DELIMITER
 from .chunking import SAMPLE_RATE, chunked_logits, frame_samples
 from .model import LoadedModel
 
 
-class AlignmentError(ValueError):
+class AlignmentError(FastCTCError, ValueError):
     """A transcript that cannot be aligned to its audio (the message says which and why)."""
 
 

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from ..data.audio import normalise_audio
+from ..errors import FastCTCError
 from .model import LoadedModel
 
 SAMPLE_RATE = 16_000
 
 
-class ChunkingError(ValueError):
+class ChunkingError(FastCTCError, ValueError):
     """Chunk or stride settings that cannot work (the message names the fix)."""
 
 
@@ -108,3 +109,23 @@ def chunked_logits(lm: LoadedModel, audio: np.ndarray, device: torch.device, chu
         if progress is not None:
             progress(min(i + batch_size, len(windows)), len(windows))
     return out
+
+
+def transcribe_long(lm: LoadedModel, paths, device: torch.device, chunk_s: float = 30.0,
+                    stride_s: float | None = None, decoder=None, progress=None):  # fmt: skip
+    """Yield (path, text, None) per file, or (path, None, error) for one that cannot be read: each file's
+    logits in chunks (one window when it fits), then greedy or `decoder` (fastctc.inference.lm)."""
+    from ..data.audio import load_audio
+    from ..decoding import greedy_ids
+
+    for p in paths:
+        try:
+            audio = load_audio(p, SAMPLE_RATE)
+        except Exception as e:  # soundfile raises several types for unreadable files
+            yield p, None, e
+            continue
+        report = None if progress is None else (lambda done, total, p=p: progress(p, done, total))
+        logits = chunked_logits(lm, audio, device, chunk_s, stride_s, progress=report)[None]  # (1, T, V)
+        n = torch.tensor([logits.shape[1]])
+        ids = greedy_ids(logits, n, lm.blank) if decoder is None else decoder.decode(logits, n)
+        yield p, lm.vocab.decode(ids[0]), None

@@ -24,11 +24,13 @@ from typing import Sequence
 
 import torch
 
+from ..errors import FastCTCError
+
 WORD_DELIMITER = "|"
 KENLM_BINARY_MAGIC = b"mmap lm "  # the first bytes of every KenLM binary file
 
 
-class LMError(ValueError):
+class LMError(FastCTCError, ValueError):
     """A language model, lexicon or decoder setting fastctc cannot use (the message says why)."""
 
 
@@ -95,11 +97,12 @@ def lexicon_words(path: str | Path) -> list[str]:
 
 
 def _spell(word: str, index: dict[str, int]) -> list[int] | None:
-    """Token ids of the word's characters + `|`, trying the word as written, then lower/upper case."""
+    """Token ids of the word's characters + `|` (when the vocabulary has it), trying the word as
+    written, then lower/upper case."""
     for form in (word, word.lower(), word.upper()):
         ids = [index.get(c) for c in form]
         if None not in ids:
-            return ids + [index[WORD_DELIMITER]]
+            return ids + ([index[WORD_DELIMITER]] if WORD_DELIMITER in index else [])
     return None
 
 
@@ -124,9 +127,9 @@ class BeamDecoder:
         fl, fl_dict, KenLM = _flashlight()
         self.tokens, self.blank, self.skip = list(tokens), int(blank), frozenset(skip)
         index = {t: i for i, t in enumerate(self.tokens)}
-        if WORD_DELIMITER not in index:
-            raise LMError(f"beam search needs the word delimiter {WORD_DELIMITER!r} in the vocabulary")
-        self.sil = index[WORD_DELIMITER]
+        # a vocabulary trained on one-word transcripts has no `|`: words then end without a delimiter
+        # and the blank stands in for flashlight's silence token
+        self.sil = index.get(WORD_DELIMITER, self.blank)
         self.options = options
         self.lm_path = None if lm is None else Path(lm)
         if self.lm_path is None:
@@ -142,7 +145,11 @@ class BeamDecoder:
                     f"vocabulary ({''.join(t for t in self.tokens if len(t) == 1)}); is it the right LM?"
                 )
             self.word_dict = fl_dict.Dictionary([w for w, _ in spelled] + ["<unk>"])
-            self.lm = KenLM(str(self.lm_path), self.word_dict)
+            try:
+                self.lm = KenLM(str(self.lm_path), self.word_dict)
+            except RuntimeError as err:  # KenLM's FormatLoadException: the reason is its last line
+                reason = str(err).strip().splitlines()[-1]
+                raise LMError(f"{self.lm_path}: KenLM cannot load it: {reason}") from None
             # Trie of spellings scored by each word's unigram LM score, smeared so that a prefix
             # carries its best completion's score (torchaudio's ctc_decoder does the same)
             self.trie = fl.Trie(len(self.tokens), self.sil)
@@ -209,7 +216,7 @@ class BeamDecoder:
                 continue
             best = self._decoder.decode(base + b * row_bytes, n, V)[0]
             ids, prev = [], None
-            for i in list(best.tokens)[1:-1]:  # the (n,) frame path; flashlight adds a `|` at each end
+            for i in list(best.tokens)[1:-1]:  # the (n,) frame path; flashlight adds a silence at each end
                 if i != prev and i != self.blank and i not in self.skip:
                     ids.append(i)
                 prev = i
