@@ -121,14 +121,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"fastctc eval: config error: {e}", file=sys.stderr)
         return 2
     lm = load_model(args.model, device)
-    _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed)
     fold = score_fold(cfg.data)
     if fold is not None and (args.lm or args.beam or args.lm_sweep):
         print("fastctc eval: --lm, --beam and --lm-sweep decode words; phone targets (data.targets=phones) are "
               "scored greedily, drop those options", file=sys.stderr)
         return 2
-    if args.lm or args.beam or args.lm_sweep or args.report:
-        return _eval_decoded(args, lm, eval_ds, device, f"{cfg.data.corpus}:{cfg.data.eval}", fold)
+    decoder = _beam_decoder(args, lm)  # a bad --lm fails before the data is read
+    _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed)
+    if decoder is not None or args.report:
+        return _eval_decoded(args, lm, decoder, eval_ds, device, f"{cfg.data.corpus}:{cfg.data.eval}", fold)
     result = evaluate(lm, eval_ds, device, args.batch_size, score_fold=fold)
     scores = (f"PER {result['per']:.4f} ({cfg.data.score_phone_set} phones)" if "per" in result
               else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}")
@@ -138,7 +139,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_decoded(args, lm, eval_ds, device, split_name: str, fold=None) -> int:
+def _eval_decoded(args, lm, decoder, eval_ds, device, split_name: str, fold=None) -> int:
     """eval with beam search (--lm/--beam), an LM grid (--lm-sweep) and/or a report (--report DIR).
     fold: phone targets (greedy only): hypotheses are space-separated phones, scored as PER after `fold`,
     and the report is written on the folded phones (its WER is then the PER)."""
@@ -152,7 +153,6 @@ def _eval_decoded(args, lm, eval_ds, device, split_name: str, fold=None) -> int:
 
     if fold is not None:
         lm = dataclasses.replace(lm, vocab=PhoneDecoder.of(lm.vocab))
-    decoder = _beam_decoder(args, lm)
     split = collect_logits(lm, eval_ds, device, args.batch_size)
     if args.lm_sweep:
         if decoder is None or decoder.lm_path is None:
@@ -213,7 +213,11 @@ def _cmd_align(args: argparse.Namespace) -> int:
     device = device_for(DistInfo(), args.device)
     lm = load_model(args.model, device)
     if args.manifest is None:
-        text = Path(args.transcript).read_text(encoding="utf-8") if Path(args.transcript).is_file() else args.transcript
+        try:  # a file holding the transcript, else the transcript itself
+            is_file = Path(args.transcript).is_file()
+        except OSError:  # e.g. a long transcript is no valid file name
+            is_file = False
+        text = Path(args.transcript).read_text(encoding="utf-8") if is_file else args.transcript
         al = align_audio(lm, load_audio(args.audio, 16_000), text, device, name=args.audio, chunk_s=args.chunk_s)
         if args.ctm:
             Path(args.ctm).write_text(al.ctm(Path(args.audio).stem), encoding="utf-8")

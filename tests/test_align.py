@@ -86,3 +86,44 @@ def test_align_audio_with_a_saved_model(tmp_path):
     assert all(s < e for s, e in ends) and all(e1 <= s2 for (_, e1), (s2, _) in zip(ends, ends[1:]))
     with pytest.raises(AlignmentError, match="too short"):
         align_audio(lm, audio[:1600], "banana " * 3, torch.device("cpu"))
+
+
+# ---- fastctc align ------------------------------------------------------------------------------
+
+
+def test_cli_align_one_file_and_a_manifest(tmp_path, capsys):
+    from tiny_inference_model import save_tiny_model, write_corpus
+
+    from fastctc.cli import main
+
+    model = save_tiny_model(tmp_path / "model")
+    manifest, utts = write_corpus(tmp_path / "corpus", n=3)
+    assert main(["align", str(model), str(tmp_path / "corpus" / "u0.wav"), utts[0].text,
+                 "--ctm", str(tmp_path / "u0.ctm")]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert [w["text"] for w in doc["words"]] == utts[0].text.split()
+    assert doc["frames"] == (len(utts[0].audio) - 400) // 320 + 1
+    assert [line.split()[4] for line in (tmp_path / "u0.ctm").read_text().splitlines()] == utts[0].text.split()
+
+    assert main(["align", str(model), "--manifest", str(manifest), "--out", str(tmp_path / "al")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "al" / "alignments.jsonl").read_text().splitlines()]
+    assert [r["transcript"] for r in rows] == [u.text for u in utts]
+    ctm_ids = {line.split()[0] for line in (tmp_path / "al" / "words.ctm").read_text().splitlines()}
+    assert ctm_ids == {"u0", "u1", "u2"}
+
+
+@pytest.mark.parametrize("transcript, message", [
+    ("", "the transcript is empty"),
+    ("héllo", "characters the model's vocabulary lacks: 'é'"),
+    ("abcdefghij " * 30, "too short for the transcript"),
+])  # fmt: skip
+def test_cli_align_bad_inputs_one_line(tmp_path, capsys, transcript, message):
+    from tiny_inference_model import save_tiny_model, write_corpus
+
+    from fastctc.cli import main
+
+    model = save_tiny_model(tmp_path / "model")
+    write_corpus(tmp_path / "corpus", n=1)
+    assert main(["align", str(model), str(tmp_path / "corpus" / "u0.wav"), transcript]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fastctc align: ") and message in err and len(err.splitlines()) == 1

@@ -159,3 +159,51 @@ def test_uppercase_lm_words_match_a_lowercase_vocabulary(tmp_path):
     lp = confusing_stream([[[("c", 0.95)], [("a", 0.95)], [("g", 0.6), ("t", 0.4)]]])
     n = torch.tensor([lp.shape[1]])
     assert text(BeamDecoder(TOKENS, BLANK, lm=path).decode_log_probs(lp, n)[0]) == "cat"
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+
+def corpus_arpa(path, texts):
+    """A bigram ARPA (uniform, every word pair) over the words of `texts`."""
+    words = sorted({w for t in texts for w in t.split()})
+    uni = [f"-99\t<s>\t0", "-1\t</s>"] + [f"-1\t{w}\t0" for w in words]
+    bi = [f"-1\t<s> {w}" for w in words] + [f"-1\t{w} </s>" for w in words]
+    path.write_text("\\data\\\nngram 1=%d\nngram 2=%d\n\n\\1-grams:\n%s\n\n\\2-grams:\n%s\n\n\\end\\\n"
+                    % (len(uni), len(bi), "\n".join(uni), "\n".join(bi)))
+    return path
+
+
+def test_cli_eval_with_lm_sweep_and_transcribe_with_lm(tmp_path, capsys):
+    import json
+
+    from tiny_inference_model import save_tiny_model, write_corpus
+
+    from fastctc.cli import main
+
+    model = save_tiny_model(tmp_path / "model")
+    manifest, utts = write_corpus(tmp_path / "corpus", n=3)
+    arpa = corpus_arpa(tmp_path / "lm.arpa", [u.text for u in utts])
+    args = ["eval", str(model), "--data", str(manifest), "--lm", str(arpa), "--beam", "8"]
+    assert main(args + ["--lm-sweep", "--lm-weights", "0,1", "--word-scores", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "lm_weight word_score" in out and "best: --lm-weight" in out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["decoder"] == "beam" and result["beam"] == 8 and result["decode_audio_s_per_s"] > 0
+    # a lexicon decoder only outputs LM words
+    assert main(["transcribe", str(model), str(tmp_path / "corpus" / "u0.wav"), "--lm", str(arpa)]) == 0
+    hyp = capsys.readouterr().out.split("\t")[1].split()
+    assert set(hyp) <= {w for u in utts for w in u.text.split()}
+
+
+def test_cli_missing_lm_file_is_one_line(tmp_path, capsys):
+    from tiny_inference_model import save_tiny_model, write_corpus
+
+    from fastctc.cli import main
+
+    model = save_tiny_model(tmp_path / "model")
+    manifest, _ = write_corpus(tmp_path / "corpus", n=1)
+    assert main(["eval", str(model), "--data", str(manifest), "--lm", str(tmp_path / "missing.arpa")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"fastctc eval: language model file not found: {tmp_path / 'missing.arpa'} " \
+                  "(pass an ARPA or KenLM binary file to --lm)"

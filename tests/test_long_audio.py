@@ -8,21 +8,12 @@ from fastctc.data.synthetic import make_utterance
 from fastctc.decoding import greedy_ids
 from fastctc.inference.chunking import ChunkingError, chunked_logits, plan_windows
 from fastctc.inference.model import load_model
-from fastctc.models import CTCModel, EncoderConfig, save_pretrained
 
-TOKENS = ["|", *"abcdefghijklmnopqrstuvwxyz", "[UNK]", "[PAD]"]
+def saved_model(tmp_path, local: bool):
+    """Saved and loaded back as `fastctc transcribe` loads it."""
+    from tiny_inference_model import save_tiny_model
 
-
-def saved_model(tmp_path, layers: int, seed: int = 0):
-    """A small random wav2vec2-layout model (layer-norm features, 320 samples per frame), saved and loaded
-    back as `fastctc transcribe` loads it."""
-    cfg = EncoderConfig(vocab_size=len(TOKENS), pad_token_id=len(TOKENS) - 1, hidden_size=32,
-                        num_hidden_layers=layers, num_attention_heads=2, intermediate_size=48,
-                        conv_dim=(16,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
-                        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, mask_time_prob=0.0)  # fmt: skip
-    torch.manual_seed(seed)
-    save_pretrained(CTCModel(cfg).eval(), tmp_path / f"m{layers}", TOKENS)
-    return load_model(tmp_path / f"m{layers}", torch.device("cpu"))
+    return load_model(save_tiny_model(tmp_path / f"m{local}", layers=2, local=local), torch.device("cpu"))
 
 
 def stitched(n: int) -> np.ndarray:
@@ -53,9 +44,9 @@ def test_windows_cover_every_frame_once_inside_the_strides():
 
 
 def test_chunked_equals_whole_file_for_a_model_that_sees_less_than_the_stride(tmp_path):
-    # no attention layers: the receptive field (conv features + 8-frame positional conv) is under 0.2 s,
+    # attention silenced: the receptive field (conv features + 8-frame positional conv) is under 0.2 s,
     # inside the 1 s stride, so every kept frame must equal the whole-file frame
-    lm = saved_model(tmp_path, layers=0)
+    lm = saved_model(tmp_path, local=True)
     audio = stitched(8)
     assert len(audio) > 16_000 * 10
     whole = whole_logits(lm, audio)
@@ -70,7 +61,7 @@ def test_chunked_equals_whole_file_for_a_model_that_sees_less_than_the_stride(tm
 
 
 def test_file_within_one_chunk_is_the_whole_file_computation(tmp_path):
-    lm = saved_model(tmp_path, layers=2)  # global attention: only a single window can match exactly
+    lm = saved_model(tmp_path, local=False)  # global attention: only a single window can match exactly
     audio = stitched(2)
     chunked = chunked_logits(lm, audio, torch.device("cpu"), chunk_s=len(audio) / 16_000 + 0.5)
     assert torch.equal(chunked, whole_logits(lm, audio).float())
@@ -78,12 +69,28 @@ def test_file_within_one_chunk_is_the_whole_file_computation(tmp_path):
 
 @pytest.mark.parametrize("chunk, stride, message", [(2.0, 1.0, "chunk > 2 x stride"), (2.0, 0.0, "stride >= one frame")])
 def test_bad_chunk_settings(tmp_path, chunk, stride, message):
-    lm = saved_model(tmp_path, layers=0)
+    lm = saved_model(tmp_path, local=True)
     with pytest.raises(ChunkingError, match=message):
         chunked_logits(lm, stitched(3), torch.device("cpu"), chunk_s=chunk, stride_s=stride)
 
 
 def test_audio_shorter_than_a_frame(tmp_path):
-    lm = saved_model(tmp_path, layers=0)
+    lm = saved_model(tmp_path, local=True)
     with pytest.raises(ChunkingError, match="shorter than one frame"):
         chunked_logits(lm, np.zeros(100, dtype=np.float32), torch.device("cpu"))
+
+
+def test_cli_transcribe_in_chunks_equals_whole_file(tmp_path, capsys):
+    from tiny_inference_model import long_recording, save_tiny_model
+
+    from fastctc.cli import main
+
+    model = save_tiny_model(tmp_path / "model", local=True)  # local model: chunking must not change anything
+    wav = tmp_path / "long.wav"
+    long_recording(wav, n=8)
+    assert main(["transcribe", str(model), str(wav), "--chunk-s", "1000"]) == 0
+    whole = capsys.readouterr().out
+    assert main(["transcribe", str(model), str(wav), "--chunk-s", "4", "--stride-s", "1"]) == 0
+    out = capsys.readouterr()
+    assert out.out == whole and len(whole.split("\t")[1].strip()) > 0
+    assert "chunks" in out.err  # progress for a long input

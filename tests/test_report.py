@@ -93,3 +93,24 @@ def test_empty_hypothesis_and_reference_word_counts():
     assert [op for op, _, _ in align_words([], ["a"])] == ["I"]
     with pytest.raises(ValueError, match="no words"):
         build_report(["u"], [""], ["x"])
+
+
+def test_cli_eval_report_totals_equal_the_greedy_eval(tmp_path, capsys):
+    from tiny_inference_model import save_tiny_model, write_corpus
+
+    from fastctc.cli import main
+
+    model = save_tiny_model(tmp_path / "model")
+    manifest, utts = write_corpus(tmp_path / "corpus", n=4)
+    assert main(["eval", str(model), "--data", str(manifest)]) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["eval", str(model), "--data", str(manifest), "--report", str(tmp_path / "rep")]) == 0
+    with_report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert summary["wer"] == with_report["wer"] == plain["wer"]
+    assert summary["cer"] == with_report["cer"] == plain["cer"]
+    rows = [json.loads(line) for line in (tmp_path / "rep" / "utterances.jsonl").read_text().splitlines()]
+    assert sorted(r["ref"] for r in rows) == sorted(u.text for u in utts)
+    assert jiwer.wer([r["ref"] for r in rows], [r["hyp"] for r in rows]) == pytest.approx(summary["wer"], abs=1e-12)
+    pra = (tmp_path / "rep" / "alignment.pra").read_text()
+    assert pra.count("id: (") == 4 and pra.count("REF:") == 4
