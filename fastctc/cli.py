@@ -58,7 +58,8 @@ def _beam_decoder(args, lm):
         return None
     from .inference.lm import BeamDecoder, BeamOptions
 
-    options = BeamOptions(beam=args.beam or 50, lm_weight=args.lm_weight, word_score=args.word_score)
+    options = BeamOptions(beam=args.beam or 50, beam_threshold=args.beam_threshold, lm_weight=args.lm_weight,
+                          word_score=args.word_score)
     return BeamDecoder(lm.vocab.tokens, lm.blank, lm=args.lm, lexicon=args.lexicon, options=options,
                        skip=lm.vocab.specials)
 
@@ -197,6 +198,8 @@ def _add_decoder_options(p) -> None:
     p.add_argument("--beam", type=int, metavar="N", help="beam search with N hypotheses (default 50 with --lm)")
     p.add_argument("--lm-weight", type=float, default=2.0, help="LM weight (default 2.0)")
     p.add_argument("--word-score", type=float, default=0.0, help="score added per word (default 0.0)")
+    p.add_argument("--beam-threshold", type=float, default=50.0,
+                   help="drop hypotheses this far (log-prob) below the best; lower is faster (default 50)")
 
 
 def _cmd_align(args: argparse.Namespace) -> int:

@@ -127,3 +127,13 @@ def test_cli_align_bad_inputs_one_line(tmp_path, capsys, transcript, message):
     assert main(["align", str(model), str(tmp_path / "corpus" / "u0.wav"), transcript]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fastctc align: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_vocabulary_without_word_delimiter_aligns_words_back_to_back():
+    tokens = ["a", "b", "n", "[UNK]", "[PAD]"]  # trained on one-word transcripts: no `|`
+    x = torch.randn(9, 5, generator=torch.Generator().manual_seed(1))
+    for t, c in enumerate([4, 0, 4, 1, 4, 1, 2, 4, 4]):  # _ a _ b _ b n _ _
+        x[t, c] += 8
+    assert encode_transcript("ab bn", tokens) == ("ab bn", [0, 1, 1, 2])
+    al = align_logits(x, "ab bn", tokens, 4, 0.02)
+    assert [(w.text, w.start, w.end) for w in al.words] == [("ab", 0.02, 0.08), ("bn", 0.10, 0.14)]

@@ -57,18 +57,18 @@ class Alignment:
 
 
 def encode_transcript(text: str, tokens: list[str], name: str = "transcript") -> tuple[str, list[int]]:
-    """(normalised text, label ids): words joined by the word delimiter; the text as written, else
-    lower- or upper-cased to the vocabulary's case. Raises AlignmentError naming what is missing."""
+    """(normalised text, label ids): words joined by the word delimiter (just joined when the vocabulary
+    has none, as one trained on one-word transcripts); the text as written, else lower- or upper-cased to
+    the vocabulary's case. Raises AlignmentError naming what is missing."""
     words = text.split()
     if not words:
         raise AlignmentError(f"{name}: the transcript is empty; give the words spoken in the audio")
     index = {t: i for i, t in enumerate(tokens)}
-    if WORD_DELIMITER not in index:
-        raise AlignmentError(f"the model's vocabulary has no word delimiter {WORD_DELIMITER!r}")
     for form in (" ".join(words), " ".join(words).lower(), " ".join(words).upper()):
         missing = sorted({c for c in form if c != " " and c not in index})
         if not missing:
-            return form, [index[WORD_DELIMITER] if c == " " else index[c] for c in form]
+            return form, [index[c] if c != " " else index[WORD_DELIMITER] for c in form
+                          if c != " " or WORD_DELIMITER in index]
     missing = sorted({c for c in " ".join(words) if c != " " and c not in index and c.lower() not in index})
     known = "".join(t for t in tokens if len(t) == 1 and t != WORD_DELIMITER)
     raise AlignmentError(
@@ -109,13 +109,15 @@ def align_logits(logits: torch.Tensor, text: str, tokens: list[str], blank: int,
     sums = np.bincount(k_of_frame[frames], weights=prob[frames], minlength=len(ids))
     counts = np.bincount(k_of_frame[frames], minlength=len(ids))
     chars, words, word = [], [], []
-    for k, c in enumerate(text):
+    has_delimiter = len(ids) == len(text)
+    for i, c in enumerate(text):
         if c == " ":
             continue  # the delimiter's frames belong to no word
+        k = i if has_delimiter else i - text[:i].count(" ")  # target index of text[i]
         seg = Segment(c, round(first[k] * frame_s, 6), round((last[k] + 1) * frame_s, 6), float(sums[k] / counts[k]))
         chars.append(seg)
         word.append((seg, k))
-        if k + 1 == len(text) or text[k + 1] == " ":
+        if i + 1 == len(text) or text[i + 1] == " ":
             ks = [j for _, j in word]
             words.append(Segment("".join(s.text for s, _ in word), word[0][0].start, word[-1][0].end,
                                  float(sums[ks].sum() / counts[ks].sum())))  # fmt: skip
