@@ -14,42 +14,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .models.config import FINE_TUNING_FIELDS, RECIPE_FIELDS, VOCAB_FIELDS, EncoderConfig, encoder_problem
 
 # The characters the cards' commands pass as --chars_to_ignore (data.chars_to_ignore's default).
 RECIPE_CHARS_TO_IGNORE = ',?.!-;:"“%‘”�'
 
 
+# [model] sets the run's model settings (ModelConfig's fields) and any field of the encoder's one
+# description, EncoderConfig (fastctc/models/config.py declares and documents each field once), but
+# the two the run's vocabulary sets.
+ENCODER_KEYS = tuple(f.name for f in dataclasses.fields(EncoderConfig) if f.name not in VOCAB_FIELDS)
+_ENCODER_TYPES = typing.get_type_hints(EncoderConfig)
+_ENCODER_DEFAULTS = dataclasses.asdict(EncoderConfig())
+
+
 @dataclass
 class ModelConfig:
-    # A Transformers-format checkpoint directory (config.json + safetensors). Empty = train from
-    # scratch with the sizes below.
+    # A Transformers-format checkpoint directory (config.json + safetensors): the encoder is its
+    # config.json's, and [model] may set only its fine-tuning fields (dropouts, SpecAugment). Empty =
+    # train from scratch: the encoder is EncoderConfig's defaults with whatever [model] sets.
     checkpoint: str = ""
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    conv_dim: list[int] = field(default_factory=lambda: [512] * 7)
-    conv_kernel: list[int] = field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
-    conv_stride: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
-    conv_bias: bool = False
-    feat_extract_norm: str = "group"
-    do_stable_layer_norm: bool = False
-    num_conv_pos_embeddings: int = 128
-    num_conv_pos_embedding_groups: int = 16
-    hidden_dropout: float = 0.0
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    feat_proj_dropout: float = 0.0
-    final_dropout: float = 0.0
-    layerdrop: float = 0.0
-    mask_time_prob: float = 0.05
-    mask_time_length: int = 10
-    mask_time_min_masks: int = 2
     freeze_feature_encoder: bool = True
     # auto: the checkpoint's convention (layer-norm feature encoders get the attention mask, group-norm
     # ones see padding as audio, as their preprocessor's return_attention_mask=False); on | off
     attention_mask: str = "auto"
     gradient_checkpointing: bool = False  # recompute transformer layers in backward to save memory
+    # The EncoderConfig fields [model] sets, as given (type-checked); resolve_encoder applies them
+    encoder: dict = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        """cfg.model.hidden_dropout reads an encoder key: the value [model] sets, else EncoderConfig's
+        default (with a checkpoint, the built encoder's sizes are its config.json's: see resolve_encoder)."""
+        if name in ENCODER_KEYS:
+            return self.__dict__.get("encoder", {}).get(name, _ENCODER_DEFAULTS[name])
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
 @dataclass
@@ -149,8 +147,8 @@ def _nearest(name: str, options: typing.Iterable[str]) -> str:
 def _coerce(key: str, value: object, annotation: object) -> object:
     """Check `value` against the field's type; ints are accepted where a float is expected."""
     origin = typing.get_origin(annotation)
-    if origin is list:
-        (item_type,) = typing.get_args(annotation)
+    if origin in (list, tuple):  # EncoderConfig's tuple[int, ...] is a TOML list too
+        item_type = typing.get_args(annotation)[0]
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list of {item_type.__name__}, got {value!r}")
         return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
@@ -177,29 +175,19 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}: {what}")
 
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "mask_time_length"):
-        need(getattr(m, key) > 0, f"model.{key}", f"must be > 0, got {getattr(m, key)}")
-    need(m.hidden_size % m.num_attention_heads == 0, "model.num_attention_heads",
-         f"must divide model.hidden_size {m.hidden_size}, got {m.num_attention_heads}")
-    need(m.hidden_size % m.num_conv_pos_embedding_groups == 0, "model.num_conv_pos_embedding_groups",
-         f"must divide model.hidden_size {m.hidden_size}, got {m.num_conv_pos_embedding_groups}")
-    need(len(m.conv_dim) == len(m.conv_kernel) == len(m.conv_stride) > 0, "model.conv_dim",
-         "model.conv_dim, conv_kernel and conv_stride need the same number (>0) of entries, got "
-         f"{len(m.conv_dim)}, {len(m.conv_kernel)} and {len(m.conv_stride)}")
-    need(all(v > 0 for v in [*m.conv_dim, *m.conv_kernel, *m.conv_stride]), "model.conv_dim",
-         "conv sizes, kernels and strides must all be > 0")
-    need(m.feat_extract_norm in ("group", "layer"), "model.feat_extract_norm",
-         f"must be 'group' or 'layer', got {m.feat_extract_norm!r}")
-    for key in ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout",
-                "final_dropout", "layerdrop", "mask_time_prob"):
-        need(0.0 <= getattr(m, key) < 1.0, f"model.{key}", f"must be in [0, 1), got {getattr(m, key)}")
-    need(m.mask_time_min_masks >= 0, "model.mask_time_min_masks", f"must be >= 0, got {m.mask_time_min_masks}")
     if m.checkpoint:
         path = Path(m.checkpoint)
         need(path.is_dir(), "model.checkpoint",
              f"{m.checkpoint!r} is not a directory; point it at a Transformers-format checkpoint folder "
              "(config.json + model.safetensors), or leave it empty to train from scratch")
+        for key in m.encoder:
+            need(key in FINE_TUNING_FIELDS, f"model.{key}",
+                 "the checkpoint's config.json sets the encoder's shape; drop this key, or leave model.checkpoint "
+                 f"empty to train from scratch (with a checkpoint [model] may set {', '.join(FINE_TUNING_FIELDS)})")
+    # the given values (over the defaults: a checkpoint's own are checked when it is read)
+    problem = encoder_problem({**_ENCODER_DEFAULTS, **m.encoder}, prefix="model.")
+    if problem:
+        raise ConfigError(problem)
     need(d.corpus in CORPORA, "data.corpus", f"unknown corpus {d.corpus!r}{_nearest(d.corpus, CORPORA)}")
     need(d.synthetic_train_size > 0, "data.synthetic_train_size", f"must be > 0, got {d.synthetic_train_size}")
     need(d.synthetic_eval_size > 0, "data.synthetic_eval_size", f"must be > 0, got {d.synthetic_eval_size}")
@@ -256,9 +244,15 @@ def _apply(cfg: RunConfig, section: str, key: str, value: object, where: str) ->
         raise ConfigError(f"{where}unknown section [{section}]{_nearest(section, _SECTION_CLASSES)}")
     target = getattr(cfg, section)
     hints = typing.get_type_hints(type(target))
+    if section == "model":  # its own keys, then the encoder's (see ModelConfig)
+        hints = {k: t for k, t in hints.items() if k != "encoder"} | {k: _ENCODER_TYPES[k] for k in ENCODER_KEYS}
     if key not in hints:
         raise ConfigError(f"{where}unknown key {section}.{key}{_nearest(key, hints)}")
-    setattr(target, key, _coerce(f"{section}.{key}", value, hints[key]))
+    value = _coerce(f"{section}.{key}", value, hints[key])
+    if section == "model" and key in ENCODER_KEYS:
+        target.encoder[key] = value
+    else:
+        setattr(target, key, value)
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
@@ -305,7 +299,25 @@ def dump_config(cfg: RunConfig) -> str:
     lines = []
     for section in _SECTION_CLASSES:
         lines.append(f"[{section}]")
-        for f in dataclasses.fields(getattr(cfg, section)):
-            lines.append(f"{f.name} = {_toml_value(getattr(getattr(cfg, section), f.name))}")
+        values = {f.name: getattr(getattr(cfg, section), f.name) for f in dataclasses.fields(getattr(cfg, section))}
+        if section == "model":  # the encoder keys as given: a checkpoint's sizes stay its config.json's
+            values.update(values.pop("encoder"))
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def resolve_encoder(model: ModelConfig, checkpoint: EncoderConfig | None = None) -> EncoderConfig:
+    """The run's one description of the encoder: EncoderConfig's defaults, or the checkpoint's
+    config.json (`checkpoint`, as hf_io.read_encoder_config reads it) with the recipe's fine-tuning
+    values (RECIPE_FIELDS: its script passes them, overriding the checkpoint's); then what [model]
+    sets. vocab_size and pad_token_id are the vocabulary's, set when the model is built."""
+    if checkpoint is None:
+        base = EncoderConfig()
+    else:
+        base = dataclasses.replace(checkpoint, **{k: _ENCODER_DEFAULTS[k] for k in RECIPE_FIELDS})
+    values = {**dataclasses.asdict(base), **model.encoder}
+    problem = encoder_problem(values, prefix="model.")
+    if problem:
+        raise ConfigError(problem)
+    return EncoderConfig(**values)

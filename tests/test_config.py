@@ -106,3 +106,58 @@ def test_cli_version_and_help():
     assert proc.returncode == 0 and proc.stdout.strip() == f"fastctc {__version__}"
     proc = subprocess.run([sys.executable, "-m", "fastctc", "train", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "fastctc train configs/demo.toml" in proc.stdout and "--set" in proc.stdout
+
+
+def _checkpoint_dir(tmp_path, **changes):
+    import dataclasses
+    import json
+
+    from fastctc.models import EncoderConfig, config_to_hf
+
+    enc = EncoderConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, conv_dim=(8, 8),
+                        conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embedding_groups=4)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config_to_hf(dataclasses.replace(enc, **changes))))
+    return tmp_path / "ckpt"
+
+
+def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tmp_path):
+    from fastctc.config import resolve_encoder
+    from fastctc.models.hf_io import read_encoder_config
+
+    ckpt = _checkpoint_dir(tmp_path, hidden_dropout=0.1, attention_dropout=0.1, mask_time_min_masks=5,
+                           mask_feature_prob=0.2)
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'[model]\ncheckpoint = "{ckpt}"\nattention_dropout = 0.05\n')
+    cfg = load_config(toml)
+    enc = resolve_encoder(cfg.model, read_encoder_config(ckpt))
+    assert (enc.hidden_size, enc.num_hidden_layers, enc.conv_stride, enc.frame_stride) == (64, 3, (5, 2), 10)
+    assert enc.hidden_dropout == 0.0 and enc.mask_time_min_masks == 2  # the recipe's values, over the checkpoint's
+    assert enc.attention_dropout == 0.05  # [model]'s
+    assert enc.mask_feature_prob == 0.2  # no recipe flag: the checkpoint's
+
+
+@pytest.mark.parametrize("key", ["hidden_size=32", "conv_stride=[5, 2]", "hidden_act=\"relu\"", "model_type=\"hubert\""])
+def test_size_keys_beside_a_checkpoint_are_an_error(tmp_path, key):
+    ckpt = _checkpoint_dir(tmp_path)
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'[model]\ncheckpoint = "{ckpt}"\n{key}\n')
+    name = key.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^model\.{name}: the checkpoint's config.json sets the encoder's shape; "
+                                          "drop this key, or leave model.checkpoint empty"):
+        load_config(toml)
+
+
+def test_from_scratch_any_encoder_field_is_a_model_key_and_type_checked():
+    from fastctc.config import resolve_encoder
+
+    cfg = load_config(DEMO, ["model.hidden_act=relu", "model.layer_norm_eps=1e-6", "model.mask_feature_prob=0.1",
+                             "model.model_type=hubert"])
+    enc = resolve_encoder(cfg.model)
+    assert (enc.hidden_act, enc.layer_norm_eps, enc.mask_feature_prob, enc.model_type) == ("relu", 1e-6, 0.1, "hubert")
+    assert (enc.hidden_size, enc.conv_dim) == (96, (48,) * 7)  # demo.toml's
+    for override, message in [("model.hidden_act=tanh", "model.hidden_act: must be one of"),
+                              ("model.layer_norm_eps=true", "model.layer_norm_eps: expected float"),
+                              ("model.vocab_size=8", "unknown key model.vocab_size")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(DEMO, [override])

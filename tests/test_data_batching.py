@@ -2,16 +2,21 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from data_corpus_builders import tone, write
 from fastctc.config import DataConfig
-from fastctc.data.batching import FRAME, LengthBucketSampler, collate, make_loader, pad_ladder, padded_length
+from fastctc.data.batching import LengthBucketSampler, collate, make_loader, pad_ladder, padded_length
 from fastctc.data.corpora import build_datasets
 from fastctc.data.stats import group_by_length_batches, padded_fraction, random_batches
 from fastctc.data.text import CharVocab
+from fastctc.models import EncoderConfig
+
+FRAME = EncoderConfig().frame_stride  # samples per frame of the default (wav2vec2) conv stack: 320
 
 
 def timit_like(n=4620, seed=0):
@@ -135,3 +140,32 @@ def test_loader_skips_files_broken_after_listing_and_counts_them(tmp_path, capsy
     err = capsys.readouterr()
     assert (err.err + err.out).count("warning: train: unreadable audio") == 1
     assert "train epoch 1: 8 utterances, 1 failed to load" in err.out
+
+
+def test_a_conv_stack_with_another_stride_batches_in_whole_frames_of_its_own(tmp_path):
+    from fastctc.config import load_config
+    from fastctc.train.run import prepare_run
+
+    assert FRAME == 320
+    # strides 5 x 3 = 15 samples per frame: every padded length, ladder rung and batch is a multiple of 15
+    overrides = ["model.conv_dim=[8, 8]", "model.conv_kernel=[10, 3]", "model.conv_stride=[5, 3]",
+                 "model.hidden_size=16", "model.num_attention_heads=2", "model.intermediate_size=16",
+                 "model.num_hidden_layers=1", "model.num_conv_pos_embedding_groups=2", "train.threads=1",
+                 "data.synthetic_train_size=24", "data.synthetic_eval_size=2", "train.batch_size=4",
+                 "data.pad_lengths=3"]
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.toml", overrides)
+    run = prepare_run(cfg, tmp_path / "run")
+    assert run.model.config.frame_stride == run.sampler.frame == 15
+    assert all(n % 15 == 0 for n in run.sampler.ladder) and np.all(run.sampler.padded % 15 == 0)
+    assert np.array_equal(run.sampler.frames, -(-run.sampler.lengths // 15))  # sorted by this stack's frames
+    shapes = set()
+    for batch in itertools.islice(iter(run.loader), 6):
+        assert batch.waveforms.shape[1] % 15 == 0 and batch.waveforms.shape[1] >= int(batch.lengths.max())
+        shapes.add(batch.waveforms.shape[1])
+        # the model makes floor((L - k) / s) + 1 frames per conv of each padded row, as the data layer counted
+        with torch.no_grad():
+            logits, _ = run.model(batch.waveforms[:1])
+        n = batch.waveforms.shape[1]
+        assert logits.shape[1] == ((n - 10) // 5 + 1 - 3) // 3 + 1
+    assert shapes <= set(run.sampler.ladder.tolist())
+    run.log.close()

@@ -15,7 +15,7 @@ LengthBucketSampler, per epoch, from rng(seed, epoch):
    are the same however the global batch is split between GPUs and accumulation.
 
 Padded lengths (the shapes torch.compile sees): a batch is padded to its longest utterance rounded
-up to a whole frame. The sorted frame sequence does not depend on the epoch, so neither does the set
+up to a whole frame (`frame`: the resolved encoder's samples per frame, EncoderConfig.frame_stride). The sorted frame sequence does not depend on the epoch, so neither does the set
 of shapes: at most one per batch, the same ones every epoch. `pad_lengths=K` bounds it further to
 K lengths, placed to waste the least padding (an exact 1-D partition by dynamic programming); fewer
 shapes cost padding, and `fastctc data stats` prints how much. The batch count is the same every
@@ -31,19 +31,23 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from ..models.config import EncoderConfig
 from .audio import normalise_audio
 from .dataset import Item
 from .report import DataReport
 from .text import CharVocab
 
-FRAME = 320  # samples per encoder frame of the wav2vec2 conv stack (5 * 2^6): padded lengths are whole frames
+# Samples per frame where a caller names no encoder: the default EncoderConfig's (the wav2vec2 stack
+# every card uses). The trainer passes its resolved encoder's frame_stride.
+DEFAULT_FRAME = EncoderConfig().frame_stride
 
 
-def frames(lengths) -> np.ndarray:
-    return -(-np.asarray(lengths, dtype=np.int64) // FRAME)
+def frames(lengths, frame: int = DEFAULT_FRAME) -> np.ndarray:
+    """Lengths in samples -> whole frames of `frame` samples, rounded up."""
+    return -(-np.asarray(lengths, dtype=np.int64) // frame)
 
 
-def pad_ladder(lengths: Sequence[int], count: int) -> np.ndarray:
+def pad_ladder(lengths: Sequence[int], count: int, frame: int = DEFAULT_FRAME) -> np.ndarray:
     """The `count` padded lengths (ascending, whole frames, the last >= max(lengths)) that minimise
     the total padding when every utterance is padded to the first one that holds it.
 
@@ -51,9 +55,9 @@ def pad_ladder(lengths: Sequence[int], count: int) -> np.ndarray:
     best[k][j] = min_i best[k-1][i] + cost(i, j), where values i..j-1 are padded to v_{j-1}.
     O(count * V^2) with V <= a few thousand: well under a second.
     """
-    values, counts = np.unique(frames(lengths), return_counts=True)  # (V,), (V,)
+    values, counts = np.unique(frames(lengths, frame), return_counts=True)  # (V,), (V,)
     if count >= len(values):
-        return values * FRAME
+        return values * frame
     n_cum = np.concatenate([[0], np.cumsum(counts)])  # (V+1,) utterances below value j
     s_cum = np.concatenate([[0], np.cumsum(counts * values)])  # (V+1,) their frames
     best = np.full(len(values) + 1, np.inf)
@@ -73,12 +77,12 @@ def pad_ladder(lengths: Sequence[int], count: int) -> np.ndarray:
             break
         edges.append(values[j - 1])
         j = arg[j]
-    return np.unique(np.array(edges, dtype=np.int64)) * FRAME
+    return np.unique(np.array(edges, dtype=np.int64)) * frame
 
 
-def padded_length(n: int, ladder: np.ndarray | None = None) -> int:
+def padded_length(n: int, ladder: np.ndarray | None = None, frame: int = DEFAULT_FRAME) -> int:
     """`n` samples rounded up to a whole frame, then to the ladder's first length that holds it."""
-    n = int(-(-n // FRAME) * FRAME)
+    n = int(-(-n // frame) * frame)
     if ladder is None or len(ladder) == 0 or n > ladder[-1]:
         return n
     return int(ladder[np.searchsorted(ladder, n)])
@@ -87,22 +91,23 @@ def padded_length(n: int, ladder: np.ndarray | None = None) -> int:
 class LengthBucketSampler:
     """Batches (lists of dataset indices) of similar length; see the module doc for the recipe.
 
-    durations: seconds per utterance; batch_seconds > 0 budgets padded audio per batch instead of
-    batch_size utterances; pad_lengths > 0 bounds the padded lengths to that many; rank /
-    world_size: this process's share under DDP.
+    durations: seconds per utterance; frame: samples per encoder frame (EncoderConfig.frame_stride);
+    batch_seconds > 0 budgets padded audio per batch instead of batch_size utterances; pad_lengths > 0
+    bounds the padded lengths to that many; rank / world_size: this process's share under DDP.
     """
 
     def __init__(self, durations: Sequence[float], seed: int, batch_size: int = 32, batch_seconds: float = 0.0,
                  pad_lengths: int = 0, rank: int = 0, world_size: int = 1, sample_rate: int = 16_000,
-                 accum: int = 1):
+                 accum: int = 1, frame: int = DEFAULT_FRAME):
         if not 0 <= rank < world_size:
             raise ValueError(f"LengthBucketSampler: rank {rank} outside world_size {world_size}")
         if len(durations) < world_size * accum:
             raise ValueError(f"LengthBucketSampler: {len(durations)} utterances cannot feed {world_size} ranks")
         self.lengths = np.round(np.asarray(durations, dtype=np.float64) * sample_rate).astype(np.int64)  # (N,)
-        self.frames = frames(self.lengths)  # (N,) the sort key
-        self.ladder = pad_ladder(self.lengths, pad_lengths) if pad_lengths else None
-        self.padded = np.array([padded_length(n, self.ladder) for n in self.lengths], dtype=np.int64)  # (N,)
+        self.frame = frame
+        self.frames = frames(self.lengths, frame)  # (N,) the sort key
+        self.ladder = pad_ladder(self.lengths, pad_lengths, frame) if pad_lengths else None
+        self.padded = np.array([padded_length(n, self.ladder, frame=frame) for n in self.lengths], dtype=np.int64)  # (N,)
         self.seed, self.batch_size, self.rank, self.world_size = seed, batch_size, rank, world_size
         # gradient accumulation: an optimizer step takes `accum` consecutive batches from each rank.
         # They are cut from one group of world_size * accum neighbouring batches, so a step sees the
@@ -181,11 +186,12 @@ def pad_waveforms(audios: Sequence[np.ndarray], do_normalize: bool = True,
 
 
 def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab, do_normalize: bool = True,
-            ladder: np.ndarray | None = None) -> Batch:
-    """Audio (N_i,) and transcripts -> a Batch padded to the ladder rung of the longest (or to it)."""
+            ladder: np.ndarray | None = None, frame: int = DEFAULT_FRAME) -> Batch:
+    """Audio (N_i,) and transcripts -> a Batch padded to the ladder rung of the longest (or to it,
+    rounded up to whole frames of `frame` samples)."""
     B = len(audios)
     longest = max((len(a) for a in audios), default=0)
-    waveforms, lengths = pad_waveforms(audios, do_normalize, padded_length(longest, ladder))
+    waveforms, lengths = pad_waveforms(audios, do_normalize, padded_length(longest, ladder, frame=frame))
     ids = [vocab.encode(t) for t in texts]
     s = max(1, max((len(t) for t in ids), default=0))
     targets = torch.zeros(B, s, dtype=torch.long)
@@ -204,12 +210,14 @@ def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab
 class Collator:
     """DataLoader collate_fn: Items -> Batch; items that failed to load are left out and listed."""
 
-    def __init__(self, vocab: CharVocab, do_normalize: bool = True, ladder: np.ndarray | None = None):
-        self.vocab, self.do_normalize, self.ladder = vocab, do_normalize, ladder
+    def __init__(self, vocab: CharVocab, do_normalize: bool = True, ladder: np.ndarray | None = None,
+                 frame: int = DEFAULT_FRAME):
+        self.vocab, self.do_normalize, self.ladder, self.frame = vocab, do_normalize, ladder, frame
 
     def __call__(self, items: Sequence[Item]) -> Batch:
         good = [it for it in items if it.audio is not None]
-        batch = collate([it.audio for it in good], [it.text for it in good], self.vocab, self.do_normalize, self.ladder)
+        batch = collate([it.audio for it in good], [it.text for it in good], self.vocab, self.do_normalize, self.ladder,
+                        frame=self.frame)
         batch.ids = [it.id for it in good]
         batch.failures = [(it.id, it.error) for it in items if it.audio is None]
         return batch
@@ -252,7 +260,7 @@ def make_loader(dataset, sampler: LengthBucketSampler, vocab: CharVocab, cfg=Non
     cfg = cfg or DataConfig()
     workers = 0 if dataset.in_memory else cfg.num_workers
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=Collator(vocab, cfg.do_normalize, sampler.ladder),
+        dataset, batch_sampler=sampler, collate_fn=Collator(vocab, cfg.do_normalize, sampler.ladder, frame=sampler.frame),
         num_workers=workers, pin_memory=pin_memory, prefetch_factor=cfg.prefetch_factor if workers else None,
         persistent_workers=workers > 0,
         # its own generator: a DataLoader otherwise draws a base seed from torch's global RNG at every

@@ -17,6 +17,7 @@ import sys
 from typing import Callable, Sequence
 
 from ..config import DataConfig
+from ..models.feature_encoder import conv_output_length
 from . import synthetic
 from .audio import resampled_length
 from .dataset import CorpusError, InMemoryDataset, SpeechDataset, UtteranceInfo
@@ -33,14 +34,12 @@ READERS = {"timit": read_timit, "librispeech": read_librispeech, "manifest": rea
 
 
 def encoder_frames(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
-    """Frames the conv feature encoder makes of `num_samples`: floor((L - k) / s) + 1 per layer
-    (as fastctc.models.feature_encoder.output_lengths); <= 0 means shorter than the receptive field."""
+    """Frames a conv stack of these kernels and strides makes of `num_samples` (0 when shorter than its
+    receptive field); the arithmetic is the feature encoder's own (models/feature_encoder.py)."""
     n = num_samples
     for k, s in zip(kernels, strides):
-        if n < k:
-            return 0
-        n = (n - k) // s + 1
-    return n
+        n = conv_output_length(n, k, s)
+    return max(n, 0)
 
 
 def ctc_min_frames(labels: Sequence) -> int:

@@ -11,9 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import RunConfig
+from ..config import RunConfig, resolve_encoder
+from ..models.feature_encoder import frame_count
+from ..models.hf_io import read_encoder_config
 from .batching import LengthBucketSampler, padded_length
-from .corpora import build_datasets, encoder_frames
+from .corpora import build_datasets
 from .phones import vocab_for
 
 
@@ -46,9 +48,10 @@ def _spread(values: Sequence[float], fmt: str) -> str:
 
 
 def stats(cfg: RunConfig) -> str:
-    m, d = cfg.model, cfg.data
-    train_ds, eval_ds, report = build_datasets(
-        d, cfg.train.seed, lambda n: encoder_frames(n, m.conv_kernel, m.conv_stride), verbose=False)
+    d = cfg.data
+    # the encoder [model] describes without a checkpoint; with one, its conv stack (read here for the frame count)
+    encoder = resolve_encoder(cfg.model, read_encoder_config(cfg.model.checkpoint) if cfg.model.checkpoint else None)
+    train_ds, eval_ds, report = build_datasets(d, cfg.train.seed, lambda n: frame_count(n, encoder), verbose=False)
     vocab = vocab_for(d, train_ds.texts + eval_ds.texts)  # what training would build
     lines = [f"corpus {d.corpus}" + (f" at {d.root}" if d.root else "")]
     for split, spec, ds, batch_size in (("train", d.train, train_ds, cfg.train.batch_size),
@@ -62,12 +65,13 @@ def stats(cfg: RunConfig) -> str:
         lines.append(f"  skipped       {report.summary(split)}")
         budget = d.batch_seconds if split == "train" else 0.0
         sampler = LengthBucketSampler(ds.durations, cfg.train.seed, batch_size, budget, d.pad_lengths,
-                                      sample_rate=d.sample_rate)
+                                      sample_rate=d.sample_rate, frame=encoder.frame_stride)
         ours = [b for step in sampler.epoch_batches(0) for b in step]
         L = sampler.lengths
         size = f"{budget:g} s of audio" if budget else f"{batch_size} utterances"
-        shapes = len({padded_length(int(L[b].max()), sampler.ladder) for b in ours})
-        lines.append(f"  padded        {padded_fraction(ours, L, lambda n: padded_length(n, sampler.ladder)):.2%} "
+        pad = lambda n: padded_length(n, sampler.ladder, encoder.frame_stride)  # noqa: E731
+        shapes = len({pad(int(L[b].max())) for b in ours})
+        lines.append(f"  padded        {padded_fraction(ours, L, pad):.2%} "
                      f"fastctc ({len(ours)} batches of {size}, {shapes} padded lengths) | "
                      f"{padded_fraction(group_by_length_batches(L, batch_size, cfg.train.seed), L):.2%} "
                      f"group_by_length | {padded_fraction(random_batches(len(L), batch_size, cfg.train.seed), L):.2%} "

@@ -1,23 +1,12 @@
-"""Transcript normalisation and the character vocabulary.
-
-The vocabulary is the recipe's (Transformers' run_speech_recognition_ctc.py): the sorted set of
-transcript characters with the space written as the word delimiter `|`, then `[UNK]` and `[PAD]`
-appended. The CTC blank is `[PAD]`, the last id. vocab.json is the format Wav2Vec2CTCTokenizer loads.
-"""
+"""Transcript normalisation (the recipe's); the character vocabulary lives in fastctc/vocab.py."""
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
-from dataclasses import dataclass
-from typing import Collection, Iterable, Sequence
 
 from ..config import RECIPE_CHARS_TO_IGNORE
-
-WORD_DELIMITER = "|"
-UNK = "[UNK]"
-PAD = "[PAD]"
+# the vocabulary, re-exported: the data layer and its tests name it from here
+from ..vocab import PAD, UNK, WORD_DELIMITER, CharVocab, DecoderVocab, ids_to_text  # noqa: F401
 
 
 def normalise(text: str, chars_to_ignore: str = RECIPE_CHARS_TO_IGNORE, lowercase: bool = True) -> str:
@@ -25,71 +14,3 @@ def normalise(text: str, chars_to_ignore: str = RECIPE_CHARS_TO_IGNORE, lowercas
     if chars_to_ignore:
         text = re.sub("[" + re.escape(chars_to_ignore) + "]", "", text)
     return " ".join((text.lower() if lowercase else text).split())
-
-
-def ids_to_text(tokens: Sequence[str], ids: Iterable[int], skip: Collection[int]) -> str:
-    """The one decode: ids in `skip` dropped, `|` back to spaces, whitespace collapsed."""
-    chars = (tokens[i] for i in ids if i not in skip)
-    return " ".join("".join(" " if c == WORD_DELIMITER else c for c in chars).split())
-
-
-class CharVocab:
-    """Characters <-> ids. `blank` (= `[PAD]`) is the CTC blank."""
-
-    def __init__(self, tokens: Sequence[str]):
-        if len(set(tokens)) != len(tokens):
-            raise ValueError("CharVocab: tokens must be unique")
-        for special in (UNK, PAD):
-            if special not in tokens:
-                raise ValueError(f"CharVocab: the vocabulary needs the special token {special}")
-        self.tokens = list(tokens)
-        self.index = {t: i for i, t in enumerate(self.tokens)}
-        self.unk = self.index[UNK]
-        self.blank = self.index[PAD]
-
-    @classmethod
-    def from_transcripts(cls, transcripts: Iterable[str]) -> "CharVocab":
-        chars = sorted({c for text in transcripts for c in text})
-        tokens = [WORD_DELIMITER if c == " " else c for c in chars]
-        return cls([*tokens, UNK, PAD])
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.index.get(WORD_DELIMITER if c == " " else c, self.unk) for c in text]
-
-    def count_unknown(self, text: str) -> int:
-        """How many characters of `text` encode() maps to [UNK]."""
-        return sum((WORD_DELIMITER if c == " " else c) not in self.index for c in text)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Ids to text without CTC grouping (blank dropped, `|` back to spaces)."""
-        return ids_to_text(self.tokens, ids, (self.blank,))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.index, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "CharVocab":
-        index = json.loads(Path(path).read_text(encoding="utf-8"))
-        tokens = sorted(index, key=index.get)
-        if [index[t] for t in tokens] != list(range(len(tokens))):
-            raise ValueError(f"{path}: vocabulary ids must be 0..{len(tokens) - 1} without gaps")
-        return cls(tokens)
-
-
-@dataclass
-class DecoderVocab:
-    """ids -> text for any CTC tokenizer's vocabulary: fastctc's ([UNK], [PAD]) or another's (<pad>, <unk>,
-    <s>, ...). Unlike CharVocab.decode, the tokenizer's special tokens (`specials`) are dropped too."""
-
-    tokens: list[str]  # in id order
-    blank: int
-    specials: frozenset[int]
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return ids_to_text(self.tokens, ids, self.specials | {self.blank})

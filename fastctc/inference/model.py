@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.text import DecoderVocab
+from ..vocab import DecoderVocab
 from ..errors import CheckpointError
 from ..models.hf_io import Pretrained, read_pretrained
 

@@ -70,28 +70,9 @@ class EncoderConfig:
         self.conv_dim, self.conv_kernel, self.conv_stride = (
             tuple(self.conv_dim), tuple(self.conv_kernel), tuple(self.conv_stride)
         )
-        if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride):
-            raise ValueError(
-                f"EncoderConfig: conv_dim, conv_kernel and conv_stride need one entry per conv layer, "
-                f"got {len(self.conv_dim)}, {len(self.conv_kernel)} and {len(self.conv_stride)}"
-            )
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(f"EncoderConfig: model_type must be one of {tuple(MODEL_TYPES)}, got {self.model_type!r}")
-        if self.feat_extract_norm not in _NORMS:
-            raise ValueError(f"EncoderConfig: feat_extract_norm must be one of {_NORMS}, got {self.feat_extract_norm!r}")
-        for name in ("hidden_act", "feat_extract_activation"):
-            if getattr(self, name) not in _ACTIVATIONS:
-                raise ValueError(f"EncoderConfig: {name} must be one of {_ACTIVATIONS}, got {getattr(self, name)!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"EncoderConfig: hidden_size {self.hidden_size} is not divisible by "
-                f"num_attention_heads {self.num_attention_heads}"
-            )
-        if self.hidden_size % self.num_conv_pos_embedding_groups:
-            raise ValueError(
-                f"EncoderConfig: hidden_size {self.hidden_size} is not divisible by "
-                f"num_conv_pos_embedding_groups {self.num_conv_pos_embedding_groups}"
-            )
+        problem = encoder_problem(vars(self))
+        if problem:
+            raise ValueError(f"EncoderConfig: {problem}")
 
     @property
     def frame_stride(self) -> int:
@@ -100,6 +81,58 @@ class EncoderConfig:
         for s in self.conv_stride:
             out *= s
         return out
+
+
+# Fields a fine-tuning run may set over a checkpoint's config.json: they change training, not the
+# network's shape. Every other field is the checkpoint's (an error to set alongside one), and
+# vocab_size / pad_token_id come from the run's vocabulary.
+FINE_TUNING_FIELDS = (
+    "hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout", "layerdrop",
+    "apply_spec_augment", "mask_time_prob", "mask_time_length", "mask_time_min_masks",
+    "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks", "initializer_range",
+)  # fmt: skip
+# Of those, the ones run_speech_recognition_ctc.py always passes (its flags' defaults replace the
+# checkpoint's values): dropouts 0.0, layerdrop 0.0, SpecAugment p=0.05 x 10 (RECIPE.md). fastctc's
+# defaults are these values, so a checkpoint gets them unless the config says otherwise.
+RECIPE_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
+                 "layerdrop", "mask_time_prob", "mask_time_length", "mask_time_min_masks")
+VOCAB_FIELDS = ("vocab_size", "pad_token_id")
+
+_POSITIVE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+             "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "mask_time_length", "mask_feature_length",
+             "num_buckets", "max_bucket_distance", "layer_norm_eps")
+_PROBABILITIES = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
+                  "layerdrop", "mask_time_prob", "mask_feature_prob")
+
+
+def encoder_problem(v: dict, prefix: str = "") -> str | None:
+    """The first thing wrong with EncoderConfig field values `v`, as "KEY: what" with every key named
+    `prefix + field` (the TOML loader passes "model."), or None. The one set of encoder checks."""
+    k = lambda name: prefix + name  # noqa: E731
+    n_conv = (len(v["conv_dim"]), len(v["conv_kernel"]), len(v["conv_stride"]))
+    if not n_conv[0] == n_conv[1] == n_conv[2] > 0:
+        return (f"{k('conv_dim')}: {k('conv_dim')}, conv_kernel and conv_stride need the same number (>0) of "
+                f"entries, one per conv layer, got {n_conv[0]}, {n_conv[1]} and {n_conv[2]}")
+    if not all(x > 0 for x in (*v["conv_dim"], *v["conv_kernel"], *v["conv_stride"])):
+        return f"{k('conv_dim')}: conv sizes, kernels and strides must all be > 0"
+    for name in _POSITIVE:
+        if not v[name] > 0:
+            return f"{k(name)}: must be > 0, got {v[name]}"
+    for name in _PROBABILITIES:
+        if not 0.0 <= v[name] < 1.0:
+            return f"{k(name)}: must be in [0, 1), got {v[name]}"
+    for name in ("mask_time_min_masks", "mask_feature_min_masks", "pad_token_id"):
+        if v[name] is not None and v[name] < 0:  # some config.json files carry pad_token_id null
+            return f"{k(name)}: must be >= 0, got {v[name]}"
+    choices = {"model_type": tuple(MODEL_TYPES), "feat_extract_norm": _NORMS, "hidden_act": _ACTIVATIONS,
+               "feat_extract_activation": _ACTIVATIONS}
+    for name, allowed in choices.items():
+        if v[name] not in allowed:
+            return f"{k(name)}: must be one of {allowed}, got {v[name]!r}"
+    for name in ("num_attention_heads", "num_conv_pos_embedding_groups"):
+        if v["hidden_size"] % v[name]:
+            return f"{k(name)}: must divide {k('hidden_size')} {v['hidden_size']}, got {v[name]}"
+    return None
 
 
 # ---- config.json (Transformers) <-> EncoderConfig -----------------------------------------------

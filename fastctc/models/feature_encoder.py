@@ -40,8 +40,22 @@ class ConvLayer(nn.Module):
         return self.act(x)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        # no padding in the conv: floor((L - k) / s) + 1
-        return torch.div(lengths - self.kernel, self.stride, rounding_mode="floor") + 1
+        return conv_output_length(lengths, self.kernel, self.stride)
+
+
+def conv_output_length(length, kernel: int, stride: int):
+    """Frames a conv without padding makes of `length` samples: floor((L - k) / s) + 1. Ints or integer
+    tensors (`//` floors both); <= 0 means shorter than the kernel."""
+    return (length - kernel) // stride + 1
+
+
+def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
+    """Frames the conv feature encoder of `cfg` makes of `num_samples` (0 when shorter than its
+    receptive field): what the data layer screens and batches by, without building the model."""
+    n = num_samples
+    for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
+        n = conv_output_length(n, k, s)
+    return max(n, 0)
 
 
 class FeatureEncoder(nn.Module):

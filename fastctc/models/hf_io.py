@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..data.text import DecoderVocab
+from ..vocab import DecoderVocab
 from ..errors import CheckpointError
 from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
@@ -218,7 +218,7 @@ class Pretrained:
     """A checkpoint read whole: the model and what feeding and decoding it need."""
 
     model: CTCModel
-    vocab: DecoderVocab | None  # the tokenizer's whole vocabulary, added tokens included; None without vocab.json
+    vocab: DecoderVocab | None  # the tokenizer's whole vocabulary, added tokens included (None: see read_pretrained)
     blank: int  # the CTC blank (config.json's pad_token_id, else the tokenizer's pad token)
     do_normalize: bool  # per-utterance (x - mean) / sqrt(var + 1e-5) before padding
     attention_mask: bool  # fed lengths (True) or padded zeros seen as audio (False)
@@ -286,11 +286,24 @@ def read_vocab(path, blank: int | None = None) -> DecoderVocab | None:
     return DecoderVocab(tokens, int(blank), frozenset(ids[t] for t in names if t in ids))
 
 
+def read_encoder_config(path) -> EncoderConfig:
+    """The EncoderConfig of the checkpoint directory `path` (its config.json)."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{path}: no config.json; expected a Transformers-format checkpoint directory "
+                              "(config.json + model.safetensors)")
+    try:
+        return config_from_hf(_read_json(file), source=str(file))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
+
+
 def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> Pretrained:
     """A Transformers-format CTC checkpoint directory read whole, as save_pretrained writes it.
 
     vocab_size, overrides: as for load_pretrained (a new CTC head; the fine-tuning recipe's knobs).
-    With the checkpoint's own head (vocab_size None), its vocabulary must be the head's width.
+    With the checkpoint's own head (vocab_size None), its vocabulary must be the head's width; with
+    vocab_size (a training run brings its own vocabulary) the tokenizer is not read and vocab is None.
     The checkpoint's own conventions apply: do_normalize from preprocessor_config.json (default true),
     an attention mask as its return_attention_mask says (default: default_attention_mask).
     Every problem raises CheckpointError naming the file.
@@ -302,12 +315,12 @@ def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
                               "(config.json + model.safetensors)")
     pad_token_id = _read_json(config_file).get("pad_token_id")
     preprocessing = read_preprocessing(path)
-    vocab = read_vocab(path, pad_token_id)
+    vocab = read_vocab(path, pad_token_id) if vocab_size is None else None
     try:
         model = load_pretrained(path, vocab_size=vocab_size, overrides=overrides)
     except (KeyError, ValueError, OSError, SafetensorError) as e:
         raise CheckpointError(e.args[0] if e.args else str(e)) from e
-    if vocab is not None and vocab_size is None and len(vocab) != model.config.vocab_size:
+    if vocab is not None and len(vocab) != model.config.vocab_size:
         raise CheckpointError(f"{path}: the tokenizer has {len(vocab)} tokens (vocab.json and its added tokens) "
                               f"but the CTC head {model.config.vocab_size}")
     blank = vocab.blank if vocab is not None else model.config.pad_token_id

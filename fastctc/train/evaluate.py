@@ -23,7 +23,8 @@ def evaluate(model, dataset, vocab: CharVocab, batch_size: int, device: torch.de
     model.eval()
     refs, hyps, loss_sum = [], [], 0.0
     data = data or DataConfig()
-    sampler = LengthBucketSampler(dataset.durations, 0, batch_size, pad_lengths=data.pad_lengths)
+    sampler = LengthBucketSampler(dataset.durations, 0, batch_size, pad_lengths=data.pad_lengths,
+                                  frame=model.config.frame_stride)
     for batch in make_loader(dataset, sampler, vocab, data, pin_memory=device.type == "cuda", split="eval"):
         logits, logit_lengths = model(batch.waveforms.to(device), batch.lengths.to(device) if use_lengths else None)
         loss = ctc_loss(logits, batch.targets.to(device), logit_lengths, batch.target_lengths.to(device),

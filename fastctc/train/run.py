@@ -6,7 +6,6 @@ The loop (loop.py) only reads a Run and advances its `RunState`; nothing it need
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -15,13 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, dump_config
-from ..errors import CheckpointError, ConfigError
+from ..config import RunConfig, dump_config, resolve_encoder
 from ..data.batching import LengthBucketSampler, make_loader
-from ..data.corpora import build_datasets, encoder_frames
+from ..data.corpora import build_datasets
 from ..data.phones import PhoneVocab
 from ..data.text import CharVocab
-from ..models import CTCModel, EncoderConfig, load_pretrained
+from ..errors import CheckpointError, ConfigError
+from ..models import CTCModel, EncoderConfig, default_attention_mask, read_pretrained
+from ..models.config import FINE_TUNING_FIELDS
+from ..models.feature_encoder import frame_count
+from ..models.hf_io import Preprocessing, read_encoder_config, read_preprocessing, read_vocab
 from .checkpoint import find_checkpoint, load_checkpoint
 from .distributed import DistInfo, device_for, init_distributed
 from .optim import build_optimizer, linear_schedule
@@ -99,51 +101,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# ModelConfig keys that shape a from-scratch encoder; the rest are fine-tuning knobs that also
-# override a checkpoint's config.json (dropouts, layerdrop, SpecAugment), as the recipe does.
-_SIZE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
-              "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
-              "num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
-_TRAINING_KEYS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout",
-                  "final_dropout", "layerdrop", "mask_time_prob", "mask_time_length", "mask_time_min_masks")
-
-
-def build_model(cfg: RunConfig, vocab: CharVocab) -> CTCModel:
-    """A pretrained checkpoint with a CTC head for `vocab`, or a from-scratch encoder of the [model] sizes."""
-    m = cfg.model
-    knobs = {k: getattr(m, k) for k in _TRAINING_KEYS}
-    if m.checkpoint:
-        return load_pretrained(m.checkpoint, vocab_size=len(vocab), overrides={**knobs, "pad_token_id": vocab.blank})
-    sizes = {k: getattr(m, k) for k in _SIZE_KEYS}
-    return CTCModel(EncoderConfig(vocab_size=len(vocab), pad_token_id=vocab.blank, **sizes, **knobs))
-
-
-def checkpoint_preprocessor(cfg: RunConfig) -> dict:
-    """The checkpoint's preprocessor_config.json (its feature extractor's settings), or {}."""
-    path = Path(cfg.model.checkpoint) / "preprocessor_config.json" if cfg.model.checkpoint else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"{path}: not valid JSON ({e}); fix or delete it (fastctc then uses the config's values)")
-
-
-def follow_checkpoint_normalisation(cfg: RunConfig, pre: dict, say) -> RunConfig:
-    """The recipe normalises audio as the checkpoint's feature extractor says (do_normalize)."""
-    if "do_normalize" in pre and bool(pre["do_normalize"]) != cfg.data.do_normalize:
-        say(f"fastctc: the checkpoint's preprocessor_config.json says do_normalize={str(pre['do_normalize']).lower()}; "
+def resolve_model(cfg: RunConfig, say) -> tuple[RunConfig, EncoderConfig, Preprocessing]:
+    """Before any data is read: the encoder's one description (the defaults or the checkpoint's
+    config.json, then [model]; see config.resolve_encoder) and the checkpoint's preprocessing, whose
+    do_normalize the run follows as the recipe does."""
+    checkpoint = cfg.model.checkpoint
+    encoder = resolve_encoder(cfg.model, read_encoder_config(checkpoint) if checkpoint else None)
+    pre = read_preprocessing(checkpoint) if checkpoint else Preprocessing()
+    if pre.do_normalize is not None and pre.do_normalize != cfg.data.do_normalize:
+        say(f"fastctc: the checkpoint's preprocessor_config.json says do_normalize={str(pre.do_normalize).lower()}; "
             f"using it instead of data.do_normalize={str(cfg.data.do_normalize).lower()}")
-        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, do_normalize=bool(pre["do_normalize"])))
-    return cfg
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, do_normalize=pre.do_normalize))
+    return cfg, encoder, pre
 
 
-def uses_attention_mask(cfg: RunConfig, model: CTCModel, pre: dict) -> bool:
+def build_model(cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab) -> CTCModel:
+    """The checkpoint's weights (a fresh CTC head unless its own fits `vocab`), or a from-scratch encoder."""
+    if cfg.model.checkpoint:
+        tuned = {k: getattr(encoder, k) for k in FINE_TUNING_FIELDS}
+        return read_pretrained(cfg.model.checkpoint, vocab_size=len(vocab),
+                               overrides={**tuned, "pad_token_id": vocab.blank}).model
+    return CTCModel(dataclasses.replace(encoder, vocab_size=len(vocab), pad_token_id=vocab.blank))
+
+
+def uses_attention_mask(cfg: RunConfig, encoder: EncoderConfig, pre: Preprocessing) -> bool:
     if cfg.model.attention_mask != "auto":
         return cfg.model.attention_mask == "on"
-    if "return_attention_mask" in pre:  # the checkpoint's feature extractor decides, as in the recipe
-        return bool(pre["return_attention_mask"])
-    return model.config.feat_extract_norm == "layer"  # what the released checkpoints' preprocessors say
+    if pre.return_attention_mask is not None:  # the checkpoint's feature extractor decides, as in the recipe
+        return pre.return_attention_mask
+    return default_attention_mask(encoder)
 
 
 def run_vocabulary(cfg: RunConfig, texts: list[str], say) -> CharVocab:
@@ -152,17 +138,18 @@ def run_vocabulary(cfg: RunConfig, texts: list[str], say) -> CharVocab:
     if cfg.data.targets == "phones":
         return PhoneVocab.for_set(cfg.data.phone_set)
     vocab = CharVocab.from_transcripts(texts)
-    checkpoint_vocab = Path(cfg.model.checkpoint) / "vocab.json" if cfg.model.checkpoint else None
-    if checkpoint_vocab is not None and checkpoint_vocab.is_file():
-        try:  # a checkpoint fine-tuned by fastctc keeps the ids its head was trained on
-            vocab = CharVocab.load(checkpoint_vocab)
+    if cfg.model.checkpoint:
+        try:  # a checkpoint fine-tuned by fastctc (or the recipe) keeps the ids its head was trained on
+            theirs = read_vocab(cfg.model.checkpoint)
+            vocab = CharVocab(theirs.tokens) if theirs is not None else vocab
         except ValueError as e:  # another tokenizer's vocabulary: build ours, the head must then be fresh
-            say(f"fastctc: not reusing {checkpoint_vocab} ({e}); vocabulary built from the transcripts")
+            say(f"fastctc: not reusing {cfg.model.checkpoint}'s vocabulary ({e}); vocabulary built from the transcripts")
     return vocab
 
 
-def prepare_model(cfg: RunConfig, vocab: CharVocab, device: torch.device, dist: DistInfo) -> CTCModel:
-    model = build_model(cfg, vocab).to(device)
+def prepare_model(cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab, device: torch.device,
+                  dist: DistInfo) -> CTCModel:
+    model = build_model(cfg, encoder, vocab).to(device)
     if dist.enabled:  # same initial weights everywhere; then each rank draws its own dropout and masks
         torch.manual_seed(cfg.train.seed + dist.rank)
     if cfg.model.freeze_feature_encoder:
@@ -181,7 +168,7 @@ def wrap_model(cfg: RunConfig, model: CTCModel, dist: DistInfo, device: torch.de
     if dist.enabled:
         step_model = ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.model.layerdrop > 0)  # a dropped layer leaves its parameters unused
+            find_unused_parameters=model.config.layerdrop > 0)  # a dropped layer leaves its parameters unused
     compiled = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
     if compiled:  # compiling the DDP module lets dynamo split graphs at gradient-bucket boundaries
         step_model = torch.compile(step_model)
@@ -194,8 +181,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     clock = Clock(start=time.time())
     dist = init_distributed(cfg.train.device)
     say = print if dist.is_main else (lambda *a, **k: None)
-    preprocessor = checkpoint_preprocessor(cfg)
-    cfg = follow_checkpoint_normalisation(cfg, preprocessor, say)
+    cfg, encoder, preprocessing = resolve_model(cfg, say)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.toml").write_text(dump_config(cfg))
@@ -206,14 +192,12 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     seed_everything(cfg.train.seed)
 
     say(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
-    # frames per utterance screen out audio too short for its transcript; the [model] conv stack
-    # (its defaults are every card's) stands in for a checkpoint's
+    # the encoder's frames per utterance screen out audio too short for its transcript
     train_ds, eval_ds, data_report = build_datasets(
-        cfg.data, cfg.train.seed, lambda n: encoder_frames(n, cfg.model.conv_kernel, cfg.model.conv_stride),
-        verbose=dist.is_main)
+        cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder), verbose=dist.is_main)
     vocab = run_vocabulary(cfg, train_ds.texts + eval_ds.texts, say)  # train + eval, as the recipe
-    model = prepare_model(cfg, vocab, device, dist)
-    use_mask = uses_attention_mask(cfg, model, preprocessor)
+    model = prepare_model(cfg, encoder, vocab, device, dist)
+    use_mask = uses_attention_mask(cfg, encoder, preprocessing)
     say(f"fastctc: {len(train_ds)} train ({sum(train_ds.durations) / 3600:.2f} h) / {len(eval_ds)} eval utterances, "
         f"vocab {len(vocab)}, model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
         f"device {device} x {dist.world_size}, precision {precision.name}, attention mask {'on' if use_mask else 'off'} "
@@ -221,7 +205,8 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
 
     accum = cfg.train.grad_accum
     sampler = LengthBucketSampler(train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
-                                  cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size, accum=accum)
+                                  cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size, accum=accum,
+                                  frame=encoder.frame_stride)
     loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
     loader.keep_empty = dist.enabled  # the step stands in for a rank's empty batch (steps.py)
     steps_per_epoch = len(sampler) // accum
