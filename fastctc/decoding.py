@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .data.text import CharVocab
+from .vocab import CharVocab
 
 
 def greedy_ids(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
