@@ -5,6 +5,9 @@
   encoder  native encoder vs transformers, forward and forward+backward, eager and compiled
   step     a whole fastctc training step vs the Trainer-equivalent step, with peak memory
   data     padded fraction vs group_by_length and random batching; loader real-time factor
+  cost     no timing: FLOPs and bytes of each model card's step, the H100 floor, predicted run times
+  gpu      the one command for a GPU hour: CUDA tests, every benchmark in bf16, a short training run;
+           one markdown report and one JSON file
   recipe   the Transformers recipe's Trainer vs fastctc train, end to end from one checkpoint: time to its WER
 
 Each prints a table of medians with p20/p80 spread, measures the alternative in the same run in

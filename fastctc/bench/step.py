@@ -4,6 +4,8 @@ with the batch already in memory.
     fastctc bench step                                   # CPU: wav2vec2-base layout at base width, fp32
     fastctc bench step --families wav2vec2-base wavlm-large --batch 4 --seconds 1.5
     fastctc bench step --size card --precision bf16      # the cards' sizes on a GPU
+    fastctc bench step --model-cost                      # no timing: FLOPs, bytes and the predicted H100
+                                                         # time of every card (fastctc bench cost)
 
 Providers, same weights, same batch, same precision, timed side by side in alternating order:
   fastctc           CTCModel forward under fastctc's autocast, fastctc.kernels.ctc_loss (the fused
@@ -134,7 +136,15 @@ def main(argv: list[str] | None = None) -> dict:
                     help="audio per row (default: the card's at card size, else 1.5)")
     ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16" if cuda else "fp32")
     add_run_args(ap, "timed steps per provider")
-    args = ap.parse_args(argv)
+    ap.add_argument("--model-cost", action="store_true",
+                    help="time nothing: print the cost model of every card's step (fastctc bench cost) and exit")
+    args, rest = ap.parse_known_args(argv)
+    if args.model_cost:
+        from . import cost
+
+        return cost.main(rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     device = setup_device(args)
 
     report = {"bench": "step", **environment(device), "size": args.size, "precision": args.precision,

@@ -7,12 +7,32 @@ allocator warming up) over every provider instead of charging it to whichever ru
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import statistics
+import sys
 import time
 from typing import Callable
 
 import torch
+
+
+@contextlib.contextmanager
+def profiler_quiet():
+    """Send file descriptor 2 to /dev/null while torch.profiler starts and stops: its native side
+    (kineto) writes `USDT:... profiler_start` / `profiler_stop` lines there, which would land in
+    the middle of a benchmark's table. Python's own stderr is flushed first and restored after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def sync(device: torch.device | str) -> None:
@@ -83,7 +103,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device | str) -> floa
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with profiler_quiet(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     try:
         from torch._C._profiler import _EventType
@@ -136,7 +156,7 @@ def profile_table(fn: Callable[[], object], device: torch.device | str, rows: in
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with profiler_quiet(), profile(activities=activities) as prof:
         fn()
         sync(device)
     key = "self_cuda_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
