@@ -20,7 +20,7 @@ import tempfile
 
 import torch
 
-from ..models import CTCModel, load_pretrained
+from ..models import CTCModel, default_attention_mask, load_pretrained
 
 VOCAB = 32  # the cards' character vocabularies are 30-32 tokens
 
@@ -87,7 +87,7 @@ def build_pair(family: str, size: str, seed: int = 0) -> tuple[torch.nn.Module, 
 
 def uses_attention_mask(model: CTCModel) -> bool:
     """The checkpoints' convention: only layer-norm feature encoders get an attention mask."""
-    return model.config.feat_extract_norm == "layer"
+    return default_attention_mask(model.config)
 
 
 def audio_batch(batch: int, seconds: float, seed: int = 0, sample_rate: int = 16_000):
