@@ -114,7 +114,8 @@ def align_logits(logits: torch.Tensor, text: str, tokens: list[str], blank: int,
         if c == " ":
             continue  # the delimiter's frames belong to no word
         k = i if has_delimiter else i - text[:i].count(" ")  # target index of text[i]
-        seg = Segment(c, round(first[k] * frame_s, 6), round((last[k] + 1) * frame_s, 6), float(sums[k] / counts[k]))
+        seg = Segment(c, float(round(first[k] * frame_s, 6)), float(round((last[k] + 1) * frame_s, 6)),
+                      float(sums[k] / counts[k]))
         chars.append(seg)
         word.append((seg, k))
         if i + 1 == len(text) or text[i + 1] == " ":
