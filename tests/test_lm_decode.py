@@ -2,6 +2,7 @@
 errors a confused posterior stream makes. Skipped when the `[lm]` extra (flashlight-text) is absent."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +208,19 @@ def test_cli_missing_lm_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"fastctc eval: language model file not found: {tmp_path / 'missing.arpa'} " \
                   "(pass an ARPA or KenLM binary file to --lm)"
+
+
+def test_kenlm_binary_with_a_word_list_decodes_as_its_arpa(arpa, tmp_path):
+    # tests/lm_words_bigram.klm: KenLM's build_binary (kenlm 0.3.0 sources) run on ARPA above
+    words = tmp_path / "words.txt"
+    words.write_text("cat\ncot\ndog\ngod\n")
+    binary = Path(__file__).parent / "lm_words_bigram.klm"
+    lp = confusing_stream([
+        [[("c", 0.95)], [("o", 0.55), ("a", 0.45)], [("t", 0.95)]],
+        [[("g", 0.55), ("d", 0.45)], [("o", 0.95)], [("d", 0.55), ("g", 0.45)]],
+    ])  # fmt: skip
+    n = torch.tensor([lp.shape[1]])
+    options = BeamOptions(beam=20, lm_weight=1.0)
+    from_binary = BeamDecoder(TOKENS, BLANK, lm=binary, lexicon=words, options=options).decode_log_probs(lp, n)
+    assert from_binary == BeamDecoder(TOKENS, BLANK, lm=arpa, options=options).decode_log_probs(lp, n)
+    assert text(from_binary[0]) == "cat dog"
