@@ -114,3 +114,23 @@ def test_cli_eval_report_totals_equal_the_greedy_eval(tmp_path, capsys):
     assert jiwer.wer([r["ref"] for r in rows], [r["hyp"] for r in rows]) == pytest.approx(summary["wer"], abs=1e-12)
     pra = (tmp_path / "rep" / "alignment.pra").read_text()
     assert pra.count("id: (") == 4 and pra.count("REF:") == 4
+
+
+def test_training_final_evaluation_writes_the_report(tmp_path):
+    from pathlib import Path
+
+    from fastctc.config import load_config
+    from fastctc.train.loop import train
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
+    tiny = ["model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64",
+            "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
+            "train.threads=1", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
+            "optim.warmup_steps=2", "data.synthetic_train_size=8", "data.synthetic_eval_size=4",
+            "train.batch_size=4", "train.max_steps=1"]  # fmt: skip
+    train(load_config(demo, tiny), tmp_path / "run")
+    final = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final = [e for e in final if e.get("event") == "eval" and e.get("final")][-1]
+    summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+    assert summary["utterances"] == 4 and summary["wer"] == final["wer"] and summary["cer"] == final["cer"]
+    assert (tmp_path / "run" / "report" / "alignment.pra").read_text().count("id: (") == 4

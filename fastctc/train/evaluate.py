@@ -16,12 +16,13 @@ from ..metrics import cer, per, wer
 
 @torch.no_grad()
 def evaluate(model, dataset, vocab: CharVocab, batch_size: int, device: torch.device, use_lengths: bool = True,
-             data: DataConfig | None = None) -> dict:
+             data: DataConfig | None = None, report_dir=None) -> dict:
     """`dataset` as build_datasets gives it; `data` sets its loading (workers, do_normalize) and, for
-    phone targets, adds "per": PER after folding to data.score_phone_set (wer is over unfolded phones)."""
+    phone targets, adds "per": PER after folding to data.score_phone_set (wer is over unfolded phones).
+    report_dir: also write the per-utterance error report there (fastctc.inference.report)."""
     was_training = model.training
     model.eval()
-    refs, hyps, loss_sum = [], [], 0.0
+    ids, refs, hyps, loss_sum = [], [], [], 0.0
     data = data or DataConfig()
     sampler = LengthBucketSampler(dataset.durations, 0, batch_size, pad_lengths=data.pad_lengths,
                                   frame=model.config.frame_stride)
@@ -30,9 +31,14 @@ def evaluate(model, dataset, vocab: CharVocab, batch_size: int, device: torch.de
         loss = ctc_loss(logits, batch.targets.to(device), logit_lengths, batch.target_lengths.to(device),
                         blank=vocab.blank, reduction="mean")
         loss_sum += float(loss) * len(batch.texts)
+        ids += batch.ids
         refs += batch.texts
         hyps += greedy_decode(logits, logit_lengths, vocab)
     model.train(was_training)
+    if report_dir is not None:
+        from ..inference.report import write_report
+
+        write_report(report_dir, ids, refs, hyps)
     fold = score_fold(data)
     return {
         "loss": loss_sum / max(1, len(refs)),  # reduction="mean" averaged over utterances
