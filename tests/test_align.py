@@ -137,3 +137,17 @@ def test_vocabulary_without_word_delimiter_aligns_words_back_to_back():
     assert encode_transcript("ab bn", tokens) == ("ab bn", [0, 1, 1, 2])
     al = align_logits(x, "ab bn", tokens, 4, 0.02)
     assert [(w.text, w.start, w.end) for w in al.words] == [("ab", 0.02, 0.08), ("bn", 0.10, 0.14)]
+
+
+def test_cli_align_a_transformers_checkpoint_with_an_upper_case_vocabulary(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from tiny_inference_model import save_transformers_checkpoint, write_corpus
+
+    from fastctc.cli import main
+
+    model = save_transformers_checkpoint(tmp_path / "hf")
+    _, utts = write_corpus(tmp_path / "corpus", n=1)
+    assert main(["align", str(model), str(tmp_path / "corpus" / "u0.wav"), utts[0].text]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["transcript"] == utts[0].text.upper()
+    assert [w["text"] for w in doc["words"]] == utts[0].text.upper().split()

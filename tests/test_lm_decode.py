@@ -224,3 +224,17 @@ def test_kenlm_binary_with_a_word_list_decodes_as_its_arpa(arpa, tmp_path):
     from_binary = BeamDecoder(TOKENS, BLANK, lm=binary, lexicon=words, options=options).decode_log_probs(lp, n)
     assert from_binary == BeamDecoder(TOKENS, BLANK, lm=arpa, options=options).decode_log_probs(lp, n)
     assert text(from_binary[0]) == "cat dog"
+
+
+def test_cli_transcribe_with_lm_on_a_transformers_checkpoint(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from tiny_inference_model import save_transformers_checkpoint, write_corpus
+
+    from fastctc.cli import main
+
+    model = save_transformers_checkpoint(tmp_path / "hf")
+    _, utts = write_corpus(tmp_path / "corpus", n=2)
+    arpa = corpus_arpa(tmp_path / "lm.arpa", [u.text for u in utts])  # lower-case LM, upper-case model
+    assert main(["transcribe", str(model), str(tmp_path / "corpus" / "u0.wav"), "--lm", str(arpa)]) == 0
+    hyp = capsys.readouterr().out.split("\t")[1].split()
+    assert hyp and set(hyp) <= {w.upper() for u in utts for w in u.text.split()}

@@ -47,3 +47,22 @@ def long_recording(path, n: int = 8, seed: int = 3) -> np.ndarray:
     audio = np.concatenate([make_utterance(seed, "train", i).audio for i in range(n)])
     sf.write(path, audio, 16_000, subtype="FLOAT")
     return audio
+
+
+def save_transformers_checkpoint(path, seed: int = 0):
+    """A checkpoint as transformers saves a 960h-style model: vocab <pad> <s> </s> <unk> | A..Z (upper
+    case, blank = <pad> = 0), group-norm features without attention mask."""
+    import transformers
+    from hf_checkpoints import tiny_ctc_model
+
+    index = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
+    index.update({c: 5 + i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ")})
+    path.mkdir(parents=True)
+    (path / "vocab_in.json").write_text(json.dumps(index))
+    tok = transformers.Wav2Vec2CTCTokenizer(str(path / "vocab_in.json"))
+    (path / "vocab_in.json").unlink()
+    hf = tiny_ctc_model("wav2vec2-base", seed=seed, vocab_size=len(index), pad_token_id=0)
+    hf.save_pretrained(path)
+    tok.save_pretrained(path)
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(path)
+    return path
