@@ -81,8 +81,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         except Exception:  # unreadable: the reader below reports it
             return False
 
-    def progress(path, done, total):
-        print(f"fastctc transcribe: {path}: {done}/{total} chunks", file=sys.stderr, flush=True)
+    def progress(path, done, total):  # only for files long enough to need several chunks
+        if total > 1:
+            print(f"fastctc transcribe: {path}: {done}/{total} chunks", file=sys.stderr, flush=True)
 
     if decoder is not None or any(is_long(p) for p in args.audio):  # file by file, long ones in chunks
         results = transcribe_long(lm, args.audio, device, args.chunk_s, args.stride_s, decoder, progress)

@@ -110,8 +110,8 @@ class BeamDecoder:
     """Beam search over a batch of CTC logits, with or without a word n-gram LM.
 
     tokens: the model's vocabulary in id order (vocab.json), with `|` as the word delimiter.
-    blank: the CTC blank id. skip: ids never emitted as text (<s>, </s>, [UNK]); their frames count
-    as the blank's would not, so they are left to the search but dropped from the text.
+    blank: the CTC blank id. skip: ids dropped from the returned labels (<s>, </s>, [UNK]), as greedy
+    decoding drops them; the search itself may still pass through them.
     """
 
     def __init__(
