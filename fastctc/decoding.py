@@ -9,7 +9,10 @@ from .vocab import CharVocab
 
 def greedy_ids(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
     """logits (B, T, V), lengths (B,) -> one list of label ids per row."""
-    best = logits.argmax(-1).cpu()  # (B, T)
+    best = logits.argmax(-1)  # (B, T)
+    # ids and lengths come to the host in one transfer (each transfer waits for the device)
+    packed = torch.cat([best, torch.as_tensor(lengths, device=best.device).to(best.dtype)[:, None]], 1).cpu()
+    best, lengths = packed[:, :-1], packed[:, -1]
     out = []
     for row, n in zip(best, lengths.tolist()):
         row = row[:n]

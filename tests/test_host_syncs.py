@@ -4,6 +4,8 @@ evaluation and data hand-off (the goal: zero syncs on a step that does not log, 
 Each case says what a CUDA run would do; the checker emulates it on CPU (fastctc.devtools.host_syncs).
 """
 
+import math
+
 import pytest
 import torch
 
@@ -130,3 +132,85 @@ def test_host_tensors_inside_the_region_are_listed_apart():
     assert [e.kind.split(" (")[0] for e in c.host_tensors] == ["tensor made on the host", "host tensor"], c.host_tensors
     c = syncs_of(lambda: x + torch.arange(8, device=x.device))
     assert c.count() == 0 and not c.host_tensors
+
+
+# ---- fastctc's own step, evaluation and hand-off -----------------------------------------------------
+
+import dataclasses  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from fastctc.config import load_config  # noqa: E402
+from fastctc.train.precision import Precision  # noqa: E402
+from fastctc.train.progress import Window  # noqa: E402
+from fastctc.train.run import prepare_run  # noqa: E402
+from fastctc.train.steps import forward_backward, optimizer_step, steps  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
+# a tiny encoder with every source of syncs on: SpecAugment, layerdrop, padding (synthetic utterances of
+# different lengths, attention mask on), gradient accumulation, clipping, the non-finite check
+STEP = ["model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64", "model.num_hidden_layers=3",
+        "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
+        "model.mask_time_prob=0.2", "model.mask_time_length=2", "model.layerdrop=0.3", "model.hidden_dropout=0.1",
+        "data.synthetic_train_size=16", "data.synthetic_eval_size=6", "train.batch_size=4", "train.grad_accum=2",
+        "train.eval_batch_size=3", "train.threads=1", "train.log_every=1", "train.eval_every=0",
+        "train.checkpoint_every=0", "train.compile=off", "train.device=cpu"]  # fmt: skip
+
+
+def prepared_run(tmp_path, precision: str):
+    cfg = load_config(DEMO, STEP + [f"train.precision={'fp32' if precision == 'fp16' else precision}"])
+    run = prepare_run(cfg, tmp_path / precision)
+    if precision == "fp16":  # emulated on CPU: fp16 autocast and an enabled GradScaler (fastctc allows it on CUDA)
+        run = dataclasses.replace(run, precision=Precision("fp16", "cpu"), scaler=torch.amp.GradScaler("cpu"))
+    return run
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_training_step_syncs_zero_times_and_a_logging_step_once(tmp_path, precision):
+    run = prepared_run(tmp_path, precision)
+    assert run.model.config.layerdrop > 0 and run.model.config.mask_time_prob > 0 and run.use_mask
+    run.model.train()
+    window = Window(t0=0.0)
+    for i, micro_batches in zip(range(2), steps(run)):  # the first step creates the optimizer state
+        assert len({b.waveforms.shape[1] for b in micro_batches} | {int(b.lengths.min()) for b in micro_batches}) > 1
+        with HostSyncChecker() as syncs:
+            syncs.host(*micro_batches)  # the loader's batches are host tensors
+            loss_sum = forward_backward(run, micro_batches)
+            grad_norm, skipped = optimizer_step(run)
+            run.state.step += 1
+            window.add(run.state.step, loss_sum, len(micro_batches), sum(len(b.texts) for b in micro_batches),
+                       sum(float(b.lengths.sum()) for b in micro_batches) / 16000, grad_norm, skipped)
+        assert_no_host_syncs(syncs, 0, f"{precision} step {i + 1}")
+    with HostSyncChecker() as syncs:
+        loss, norm, skipped_steps = window.fetch()  # what the progress line reads
+    assert_no_host_syncs(syncs, 1, f"{precision} logging step")
+    assert syncs.count() == 1 and math.isfinite(loss)
+    if precision != "fp16":  # fp16: GradScaler's first scale (2^16) may overflow, and that step is skipped
+        assert math.isfinite(norm) and skipped_steps == []
+    assert set(skipped_steps) <= {1, 2}
+
+
+def test_a_non_finite_step_is_skipped_on_the_device_without_a_sync(tmp_path):
+    run = prepared_run(tmp_path, "fp32")
+    micro_batches = next(iter(steps(run)))
+    with HostSyncChecker() as syncs:
+        syncs.host(*micro_batches)
+        forward_backward(run, micro_batches)
+        before = [p.detach().clone() for p in run.model.parameters()]
+        next(p for p in run.model.parameters() if p.grad is not None).grad[0] = float("nan")
+        grad_norm, skipped = optimizer_step(run)
+    assert_no_host_syncs(syncs, 0, "non-finite step")
+    assert bool(skipped)
+    assert all(torch.equal(a, b) for a, b in zip(before, run.model.parameters()))
+
+
+def test_evaluation_fetches_once_per_batch(tmp_path):
+    from fastctc.train.evaluate import evaluate
+
+    run = prepared_run(tmp_path, "fp32")
+    batches = -(-len(run.eval_ds) // run.cfg.train.eval_batch_size)
+    with HostSyncChecker() as syncs:
+        result = evaluate(run.model, run.eval_ds, run.vocab, run.cfg.train.eval_batch_size, run.device,
+                          use_lengths=run.use_mask, data=run.cfg.data)  # fmt: skip
+    assert math.isfinite(result["loss"])
+    # one transfer per batch (its decoded ids and lengths) and one for the loss at the end
+    assert_no_host_syncs(syncs, batches + 1, f"evaluation of {batches} batches")

@@ -85,7 +85,8 @@ class HostSync:
 
 def _user_stack(limit: int = 8) -> list[str]:
     frames = [f for f in traceback.extract_stack()[:-3]
-              if not f.filename.startswith((_HERE, _TORCH)) and "/contextlib.py" not in f.filename]  # fmt: skip
+              if not f.filename.startswith((_HERE, _TORCH))
+              and not any(s in f.filename for s in ("/contextlib.py", "/_pytest/", "/pluggy/", "<frozen"))]  # fmt: skip
     return [f"{f.filename}:{f.lineno} in {f.name}: {f.line}" for f in frames[-limit:]]
 
 
@@ -125,7 +126,9 @@ class HostSyncChecker:
     # -- what lives where ------------------------------------------------------------------------
     def host(self, *tensors) -> None:
         """Declare tensors (or structures of them, e.g. a dataclass's fields) to live on the host."""
-        for t in _tensors([dataclasses.astuple(x) if dataclasses.is_dataclass(x) else x for x in tensors]):
+        fields = [[getattr(x, f.name) for f in dataclasses.fields(x)] if dataclasses.is_dataclass(x) else x
+                  for x in tensors]  # fmt: skip
+        for t in _tensors(fields):
             self._host[t] = True
 
     def on_device(self, t: torch.Tensor) -> bool:
