@@ -349,6 +349,17 @@ def test_fastctc_eval_reports_per_on_the_scoring_set(tmp_path, capsys):
     assert all(hyps) and all(" " in h for h in hyps)  # a random model still says several phones
     assert result["per"] == pytest.approx(jiwer_per(refs, hyps, 39), abs=1e-12)
 
+    # --report: the per-utterance report on the 39-set phones, whose corpus rate is the PER
+    assert main(["eval", str(tmp_path / "model"), "--data", str(tmp_path / "phones.toml"), "--device", "cpu",
+                 "--report", str(tmp_path / "report")]) == 0
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert reported["per"] == pytest.approx(result["per"]) and summary["wer"] == pytest.approx(result["per"])
+    rows = [json.loads(line) for line in (tmp_path / "report" / "utterances.jsonl").read_text().splitlines()]
+    assert {r["ref"] for r in rows} == {"sil ih ih ah ah sil", "sil aa aa sil", "sil s sil"}
+    assert main(["eval", str(tmp_path / "model"), "--data", str(tmp_path / "phones.toml"), "--beam", "4"]) == 2
+    assert "phone targets" in capsys.readouterr().err
+
 
 def test_training_on_phones_reports_per_and_exports_the_phone_vocabulary(tmp_path):
     """A few steps of a tiny model on phone targets: 49 outputs, eval events carry PER (equal to jiwer's
@@ -375,3 +386,5 @@ def test_training_on_phones_reports_per_and_exports_the_phone_vocabulary(tmp_pat
     assert result["per"] == pytest.approx(jiwer_per(refs, hyps, 39), abs=1e-12)
     assert PhoneVocab.load(tmp_path / "run" / "model" / "vocab.json").tokens == PhoneVocab.for_set(48).tokens
     assert (tmp_path / "run" / "best" / "config.json").is_file()
+    summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+    assert summary["wer"] == pytest.approx(result["per"], abs=1e-12)  # the report scores the 39-set phones
