@@ -5,9 +5,14 @@ Each case says what a CUDA run would do; the checker emulates it on CPU (fastctc
 """
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
+
+import fastctc.kernels as K
 
 from fastctc.devtools.host_syncs import HostSyncChecker, assert_no_host_syncs
 
@@ -214,3 +219,24 @@ def test_evaluation_fetches_once_per_batch(tmp_path):
     assert math.isfinite(result["loss"])
     # one transfer per batch (its decoded ids and lengths) and one for the loss at the end
     assert_no_host_syncs(syncs, batches + 1, f"evaluation of {batches} batches")
+
+
+@pytest.mark.skipif(not K.TRITON_INTERPRETED or K.ctc_loss_triton is None,
+                    reason="needs TRITON_INTERPRET=1 at import; run by test_the_fused_ctc_step_in_a_subprocess")
+def test_fused_ctc_step_syncs_zero_times(tmp_path):
+    """The step with the fused Triton CTC (interpreted here; the launcher's host code is what counts)."""
+    run = prepared_run(tmp_path, "fp32")
+    micro_batches = next(iter(steps(run)))
+    with HostSyncChecker() as syncs:
+        syncs.host(*micro_batches)
+        forward_backward(run, micro_batches)
+        optimizer_step(run)
+    assert_no_host_syncs(syncs, 0, "fused CTC step")
+
+
+@pytest.mark.skipif(K.TRITON_INTERPRETED or K.ctc_loss_triton is None, reason="needs triton; runs the interpreted test")
+def test_the_fused_ctc_step_in_a_subprocess():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", "test_fused_ctc_step_syncs_zero_times"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
