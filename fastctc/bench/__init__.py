@@ -14,4 +14,4 @@ Each prints a table of medians with p20/p80 spread, measures the alternative in 
 alternating order, and ends with one JSON line. encoder and step need transformers (the reference).
 """
 
-BENCHMARKS = ("ctc", "encoder", "step", "data", "recipe")
+BENCHMARKS = ("ctc", "encoder", "step", "data", "recipe", "cost", "gpu")
