@@ -36,7 +36,10 @@ class ConvLayer(nn.Module):
         if self.norm == "group":
             x = self.layer_norm(x)
         elif self.norm == "layer":
-            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+            # back to (B, C, T) memory before the activation: the next conv needs that layout anyway, and
+            # GELU's backward on a transposed input with a contiguous incoming gradient takes a strided
+            # path ~10x slower (CPU, measured) than on two tensors of one layout
+            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2).contiguous()
         return self.act(x)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
