@@ -42,10 +42,14 @@ MAPPING: dict[str, str] = {
     "model.mask_time_prob": "config.mask_time_prob",
     "model.mask_time_length": "config.mask_time_length",
     "model.mask_time_min_masks": "not a script flag: the checkpoint's config.json value (warned when CONFIG differs)",
+    "model.mask_feature_prob": "config.mask_feature_prob",
+    "model.mask_feature_length": "config.mask_feature_length",
+    "model.mask_feature_min_masks, model.apply_spec_augment": "not script flags: the checkpoint's config.json values",
+    "model.initializer_range": "not a script flag: the checkpoint's config.json value (the new head's init)",
     "model.freeze_feature_encoder": "model.freeze_feature_encoder() when true",
     "model.gradient_checkpointing": "args.gradient_checkpointing",
     "model.attention_mask": "the checkpoint feature extractor's return_attention_mask (auto only)",
-    "model.<sizes>": "ignored by both sides when model.checkpoint is set (the checkpoint's config.json)",
+    "model.<sizes>": "the checkpoint's config.json on both sides (fastctc refuses size keys beside a checkpoint)",
     "data.corpus/root/train/eval": "the utterances fastctc's reader lists (the script reads a datasets split)",
     "data.chars_to_ignore, data.lowercase": "the transcripts as fastctc normalises them, + ' ' (remove_special_characters)",
     "data.max_duration_s": "max_duration_in_seconds (the length filter after prepare_dataset)",
@@ -60,7 +64,7 @@ MAPPING: dict[str, str] = {
     "optim.warmup_steps": "args.warmup_steps (args.lr_scheduler_type = linear)",
     "optim.max_grad_norm": "args.max_grad_norm",
     "train.epochs": "args.num_train_epochs",
-    "train.max_steps": "args.max_steps when > 0",
+    "train.max_steps": "args.max_steps when > 0 (the Trainer then ignores epochs; fastctc stops at whichever ends first)",
     "train.batch_size": "args.per_device_train_batch_size",
     "train.eval_batch_size": "args.per_device_eval_batch_size",
     "train.grad_accum": "args.gradient_accumulation_steps",
@@ -77,7 +81,7 @@ MAPPING: dict[str, str] = {
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
 REFERENCE_FIXED = ("args.train_sampling_strategy = group_by_length, args.length_column_name = input_length, "
                    "args.optim = adamw_torch_fused, config.ctc_loss_reduction = mean, config.ctc_zero_infinity = false, "
-                   "config.mask_feature_prob = 0, vocabulary from train + eval transcripts with <s>/</s> added, "
+                   "vocabulary from train + eval transcripts with <s>/</s> added, "
                    "args.report_to = none, args.disable_tqdm = true")
 
 SIDES = ("reference", "fastctc")
@@ -346,7 +350,7 @@ def _warn_min_masks(cfg, say) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastctc bench recipe", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="examples:\n  fastctc bench recipe configs/mini-fsdd-scratch.toml --make-checkpoint\n"
+                                epilog="examples:\n  fastctc bench recipe configs/mini-fsdd-scratch.toml --make-checkpoint --sizes configs/tiny-scratch.toml\n"
                                        "  fastctc bench recipe configs/mini-fsdd-scratch.toml --seeds 42,43,44 --plot recipe.png\n"
                                        "  fastctc bench recipe configs/wav2vec2-base-timit.toml --set model.checkpoint=/ckpt/wav2vec2-base "
                                        "--set data.root=/data/TIMIT --device cuda\n"
@@ -361,8 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="draw both sides' loss curves and WER points in one PNG")
     p.add_argument("--show-mapping", action="store_true", help="print how each CONFIG key reaches the reference and exit")
     p.add_argument("--make-checkpoint", nargs="?", const="", default=None, metavar="DIR",
-                   help="write a random-init Transformers wav2vec2 checkpoint at CONFIG's [model] sizes to DIR and exit; "
-                        "without DIR, write model.checkpoint when it does not exist yet, then run")
+                   help="write a random-init Transformers wav2vec2 checkpoint at the --sizes config's [model] sizes to DIR "
+                        "and exit; without DIR, write CONFIG's model.checkpoint when it does not exist yet, then run")
+    p.add_argument("--sizes", metavar="TOML", help="a from-scratch config whose [model] sizes --make-checkpoint uses "
+                                                  "(e.g. configs/tiny-scratch.toml)")
     p.add_argument("--seed", type=int, default=0, help="the initialisation seed of --make-checkpoint (default 0)")
     return p
 
@@ -373,29 +379,35 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.show_mapping:
         show_mapping(say)
         return None
-    if not args.config:
+    if not args.config and not args.make_checkpoint:
         raise SystemExit("fastctc bench recipe: name a CONFIG (a fastctc TOML file), or --show-mapping")
     from ..config import ConfigError, load_config
     from .recipe_checkpoint import write_checkpoint
 
-    try:
-        sizes = load_config(args.config, args.set + ["model.checkpoint="]).model
-    except ConfigError as e:
-        raise SystemExit(f"fastctc bench recipe: config error: {e}")
-    checkpoint = args.make_checkpoint or _checkpoint_path(args.config, args.set)
+    def sizes():
+        """The encoder sizes for --make-checkpoint: the [model] section of the from-scratch config --sizes names."""
+        if not args.sizes:
+            raise SystemExit("fastctc bench recipe: --make-checkpoint needs --sizes TOML, a from-scratch config whose "
+                             "[model] gives the encoder's sizes, e.g. --sizes configs/tiny-scratch.toml")
+        try:
+            return load_config(args.sizes, ["model.checkpoint="]).model
+        except ConfigError as e:
+            raise SystemExit(f"fastctc bench recipe: --sizes {args.sizes}: config error: {e}")
+
     if args.make_checkpoint:
-        say(f"wrote {write_checkpoint(sizes, args.make_checkpoint, args.seed)} (random init, seed {args.seed})")
+        say(f"wrote {write_checkpoint(sizes(), args.make_checkpoint, args.seed)} (random init, seed {args.seed})")
         return None
+    checkpoint = _checkpoint_path(args.config, args.set)
     if not checkpoint:
         raise SystemExit("fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "
                          "(set it with --set model.checkpoint=DIR, or add --make-checkpoint to write a random-init one)")
     if not (Path(checkpoint) / "config.json").is_file():
         if args.make_checkpoint is None:
             raise SystemExit(f"fastctc bench recipe: model.checkpoint {checkpoint!r} holds no config.json; point it at a "
-                             "Transformers-format checkpoint, or add --make-checkpoint to write a random-init one there "
-                             "at CONFIG's [model] sizes")
-        say(f"writing a random-init checkpoint at CONFIG's [model] sizes to {checkpoint} (seed {args.seed})")
-        write_checkpoint(sizes, checkpoint, args.seed)
+                             "Transformers-format checkpoint, or add --make-checkpoint --sizes SIZES.toml to write a "
+                             "random-init one there")
+        say(f"writing a random-init checkpoint at the [model] sizes of {args.sizes} to {checkpoint} (seed {args.seed})")
+        write_checkpoint(sizes(), checkpoint, args.seed)
     checkpoint = str(Path(checkpoint).resolve())
     try:
         cfg = load_config(args.config, args.set + [f"model.checkpoint={checkpoint}"])

@@ -50,7 +50,8 @@ def model_overrides(cfg: RunConfig) -> dict:
     return {"feat_proj_dropout": m.feat_proj_dropout, "attention_dropout": m.attention_dropout,
             "hidden_dropout": m.hidden_dropout, "final_dropout": m.final_dropout,
             "mask_time_prob": m.mask_time_prob, "mask_time_length": m.mask_time_length,
-            "mask_feature_prob": 0.0, "mask_feature_length": 10,  # script defaults; fastctc has no feature masking
+            # script flags whose defaults are 0.0 and 10; read with those defaults where [model] lacks the key
+            "mask_feature_prob": getattr(m, "mask_feature_prob", 0.0), "mask_feature_length": getattr(m, "mask_feature_length", 10),
             "layerdrop": m.layerdrop, "activation_dropout": m.activation_dropout,
             "ctc_loss_reduction": "mean", "ctc_zero_infinity": False, "add_adapter": False}  # script defaults
 
@@ -66,11 +67,13 @@ def training_arguments(cfg: RunConfig, out: Path, device: str) -> dict:
                 train_sampling_strategy="group_by_length", length_column_name="input_length", seed=t.seed,
                 logging_steps=t.log_every, save_steps=t.checkpoint_every or 10**9, save_strategy="steps",
                 eval_strategy="steps" if t.eval_every else "no", eval_steps=t.eval_every or None,
-                dataloader_num_workers=cfg.data.num_workers, gradient_checkpointing=cfg.model.gradient_checkpointing,
+                dataloader_num_workers=cfg.data.num_workers,
                 fp16=cuda and t.precision in ("auto", "fp16"), bf16=cuda and t.precision == "bf16",
                 use_cpu=not cuda, report_to="none", disable_tqdm=True, do_train=True, do_eval=True)
     if t.max_steps:
         args["max_steps"] = t.max_steps
+    if cfg.model.gradient_checkpointing:  # passed only when on: transformers 5 warns on the flag's old name
+        args["gradient_checkpointing"] = True
     return args
 
 
