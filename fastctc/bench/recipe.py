@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import shlex
 import statistics
 import subprocess
 import sys
