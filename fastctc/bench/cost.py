@@ -203,7 +203,7 @@ def table(rows: list[dict], gpu: str, mfus: list[float]) -> str:
     mfu_heads = " | ".join(f"run at {m:.0%} MFU" for m in mfus)
     lines = [f"| card | params | step (batch x mean s) | TFLOP / step | GB moved / step (eager) | floor / step | "
              f"floor / run | {mfu_heads} | published (hardware) |",
-             "|---" * (7 + len(mfus)) + "|"]  # fmt: skip
+             "|---" * (8 + len(mfus)) + "|"]  # fmt: skip
     for r in rows:
         s, g = r["step"], r["gpus"][gpu]
         mfu_cells = " | ".join(fmt_time(g["mfu"][f"{m:g}"]) for m in mfus)

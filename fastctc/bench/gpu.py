@@ -1,0 +1,284 @@
+"""The one command for a GPU hour: every CUDA test and benchmark, one markdown page, one JSON file.
+
+    fastctc bench gpu                       # <= 8 minutes on one H100, no network
+    fastctc bench gpu --out gpu-report --budget-s 420
+
+Parts, in this order, each in its own process with its own time limit (a crash or a hang costs that
+part, not the report), and skipped when the remaining budget is below the part's estimate:
+  tests    pytest -m cuda (tests/test_cuda.py): the fused CTC on the device against float64 (fp32
+           and bf16 logits), a bf16 step against fp32, compiled against eager, reduce-overhead, and
+           HostSyncChecker against CUDA's own sync detector (torch.cuda.set_sync_debug_mode)
+  ctc      fastctc bench ctc: the fused kernel against log_softmax + torch's ctc_loss at TIMIT and
+           LibriSpeech shapes, bf16 logits (goal: forward+backward >= 3x)
+  encoder  fastctc bench encoder --size card (wav2vec2-base, wavlm-large): native against
+           transformers, eager and compiled
+  step     fastctc bench step --size card --precision bf16 (wav2vec2-base, hubert-large): the whole
+           step against the Trainer-equivalent step (goal >= 2x), and its MFU against the cost model
+  train    fastctc train on generated audio at wav2vec2-base size, bf16, compiled, 80 steps: the
+           loop's throughput, compile time and peak memory
+  cost     fastctc bench cost (no GPU needed): the floor and the predicted time of every card
+
+Writes OUT/report.md (every figure next to its goal) and OUT/report.json. Without CUDA every GPU part
+is reported as skipped, with the reason; `--smoke` runs each part at its smallest size on whatever
+device there is (how CI checks this command's control flow on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import cost
+from .timing import environment
+
+H100_PEAK = cost.H100_DATASHEET.bf16_flops
+GOALS = {"ctc_fwd_bwd_vs_torch": 3.0, "step_vs_trainer_bf16": 2.0}
+REPO = Path(__file__).resolve().parents[2]  # a checkout: tests/ and configs/ are here
+
+
+@dataclasses.dataclass
+class Part:
+    name: str
+    what: str
+    estimate_s: float  # what it needs of the budget to be started
+    limit_s: float  # killed after this long
+    needs_cuda: bool = True
+
+
+PARTS = [
+    Part("tests", "pytest -m cuda tests/test_cuda.py", 60, 150),
+    Part("ctc", "fastctc bench ctc (bf16 logits, TIMIT and LibriSpeech shapes)", 30, 90),
+    Part("encoder", "fastctc bench encoder --size card (wav2vec2-base, wavlm-large)", 60, 120),
+    Part("step", "fastctc bench step --size card --precision bf16 (wav2vec2-base, hubert-large)", 60, 150),
+    Part("train", "fastctc train, generated audio, wav2vec2-base size, bf16, compiled, 80 steps", 45, 120),
+    Part("cost", "fastctc bench cost (the cost model; no GPU needed)", 5, 120, needs_cuda=False),
+]
+
+
+def part_command(name: str, smoke: bool, out: Path) -> list[str]:
+    """The command line of a part; --smoke shrinks each to its smallest configuration."""
+    fastctc = [sys.executable, "-m", "fastctc"]
+    if name == "tests":
+        return [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
+                str(REPO / "tests" / "test_cuda.py"), f"--junitxml={out / 'cuda-tests.xml'}"]  # fmt: skip
+    if name == "ctc":
+        return fastctc + ["bench", "ctc", "--dtype", "bfloat16"] + (["--cards", "timit"] if smoke else [])
+    if name == "encoder":
+        size = ["--size", "tiny", "--batch", "2", "--seconds", "0.2", "--repeats", "2", "--warmup", "1",
+                "--compile", "off"] if smoke else ["--size", "card", "--repeats", "5", "--warmup", "2"]  # fmt: skip
+        return fastctc + ["bench", "encoder", "--families", "wav2vec2-base", "wavlm-large", *size]
+    if name == "step":
+        size = ["--size", "tiny", "--batch", "2", "--seconds", "0.2", "--repeats", "2", "--warmup", "1",
+                "--compile", "off", "--precision", "fp32"] if smoke else \
+            ["--size", "card", "--precision", "bf16", "--repeats", "5", "--warmup", "2"]  # fmt: skip
+        return fastctc + ["bench", "step", "--families", "wav2vec2-base", "hubert-large", *size]
+    if name == "train":
+        return fastctc + ["train", str(REPO / "configs" / "demo.toml"), "--out", str(out / "train-run"),
+                          *train_overrides(smoke)]  # fmt: skip
+    if name == "cost":
+        return fastctc + ["bench", "cost"] + (["--cards", "wav2vec2-base-timit"] if smoke else [])
+    raise ValueError(name)
+
+
+def train_overrides(smoke: bool) -> list[str]:
+    """wav2vec2-base's layout on generated audio (the demo corpus), bf16, compiled; --smoke: tiny, CPU."""
+    if smoke:
+        keys = ["model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64",
+                "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
+                "data.synthetic_train_size=16", "data.synthetic_eval_size=4", "train.batch_size=8",
+                "train.max_steps=4", "train.log_every=2", "train.eval_every=0", "train.threads=1",
+                "train.precision=fp32", "train.compile=off"]  # fmt: skip
+    else:
+        keys = ["model.hidden_size=768", "model.num_hidden_layers=12", "model.num_attention_heads=12",
+                "model.intermediate_size=3072", "model.conv_dim=[512, 512, 512, 512, 512, 512, 512]",
+                "model.num_conv_pos_embeddings=128", "model.num_conv_pos_embedding_groups=16",
+                "model.feat_extract_norm=group", "model.do_stable_layer_norm=false", "model.freeze_feature_encoder=true",
+                "model.mask_time_prob=0.05", "model.mask_time_length=10",
+                "data.synthetic_train_size=2560", "data.synthetic_eval_size=64", "train.batch_size=32",
+                "train.max_steps=80", "train.log_every=20", "train.eval_every=0", "train.precision=bf16",
+                "train.compile=on", "optim.lr=1e-4", "optim.warmup_steps=20"]  # fmt: skip
+    return [a for k in keys for a in ("--set", k)]
+
+
+def run_part(part: Part, cmd: list[str], limit_s: float, log) -> dict:
+    """Run one part; its output goes to the log file, its last JSON line (if any) is its result."""
+    t0 = time.time()
+    log.write(f"\n===== {part.name}: {' '.join(cmd)}\n")
+    log.flush()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, env=env, cwd=REPO)
+        out, rc = proc.stdout + proc.stderr, proc.returncode
+        status = "ok" if rc == 0 else f"failed (exit {rc})"
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        status = f"timed out after {limit_s:.0f} s"
+    log.write(out)
+    log.flush()
+    result = {"status": status, "seconds": round(time.time() - t0, 1), "command": " ".join(cmd)}
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                result["json"] = json.loads(line)
+            except json.JSONDecodeError:
+                pass
+            break
+    result["tail"] = out.strip().splitlines()[-12:]
+    return result
+
+
+def pytest_counts(lines: list[str]) -> dict:
+    """passed / failed / skipped / errors from pytest's summary line."""
+    import re
+
+    counts = {}
+    for line in lines:
+        for n, word in re.findall(r"(\d+) (passed|failed|skipped|deselected|error|errors)", line):
+            counts[word.rstrip("s") if word.startswith("error") else word] = int(n)
+    return counts
+
+
+def train_summary(run_dir: Path) -> dict:
+    """The training run's final metrics.jsonl event (seconds by phase) and its last progress line."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    events = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    train = [e for e in events if e.get("event") == "train"]
+    final = [e for e in events if e.get("event") not in ("train", "eval", "skip")]
+    out = {"last_progress": train[-1] if train else None, "final": final[-1] if final else None}
+    return out
+
+
+def figures(results: dict) -> list[dict]:
+    """Every figure next to its goal: rows of (figure, value, goal, verdict)."""
+    rows = []
+    ctc = results.get("ctc", {}).get("json", {})
+    for s in ctc.get("shapes", []):
+        if "speedup_fwd_bwd_vs_torch" in s:
+            v = s["speedup_fwd_bwd_vs_torch"]
+            rows.append({"figure": f"CTC fwd+bwd vs log_softmax + torch ctc_loss, {s['card']} B={s['B']} T={s['T']} "
+                                   f"L={s['L']}", "value": f"{v:.2f}x", "goal": ">= 3x",
+                         "met": v >= GOALS["ctc_fwd_bwd_vs_torch"]})  # fmt: skip
+    enc = results.get("encoder", {}).get("json", {})
+    for name, g in enc.get("goals", {}).items():
+        rows.append({"figure": f"encoder {name} (worst: {g['family']})", "value": f"{g['worst']:.2f}x",
+                     "goal": f">= {g['target']}x", "met": g["met"]})  # fmt: skip
+    step = results.get("step", {}).get("json", {})
+    for r in step.get("results", []):
+        if r["provider"] == "trainer":
+            continue
+        rows.append({"figure": f"step {r['family']} {r['provider']} {r['precision']} vs Trainer-equivalent "
+                               f"(batch {r['batch']} x {r['seconds']:g} s)", "value": f"{r['speedup_vs_trainer']:.2f}x",
+                     "goal": ">= 2x" if r["precision"] == "bf16" else "bf16 only",
+                     "met": r["speedup_vs_trainer"] >= GOALS["step_vs_trainer_bf16"] if r["precision"] == "bf16"
+                     else None})  # fmt: skip
+        if r.get("model_flops"):
+            mfu = r["model_flops"] / (r["median_ms"] / 1e3) / H100_PEAK
+            rows.append({"figure": f"step {r['family']} {r['provider']}: MFU (cost model FLOPs / median time / "
+                                   f"989 TFLOP/s)", "value": f"{mfu:.1%}",
+                         "goal": f"cost-model floor {r['floor_ms']:.1f} ms vs {r['median_ms']:.1f} ms measured",
+                         "met": None})  # fmt: skip
+    tr = results.get("train", {}).get("summary", {})
+    if tr.get("last_progress"):
+        p = tr["last_progress"]
+        rows.append({"figure": "training run: audio seconds per second (last progress window)",
+                     "value": f"{p.get('audio_s_per_s', 0):.0f}", "goal": "—", "met": None})  # fmt: skip
+    return rows
+
+
+def add_cost_to_steps(results: dict) -> None:
+    """The cost model's FLOPs and floor for each benchmarked step shape (for MFU)."""
+    step = results.get("step", {}).get("json", {})
+    for r in step.get("results", []):
+        if r.get("precision") != "bf16":
+            continue
+        c = cost.step_cost(r["family"], r["batch"], r["seconds"])
+        r["model_flops"] = c["flops"]
+        r["floor_ms"] = c["floor_s"]["h100"] * 1e3
+
+
+def markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [f"# fastctc on {env['device']}: one GPU run", "",
+             f"{env['date_utc']} UTC; torch {env['torch']}, transformers {env.get('transformers')}, "
+             f"Python {env['python']}; {report['total_s']:.0f} s in all (budget {report['budget_s']:.0f} s)"
+             + ("; --smoke (smallest sizes)" if report["smoke"] else ""), "",
+             "## Figures and goals", "", "| figure | value | goal | |", "|---|---|---|---|"]  # fmt: skip
+    for f in report["figures"]:
+        verdict = "—" if f["met"] is None else ("met" if f["met"] else "**missed**")
+        lines.append(f"| {f['figure']} | {f['value']} | {f['goal']} | {verdict} |")
+    if not report["figures"]:
+        lines.append("| (no GPU figures: see the parts below) | | | |")
+    lines += ["", "## Parts", "", "| part | what | status | seconds |", "|---|---|---|---|"]
+    for p in report["parts"]:
+        lines.append(f"| {p['name']} | {p['what']} | {p['status']} | {p.get('seconds', 0):.0f} |")
+    tests = report["results"].get("tests", {})
+    if tests.get("counts"):
+        lines += ["", f"CUDA tests: {tests['counts']}"]
+    cost_json = report["results"].get("cost", {}).get("json")
+    if cost_json:
+        lines += ["", "## Cost model (predicted, not measured)", "",
+                  cost.table(cost_json["results"], "h100", cost_json["mfu"])]  # fmt: skip
+    lines += ["", f"Every part's full output: {report['log']}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="fastctc bench gpu", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
+    ap.add_argument("--out", type=Path, default=Path("gpu-report"), help="folder for report.md, report.json, log.txt")
+    ap.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for all parts (default 480)")
+    ap.add_argument("--parts", nargs="+", choices=[p.name for p in PARTS], default=[p.name for p in PARTS])
+    ap.add_argument("--smoke", action="store_true", help="each part at its smallest size, on any device (CI)")
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "log.txt"
+    t0 = time.time()
+    results, parts = {}, []
+    with open(log_path, "w") as log:
+        for part in (p for p in PARTS if p.name in args.parts):
+            left = args.budget_s - (time.time() - t0)
+            row = {"name": part.name, "what": part.what}
+            if part.needs_cuda and not cuda and not args.smoke and part.name != "tests":
+                row["status"] = "skipped: no CUDA device (torch.cuda.is_available() is False)"
+            elif left < part.estimate_s and not args.smoke:
+                row["status"] = f"skipped: {left:.0f} s of the budget left, needs ~{part.estimate_s:.0f} s"
+            else:
+                cmd = part_command(part.name, args.smoke, args.out.resolve())
+                res = run_part(part, cmd, part.limit_s if args.smoke else min(part.limit_s, max(left, 1.0)), log)
+                if part.name == "tests":
+                    res["counts"] = pytest_counts(res["tail"])
+                    if not cuda:
+                        res["status"] += " (every test skipped: no CUDA device)" if res["counts"].get("skipped") \
+                            and not res["counts"].get("passed") else ""  # fmt: skip
+                if part.name == "train":
+                    res["summary"] = train_summary(args.out.resolve() / "train-run")
+                results[part.name] = res
+                row.update(status=res["status"], seconds=res["seconds"])
+            print(f"[{time.time() - t0:5.0f} s] {part.name}: {row['status']}", flush=True)
+            parts.append(row)
+    add_cost_to_steps(results)
+    report = {"bench": "gpu", "environment": environment("cuda" if cuda else "cpu"), "smoke": args.smoke,
+              "budget_s": args.budget_s, "total_s": time.time() - t0, "parts": parts, "results": results,
+              "goals": GOALS, "log": str(log_path)}  # fmt: skip
+    report["figures"] = figures(results)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (args.out / "report.md").write_text(markdown(report))
+    print(f"\nwrote {args.out / 'report.md'} and {args.out / 'report.json'}")
+    print(json.dumps({"bench": "gpu", "report": str(args.out / "report.md"), "parts": parts}))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""What only a GPU can check (marked `cuda`: skipped without one; `fastctc bench gpu` runs them):
+the fused CTC kernel compiled for the device against float64, a bf16 step against fp32, the compiled
+step against eager (and as a CUDA graph), and HostSyncChecker against CUDA's own sync detector."""
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from ctc_kernel_cases import (
+    assert_fp32_no_worse_than_torch,
+    assert_low_precision_grad,
+    loss_and_grad,
+    make_grad_out,
+    random_case,
+    reference64,
+)
+
+from fastctc.devtools.host_syncs import HostSyncChecker
+from fastctc.kernels import ctc_loss
+from fastctc.models import CTCModel, EncoderConfig
+
+pytestmark = pytest.mark.cuda
+CUDA = torch.device("cuda")
+
+
+def torch32(x, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
+    return F.ctc_loss(x.float().log_softmax(-1).transpose(0, 1), targets, input_lengths, target_lengths,
+                      blank=blank, reduction=reduction, zero_infinity=zero_infinity)  # fmt: skip
+
+
+def on_cuda(case):
+    return type(case)(*(t.to(CUDA) if isinstance(t, torch.Tensor) else t for t in
+                        (case.logits, case.targets, case.input_lengths, case.target_lengths, case.blank)))  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_fused_ctc_on_device_fp32_vs_float64(seed, reduction):
+    case = random_case(seed, B=3, T=37 + seed * 11, V=29, max_labels=12)
+    grad_out = make_grad_out(case, reduction, seed)
+    ref_loss, ref_grad = reference64(case, reduction, True, grad_out)
+    t_loss, t_grad = loss_and_grad(torch32, case, reduction, True, grad_out)
+    dev = on_cuda(case)
+    loss, grad = loss_and_grad(ctc_loss, dev, reduction, True, grad_out.to(CUDA))
+    assert_fp32_no_worse_than_torch("loss", loss.cpu(), t_loss, ref_loss)
+    assert_fp32_no_worse_than_torch("grad", grad.cpu(), t_grad, ref_grad)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_ctc_on_device_low_precision_logits_vs_float64(seed, dtype):
+    case = random_case(seed, B=4, T=120, V=32, max_labels=30, dtype=dtype, blank=31)
+    grad_out = make_grad_out(case, "mean", seed)
+    ref_loss, ref_grad = reference64(case, "mean", True, grad_out)
+    t_loss, t_grad = loss_and_grad(torch32, case, "mean", True, grad_out, logits=case.logits.float())
+    loss, grad = loss_and_grad(ctc_loss, on_cuda(case), "mean", True, grad_out.to(CUDA))
+    assert grad.dtype == dtype
+    assert_fp32_no_worse_than_torch("loss", loss.cpu(), t_loss, ref_loss)
+    assert_low_precision_grad("grad", grad.cpu(), ref_grad, t_grad, dtype)
+
+
+def tiny_model(seed=0, **overrides) -> CTCModel:
+    torch.manual_seed(seed)
+    keys = dict(vocab_size=32, pad_token_id=31, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=128, conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
+                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, feat_extract_norm="layer",
+                do_stable_layer_norm=True, mask_time_prob=0.0)  # fmt: skip
+    model = CTCModel(EncoderConfig(**{**keys, **overrides}))
+    model.freeze_feature_encoder()
+    return model.to(CUDA).train()
+
+
+def batch(B=4, N=16000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.linspace(N, N * 0.7, B).long()
+    waves = torch.randn(B, N, generator=g) * (torch.arange(N)[None] < lengths[:, None])
+    target_lengths = torch.full((B,), 12)
+    targets = torch.randint(0, 31, (B, 12), generator=g)
+    return [t.to(CUDA) for t in (waves, lengths, targets, target_lengths)]
+
+
+def loss_and_grads(model, step_model, args, dtype=None):
+    waves, lengths, targets, target_lengths = args
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        logits, logit_lengths = step_model(waves, lengths)
+    loss = ctc_loss(logits, targets, logit_lengths, target_lengths, blank=31)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return loss.detach().float(), [g.float() for g in torch.autograd.grad(loss, params)]
+
+
+def test_bf16_step_tracks_fp32():
+    model, args = tiny_model(), batch()
+    l32, g32 = loss_and_grads(model, model, args)
+    l16, g16 = loss_and_grads(model, model, args, torch.bfloat16)
+    assert math.isclose(float(l16), float(l32), rel_tol=3e-2)
+    flat32, flat16 = torch.cat([g.flatten() for g in g32]), torch.cat([g.flatten() for g in g16])
+    assert F.cosine_similarity(flat32, flat16, dim=0) > 0.99
+
+
+def test_compiled_step_equals_eager():
+    torch._dynamo.reset()
+    model, args = tiny_model(), batch()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    l0, g0 = loss_and_grads(model, model, args)
+    l1, g1 = loss_and_grads(model, torch.compile(model), args)
+    torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_bounded_shape_step_runs_as_a_cuda_graph():
+    """mode="reduce-overhead": same shapes every call; no cudagraph skip recorded by inductor."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model, args = tiny_model(), batch()
+    compiled = torch.compile(model, mode="reduce-overhead", dynamic=False)
+    for _ in range(4):
+        loss, _ = loss_and_grads(model, compiled, args, torch.bfloat16)
+        assert torch.isfinite(loss)
+    assert dict(counters["inductor"]).get("cudagraph_skips", 0) == 0, dict(counters["inductor"])
+    assert dict(counters["graph_break"]) == {}
+
+
+SYNCING = {
+    "item": lambda x: x.sum().item(),
+    "bool": lambda x: bool(x.sum() > 0),
+    "mask index": lambda x: x[x > 0],
+    "nonzero": lambda x: torch.nonzero(x),
+    "cpu": lambda x: x.cpu(),
+    "tolist": lambda x: x.tolist(),
+}
+NOT_SYNCING = {
+    "where": lambda x: torch.where(x > 0, x, 0.0),
+    "topk": lambda x: x.topk(3).indices,
+    "isfinite": lambda x: torch.isfinite(x).all(),
+}
+
+
+def cuda_detects_sync(fn) -> bool:
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return any("synchronizing" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("name", list(SYNCING) + list(NOT_SYNCING))
+def test_host_sync_checker_agrees_with_cuda(name):
+    fn = {**SYNCING, **NOT_SYNCING}[name]
+    x = torch.randn(64, device=CUDA)
+    with HostSyncChecker(CUDA) as checker:
+        fn(x)
+    assert cuda_detects_sync(lambda: fn(x)) == (name in SYNCING)
+    assert (checker.count() > 0) == (name in SYNCING), checker.report()
+
+
+def test_training_step_has_no_sync_on_the_device():
+    """The model + fused CTC + clip + fused AdamW with a found_inf skip, as fastctc.train.steps runs it:
+    neither CUDA's detector nor the checker sees a sync."""
+    model, args = tiny_model(mask_time_prob=0.1, mask_time_length=2, layerdrop=0.0), batch()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+
+    def step():
+        waves, lengths, targets, target_lengths = args
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, logit_lengths = model(waves, lengths)
+        ctc_loss(logits, targets, logit_lengths, target_lengths, blank=31).backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.found_inf = (~torch.isfinite(norm)).float()
+        opt.step()
+        del opt.found_inf
+        opt.zero_grad(set_to_none=True)
+
+    step()  # the optimizer state
+    with HostSyncChecker(CUDA) as checker:
+        step()
+    assert checker.count() == 0, checker.report()
+    assert not cuda_detects_sync(step)
