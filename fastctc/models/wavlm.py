@@ -61,9 +61,14 @@ class WavLMAttention(nn.Module):
         xh = x.view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, D/H)
         gate_a, gate_b = torch.sigmoid(self.gru_rel_pos_linear(xh).view(B, H, T, 2, 4).sum(-1)).chunk(2, dim=-1)
         gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # (B, H, T, 1)
-        bias = gate * position_bias[None]  # (B, H, T, T)
-        if key_mask is not None:
-            bias = bias.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        if key_mask is None:
+            bias = gate * position_bias[None]  # (B, H, T, T)
+        else:
+            # padded keys get -inf, added in the same pass as the gating: one (B, H, T, T) write, and no
+            # backward pass for the mask (a masked_fill would cost one of each)
+            key_bias = torch.zeros(key_mask.shape, dtype=gate.dtype, device=gate.device).masked_fill(
+                ~key_mask, float("-inf"))[:, None, None, :]  # (B, 1, 1, T)  # fmt: skip
+            bias = torch.addcmul(key_bias, gate, position_bias[None])  # (B, H, T, T)
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, D/H)
