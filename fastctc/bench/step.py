@@ -10,8 +10,10 @@ with the batch already in memory.
 Providers, same weights, same batch, same precision, timed side by side in alternating order:
   fastctc           CTCModel forward under fastctc's autocast, fastctc.kernels.ctc_loss (the fused
                     Triton kernel on CUDA; its PyTorch path on CPU), backward, clip_grad_norm_(1.0),
-                    AdamW as fastctc.train.optim builds it, the linear schedule, zero_grad: the body
-                    of fastctc.train.loop.train, host syncs included (loss read, finite check);
+                    AdamW as fastctc.train.optim builds it, the linear schedule, zero_grad: what
+                    fastctc.train.steps runs, with no host sync (the loss stays on the device, the
+                    loop reads it once per progress line; the non-finite skip is fused AdamW's
+                    found_inf, decided on the device);
   fastctc-compiled  the same with torch.compile(model) (train.compile=on; compiled in the warm-up);
   trainer           what Trainer.training_step and its inner loop do for run_speech_recognition_ctc.py:
                     *ForCTC(input_values, attention_mask, labels padded with -100) with its own CTC
@@ -42,7 +44,8 @@ GOALS = {"cpu": ("fp32", 1.3), "cuda": ("bf16", 2.0)}  # device -> (precision, s
 
 
 def fastctc_step(model, step_model, waves, lengths, targets, target_lengths, use_mask, precision, device):
-    """One optimizer step as fastctc.train.loop.train takes it (grad_accum 1)."""
+    """One optimizer step as fastctc.train.steps takes it (grad_accum 1): forward_backward, then
+    optimizer_step."""
     optimizer = build_optimizer(model.parameters(), OptimConfig(), device)
     schedule = linear_schedule(optimizer, warmup_steps=1000, total_steps=10**6)
     blank = model.config.vocab_size - 1
@@ -53,12 +56,17 @@ def fastctc_step(model, step_model, waves, lengths, targets, target_lengths, use
         loss = ctc_loss(logits, targets, logit_lengths, target_lengths, blank=blank, reduction="mean",
                         zero_infinity=True)  # fmt: skip
         loss.backward()
-        float(loss.detach())  # the loop logs the loss (a host sync)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        if bool(torch.isfinite(grad_norm)):  # the loop's non-finite skip (a host sync)
+        skipped = ~torch.isfinite(grad_norm)
+        if optimizer.defaults.get("fused"):  # the loop's non-finite skip, on the device
+            optimizer.found_inf = skipped.float()
+            optimizer.step()
+            del optimizer.found_inf
+        elif not skipped.item():  # host sync: only optimizers without a found_inf flag
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
+        return loss.detach()  # read by the loop once per progress line, not here
 
     return step
 
