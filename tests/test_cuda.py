@@ -185,3 +185,35 @@ def test_training_step_has_no_sync_on_the_device():
         step()
     assert checker.count() == 0, checker.report()
     assert not cuda_detects_sync(step)
+
+
+def test_the_loops_step_from_the_loader_has_no_sync(tmp_path):
+    """fastctc.train.steps on CUDA, batches from the real loader (pinned, handed off non_blocking), bf16,
+    SpecAugment and layerdrop on: the checker (pageable copies included) and CUDA's detector see none."""
+    from pathlib import Path
+
+    from fastctc.config import load_config
+    from fastctc.train.run import prepare_run
+    from fastctc.train.steps import forward_backward, optimizer_step, steps
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
+    keys = ["model.hidden_size=64", "model.num_attention_heads=4", "model.intermediate_size=128",
+            "model.mask_time_prob=0.2", "model.mask_time_length=2", "model.layerdrop=0.2",
+            "data.synthetic_train_size=32", "data.synthetic_eval_size=4", "train.batch_size=4", "train.grad_accum=2",
+            "train.device=cuda", "train.precision=bf16", "train.compile=off", "train.eval_every=0"]  # fmt: skip
+    run = prepare_run(load_config(demo, keys), tmp_path)
+    run.model.train()
+    it = iter(steps(run))
+    forward_backward(run, next(it))
+    optimizer_step(run)  # the optimizer state
+    micro_batches = next(it)
+    assert all(b.waveforms.is_pinned() for b in micro_batches)
+
+    def step():
+        forward_backward(run, micro_batches)
+        optimizer_step(run)
+
+    with HostSyncChecker(CUDA) as checker:
+        step()
+    assert checker.count() == 0, checker.report()
+    assert not cuda_detects_sync(step)
