@@ -4,17 +4,23 @@ evaluation and data hand-off (the goal: zero syncs on a step that does not log, 
 Each case says what a CUDA run would do; the checker emulates it on CPU (fastctc.devtools.host_syncs).
 """
 
+import dataclasses
 import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import fastctc.kernels as K
-
+from fastctc.config import load_config
 from fastctc.devtools.host_syncs import HostSyncChecker, assert_no_host_syncs
+from fastctc.train.precision import Precision
+from fastctc.train.progress import Window
+from fastctc.train.run import prepare_run
+from fastctc.train.steps import forward_backward, optimizer_step, steps
 
 
 def syncs_of(fn, *host_tensors):
@@ -140,15 +146,6 @@ def test_host_tensors_inside_the_region_are_listed_apart():
 
 
 # ---- fastctc's own step, evaluation and hand-off -----------------------------------------------------
-
-import dataclasses  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from fastctc.config import load_config  # noqa: E402
-from fastctc.train.precision import Precision  # noqa: E402
-from fastctc.train.progress import Window  # noqa: E402
-from fastctc.train.run import prepare_run  # noqa: E402
-from fastctc.train.steps import forward_backward, optimizer_step, steps  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
 # a tiny encoder with every source of syncs on: SpecAugment, layerdrop, padding (synthetic utterances of

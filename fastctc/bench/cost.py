@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from ..models import CTCModel, EncoderConfig
-from .pairs import BASE, FAMILIES, LARGE, RECIPE, VOCAB
+from .pairs import FAMILIES, RECIPE, VOCAB
 
 
 @dataclasses.dataclass(frozen=True)
