@@ -1,5 +1,5 @@
 """Developer tools that check, on a CPU, properties that decide speed on a GPU.
 
-  host_syncs  HostSyncChecker: records the ops that would make the host wait for a CUDA device.
-  cost        (fastctc.bench.cost) FLOPs and bytes of a step, and the H100 floor it implies.
+  host_syncs  HostSyncChecker: records the ops that would make the host wait for a CUDA device,
+              with the Python stack of each (tests/test_host_syncs.py runs it over the training step).
 """
