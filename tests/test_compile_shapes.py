@@ -20,8 +20,6 @@ The CI variant runs the training-mode forward + loss (no backward) with backend 
 guards and graph breaks are decided there; the aot_eager variant with backward is marked slow.
 """
 
-import inspect
-
 import numpy as np
 import pytest
 import torch
@@ -58,11 +56,9 @@ def tiny_model(model_type: str = "wav2vec2", layerdrop: float = 0.0) -> CTCModel
 
 
 def make_sampler(n: int, batch_size: int, pad_lengths: int) -> LengthBucketSampler:
-    """TIMIT-like durations through the trainer's sampler; 320 samples per frame (the tiny model's, and
-    the cards'), passed where the sampler takes the frame as an argument."""
-    frame = {"frame": 320} if "frame" in inspect.signature(LengthBucketSampler).parameters else {}
+    """TIMIT-like durations through the trainer's sampler, 320 samples per frame (the tiny model's and the cards')."""
     return LengthBucketSampler(timit_like_durations(n), seed=42, batch_size=batch_size, pad_lengths=pad_lengths,
-                               **frame)  # fmt: skip
+                               frame=320)  # fmt: skip
 
 
 def batches(sampler: LengthBucketSampler):
