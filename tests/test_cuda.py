@@ -102,9 +102,12 @@ def test_bf16_step_tracks_fp32():
 def test_compiled_step_equals_eager():
     torch._dynamo.reset()
     model, args = tiny_model(), batch()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    l0, g0 = loss_and_grads(model, model, args)
-    l1, g1 = loss_and_grads(model, torch.compile(model), args)
+    tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, False
+    try:
+        l0, g0 = loss_and_grads(model, model, args)
+        l1, g1 = loss_and_grads(model, torch.compile(model), args)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
