@@ -3,8 +3,10 @@
     fastctc bench gpu                       # <= 8 minutes on one H100, no network
     fastctc bench gpu --out gpu-report --budget-s 420
 
-Parts, in this order, each in its own process with its own time limit (a crash or a hang costs that
+Parts, in this order (the cost model first: it needs no GPU and every later figure is read
+against it), each in its own process with its own time limit (a crash or a hang costs that
 part, not the report), and skipped when the remaining budget is below the part's estimate:
+  cost     fastctc bench cost: the floor and the predicted time of every card (meta device, seconds)
   tests    pytest -m cuda (tests/test_cuda.py): the fused CTC on the device against float64 (fp32
            and bf16 logits), a bf16 step against fp32, compiled against eager, reduce-overhead, and
            HostSyncChecker against CUDA's own sync detector (torch.cuda.set_sync_debug_mode)
@@ -16,7 +18,6 @@ part, not the report), and skipped when the remaining budget is below the part's
            step against the Trainer-equivalent step (goal >= 2x), and its MFU against the cost model
   train    fastctc train on generated audio at wav2vec2-base size, bf16, compiled, 80 steps: the
            loop's throughput, compile time and peak memory
-  cost     fastctc bench cost (no GPU needed): the floor and the predicted time of every card
 
 Writes OUT/report.md (every figure next to its goal) and OUT/report.json. Without CUDA every GPU part
 is reported as skipped, with the reason; `--smoke` runs each part at its smallest size on whatever
@@ -54,12 +55,12 @@ class Part:
 
 
 PARTS = [
+    Part("cost", "fastctc bench cost (the cost model; no GPU needed)", 5, 120, needs_cuda=False),
     Part("tests", "pytest -m cuda tests/test_cuda.py", 60, 150),
     Part("ctc", "fastctc bench ctc (bf16 logits, TIMIT and LibriSpeech shapes)", 30, 90),
     Part("encoder", "fastctc bench encoder --size card (wav2vec2-base, wavlm-large)", 60, 120),
     Part("step", "fastctc bench step --size card --precision bf16 (wav2vec2-base, hubert-large)", 60, 150),
     Part("train", "fastctc train, generated audio, wav2vec2-base size, bf16, compiled, 80 steps", 45, 120),
-    Part("cost", "fastctc bench cost (the cost model; no GPU needed)", 5, 120, needs_cuda=False),
 ]
 
 
