@@ -65,3 +65,15 @@ def test_bench_gpu_smoke_reads_every_part(tmp_path):
     for name in ("ctc", "encoder", "step", "cost"):
         assert report["results"][name]["json"]["bench"] == name
     assert report["results"]["train"]["summary"]["last_progress"]["step"] == 4
+
+
+def test_the_gpu_training_run_config_is_wav2vec2_base():
+    """The train part's overrides pass the config checks and resolve to wav2vec2-base's encoder."""
+    from fastctc.config import load_config
+    from fastctc.train.run import resolve_model
+
+    cfg = load_config(gpu.REPO / "configs" / "demo.toml", gpu.train_overrides(smoke=False)[1::2])
+    cfg, encoder, _ = resolve_model(cfg, print)
+    assert (encoder.hidden_size, encoder.num_hidden_layers, encoder.intermediate_size) == (768, 12, 3072)
+    assert encoder.feat_extract_norm == "group" and encoder.conv_dim == (512,) * 7
+    assert cfg.train.precision == "bf16" and cfg.train.compile == "on" and cfg.model.freeze_feature_encoder
