@@ -27,8 +27,10 @@ which is seen), and whether memory is pinned can only be checked where CUDA is a
         step(...)
     assert not syncs.events, syncs.report()
 
-Kernel launches under Triton's interpreter run on the host by design; what they do is not counted
-(on a GPU a launch is asynchronous).
+`host_tensors` lists, apart from the syncs, tensors made on the host inside the region and host
+tensors (not 0-dim) fed to device ops: not syncs, but they keep a region out of a CUDA graph
+(torch.compile's mode="reduce-overhead"). Kernel launches under Triton's interpreter run on the host
+by design; what they do is not counted (on a GPU a launch is asynchronous).
 """
 
 from __future__ import annotations
