@@ -14,7 +14,7 @@ from fastctc.config import OptimConfig
 def _setup(seed=0):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.Linear(7, 3))
-    opt = build_optimizer(model.parameters(), OptimConfig(lr=1e-2, warmup_steps=2, weight_decay=0.01), torch.device("cpu"))
+    opt = build_optimizer(model, OptimConfig(lr=1e-2, warmup_steps=2, weight_decay=0.01), torch.device("cpu"))
     sched = linear_schedule(opt, 2, 20)
     return model, opt, sched
 

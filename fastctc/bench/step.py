@@ -46,7 +46,7 @@ GOALS = {"cpu": ("fp32", 1.3), "cuda": ("bf16", 2.0)}  # device -> (precision, s
 def fastctc_step(model, step_model, waves, lengths, targets, target_lengths, use_mask, precision, device):
     """One optimizer step as fastctc.train.steps takes it (grad_accum 1): forward_backward, then
     optimizer_step."""
-    optimizer = build_optimizer(model.parameters(), OptimConfig(), device)
+    optimizer = build_optimizer(model, OptimConfig(), device)
     schedule = linear_schedule(optimizer, warmup_steps=1000, total_steps=10**6)
     blank = model.config.vocab_size - 1
 

@@ -215,7 +215,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
-    optimizer = build_optimizer(model.parameters(), cfg.optim, device)
+    optimizer = build_optimizer(model, cfg.optim, device)
     schedule = linear_schedule(optimizer, cfg.optim.warmup_steps, total)
     scaler = precision.grad_scaler()
 
