@@ -263,6 +263,9 @@ def report_seed(seed: int, runs: dict[str, dict], say=print) -> None:
         ttw = runs["fastctc"].get("time_to_recipe_wer_s")
         if ref_wer is None:
             say("  time to the recipe's WER: n/a (the reference's model was not scored by fastctc)")
+        elif ref_wer >= 1.0:
+            say(f"  time to the recipe's WER: not meaningful, the recipe's model did not learn (WER {ref_wer:.4f}); "
+                "train longer (train.epochs)")
         elif ttw is None:
             say(f"  time to the recipe's WER ({ref_wer:.4f}): fastctc never reached it at its evaluations")
         else:
@@ -296,8 +299,10 @@ def summarise(config: str, device: str, threads: int, seeds: list[int], runs: di
         ref, fc = per_side["reference"], per_side["fastctc"]
         out["ratios"] = {k: _ratio(_mean(ref[k]), _mean(fc[k])) for k in ("total_s", "train_s", "startup_s", "eval_s")}
         ttw = [runs[s]["fastctc"].get("time_to_recipe_wer_s") for s in seeds]
+        learned = all(w is not None and w < 1.0 for w in ref["wer"])  # WER 1 is reached by any untrained model
         out["time_to_recipe_wer"] = {"fastctc_s": ttw, "reference_total_s": ref["total_s"],
-                                     "ratio": _ratio(_mean(ref["total_s"]), _mean(ttw)) if all(t is not None for t in ttw) else None}
+                                     "ratio": _ratio(_mean(ref["total_s"]), _mean(ttw))
+                                     if learned and all(t is not None for t in ttw) else None}
     return out
 
 
