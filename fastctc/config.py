@@ -180,12 +180,10 @@ def _validate(cfg: RunConfig) -> None:
         need(path.is_dir(), "model.checkpoint",
              f"{m.checkpoint!r} is not a directory; point it at a Transformers-format checkpoint folder "
              "(config.json + model.safetensors), or leave it empty to train from scratch")
-        for key in m.encoder:
-            need(key in FINE_TUNING_FIELDS, f"model.{key}",
-                 "the checkpoint's config.json sets the encoder's shape; drop this key, or leave model.checkpoint "
-                 f"empty to train from scratch (with a checkpoint [model] may set {', '.join(FINE_TUNING_FIELDS)})")
-    # the given values (over the defaults: a checkpoint's own are checked when it is read)
-    problem = encoder_problem({**_ENCODER_DEFAULTS, **m.encoder}, prefix="model.")
+    # the given values over the defaults; beside a checkpoint only its fine-tuning ones: resolve_encoder
+    # compares the shape keys with its config.json, which is read when the run starts
+    given = {k: v for k, v in m.encoder.items() if not m.checkpoint or k in FINE_TUNING_FIELDS}
+    problem = encoder_problem({**_ENCODER_DEFAULTS, **given}, prefix="model.", run=True)
     if problem:
         raise ConfigError(problem)
     need(d.corpus in CORPORA, "data.corpus", f"unknown corpus {d.corpus!r}{_nearest(d.corpus, CORPORA)}")
@@ -316,8 +314,16 @@ def resolve_encoder(model: ModelConfig, checkpoint: EncoderConfig | None = None)
         base = EncoderConfig()
     else:
         base = dataclasses.replace(checkpoint, **{k: _ENCODER_DEFAULTS[k] for k in RECIPE_FIELDS})
+        for key, value in model.encoder.items():  # the shape is the checkpoint's: a different value is an error
+            theirs = getattr(checkpoint, key)
+            if key not in FINE_TUNING_FIELDS and (tuple(value) if isinstance(value, list) else value) != theirs:
+                raise ConfigError(
+                    f"model.{key}: {_toml_value(value)} here, but the checkpoint's config.json says "
+                    f"{_toml_value(list(theirs) if isinstance(theirs, tuple) else theirs)}, and its encoder's shape is "
+                    f"its own; drop model.{key}, or leave model.checkpoint empty to train from scratch (beside a "
+                    f"checkpoint [model] may change {', '.join(FINE_TUNING_FIELDS)})")
     values = {**dataclasses.asdict(base), **model.encoder}
-    problem = encoder_problem(values, prefix="model.")
+    problem = encoder_problem(values, prefix="model.", run=True)
     if problem:
         raise ConfigError(problem)
     return EncoderConfig(**values)

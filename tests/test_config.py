@@ -1,5 +1,6 @@
 """Config parsing: types, overrides, and one-line errors that name the key and the nearest valid one."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,15 +138,20 @@ def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tm
     assert enc.mask_feature_prob == 0.2  # no recipe flag: the checkpoint's
 
 
-@pytest.mark.parametrize("key", ["hidden_size=32", "conv_stride=[5, 2]", "hidden_act=\"relu\"", "model_type=\"hubert\""])
-def test_size_keys_beside_a_checkpoint_are_an_error(tmp_path, key):
+@pytest.mark.parametrize("key, ours, theirs", [("hidden_size", "32", "64"), ("conv_stride", "[5, 3]", "[5, 2]"),
+                                               ("hidden_act", '"relu"', '"gelu"'), ("model_type", '"hubert"', '"wav2vec2"')])
+def test_shape_keys_beside_a_checkpoint_must_be_its_own(tmp_path, key, ours, theirs):
+    from fastctc.config import resolve_encoder
+    from fastctc.models.hf_io import read_encoder_config
+
     ckpt = _checkpoint_dir(tmp_path)
     toml = tmp_path / "run.toml"
-    toml.write_text(f'[model]\ncheckpoint = "{ckpt}"\n{key}\n')
-    name = key.split("=")[0]
-    with pytest.raises(ConfigError, match=rf"^model\.{name}: the checkpoint's config.json sets the encoder's shape; "
-                                          "drop this key, or leave model.checkpoint empty"):
-        load_config(toml)
+    toml.write_text(f'[model]\ncheckpoint = "{ckpt}"\n{key} = {ours}\n')
+    with pytest.raises(ConfigError, match=rf"^model\.{key}: {re.escape(ours)} here, but the checkpoint's config.json "
+                                          rf"says {re.escape(theirs)}, and its encoder's shape is its own; drop"):
+        resolve_encoder(load_config(toml).model, read_encoder_config(ckpt))
+    toml.write_text(f'[model]\ncheckpoint = "{ckpt}"\n{key} = {theirs}\n')  # the same value ignores nothing
+    assert resolve_encoder(load_config(toml).model, read_encoder_config(ckpt)) == read_encoder_config(ckpt)
 
 
 def test_from_scratch_any_encoder_field_is_a_model_key_and_type_checked():

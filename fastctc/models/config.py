@@ -105,9 +105,10 @@ _PROBABILITIES = ("hidden_dropout", "attention_dropout", "activation_dropout", "
                   "layerdrop", "mask_time_prob", "mask_feature_prob")
 
 
-def encoder_problem(v: dict, prefix: str = "") -> str | None:
+def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     """The first thing wrong with EncoderConfig field values `v`, as "KEY: what" with every key named
-    `prefix + field` (the TOML loader passes "model."), or None. The one set of encoder checks."""
+    `prefix + field` (the TOML loader passes "model."), or None. The one set of encoder checks.
+    run: for a training run, where a dropout or layerdrop of 1 would drop everything (an encoder may hold it)."""
     k = lambda name: prefix + name  # noqa: E731
     n_conv = (len(v["conv_dim"]), len(v["conv_kernel"]), len(v["conv_stride"]))
     if not n_conv[0] == n_conv[1] == n_conv[2] > 0:
@@ -119,8 +120,8 @@ def encoder_problem(v: dict, prefix: str = "") -> str | None:
         if not v[name] > 0:
             return f"{k(name)}: must be > 0, got {v[name]}"
     for name in _PROBABILITIES:
-        if not 0.0 <= v[name] < 1.0:
-            return f"{k(name)}: must be in [0, 1), got {v[name]}"
+        if not (0.0 <= v[name] < 1.0 if run else 0.0 <= v[name] <= 1.0):
+            return f"{k(name)}: must be in [0, {'1)' if run else '1]'}, got {v[name]}"
     for name in ("mask_time_min_masks", "mask_feature_min_masks", "pad_token_id"):
         if v[name] is not None and v[name] < 0:  # some config.json files carry pad_token_id null
             return f"{k(name)}: must be >= 0, got {v[name]}"
