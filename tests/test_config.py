@@ -133,9 +133,10 @@ def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tm
     cfg = load_config(toml)
     enc = resolve_encoder(cfg.model, read_encoder_config(ckpt))
     assert (enc.hidden_size, enc.num_hidden_layers, enc.conv_stride, enc.frame_stride) == (64, 3, (5, 2), 10)
-    assert enc.hidden_dropout == 0.0 and enc.mask_time_min_masks == 2  # the recipe's values, over the checkpoint's
+    # the script's config.update values, over the checkpoint's (its mask_feature_prob flag defaults to 0.0)
+    assert enc.hidden_dropout == 0.0 and enc.mask_feature_prob == 0.0
     assert enc.attention_dropout == 0.05  # [model]'s
-    assert enc.mask_feature_prob == 0.2  # no recipe flag: the checkpoint's
+    assert enc.mask_time_min_masks == 5  # no script flag: the checkpoint's
 
 
 @pytest.mark.parametrize("key, ours, theirs", [("hidden_size", "32", "64"), ("conv_stride", "[5, 3]", "[5, 2]"),

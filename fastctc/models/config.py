@@ -91,11 +91,13 @@ FINE_TUNING_FIELDS = (
     "apply_spec_augment", "mask_time_prob", "mask_time_length", "mask_time_min_masks",
     "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks", "initializer_range",
 )  # fmt: skip
-# Of those, the ones run_speech_recognition_ctc.py always passes (its flags' defaults replace the
-# checkpoint's values): dropouts 0.0, layerdrop 0.0, SpecAugment p=0.05 x 10 (RECIPE.md). fastctc's
-# defaults are these values, so a checkpoint gets them unless the config says otherwise.
+# Of those, the ones run_speech_recognition_ctc.py always passes in its config.update (its flags'
+# defaults replace the checkpoint's values): dropouts 0.0, layerdrop 0.0, time masks p=0.05 x 10, feature
+# masks p=0.0 x 10 (RECIPE.md). fastctc's defaults are these values, so a checkpoint gets them unless the
+# config says otherwise. mask_time_min_masks is not among them: the script has no flag for it, so it
+# stays the checkpoint's.
 RECIPE_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
-                 "layerdrop", "mask_time_prob", "mask_time_length", "mask_time_min_masks")
+                 "layerdrop", "mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
 VOCAB_FIELDS = ("vocab_size", "pad_token_id")
 
 _POSITIVE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
