@@ -41,7 +41,7 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, 1, N) -> (B, C_out, 1, N'), channels-last
         x = F.conv2d(x, self.conv.weight[:, :, None, :], self.conv.bias, stride=(1, self.stride))
-        x = x.contiguous(memory_format=torch.channels_last)  # a no-op unless a backend chose otherwise
+        x = _channels_last(x)
         if self.norm == "group":
             x = self.layer_norm(x)  # per channel over time (H = 1): the same statistics as on (B, C, T)
         elif self.norm == "layer":
@@ -50,6 +50,14 @@ class ConvLayer(nn.Module):
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_length(lengths, self.kernel, self.stride)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """x in channels-last memory (a no-op when it is). Eager only: under torch.compile inductor chooses
+    conv layouts itself, and a forced layout on the size-1 H dimension defeats its symbolic stride order."""
+    if torch.compiler.is_compiling():
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def conv_output_length(length, kernel: int, stride: int):
@@ -79,7 +87,7 @@ class FeatureEncoder(nn.Module):
         self.conv_layers = nn.ModuleList(layers)
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, C, T), (B, T, C) in memory
-        x = waveforms[:, None, None, :].contiguous(memory_format=torch.channels_last)  # (B, 1, 1, N)
+        x = _channels_last(waveforms[:, None, None, :])  # (B, 1, 1, N)
         for layer in self.conv_layers:
             x = layer(x)
         return x[:, :, 0, :]  # .transpose(1, 2) of this is a contiguous (B, T, C)
