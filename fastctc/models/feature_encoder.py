@@ -42,25 +42,22 @@ class ConvLayer(nn.Module):
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.norm == "layer":  # (B, C_in, 1, N) -> (B, C_out, 1, N'), channels-last
-            x = _channels_last(F.conv2d(x, self.conv.weight[:, :, None, :], self.conv.bias, stride=(1, self.stride)))
-            x = self.layer_norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, 1, T, C) is contiguous
-        else:  # (B, C_in, N) -> (B, C_out, N')
+        """(B, C_in, N) -> (B, C_out, N'), or channels-last (B, C_in, 1, N) -> (B, C_out, 1, N')."""
+        if x.dim() == 4:
+            x = F.conv2d(x, self.conv.weight[:, :, None, :], self.conv.bias, stride=(1, self.stride))
+            x = x.contiguous(memory_format=torch.channels_last)  # a no-op unless a backend chose otherwise
+            to_channels_last, back = (0, 2, 3, 1), (0, 3, 1, 2)  # (B, 1, T, C) is contiguous
+        else:
             x = self.conv(x)
-            if self.norm == "group":
-                x = self.layer_norm(x)
+            to_channels_last, back = (0, 2, 1), (0, 2, 1)
+        if self.norm == "group":
+            x = self.layer_norm(x)
+        elif self.norm == "layer":
+            x = self.layer_norm(x.permute(*to_channels_last)).permute(*back)
         return self.act(x)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_length(lengths, self.kernel, self.stride)
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """x in channels-last memory (a no-op when it is). Eager only: under torch.compile inductor chooses
-    conv layouts itself, and a forced layout on the size-1 H dimension defeats its symbolic stride order."""
-    if torch.compiler.is_compiling():
-        return x
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 def conv_output_length(length, kernel: int, stride: int):
@@ -91,12 +88,14 @@ class FeatureEncoder(nn.Module):
         self.channels_last = cfg.feat_extract_norm == "layer"  # see ConvLayer
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, C, T)
-        if not self.channels_last:
+        # Under torch.compile inductor picks conv layouts and fuses the transposes itself (and a forced
+        # layout on the size-1 H dimension defeats its symbolic stride order), so it gets (B, C, T).
+        if not self.channels_last or torch.compiler.is_compiling():
             x = waveforms[:, None, :]  # (B, 1, N)
             for layer in self.conv_layers:
                 x = layer(x)
             return x
-        x = _channels_last(waveforms[:, None, None, :])  # (B, 1, 1, N)
+        x = waveforms[:, None, None, :].contiguous(memory_format=torch.channels_last)  # (B, 1, 1, N)
         for layer in self.conv_layers:
             x = layer(x)
         return x[:, :, 0, :]  # (B, T, C) in memory: its .transpose(1, 2) is contiguous
