@@ -24,6 +24,21 @@ def ids_to_text(tokens: Sequence[str], ids: Iterable[int], skip: Collection[int]
     return " ".join("".join(" " if c == WORD_DELIMITER else c for c in chars).split())
 
 
+def write_vocab_json(path: str | Path, tokens: Sequence[str]) -> None:
+    """vocab.json as Wav2Vec2CTCTokenizer reads it: {token: id}."""
+    index = {t: i for i, t in enumerate(tokens)}
+    Path(path).write_text(json.dumps(index, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def read_vocab_json(path: str | Path) -> list[str]:
+    """The tokens of a vocab.json in id order; ids must be 0..n-1 without gaps."""
+    index = json.loads(Path(path).read_text(encoding="utf-8"))
+    tokens = sorted(index, key=index.get)
+    if [index[t] for t in tokens] != list(range(len(tokens))):
+        raise ValueError(f"{path}: vocabulary ids must be 0..{len(tokens) - 1} without gaps")
+    return tokens
+
+
 class CharVocab:
     """Characters <-> ids. `blank` (= `[PAD]`) is the CTC blank."""
 
@@ -59,15 +74,11 @@ class CharVocab:
         return ids_to_text(self.tokens, ids, (self.blank,))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.index, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        write_vocab_json(path, self.tokens)
 
     @classmethod
     def load(cls, path: str | Path) -> "CharVocab":
-        index = json.loads(Path(path).read_text(encoding="utf-8"))
-        tokens = sorted(index, key=index.get)
-        if [index[t] for t in tokens] != list(range(len(tokens))):
-            raise ValueError(f"{path}: vocabulary ids must be 0..{len(tokens) - 1} without gaps")
-        return cls(tokens)
+        return cls(read_vocab_json(path))
 
 
 @dataclass

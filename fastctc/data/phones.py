@@ -18,11 +18,11 @@ training (see `to_phone_set`), so encode() never meets one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..vocab import read_vocab_json, write_vocab_json
 from .text import PAD
 
 # TIMIT label -> (48-set phone, 39-set phone); None: removed (q). Lee & Hon (1989), Table I.
@@ -120,15 +120,11 @@ class PhoneVocab:
         return " ".join(self.tokens[i] for i in ids if i != self.blank)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.index, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        write_vocab_json(path, self.tokens)
 
     @classmethod
     def load(cls, path: str | Path) -> "PhoneVocab":
-        index = json.loads(Path(path).read_text(encoding="utf-8"))
-        tokens = sorted(index, key=index.get)
-        if [index[t] for t in tokens] != list(range(len(tokens))):
-            raise ValueError(f"{path}: vocabulary ids must be 0..{len(tokens) - 1} without gaps")
-        return cls(tokens)
+        return cls(read_vocab_json(path))
 
 
 @dataclass
