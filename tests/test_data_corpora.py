@@ -7,14 +7,16 @@ import pytest
 
 from data_corpus_builders import librispeech, timit_ldc, tone, write
 from fastctc.config import ConfigError, DataConfig, load_config
-from fastctc.data.corpora import build_datasets, encoder_frames
+from fastctc.data.corpora import build_datasets
+from fastctc.models import EncoderConfig
+from fastctc.models.feature_encoder import frame_count
 from fastctc.data.dataset import CorpusError
 
-WAV2VEC2 = ([10, 3, 3, 3, 3, 2, 2], [5, 2, 2, 2, 2, 2, 2])
+WAV2VEC2 = EncoderConfig()  # the cards' conv stack: kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2
 
 
 def frames_of(n):
-    return encoder_frames(n, *WAV2VEC2)
+    return frame_count(n, WAV2VEC2)
 
 
 def cfg_for(corpus, root, train, eval, tmp_path, **kw):

@@ -9,7 +9,9 @@ import torch
 
 from data_corpus_builders import tone, write
 from fastctc.config import ConfigError, DataConfig, load_config
-from fastctc.data.corpora import build_datasets, encoder_frames
+from fastctc.data.corpora import build_datasets
+from fastctc.models import EncoderConfig
+from fastctc.models.feature_encoder import frame_count
 from fastctc.data.phones import PHONES_39, PHONES_48, PHONES_61, PhoneVocab, fold_map, score_fold, vocab_for
 from fastctc.data.report import DataReport
 from fastctc.data.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, read_timit
@@ -26,11 +28,11 @@ pcl cl sil|q|r r r|s s s|sh sh sh|t t t|tcl cl sil|th th th|uh uh uh|uw uw uw|ux
 y y y|z z z|zh zh sh
 """
 ROWS = [row.split() for row in KALDI_MAP.replace("\n", "|").split("|") if row.strip()]
-WAV2VEC2 = ([10, 3, 3, 3, 3, 2, 2], [5, 2, 2, 2, 2, 2, 2])
+WAV2VEC2 = EncoderConfig()  # the cards' conv stack: kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2
 
 
 def frames_of(n):
-    return encoder_frames(n, *WAV2VEC2)
+    return frame_count(n, WAV2VEC2)
 
 
 def test_every_timit_label_folds_as_lee_and_hon_table():

@@ -35,9 +35,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, load_config
+from ..config import RunConfig, load_config, resolve_encoder
 from ..data.audio import load_audio
-from ..data.corpora import build_datasets, encoder_frames
+from ..data.corpora import build_datasets
+from ..models.feature_encoder import frame_count
+from ..models.hf_io import read_encoder_config
 
 UNK, PAD, DELIMITER = "[UNK]", "[PAD]", "|"  # the script's defaults for --unk_token --pad_token --word_delimiter_token
 
@@ -127,8 +129,8 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
 
     # 1. listing: the same utterances and normalised transcripts as the fastctc side
     t = time.time()
-    train_ds, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed,
-                                          lambda n: encoder_frames(n, cfg.model.conv_kernel, cfg.model.conv_stride))
+    encoder = resolve_encoder(cfg.model, read_encoder_config(cfg.model.checkpoint))  # the fastctc side's screen
+    train_ds, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder))
     raw = {split: datasets.Dataset.from_dict({"path": [u.path for u in ds.utterances], "text": list(ds.texts)})
            for split, ds in (("train", train_ds), ("eval", eval_ds))}
     # remove_special_characters: the characters are already gone (fastctc's normalise); the script adds " "

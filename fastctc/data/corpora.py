@@ -17,7 +17,6 @@ import sys
 from typing import Callable, Sequence
 
 from ..config import DataConfig
-from ..models.feature_encoder import conv_output_length
 from . import synthetic
 from .audio import resampled_length
 from .dataset import CorpusError, InMemoryDataset, SpeechDataset, UtteranceInfo
@@ -31,15 +30,6 @@ from .text import normalise
 from .timit import read_timit
 
 READERS = {"timit": read_timit, "librispeech": read_librispeech, "manifest": read_manifest, "fsdd": read_fsdd}
-
-
-def encoder_frames(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
-    """Frames a conv stack of these kernels and strides makes of `num_samples` (0 when shorter than its
-    receptive field); the arithmetic is the feature encoder's own (models/feature_encoder.py)."""
-    n = num_samples
-    for k, s in zip(kernels, strides):
-        n = conv_output_length(n, k, s)
-    return max(n, 0)
 
 
 def ctc_min_frames(labels: Sequence) -> int:
