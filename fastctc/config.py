@@ -42,13 +42,6 @@ class ModelConfig:
     # The EncoderConfig fields [model] sets, as given (type-checked); resolve_encoder applies them
     encoder: dict = field(default_factory=dict)
 
-    def __getattr__(self, name: str):
-        """cfg.model.hidden_dropout reads an encoder key: the value [model] sets, else EncoderConfig's
-        default (with a checkpoint, the built encoder's sizes are its config.json's: see resolve_encoder)."""
-        if name in ENCODER_KEYS:
-            return self.__dict__.get("encoder", {}).get(name, _ENCODER_DEFAULTS[name])
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
 
 @dataclass
 class DataConfig:

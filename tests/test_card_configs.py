@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fastctc.config import ConfigError, load_config
+from fastctc.config import ConfigError, load_config, resolve_encoder
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -28,8 +28,9 @@ def test_card_config_holds_the_recipe(card, tmp_path):
     assert cfg.train.eval_batch_size == eval_batch
     assert cfg.optim.betas == [0.9, 0.999] and cfg.optim.eps == 1e-8 and cfg.optim.weight_decay == 0.0
     assert cfg.optim.max_grad_norm == 1.0 and cfg.train.seed == 42
-    m = cfg.model
-    assert m.freeze_feature_encoder and m.layerdrop == 0.0
+    assert cfg.model.freeze_feature_encoder
+    m = resolve_encoder(cfg.model)  # [model]'s fine-tuning values (with the checkpoint's shape, once it exists)
+    assert m.layerdrop == 0.0
     assert (m.hidden_dropout, m.attention_dropout, m.activation_dropout, m.feat_proj_dropout, m.final_dropout) == (0.0,) * 5
     assert (m.mask_time_prob, m.mask_time_length, m.mask_time_min_masks) == (0.05, 10, 2)
     assert cfg.data.max_duration_s == 20.0 and cfg.train.precision == "auto"

@@ -28,8 +28,8 @@ def test_overrides_are_coerced_to_the_field_type():
     ])
     assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.train.batch_size == 7 and isinstance(cfg.train.batch_size, int)
-    assert cfg.model.do_stable_layer_norm is False
-    assert cfg.model.conv_dim == [8, 8]
+    assert cfg.model.encoder["do_stable_layer_norm"] is False
+    assert cfg.model.encoder["conv_dim"] == [8, 8]
     assert cfg.data.root == "/some/where"
     assert isinstance(cfg.optim.weight_decay, float)  # an int literal is accepted for a float key
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ModelConfig, resolve_encoder
+from ..models import default_attention_mask
 
 # [model] keys -> Wav2Vec2Config keys with the same meaning (fine-tuning knobs included, so that a key
 # the recipe script has no flag for, mask_time_min_masks, comes from the checkpoint as in a real card)
@@ -33,14 +34,14 @@ def write_checkpoint(model_cfg: ModelConfig, directory: str | Path, seed: int = 
     directory = Path(directory)
     if (directory / "config.json").exists():
         raise FileExistsError(f"{directory} already holds a checkpoint (config.json); choose another folder or delete it")
-    config = transformers.Wav2Vec2Config(**{k: getattr(model_cfg, k) for k in CONFIG_KEYS},
+    encoder = resolve_encoder(model_cfg)  # a from-scratch config: EncoderConfig's defaults + its [model]
+    config = transformers.Wav2Vec2Config(**{k: getattr(encoder, k) for k in CONFIG_KEYS},
                                          architectures=["Wav2Vec2ForPreTraining"])
     torch.manual_seed(seed)
     model = transformers.Wav2Vec2ForPreTraining(config).eval()
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
-    layer_norm = model_cfg.feat_extract_norm == "layer"  # the released checkpoints' convention
     transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
-                                          return_attention_mask=layer_norm).save_pretrained(directory)
+                                          return_attention_mask=default_attention_mask(encoder)).save_pretrained(directory)
     (directory / "MADE_BY.json").write_text(json.dumps({"by": "fastctc bench recipe --make-checkpoint", "seed": seed}) + "\n")
     return directory

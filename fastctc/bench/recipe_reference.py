@@ -44,16 +44,13 @@ from ..models.hf_io import read_encoder_config
 UNK, PAD, DELIMITER = "[UNK]", "[PAD]", "|"  # the script's defaults for --unk_token --pad_token --word_delimiter_token
 
 
-def model_overrides(cfg: RunConfig) -> dict:
-    """The script's `config.update({...})` with CONFIG's values (see MAPPING in recipe.py); pad_token_id and
-    vocab_size are added once the tokenizer exists."""
-    m = cfg.model
-    return {"feat_proj_dropout": m.feat_proj_dropout, "attention_dropout": m.attention_dropout,
-            "hidden_dropout": m.hidden_dropout, "final_dropout": m.final_dropout,
-            "mask_time_prob": m.mask_time_prob, "mask_time_length": m.mask_time_length,
-            # script flags whose defaults are 0.0 and 10; read with those defaults where [model] lacks the key
-            "mask_feature_prob": getattr(m, "mask_feature_prob", 0.0), "mask_feature_length": getattr(m, "mask_feature_length", 10),
-            "layerdrop": m.layerdrop, "activation_dropout": m.activation_dropout,
+def model_overrides(encoder) -> dict:
+    """The script's `config.update({...})` with CONFIG's values (see MAPPING in recipe.py): `encoder` is
+    CONFIG's resolved encoder (config.resolve_encoder: the script's flag defaults, then [model]), as the
+    fastctc side builds it; pad_token_id and vocab_size are added once the tokenizer exists."""
+    keys = ("feat_proj_dropout", "attention_dropout", "hidden_dropout", "final_dropout", "mask_time_prob",
+            "mask_time_length", "mask_feature_prob", "mask_feature_length", "layerdrop", "activation_dropout")
+    return {**{k: getattr(encoder, k) for k in keys},
             "ctc_loss_reduction": "mean", "ctc_zero_infinity": False, "add_adapter": False}  # script defaults
 
 
@@ -147,7 +144,7 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
                                               tokenizer_type=config.model_type if tokenizer_class is None else None,
                                               unk_token=UNK, pad_token=PAD, word_delimiter_token=DELIMITER)
     feature_extractor = AutoFeatureExtractor.from_pretrained(cfg.model.checkpoint)
-    config.update({**model_overrides(cfg), "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)})
+    config.update({**model_overrides(encoder), "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)})
     model = AutoModelForCTC.from_pretrained(cfg.model.checkpoint, config=config)
     if cfg.model.freeze_feature_encoder:
         model.freeze_feature_encoder()
