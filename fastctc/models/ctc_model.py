@@ -35,8 +35,14 @@ class CTCModel(nn.Module):
         waveforms: torch.Tensor,
         lengths: torch.Tensor | None = None,
         mask_time_indices: torch.Tensor | None = None,
+        padding_invariant: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """waveforms (B, N) float, lengths (B,) samples or None (every row full length).
+
+        With lengths, padded frames are zeroed before the positional conv and masked out of attention
+        (transformers' attention_mask). padding_invariant (needs lengths): also the group norm of a
+        group-norm conv stack takes its statistics over each row's own frames, so every row's logits are
+        what it gives unpadded, alone (the cards' eval_batch_size 1), whatever it is batched with.
 
         mask_time_indices (B, T) bool, optional: frames to replace by masked_spec_embed instead of drawing
         SpecAugment time masks (applied in any mode, as transformers does with the same argument).
@@ -44,13 +50,16 @@ class CTCModel(nn.Module):
         """
         cfg = self.config
         B, N = waveforms.shape
-        features = self.feature_extractor(waveforms).transpose(1, 2)  # (B, T, C)
+        if padding_invariant and lengths is None:
+            raise ValueError("CTCModel: padding_invariant needs each row's lengths")
+        lengths = None if lengths is None else lengths.to(waveforms.device).long()
+        features = self.feature_extractor(waveforms, lengths if padding_invariant else None).transpose(1, 2)  # (B, T, C)
         T = features.shape[1]
         if lengths is None:
             logit_lengths = torch.full((B,), T, dtype=torch.long, device=waveforms.device)
             frame_mask = None
         else:
-            logit_lengths = self.feature_extractor.output_lengths(lengths.to(waveforms.device).long()).clamp(0, T)
+            logit_lengths = self.feature_extractor.output_lengths(lengths).clamp(0, T)
             frame_mask = torch.arange(T, device=waveforms.device)[None, :] < logit_lengths[:, None]  # (B, T)
         x = self.feature_projection(features)  # (B, T, D)
         if cfg.apply_spec_augment and mask_time_indices is not None:
@@ -66,3 +75,9 @@ class CTCModel(nn.Module):
             )  # fmt: skip
         x = self.encoder(x, frame_mask)
         return self.lm_head(self.dropout(x)), logit_lengths
+
+
+def exact_logits(model: CTCModel, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one inference forward. waves (B, N), lengths (B,) samples -> logits (B, T, V) and frames (B,):
+    each row's logits as it gives them alone and unpadded, and its own frame count, for every family."""
+    return model(waves, lengths, padding_invariant=True)

@@ -41,8 +41,12 @@ class ConvLayer(nn.Module):
             self.layer_norm = nn.LayerNorm(c_out, elementwise_affine=True)
         self.act = activation(act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, N) -> (B, C_out, N'), or channels-last (B, C_in, 1, N) -> (B, C_out, 1, N')."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C_in, N) -> (B, C_out, N'), or channels-last (B, C_in, 1, N) -> (B, C_out, 1, N').
+
+        lengths (B,): this layer's valid output frames per row. Given, a group norm takes its statistics
+        over them alone (see masked_group_norm); every other layer is per-frame or reads only the frames
+        its own valid outputs cover, so padding cannot reach the valid frames."""
         if x.dim() == 4:
             x = F.conv2d(x, self.conv.weight[:, :, None, :], self.conv.bias, stride=(1, self.stride))
             x = x.contiguous(memory_format=torch.channels_last)  # a no-op unless a backend chose otherwise
@@ -51,13 +55,29 @@ class ConvLayer(nn.Module):
             x = self.conv(x)
             to_channels_last, back = (0, 2, 1), (0, 2, 1)
         if self.norm == "group":
-            x = self.layer_norm(x)
+            x = self.layer_norm(x) if lengths is None else masked_group_norm(x, lengths, self.layer_norm)
         elif self.norm == "layer":
             x = self.layer_norm(x.permute(*to_channels_last)).permute(*back)
         return self.act(x)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_length(lengths, self.kernel, self.stride)
+
+
+def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """A one-group-per-channel GroupNorm of (B, C, T) whose statistics (mean, biased variance) cover each
+    row's first lengths[b] frames only: what the row computes unpadded, where nn.GroupNorm would take the
+    padded zeros as audio. Computed in float32 (as autocast runs group_norm); the padded frames come out
+    as the bias, and no valid frame of a later layer reads them."""
+    T = x.shape[-1]
+    valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
+    xf = x.float()
+    n = lengths.clamp(min=1).to(torch.float32)[:, None, None]  # (B, 1, 1)
+    mean = torch.where(valid, xf, 0.0).sum(-1, keepdim=True) / n  # (B, C, 1)
+    centred = torch.where(valid, xf - mean, 0.0)
+    var = centred.square().sum(-1, keepdim=True) / n
+    y = centred * torch.rsqrt(var + norm.eps) * norm.weight[:, None] + norm.bias[:, None]
+    return y.to(x.dtype)
 
 
 def conv_output_length(length, kernel: int, stride: int):
@@ -87,13 +107,17 @@ class FeatureEncoder(nn.Module):
         self.conv_layers = nn.ModuleList(layers)
         self.channels_last = cfg.feat_extract_norm == "layer"  # see ConvLayer
 
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, C, T)
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N) -> (B, C, T). lengths (B,) samples: normalise over each row's own frames (group-norm
+        stacks; the only layer padding can reach), so each row computes what it computes alone."""
         # Under torch.compile inductor picks conv layouts and fuses the transposes itself (and a forced
         # layout on the size-1 H dimension defeats its symbolic stride order), so it gets (B, C, T).
         if not self.channels_last or torch.compiler.is_compiling():
             x = waveforms[:, None, :]  # (B, 1, N)
             for layer in self.conv_layers:
-                x = layer(x)
+                if lengths is not None:
+                    lengths = layer.output_lengths(lengths)
+                x = layer(x, lengths)
             return x
         x = waveforms[:, None, None, :].contiguous(memory_format=torch.channels_last)  # (B, 1, 1, N)
         for layer in self.conv_layers:
