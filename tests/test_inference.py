@@ -49,7 +49,7 @@ def _recipe_checkpoint(path, seed=0):
 def _hand_decode(hf, tok, audio):
     """Transformers' logits for one utterance, greedy: collapse repeats, drop <s>, </s>, [UNK]; the
     tokenizer then drops [PAD] and turns | into spaces."""
-    x = torch.from_numpy((audio - audio.mean()) / np.sqrt(audio.var() + 1e-5))[None]
+    x = torch.from_numpy((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7))[None]
     with torch.no_grad():
         ids = hf(x).logits.argmax(-1)[0].tolist()
     specials = {tok.bos_token_id, tok.eos_token_id, tok.unk_token_id}
