@@ -24,6 +24,17 @@ examples:
 """
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
 
@@ -69,9 +80,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from .inference.chunking import transcribe_long
     from .inference.model import load_model
     from .inference.transcribe import transcribe_files
-    from .train.distributed import DistInfo, device_for
+    from .device import device_for
 
-    device = device_for(DistInfo(), args.device)
+    device = device_for(args.device)
     lm = load_model(args.model, device)
     decoder = _beam_decoder(args, lm)
 
@@ -102,95 +113,54 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from .config import ConfigError, load_config
+    from .config import load_config
     from .data.corpora import build_datasets
     from .data.phones import score_fold
-    from .inference.evaluate import evaluate
+    from .device import device_for
+    from .inference.evaluate import evaluate_loaded, score_text
     from .inference.model import load_model
-    from .train.distributed import DistInfo, device_for
+    from .inference.report import check_report_dir
 
-    device = device_for(DistInfo(), args.device)
     overrides = list(args.set)
     data_path = Path(args.data)
-    if data_path.suffix in (".jsonl", ".tsv"):  # a manifest evaluates as both splits of a manifest corpus
-        overrides += ["data.corpus=manifest", f"data.eval={data_path}", f"data.train={data_path}"]
+    if data_path.suffix in (".jsonl", ".tsv"):  # a manifest is the eval split of a manifest corpus
+        overrides += ["data.corpus=manifest", f"data.eval={data_path}"]
         config_path = None
     else:
         config_path = data_path
-    try:
-        cfg = load_config(config_path, overrides)
-    except ConfigError as e:
-        print(f"fastctc eval: config error: {e}", file=sys.stderr)
-        return 2
-    lm = load_model(args.model, device)
+    cfg = load_config(config_path, overrides)
     fold = score_fold(cfg.data)
     if fold is not None and (args.lm or args.beam or args.lm_sweep):
         print("fastctc eval: --lm, --beam and --lm-sweep decode words; phone targets (data.targets=phones) are "
               "scored greedily, drop those options", file=sys.stderr)
         return 2
-    decoder = _beam_decoder(args, lm)  # a bad --lm fails before the data is read
-    _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed)
-    if decoder is not None or args.report:
-        return _eval_decoded(args, lm, decoder, eval_ds, device, f"{cfg.data.corpus}:{cfg.data.eval}", fold)
-    result = evaluate(lm, eval_ds, device, args.batch_size, score_fold=fold)
-    scores = (f"PER {result['per']:.4f} ({cfg.data.score_phone_set} phones)" if "per" in result
-              else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}")
-    print(f"eval {lm.path} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances | "
-          f"{scores} | {result['seconds']:.1f} s")
-    print(json.dumps(result))
-    return 0
-
-
-def _eval_decoded(args, lm, decoder, eval_ds, device, split_name: str, fold=None) -> int:
-    """eval with beam search (--lm/--beam), an LM grid (--lm-sweep) and/or a report (--report DIR).
-    fold: phone targets (greedy only): hypotheses are space-separated phones, scored as PER after `fold`,
-    and the report is written on the folded phones (its WER is then the PER)."""
-    import dataclasses
-    import json
-
-    from .data.phones import PhoneDecoder, fold_text
-    from .inference.lm_eval import collect_logits, decode_split, lm_sweep
-    from .inference.report import write_report
-    from .metrics import cer, per, wer
-
-    if fold is not None:
-        lm = dataclasses.replace(lm, vocab=PhoneDecoder.of(lm.vocab))
-    split = collect_logits(lm, eval_ds, device, args.batch_size)
-    if args.lm_sweep:
-        if decoder is None or decoder.lm_path is None:
-            print("fastctc eval: --lm-sweep needs --lm FILE", file=sys.stderr)
-            return 2
-        weights = [float(v) for v in args.lm_weights.split(",")]
-        scores = [float(v) for v in args.word_scores.split(",")]
-        rows = lm_sweep(split, lm, decoder, weights, scores)
-        print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7} {'CER':>7}")
-        for r in rows:
-            print(f"{r['lm_weight']:9.2f} {r['word_score']:10.2f} {r['wer']:7.4f} {r['cer']:7.4f}")
-        best = min(rows, key=lambda r: (r["wer"], r["cer"]))
-        print(f"best: --lm-weight {best['lm_weight']} --word-score {best['word_score']} (WER {best['wer']:.4f})")
-        decoder = decoder.with_options(lm_weight=best["lm_weight"], word_score=best["word_score"])
-    hyps, decode_s = decode_split(split, lm, decoder)
-    result = {"utterances": len(hyps), "wer": wer(split.refs, hyps), "cer": cer(split.refs, hyps),
-              "decoder": "greedy" if decoder is None else "beam", "audio_s": split.seconds,
-              "model_s": split.model_s, "decode_s": decode_s,
-              "decode_audio_s_per_s": split.seconds / decode_s if decode_s > 0 else None}
-    if decoder is not None:
-        result.update(beam=decoder.options.beam, lm=str(decoder.lm_path) if decoder.lm_path else None,
-                      lm_weight=decoder.options.lm_weight, word_score=decoder.options.word_score)
-    if fold is not None:
-        result["per"] = per(split.refs, hyps, fold)
+    if args.lm_sweep and args.lm is None:
+        print("fastctc eval: --lm-sweep needs --lm FILE", file=sys.stderr)
+        return 2
     if args.report:
-        refs, report_hyps = split.refs, hyps
-        if fold is not None:
-            refs, report_hyps = [fold_text(r, fold) for r in refs], [fold_text(h, fold) for h in hyps]
-        write_report(args.report, split.ids, refs, report_hyps)
-        result["report"] = str(args.report)
-    scores = (f"PER {result['per']:.4f}" if fold is not None
-              else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}")
-    print(f"eval {lm.path} on {split_name} | {len(hyps)} utterances | {result['decoder']} | {scores} | "
-          f"decoding {result['decode_audio_s_per_s'] or 0:.0f} audio-s/s")
+        check_report_dir(args.report)  # before anything runs: a bad --report never costs an evaluation
+    device = device_for(args.device)
+    model = load_model(args.model, device)
+    decoder = _beam_decoder(args, model)  # a bad --lm fails before the data is read
+    _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, splits=("eval",))
+    sweep = (_floats(args.lm_weights), _floats(args.word_scores)) if args.lm_sweep else None
+    result = evaluate_loaded(model, eval_ds, device, cfg.data, batch_size=args.batch_size, fold=fold,
+                             decoder=decoder, sweep=sweep, report_dir=args.report, chunk_s=args.chunk_s)  # fmt: skip
+    if sweep is not None:
+        print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7} {'CER':>7}")
+        for r in result["sweep"]:
+            print(f"{r['lm_weight']:9.2f} {r['word_score']:10.2f} {r['wer']:7.4f} {r['cer']:7.4f}")
+        print(f"best: --lm-weight {result['lm_weight']} --word-score {result['word_score']} (WER {result['wer']:.4f})")
+    skipped = f" | {result['skipped']} skipped (named above)" if result["skipped"] else ""
+    print(f"eval {model.path} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances{skipped} | "
+          f"{result['decoder']} | {score_text(result, cfg.data.score_phone_set)} | "
+          f"{result['audio_s_per_s'] or 0:.0f} audio-s/s")
     print(json.dumps(result))
     return 0
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
 
 
 def _add_decoder_options(p) -> None:
@@ -209,12 +179,12 @@ def _cmd_align(args: argparse.Namespace) -> int:
     from .data.audio import load_audio
     from .inference.align import AlignmentError, align_audio, write_alignments
     from .inference.model import load_model
-    from .train.distributed import DistInfo, device_for
+    from .device import device_for
 
     if (args.manifest is None) == (args.audio is None or args.transcript is None):
         print("fastctc align: give AUDIO and TRANSCRIPT, or --manifest FILE --out DIR", file=sys.stderr)
         return 2
-    device = device_for(DistInfo(), args.device)
+    device = device_for(args.device)
     lm = load_model(args.model, device)
     if args.manifest is None:
         try:  # a file holding the transcript, else the transcript itself
@@ -258,7 +228,7 @@ def _add_inference_commands(sub) -> None:
                        description="Print PATH<TAB>TEXT for each audio file (any rate or channel layout soundfile reads).")
     p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
     p.add_argument("audio", nargs="+", help="audio files")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_decoder_options(p)
     p.add_argument("--chunk-s", type=float, default=30.0,
@@ -272,8 +242,11 @@ def _add_inference_commands(sub) -> None:
     p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
     p.add_argument("--data", required=True, help="a TOML config (its [data] section) or a .jsonl/.tsv manifest")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="utterances per batch (default 8); any size scores exactly as one at a time")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--chunk-s", type=float, default=30.0,
+                   help="utterances longer than this run alone in overlapping chunks (default 30)")
     _add_decoder_options(p)
     p.add_argument("--lm-sweep", action="store_true", help="grid-search --lm-weights x --word-scores, print the "
                    "table, then score with the best pair")

@@ -212,7 +212,7 @@ def test_evaluation_fetches_once_per_batch(tmp_path):
     batches = -(-len(run.eval_ds) // run.cfg.train.eval_batch_size)
     with HostSyncChecker() as syncs:
         result = evaluate(run.model, run.eval_ds, run.vocab, run.cfg.train.eval_batch_size, run.device,
-                          use_lengths=run.use_mask, data=run.cfg.data)  # fmt: skip
+                          data=run.cfg.data)  # fmt: skip
     assert math.isfinite(result["loss"])
     # one transfer per batch (its decoded ids and lengths) and one for the loss at the end
     assert_no_host_syncs(syncs, batches + 1, f"evaluation of {batches} batches")

@@ -51,7 +51,7 @@ def test_chunked_equals_whole_file_for_a_model_that_sees_less_than_the_stride(tm
     assert len(audio) > 16_000 * 10
     whole = whole_logits(lm, audio)
     calls = []
-    chunked = chunked_logits(lm, audio, torch.device("cpu"), chunk_s=4.0, stride_s=1.0, batch_size=3,
+    chunked = chunked_logits(lm.model, audio, torch.device("cpu"), lm.do_normalize, chunk_s=4.0, stride_s=1.0, batch_size=3,
                              progress=lambda done, total: calls.append((done, total)))
     assert chunked.shape == whole.shape
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-4)
@@ -63,7 +63,7 @@ def test_chunked_equals_whole_file_for_a_model_that_sees_less_than_the_stride(tm
 def test_file_within_one_chunk_is_the_whole_file_computation(tmp_path):
     lm = saved_model(tmp_path, local=False)  # global attention: only a single window can match exactly
     audio = stitched(2)
-    chunked = chunked_logits(lm, audio, torch.device("cpu"), chunk_s=len(audio) / 16_000 + 0.5)
+    chunked = chunked_logits(lm.model, audio, torch.device("cpu"), lm.do_normalize, chunk_s=len(audio) / 16_000 + 0.5)
     assert torch.equal(chunked, whole_logits(lm, audio).float())
 
 
@@ -71,13 +71,13 @@ def test_file_within_one_chunk_is_the_whole_file_computation(tmp_path):
 def test_bad_chunk_settings(tmp_path, chunk, stride, message):
     lm = saved_model(tmp_path, local=True)
     with pytest.raises(ChunkingError, match=message):
-        chunked_logits(lm, stitched(3), torch.device("cpu"), chunk_s=chunk, stride_s=stride)
+        chunked_logits(lm.model, stitched(3), torch.device("cpu"), lm.do_normalize, chunk_s=chunk, stride_s=stride)
 
 
 def test_audio_shorter_than_a_frame(tmp_path):
     lm = saved_model(tmp_path, local=True)
     with pytest.raises(ChunkingError, match="shorter than one frame"):
-        chunked_logits(lm, np.zeros(100, dtype=np.float32), torch.device("cpu"))
+        chunked_logits(lm.model, np.zeros(100, dtype=np.float32), torch.device("cpu"), lm.do_normalize)
 
 
 def test_cli_transcribe_in_chunks_equals_whole_file(tmp_path, capsys):

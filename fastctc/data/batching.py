@@ -188,11 +188,11 @@ def pad_waveforms(audios: Sequence[np.ndarray], do_normalize: bool = True,
 def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab, do_normalize: bool = True,
             ladder: np.ndarray | None = None, frame: int = DEFAULT_FRAME) -> Batch:
     """Audio (N_i,) and transcripts -> a Batch padded to the ladder rung of the longest (or to it,
-    rounded up to whole frames of `frame` samples)."""
+    rounded up to whole frames of `frame` samples). vocab None: no targets (scoring a finished model)."""
     B = len(audios)
     longest = max((len(a) for a in audios), default=0)
     waveforms, lengths = pad_waveforms(audios, do_normalize, padded_length(longest, ladder, frame=frame))
-    ids = [vocab.encode(t) for t in texts]
+    ids = [vocab.encode(t) if vocab is not None else [] for t in texts]
     s = max(1, max((len(t) for t in ids), default=0))
     targets = torch.zeros(B, s, dtype=torch.long)
     for i, t in enumerate(ids):
@@ -203,7 +203,7 @@ def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab
         targets=targets,
         target_lengths=torch.tensor([len(t) for t in ids], dtype=torch.long),
         texts=list(texts),
-        unknown_chars=sum(vocab.count_unknown(t) for t in texts),
+        unknown_chars=sum(vocab.count_unknown(t) for t in texts) if vocab is not None else 0,
     )
 
 

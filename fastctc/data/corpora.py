@@ -100,17 +100,18 @@ def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cac
 
 
 def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] | None = None,
-                   verbose: bool = True) -> tuple:
-    """(train_ds, eval_ds, report). `frames_of(samples)` is the encoder's frame count, for the
-    receptive-field and CTC-length checks (None skips them). Raises CorpusError for a bad root/split."""
+                   verbose: bool = True, splits: tuple[str, ...] = ("train", "eval")) -> tuple:
+    """(train_ds, eval_ds, report); a split not in `splits` is None and never read (`fastctc eval` reads
+    its eval split alone). `frames_of(samples)` is the encoder's frame count, for the receptive-field
+    and CTC-length checks (None skips them). Raises CorpusError for a bad root/split."""
     report = DataReport()
     if cfg.corpus == "synthetic":  # generated, well-formed audio: nothing to screen
-        splits = []
+        made = []
         for name, size in (("train", cfg.synthetic_train_size), ("eval", cfg.synthetic_eval_size)):
             utts = synthetic.make_split(seed, name, size)
-            splits.append(InMemoryDataset([u.id for u in utts], [u.audio for u in utts], [u.text for u in utts],
-                                          synthetic.SAMPLE_RATE))
-        return splits[0], splits[1], report
+            made.append(InMemoryDataset([u.id for u in utts], [u.audio for u in utts], [u.text for u in utts],
+                                        synthetic.SAMPLE_RATE))
+        return made[0], made[1], report
     if cfg.corpus not in READERS:
         raise ValueError(f"data.corpus: unknown corpus {cfg.corpus!r}")
     read = READERS[cfg.corpus]
@@ -119,6 +120,9 @@ def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] |
     cache = DurationCache(cfg.cache_dir, cfg.root or os.getcwd())
     datasets = []
     for split, spec in (("train", cfg.train), ("eval", cfg.eval)):
+        if split not in splits:
+            datasets.append(None)
+            continue
         listed = read(cfg.root, spec, report, split)
         ds = screen(listed, split, cfg, cache, report, frames_of, crop=cfg.long_utterances == "crop")
         cache.save()

@@ -130,8 +130,8 @@ def align_audio(lm: LoadedModel, audio: np.ndarray, text: str, device: torch.dev
                 chunk_s: float = 30.0, stride_s: float | None = None, progress=None) -> Alignment:  # fmt: skip
     """16 kHz mono audio and its transcript -> Alignment (long files in chunks of chunk_s seconds)."""
     encode_transcript(text, lm.vocab.tokens, name or "transcript")  # a bad transcript fails before the model runs
-    logits = chunked_logits(lm, audio, device, chunk_s, stride_s, progress=progress).to(device)
-    return align_logits(logits, text, lm.vocab.tokens, lm.blank, frame_samples(lm) / SAMPLE_RATE, name)
+    logits = chunked_logits(lm.model, audio, device, lm.do_normalize, chunk_s, stride_s, progress=progress).to(device)
+    return align_logits(logits, text, lm.vocab.tokens, lm.blank, frame_samples(lm.model) / SAMPLE_RATE, name)
 
 
 def write_alignments(alignments: list[tuple[str, Alignment]], json_path, ctm_path=None) -> None:

@@ -29,6 +29,7 @@ import torch
 
 from ..data.audio import normalise_audio
 from ..errors import FastCTCError
+from ..models.ctc_model import exact_logits
 from .model import LoadedModel
 
 SAMPLE_RATE = 16_000
@@ -46,9 +47,9 @@ class Window:
     keep_to: int
 
 
-def frame_samples(lm: LoadedModel) -> int:
-    """Samples per logit frame: the product of the feature encoder's conv strides (320)."""
-    return math.prod(lm.model.config.conv_stride)
+def frame_samples(model) -> int:
+    """Samples per logit frame of a CTCModel: the product of its conv strides (320)."""
+    return math.prod(model.config.conv_stride)
 
 
 def plan_windows(n_samples: int, n_frames: int, chunk: int, stride: int, hop: int) -> list[Window]:
@@ -75,22 +76,23 @@ def plan_windows(n_samples: int, n_frames: int, chunk: int, stride: int, hop: in
 
 
 @torch.no_grad()
-def chunked_logits(lm: LoadedModel, audio: np.ndarray, device: torch.device, chunk_s: float = 30.0,
+def chunked_logits(model, audio: np.ndarray, device: torch.device, do_normalize: bool, chunk_s: float = 30.0,
                    stride_s: float | None = None, batch_size: int = 4,
                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:  # fmt: skip
-    """16 kHz mono audio (N,) -> logits (T, V) float32 on the CPU, T the whole file's frame count.
+    """16 kHz mono audio (N,) -> a CTCModel's logits (T, V) float32 on the CPU, T the whole file's frames.
 
-    Windows of equal length run `batch_size` at a time; `progress(done, total)` after each batch.
+    Windows run `batch_size` at a time through exact_logits (each as it computes alone, so the shorter
+    last window is exact too); `progress(done, total)` after each batch.
     """
-    hop = frame_samples(lm)
+    hop = frame_samples(model)
     chunk = round(chunk_s * SAMPLE_RATE / hop) * hop
     stride = round((chunk_s / 6 if stride_s is None else stride_s) * SAMPLE_RATE / hop) * hop
     n = len(audio)
-    n_frames = int(lm.model.feature_extractor.output_lengths(torch.tensor(n)))
+    n_frames = int(model.feature_extractor.output_lengths(torch.tensor(n)))
     if n_frames < 1:
         raise ChunkingError(f"the audio is {n / SAMPLE_RATE:.4f} s long, shorter than one frame")
     windows = plan_windows(n, n_frames, chunk, stride, hop)
-    x = normalise_audio(audio) if lm.do_normalize else audio.astype(np.float32)
+    x = normalise_audio(audio) if do_normalize else audio.astype(np.float32)
     out = None
     for i in range(0, len(windows), batch_size):
         group = windows[i : i + batch_size]
@@ -99,7 +101,7 @@ def chunked_logits(lm: LoadedModel, audio: np.ndarray, device: torch.device, chu
         for j, w in enumerate(group):
             waves[j, : w.end - w.start] = torch.from_numpy(x[w.start : w.end])
         lengths = torch.tensor([w.end - w.start for w in group])
-        logits, _ = lm.model(waves.to(device), lengths.to(device) if lm.attention_mask else None)
+        logits, _ = exact_logits(model, waves.to(device), lengths.to(device))
         logits = logits.float().cpu()  # (b, t, V)
         if out is None:
             out = torch.empty(n_frames, logits.shape[-1])
@@ -125,7 +127,7 @@ def transcribe_long(lm: LoadedModel, paths, device: torch.device, chunk_s: float
             yield p, None, e
             continue
         report = None if progress is None else (lambda done, total, p=p: progress(p, done, total))
-        logits = chunked_logits(lm, audio, device, chunk_s, stride_s, progress=report)[None]  # (1, T, V)
+        logits = chunked_logits(lm.model, audio, device, lm.do_normalize, chunk_s, stride_s, progress=report)[None]
         n = torch.tensor([logits.shape[1]])
         ids = greedy_ids(logits, n, lm.blank) if decoder is None else decoder.decode(logits, n)
         yield p, lm.vocab.decode(ids[0]), None

@@ -16,12 +16,18 @@ alignment with unit costs, so each utterance's S + D + I equals its word edit di
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import FastCTCError
 from ..metrics import _words, edit_distance
+
+
+class ReportError(FastCTCError, ValueError):
+    """A report directory that cannot be written (the message names it and the fix)."""
 
 
 @dataclass
@@ -116,6 +122,17 @@ def build_report(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str]) -
         "utterances_with_errors": sum(u.word_errors > 0 for u in us),
     }  # fmt: skip
     return scored, summary
+
+
+def check_report_dir(out_dir: str | Path) -> None:
+    """Refuse a report directory that cannot be written, before any work: a file in the way, or a
+    parent that is missing or read-only (ReportError names the path and the fix)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--report {out}: a file is in the way; the report is a directory (choose another path)")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise ReportError(f"--report {out}: {parent} is not writable (choose another path)")
 
 
 def write_report(out_dir: str | Path, ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str],

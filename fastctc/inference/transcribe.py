@@ -11,6 +11,7 @@ import torch
 from ..data.audio import load_audio
 from ..data.batching import pad_waveforms
 from ..decoding import greedy_ids
+from ..models.ctc_model import exact_logits
 from .model import LoadedModel
 
 
@@ -18,9 +19,7 @@ from .model import LoadedModel
 def transcribe_arrays(lm: LoadedModel, audios: list[np.ndarray], device: torch.device) -> list[str]:
     """16 kHz mono waveforms -> one transcript each, under the checkpoint's normalisation and mask convention."""
     waves, lengths = pad_waveforms(audios, lm.do_normalize)  # (B, N), (B,)
-    logits, logit_lengths = lm.model(waves.to(device), lengths.to(device) if lm.attention_mask else None)
-    if not lm.attention_mask:  # padded frames are audio to this model; decode only each file's own frames
-        logit_lengths = lm.model.feature_extractor.output_lengths(lengths.to(device)).clamp(max=logits.shape[1])
+    logits, logit_lengths = exact_logits(lm.model, waves.to(device), lengths.to(device))  # as each file alone
     return [lm.vocab.decode(ids) for ids in greedy_ids(logits, logit_lengths, lm.vocab.blank)]
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,6 @@ def init_distributed(device_name: str) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return info
-
-
-def device_for(info: DistInfo, device_name: str) -> torch.device:
-    if device_name == "cpu" or (device_name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda, but no CUDA device is visible; use --set train.device=cpu")
-    return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
 
 
 def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -110,8 +110,8 @@ def evaluate_and_export(run: Run, final: bool = False) -> dict:
         return {}
     t0 = time.time()
     cfg, state = run.cfg, run.state
-    result = evaluate(run.model, run.eval_ds, run.vocab, cfg.train.eval_batch_size, run.device,
-                      use_lengths=run.use_mask, data=cfg.data, report_dir=run.out_dir / "report" if final else None)
+    result = evaluate(run.model, run.eval_ds, run.vocab, cfg.train.eval_batch_size, run.device, data=cfg.data,
+                      report_dir=run.out_dir / "report" if final else None, autocast=run.precision.autocast)
     run.clock.eval_s += time.time() - t0
     tag = "final eval" if final else f"eval step {state.step}"
     per = {"per": result["per"]} if "per" in result else {}  # phone targets: PER picks best/

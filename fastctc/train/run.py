@@ -25,7 +25,8 @@ from ..models.config import FINE_TUNING_FIELDS
 from ..models.feature_encoder import frame_count
 from ..models.hf_io import Preprocessing, read_encoder_config, read_preprocessing, read_vocab
 from .checkpoint import find_checkpoint, load_checkpoint
-from .distributed import DistInfo, device_for, init_distributed
+from ..device import device_for
+from .distributed import DistInfo, init_distributed
 from .optim import build_optimizer, linear_schedule
 from .precision import Precision, resolve_precision
 from .progress import MetricsLog
@@ -187,7 +188,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         (out_dir / "config.toml").write_text(dump_config(cfg))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = device_for(dist, cfg.train.device)
+    device = device_for(cfg.train.device, dist.local_rank if dist.enabled else None, setting="train.device")
     precision = resolve_precision(cfg.train.precision, device)
     seed_everything(cfg.train.seed)
 
