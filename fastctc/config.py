@@ -116,6 +116,11 @@ class TrainConfig:
     # The recipe feeds group-norm checkpoints no attention mask, and then uses the padded length as
     # every CTC input length. true (fastctc's choice) takes CTC input lengths from the true lengths.
     ctc_true_lengths: bool = False
+    # true: a deliberate departure from the recipe. Every training row computes what it computes alone
+    # (group-norm statistics over its own frames, padding masked in attention, true CTC lengths), so a
+    # group-norm model's step no longer depends on what it is batched with. Layer-norm checkpoints already
+    # are. Evaluation is always padding-invariant (the cards' eval_batch_size 1), whatever this says.
+    padding_invariant: bool = False
 
 
 @dataclass

@@ -136,3 +136,38 @@ def test_eval_batch_size_1_and_32_give_identical_reports(trained_group_norm, tmp
         lines = (tmp_path / f"rep{bs}" / "utterances.jsonl").read_text().splitlines()
         reports.append(sorted(lines))
     assert len(reports[0]) == len(audios) and reports[0] == reports[1]
+
+
+def test_padding_invariant_training_step_does_not_depend_on_the_batch():
+    """train.padding_invariant: a group-norm row's CTC loss and its gradient, batched with a longer row,
+    equal the row trained alone (the recipe's convention, padding as audio, does not)."""
+    from fastctc.models import CTCModel, EncoderConfig
+
+    cfg = EncoderConfig(vocab_size=7, pad_token_id=6, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=40, conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2),
+                        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, feat_extract_norm="group",
+                        do_stable_layer_norm=False, conv_bias=False, mask_time_prob=0.0, hidden_dropout=0.0,
+                        attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0)  # fmt: skip
+    torch.manual_seed(0)
+    model = CTCModel(cfg).double().train()
+    a, b = (torch.from_numpy(x).double() for x in mixed_lengths(2, seed=3))
+    a, b = (a, b) if len(a) < len(b) else (b, a)
+    target = torch.tensor([[1, 2, 3]])
+
+    def row_loss_and_grad(waves, lengths, **kw):
+        model.zero_grad()
+        logits, frames = model(waves, lengths, **kw)
+        logp = logits[:1].log_softmax(-1).transpose(0, 1)  # (T, 1, V) float64: torch's CTC as the reference
+        loss = torch.nn.functional.ctc_loss(logp, target, frames[:1], torch.tensor([3]), blank=6)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    batch = torch.zeros(2, len(b), dtype=torch.float64)
+    batch[0, : len(a)], batch[1] = a, b
+    lengths = torch.tensor([len(a), len(b)])
+    alone = row_loss_and_grad(a[None], torch.tensor([len(a)]), padding_invariant=True)
+    together = row_loss_and_grad(batch, lengths, padding_invariant=True)
+    torch.testing.assert_close(together[0], alone[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(together[1], alone[1], rtol=1e-8, atol=1e-10)
+    as_audio = row_loss_and_grad(batch, None)  # the recipe's group-norm convention
+    assert not torch.allclose(as_audio[0], alone[0], rtol=1e-3)

@@ -67,12 +67,12 @@ class ConvLayer(nn.Module):
 def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
     """A one-group-per-channel GroupNorm of (B, C, T) whose statistics (mean, biased variance) cover each
     row's first lengths[b] frames only: what the row computes unpadded, where nn.GroupNorm would take the
-    padded zeros as audio. Computed in float32 (as autocast runs group_norm); the padded frames come out
+    padded zeros as audio. Computed in at least float32 (as autocast runs group_norm); the padded frames come out
     as the bias, and no valid frame of a later layer reads them."""
     T = x.shape[-1]
     valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
-    xf = x.float()
-    n = lengths.clamp(min=1).to(torch.float32)[:, None, None]  # (B, 1, 1)
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))  # at least float32
+    n = lengths.clamp(min=1).to(xf.dtype)[:, None, None]  # (B, 1, 1)
     mean = torch.where(valid, xf, 0.0).sum(-1, keepdim=True) / n  # (B, C, 1)
     centred = torch.where(valid, xf - mean, 0.0)
     var = centred.square().sum(-1, keepdim=True) / n

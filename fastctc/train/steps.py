@@ -53,8 +53,11 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
     waves = batch.waveforms.to(device, non_blocking=True)  # (B, N), pinned by the loader on CUDA
     lengths = batch.lengths.to(device, non_blocking=True)  # (B,)
     with run.precision.autocast():
-        logits, logit_lengths = run.step_model(waves, lengths if run.use_mask else None)  # (B, T, V), (B,)
-    if not run.use_mask and run.cfg.train.ctc_true_lengths:
+        if run.cfg.train.padding_invariant:  # each row as it is alone (and its own CTC length)
+            logits, logit_lengths = run.step_model(waves, lengths, padding_invariant=True)  # (B, T, V), (B,)
+        else:
+            logits, logit_lengths = run.step_model(waves, lengths if run.use_mask else None)
+    if not run.use_mask and not run.cfg.train.padding_invariant and run.cfg.train.ctc_true_lengths:
         logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
     return ctc_loss(logits, batch.targets.to(device, non_blocking=True), logit_lengths,
                     batch.target_lengths.to(device, non_blocking=True), blank=run.vocab.blank, reduction="mean",
