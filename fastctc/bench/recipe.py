@@ -75,6 +75,7 @@ MAPPING: dict[str, str] = {
     "train.threads": "torch.set_num_threads on both sides (--threads overrides it)",
     "train.compile": "fastctc only: the recipe runs eager",
     "train.ctc_true_lengths": "fastctc only: the recipe takes padded CTC lengths without an attention mask",
+    "train.padding_invariant": "fastctc only: the recipe's group-norm rows see their batch's padding as audio",
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
 REFERENCE_FIXED = ("args.train_sampling_strategy = group_by_length, args.length_column_name = input_length, "
