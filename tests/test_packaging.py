@@ -28,20 +28,10 @@ def test_built_wheel_maps_kernels_folder_into_fastctc(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "fastctc/kernels/__init__.py" in names and "fastctc/kernels/ctc_reference.py" in names
     assert not [n for n in names if n.startswith("kernels/")]
+    # pyproject lists packages by hand: every subpackage of fastctc/ must be in the wheel
+    subpackages = {f"fastctc/{p.parent.name}/__init__.py" for p in (REPO / "fastctc").glob("*/__init__.py")}
+    assert subpackages and subpackages <= set(names), sorted(subpackages - set(names))
     top_level = [n for n in names if n.endswith("top_level.txt")]
     if top_level:
         assert zipfile.ZipFile(wheel).read(top_level[0]).decode().split() == ["fastctc"]
 
-
-def test_built_wheel_holds_every_subpackage_of_the_source_tree(tmp_path):
-    """Every folder of fastctc/ with an __init__.py (and kernels/) ships: pyproject lists packages by hand."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    (wheel,) = tmp_path.glob("fastctc-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"fastctc/{p.parent.relative_to(REPO / 'fastctc').as_posix()}/__init__.py"
-                for p in (REPO / "fastctc").glob("*/__init__.py")}
-    assert expected and expected <= names, sorted(expected - names)
