@@ -79,10 +79,9 @@ def ctc_loss(
         return ctc_loss_reference(
             logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity
         )
-    device = logits.device
-    input_lengths = torch.as_tensor(input_lengths, device=device).contiguous()
-    target_lengths = torch.as_tensor(target_lengths, device=device).contiguous()
-    targets = torch.as_tensor(targets, device=device)
+    # left where they are: the launcher reads 1-D targets' longest length before moving them
+    input_lengths, target_lengths = torch.as_tensor(input_lengths), torch.as_tensor(target_lengths)
+    targets = torch.as_tensor(targets)
     return ctc_loss_triton(
         logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity
     )

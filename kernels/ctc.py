@@ -37,14 +37,34 @@ Kernels (run in this order; the first two in forward, the last in backward):
    t, so one barrier per step is enough. The log-probs of the states' labels are gathered from
    logits row t (one row of V, an L1/L2 hit) minus lse_t.
 3. ``_ctc_beta_grad_kernel``: one program per utterance, t from T'-1 down to 0, same shift trick
-   with two ping-pong scratch rows for E (one barrier per step). Per frame it forms gamma, sums
-   the blank states in registers, scatter-adds the label states into a V-wide float32 scratch row
-   with atomics (labels repeat), reads that row back after the barrier, and writes the gradient
-   row once, in the logits' dtype. Three occupancy rows rotate, so the row re-zeroed at a step was
-   last read two barriers earlier. Frames t >= T' get exact zeros.
+   with two ping-pong scratch rows for E. Per frame it forms gamma, sums the blank states in
+   registers, scatter-adds the label states into a V-wide float32 occupancy row with atomics
+   (labels repeat), reads that row back after the barrier, and writes the gradient row once, in
+   the logits' dtype. Three occupancy rows rotate (see the barrier argument). Frames t >= T' get
+   exact zeros.
+
+Barrier argument. The threads of a program exchange values only through per-utterance global
+rows, and ``tl.debug_barrier()`` (bar.sync: every store and atomic a thread of the block made
+before it is visible to the whole block after it) is the only thing that orders them. Barrier k
+ends step k; the beta kernel has a barrier -1 before its loop. A row is safe when a barrier lies
+between every write to it and every read of what it held, in both orders:
+  alpha rows (alpha kernel; R = T when saved, 2 otherwise): step t reads row (t-1) % R, written
+      at step t-1 before barrier t-1, and writes row t % R after barrier t-1; with R = 2 that row
+      was last read at step t-1, before barrier t-1.
+  E rows (beta kernel, 2 rows): step i reads row (i+1) % 2 (written at step i-1, or before
+      barrier -1 for i = 0) after barrier i-1, and writes row i % 2 after barrier i-1; that row
+      was last read at step i-1, before barrier i-1.
+  occupancy rows (beta kernel, 3 rows): step i adds into row i % 3 before barrier i and reads it
+      after. Step i zeroes row (i+2) % 3 after its read: that row was read at step i-1, before
+      barrier i, and is next added into at step i+2, after barrier i+1. (Zeroing row (i+1) % 3
+      instead would share the window between barriers i and i+1 with step i+1's atomics into
+      it: a race between warps.) Rows 0 and 1 are added into at steps 0 and 1 before any step
+      zeroes them, so the program zeroes them before barrier -1; row 2 is zeroed at step 0.
+The atomics are relaxed and CTA-scoped: each program owns its rows, and the barrier orders them.
 
 Saved for backward: log-alpha (B, T, 2*S_cap + 1) float32, lse (B, T) float32 and log Z (B,)
-float32 (it marks infeasible rows), where S_cap = min(longest possible target, T). For LibriSpeech B=8, T=1750, L=550 that
+float32 (it marks infeasible rows), where S_cap = min(longest target, T): the padded width, or the
+longest of target_lengths for 1-D concatenated targets. For LibriSpeech B=8, T=1750, L=550 that
 is 8*1750*1101*4 B = 61.7 MB; torch's native path keeps log-alpha and log-beta of that size plus
 (T, B, V) float32 log-probs and gradient. No (B, T, V) float32 tensor is ever allocated; without
 grad only two alpha rows per utterance are kept.
@@ -56,6 +76,8 @@ an all-zero gradient whether or not zero_infinity is set (torch gives NaN withou
 inf, or 0 under zero_infinity. The atomic sums run in no fixed order (as in torch's CUDA ctc
 backward, which uses atomicAdd too): results can differ run to run at float32 rounding level.
 """
+
+import contextlib
 
 import torch
 import triton
@@ -84,7 +106,10 @@ def _to_output_dtype(x, dtype: tl.constexpr):
     return x.to(dtype)
 
 
-@triton.jit
+# Sizes that change from batch to batch are not specialised (on divisibility by 16 or == 1): each
+# distinct specialisation is another compile (1-3 s, per rank), and these kernels gain nothing
+# from it. The logits and gradient strides stay specialised: they let the V-wide rows vectorise.
+@triton.jit(do_not_specialize=["n_rows", "T"])
 def _row_lse_kernel(
     # pointers
     logits_ptr,  # (B, T, V) any float dtype
@@ -128,7 +153,7 @@ def _state_labels(targets_ptr, target_offsets_ptr, b, s, S, blank, stride_tgt):
     return lab, skip
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "S_CAP", "ALPHA_ROWS", "stride_ab", "stride_at"])
 def _ctc_alpha_kernel(
     # pointers
     logits_ptr,  # (B, T, V)
@@ -195,7 +220,7 @@ def _ctc_alpha_kernel(
     tl.store(log_z_ptr + b, log_z)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "S_CAP", "stride_ab", "stride_at", "stride_eb", "stride_er"])
 def _ctc_beta_grad_kernel(
     # pointers
     logits_ptr,  # (B, T, V)
@@ -208,7 +233,7 @@ def _ctc_beta_grad_kernel(
     log_z_ptr,  # (B,) float32, from forward
     row_scale_ptr,  # (B,) float32: incoming gradient of each row's loss
     e_scratch_ptr,  # (B, 2, N_STATES) float32, ping-pong rows for E_{t+1}
-    occ_scratch_ptr,  # (B, 3, BLOCK_V) float32, zero-filled, rotating label occupancy rows
+    occ_scratch_ptr,  # (B, 3, BLOCK_V) float32, rotating label occupancy rows (any contents)
     grad_ptr,  # (B, T, V) logits' dtype, contiguous, out
     # sizes
     T,
@@ -262,7 +287,10 @@ def _ctc_beta_grad_kernel(
 
     e_next = tl.where(s == S - 1, 0.0, NEG_INF)  # virtual E_{T'}: see the design note
     tl.store(e_rows + stride_er + s, e_next, mask=in_s)  # row 1, read at i = 0
-    tl.debug_barrier()
+    occ_zeros = tl.zeros([BLOCK_V], tl.float32)
+    tl.store(occ_rows + v, occ_zeros)  # rows 0 and 1: added into before any step zeroes them
+    tl.store(occ_rows + BLOCK_V + v, occ_zeros)
+    tl.debug_barrier()  # barrier -1
     for i in range(0, t_live):
         t = t_live - 1 - i
         cur = i % 2
@@ -286,18 +314,18 @@ def _ctc_beta_grad_kernel(
         total = tl.sum(w, axis=0)
         gamma = w / tl.where(total > 0, total, 1.0)
         occ_blank = tl.sum(tl.where(is_label, 0.0, gamma), axis=0)
-        occ_row = occ_rows + (i % 3) * BLOCK_V  # zero on entry (see the re-zeroing below)
-        tl.atomic_add(occ_row + lab, gamma, mask=is_label & emit)
+        occ_row = occ_rows + (i % 3) * BLOCK_V  # zero here: see the barrier argument
+        tl.atomic_add(occ_row + lab, gamma, mask=is_label & emit, sem="relaxed", scope="cta")
 
         e_next = beta + lp
         tl.store(e_rows + cur * stride_er + s, e_next, mask=in_s)
-        tl.debug_barrier()  # atomics done and E_t visible before anyone reads them
+        tl.debug_barrier()  # barrier i: atomics done and E_t visible before anyone reads them
 
         occ = tl.load(occ_row + v, mask=v_ok, other=0.0)
         occ = tl.where(v == blank, occ + occ_blank, occ)
-        # row (i+1)%3 was last read at step i-2, and barrier i-1 separates that read from this
-        # store; step i+1 adds into it after barrier i.
-        tl.store(occ_rows + ((i + 1) % 3) * BLOCK_V + v, tl.zeros([BLOCK_V], tl.float32))
+        # row (i+2)%3 was read at step i-1 (before barrier i) and is added into next at step
+        # i+2 (after barrier i+1); row (i+1)%3 would race with step i+1's atomics
+        tl.store(occ_rows + ((i + 2) % 3) * BLOCK_V + v, occ_zeros)
         grad = (softmax - occ) * scale
         tl.store(g_row + t * stride_gt + v, _to_output_dtype(grad, out_dtype), mask=v_ok)
 
@@ -306,23 +334,53 @@ def _num_warps(block: int) -> int:
     return 4 if block <= 512 else 8
 
 
-def _target_layout(targets, target_lengths, T):
-    """Offset of each row's first label, the label stride, and S_CAP (no host sync)."""
+def _on_device(device: torch.device):
+    """Launch on ``device``, not on the current CUDA device (Triton launches on the current one)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _target_capacity(targets, target_lengths, T) -> int:
+    """S_CAP: the most labels a row of this launch can hold (longer rows cannot be aligned in T).
+
+    Padded targets: their width, no sync. 1-D concatenated targets: the longest of target_lengths,
+    which BLOCK_S (a compile-time size) needs on the host: free when the lengths are on the CPU, one
+    host sync when they are on the GPU (torch's ctc_loss copies its lengths to the host as well).
+    Bounding by T instead would size alpha for T states per row (784 MB at B 32, T 1,750). The
+    training loop passes padded targets.
+    """
+    if targets.dim() == 2:
+        return min(targets.shape[1], T)
+    longest = int(target_lengths.max()) if target_lengths.numel() else 0  # host sync if on a GPU
+    return max(0, min(longest, targets.shape[0], T))
+
+
+def _target_layout(targets, target_lengths, T, s_cap=None):
+    """Offset of each row's first label, the label stride, and S_CAP (see _target_capacity)."""
     B = target_lengths.shape[0]
+    s_cap = _target_capacity(targets, target_lengths, T) if s_cap is None else s_cap
     if targets.dim() == 2:  # padded (B, S)
         offsets = torch.arange(B, device=targets.device, dtype=torch.int64) * targets.stride(0)
-        return offsets, targets.stride(1), min(targets.shape[1], T)
-    lengths = target_lengths.to(torch.int64)
+        return offsets, targets.stride(1), s_cap
+    lengths = target_lengths.to(device=targets.device, dtype=torch.int64)
     offsets = torch.cumsum(lengths, 0) - lengths  # concatenated (sum L,)
-    # a row longer than T cannot be aligned, so T bounds the states without reading lengths
-    return offsets, targets.stride(0), min(targets.shape[0], T)
+    return offsets, targets.stride(0), s_cap
 
 
-def ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alpha):
+def _scratch(shape, device) -> torch.Tensor:
+    """Uninitialised float32 scratch rows: the kernel writes each element before it reads it."""
+    return torch.empty(shape, device=device, dtype=torch.float32)
+
+
+def ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alpha, s_cap=None):
     """Raw per-row loss -log Z (B,) float32 (inf where infeasible), plus what backward needs."""
+    with _on_device(logits.device):
+        return _ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alpha, s_cap)
+
+
+def _ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alpha, s_cap):
     B, T, V = logits.shape
     device = logits.device
-    offsets, stride_tgt, s_cap = _target_layout(targets, target_lengths, T)
+    offsets, stride_tgt, s_cap = _target_layout(targets, target_lengths, T, s_cap)
     n_states = 2 * s_cap + 1
     block_s = max(triton.next_power_of_2(n_states), 16)
     block_v = max(triton.next_power_of_2(V), 16)
@@ -354,13 +412,18 @@ def ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, r
 
     ``out``: optional contiguous (B, T, V) buffer of the logits' dtype; every element is written.
     """
+    with _on_device(logits.device):
+        return _ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, row_scale, out)
+
+
+def _ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, row_scale, out):
     B, T, V = logits.shape
     lse, alpha, log_z, offsets, stride_tgt, s_cap = saved
     n_states = alpha.shape[2]
     block_s = max(triton.next_power_of_2(n_states), 16)
     block_v = max(triton.next_power_of_2(V), 16)
-    e_scratch = torch.empty((B, 2, n_states), device=logits.device, dtype=torch.float32)
-    occ_scratch = torch.zeros((B, 3, block_v), device=logits.device, dtype=torch.float32)
+    e_scratch = _scratch((B, 2, n_states), logits.device)
+    occ_scratch = _scratch((B, 3, block_v), logits.device)  # the kernel zeroes what it needs
     grad = torch.empty((B, T, V), device=logits.device, dtype=logits.dtype) if out is None else out
     if grad.shape != (B, T, V) or grad.dtype != logits.dtype or not grad.is_contiguous():
         raise ValueError(f"ctc_backward: out must be contiguous {(B, T, V)} {logits.dtype}")
@@ -397,8 +460,9 @@ def _row_scale(grad_out, target_lengths, reduction, B):
 class CTCLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, input_lengths, target_lengths, blank, reduction,
-                zero_infinity, save_alpha):  # fmt: skip
-        loss, saved = ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alpha)
+                zero_infinity, save_alpha, s_cap):  # fmt: skip
+        loss, saved = ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alpha,
+                                  s_cap)  # fmt: skip
         if zero_infinity:
             loss = torch.where(torch.isinf(loss), torch.zeros_like(loss), loss)
         ctx.save_for_backward(logits, targets, input_lengths, target_lengths, *saved[:4])
@@ -415,20 +479,26 @@ class CTCLossFunction(torch.autograd.Function):
         saved = (lse, alpha, log_z, offsets, ctx.stride_tgt, ctx.s_cap)
         scale = _row_scale(grad_out, target_lengths, ctx.reduction, logits.shape[0])
         grad = ctc_backward(logits, targets, input_lengths, target_lengths, ctx.blank, saved, scale)
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def ctc_loss_triton(
     logits: torch.Tensor,  # (B, T, V) raw scores, bf16/fp16/fp32, any strides
     targets: torch.Tensor,  # (B, S) padded, or 1-D concatenated; integer ids
-    input_lengths: torch.Tensor,  # (B,) integer, on logits' device
-    target_lengths: torch.Tensor,  # (B,) integer, on logits' device
+    input_lengths: torch.Tensor,  # (B,) integer
+    target_lengths: torch.Tensor,  # (B,) integer; on the CPU spares 1-D targets a host sync
     blank: int = 0,
     reduction: str = "mean",
     zero_infinity: bool = True,
 ) -> torch.Tensor:
     """Fused log-softmax + CTC loss; same value and gradient as ``ctc_loss_reference``."""
     save_alpha = torch.is_grad_enabled() and logits.requires_grad
+    s_cap = _target_capacity(targets, target_lengths, logits.shape[1])  # before the lengths move
+    device = logits.device
+    input_lengths = input_lengths.to(device, non_blocking=True).contiguous()
+    target_lengths = target_lengths.to(device, non_blocking=True).contiguous()
+    targets = targets.to(device, non_blocking=True)
     return CTCLossFunction.apply(
-        logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, save_alpha
+        logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, save_alpha,
+        s_cap,
     )

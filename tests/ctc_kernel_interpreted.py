@@ -38,7 +38,8 @@ REDUCTIONS = ("none", "sum", "mean")
 
 @pytest.fixture(autouse=True)
 def poisoned_grad_buffer(monkeypatch):
-    """Every backward writes into a NaN-filled buffer, so an element the kernel skips shows up."""
+    """Every backward writes into a NaN-filled buffer, and its scratch rows (E and occupancy) start
+    NaN-filled, so an element the kernel skips, or a row it reads before zeroing, shows up."""
     import fastctc.kernels.ctc as ctc_module
 
     real_backward = ctc_module.ctc_backward
@@ -50,6 +51,7 @@ def poisoned_grad_buffer(monkeypatch):
         return real_backward(logits, *args, **kwargs, out=out)
 
     monkeypatch.setattr(ctc_module, "ctc_backward", poisoned)
+    monkeypatch.setattr(ctc_module, "_scratch", lambda shape, device: torch.full(shape, float("nan")))
     yield calls
 
 
@@ -210,6 +212,25 @@ def test_padded_and_concatenated_targets_agree():
         a = kernel_loss_and_grad(padded, reduction, True, grad_out)
         b = kernel_loss_and_grad(concat, reduction, True, grad_out)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_concatenated_targets_size_alpha_by_the_longest_target(monkeypatch):
+    """1-D targets: S_CAP is the longest of target_lengths (read on the host, where they are), not T."""
+    import fastctc.kernels.ctc as ctc_module
+
+    real_forward, states = ctc_module.ctc_forward, []
+
+    def spy(*args, **kwargs):
+        loss, saved = real_forward(*args, **kwargs)
+        states.append(saved[1].shape[2])  # alpha (B, T, 2 * S_CAP + 1)
+        return loss, saved
+
+    monkeypatch.setattr(ctc_module, "ctc_forward", spy)
+    case = random_case(10500, B=3, T=40, V=10, max_labels=1, blank=0, full_length=True)
+    case.targets = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5])  # rows of 7, 2 and 0 labels
+    case.target_lengths = torch.tensor([7, 2, 0])
+    check_fp32(case, "none")
+    assert states == [2 * 7 + 1]
 
 
 def test_integer_dtypes_and_no_grad_forward():
