@@ -106,9 +106,10 @@ def _to_output_dtype(x, dtype: tl.constexpr):
     return x.to(dtype)
 
 
-# Sizes that change from batch to batch are not specialised (on divisibility by 16 or == 1): each
-# distinct specialisation is another compile (1-3 s, per rank), and these kernels gain nothing
-# from it. The logits and gradient strides stay specialised: they let the V-wide rows vectorise.
+# Sizes that change from batch to batch (T and what it multiplies) are not specialised on
+# divisibility by 16 or == 1: each distinct specialisation is another compile (1-3 s, per rank, in
+# epoch 1). The recursions step through one frame at a time and gain nothing from it. The row
+# log-sum-exp kernel keeps its strides specialised, so its V-wide rows vectorise (bandwidth-bound).
 @triton.jit(do_not_specialize=["n_rows", "T"])
 def _row_lse_kernel(
     # pointers
@@ -153,7 +154,7 @@ def _state_labels(targets_ptr, target_offsets_ptr, b, s, S, blank, stride_tgt):
     return lab, skip
 
 
-@triton.jit(do_not_specialize=["T", "S_CAP", "ALPHA_ROWS", "stride_ab", "stride_at"])
+@triton.jit(do_not_specialize=["T", "S_CAP", "ALPHA_ROWS", "stride_lb", "stride_ab", "stride_at"])
 def _ctc_alpha_kernel(
     # pointers
     logits_ptr,  # (B, T, V)
@@ -220,7 +221,8 @@ def _ctc_alpha_kernel(
     tl.store(log_z_ptr + b, log_z)
 
 
-@triton.jit(do_not_specialize=["T", "S_CAP", "stride_ab", "stride_at", "stride_eb", "stride_er"])
+@triton.jit(do_not_specialize=["T", "S_CAP", "stride_lb", "stride_ab", "stride_at", "stride_eb",
+                               "stride_er", "stride_gb"])
 def _ctc_beta_grad_kernel(
     # pointers
     logits_ptr,  # (B, T, V)

@@ -151,6 +151,34 @@ def test_kernels_compile_for_sm90(logits):
         assert "cubin" in compiled.asm, f"{fn.__name__} {constexprs}: no cubin"
 
 
+@pytest.mark.skipif(not HAS_TRITON or K.TRITON_INTERPRETED, reason="needs triton, not interpreted")
+def test_per_batch_sizes_are_not_specialised():
+    """Triton ignores a do_not_specialize name that is not an argument: each must name one, and the
+    sizes that change from batch to batch (T, S_CAP, what T multiplies) must be among them."""
+    import fastctc.kernels.ctc as ctc
+
+    wanted = {
+        ctc._row_lse_kernel: {"n_rows", "T"},
+        ctc._ctc_alpha_kernel: {"T", "S_CAP", "ALPHA_ROWS", "stride_lb", "stride_ab", "stride_at"},
+        ctc._ctc_beta_grad_kernel: {"T", "S_CAP", "stride_lb", "stride_ab", "stride_at", "stride_gb"},
+    }
+    for fn, names in wanted.items():
+        assert set(fn.do_not_specialize) <= set(fn.arg_names), (fn.__name__, fn.do_not_specialize)
+        assert names <= set(fn.do_not_specialize), (fn.__name__, names - set(fn.do_not_specialize))
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_launches_are_guarded_by_the_logits_device():
+    """Triton launches on the current CUDA device: the launchers enter the logits' device first."""
+    import contextlib
+
+    import fastctc.kernels.ctc as ctc
+
+    guard = ctc._on_device(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert isinstance(ctc._on_device(torch.device("cpu")), contextlib.nullcontext)
+
+
 # ---- the Triton kernel, interpreted, in a subprocess -----------------------------------------
 
 

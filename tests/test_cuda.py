@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ctc_kernel_cases import (
     assert_fp32_no_worse_than_torch,
     assert_low_precision_grad,
+    compiled_exp_allowance,
     loss_and_grad,
     make_grad_out,
     random_case,
@@ -61,6 +62,76 @@ def test_fused_ctc_on_device_low_precision_logits_vs_float64(seed, dtype):
     assert_low_precision_grad("grad", grad.cpu(), ref_grad, t_grad, dtype)
 
 
+@pytest.mark.parametrize("V", [32, 100])
+def test_fused_ctc_on_device_librispeech_shape_bf16(V):
+    """LibriSpeech's longest batch: 1,101 states (BLOCK_S 2048, 8 warps), V 32 and 100 (BLOCK_V 128),
+    bf16 logits; the tolerance adds the compiled tl.exp allowance (tests/ctc_kernel_cases.py)."""
+    case = random_case(40 + V, B=8, T=1750, V=V, max_labels=550, dtype=torch.bfloat16, blank=V - 1)
+    case.target_lengths[0] = 550
+    grad_out = make_grad_out(case, "none", V)
+    ref_loss, ref_grad = reference64(case, "none", True, grad_out)
+    t_loss, t_grad = loss_and_grad(torch32, case, "none", True, grad_out, logits=case.logits.float())
+    loss, grad = loss_and_grad(ctc_loss, on_cuda(case), "none", True, grad_out.to(CUDA))
+    loss_extra, grad_extra = compiled_exp_allowance(case, "none", grad_out)
+    assert_fp32_no_worse_than_torch("loss", loss.cpu(), t_loss, ref_loss, loss_extra)
+    assert_low_precision_grad("grad", grad.cpu(), ref_grad, t_grad, torch.bfloat16, grad_extra)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_ctc_on_device_short_targets_wide_vocab(seed):
+    """<= 15 labels (BLOCK_S 32) and V 256: the V-wide occupancy work spreads over every warp while
+    the state reductions fit in one, where a wrongly ordered occupancy row shows (kernels/ctc.py)."""
+    case = random_case(60 + seed, B=8, T=200, V=256, max_labels=15)
+    grad_out = make_grad_out(case, "none", seed)
+    ref_loss, ref_grad = reference64(case, "none", True, grad_out)
+    t_loss, t_grad = loss_and_grad(torch32, case, "none", True, grad_out)
+    loss, grad = loss_and_grad(ctc_loss, on_cuda(case), "none", True, grad_out.to(CUDA))
+    loss_extra, grad_extra = compiled_exp_allowance(case, "none", grad_out)
+    assert_fp32_no_worse_than_torch("loss", loss.cpu(), t_loss, ref_loss, loss_extra)
+    assert_fp32_no_worse_than_torch("grad", grad.cpu(), t_grad, ref_grad, grad_extra)
+
+
+@pytest.mark.parametrize("V", [32, 29])
+def test_fused_ctc_compiles_once_per_block_size(V):
+    """T, S_CAP and the strides T multiplies are not specialised: batches of other lengths with the
+    same BLOCK_S and BLOCK_V reuse the compiled kernels. (With an odd V the row log-sum-exp kernel's
+    specialised batch stride T * V may add one variant: its rows vectorise for V % 16 == 0.)"""
+    import fastctc.kernels.ctc as ctc
+
+    kernels = (ctc._ctc_alpha_kernel, ctc._ctc_beta_grad_kernel) + ((ctc._row_lse_kernel,) if V % 16 == 0 else ())
+    dev = torch.cuda.current_device()
+
+    def variants():
+        return [len(k.device_caches[dev][0]) for k in kernels]
+
+    before = None
+    for i, (T, L) in enumerate([(96, 20), (97, 21), (112, 24), (129, 30)]):  # 41..61 states: BLOCK_S 64
+        case = random_case(80 + i, B=3, T=T, V=V, max_labels=L, blank=0)
+        case.target_lengths[0] = L
+        loss_and_grad(ctc_loss, on_cuda(case), "sum", True, torch.tensor(1.0, device=CUDA))
+        before = variants() if before is None else before
+    assert variants() == before, f"compiled variants grew from {before} to {variants()}"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_fused_ctc_launches_on_the_logits_device():
+    """Logits on cuda:1 while cuda:0 is current: the kernels run on cuda:1 (not an illegal access)."""
+    case = random_case(90, B=3, T=40, V=29, max_labels=10)
+    grad_out = make_grad_out(case, "none", 90)
+    ref_loss, ref_grad = reference64(case, "none", True, grad_out)
+    t_loss, t_grad = loss_and_grad(torch32, case, "none", True, grad_out)
+    dev1 = torch.device("cuda", 1)
+    moved = type(case)(*(t.to(dev1) if isinstance(t, torch.Tensor) else t for t in
+                         (case.logits, case.targets, case.input_lengths, case.target_lengths, case.blank)))  # fmt: skip
+    with torch.cuda.device(0):
+        loss, grad = loss_and_grad(ctc_loss, moved, "none", True, grad_out.to(dev1))
+        torch.cuda.synchronize(dev1)
+    assert grad.device == dev1
+    loss_extra, grad_extra = compiled_exp_allowance(case, "none", grad_out)
+    assert_fp32_no_worse_than_torch("loss", loss.cpu(), t_loss, ref_loss, loss_extra)
+    assert_fp32_no_worse_than_torch("grad", grad.cpu(), t_grad, ref_grad, grad_extra)
+
+
 def tiny_model(seed=0, **overrides) -> CTCModel:
     torch.manual_seed(seed)
     keys = dict(vocab_size=32, pad_token_id=31, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -102,12 +173,15 @@ def test_bf16_step_tracks_fp32():
 def test_compiled_step_equals_eager():
     torch._dynamo.reset()
     model, args = tiny_model(), batch()
-    tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, False
+    # both TF32 switches off: eager runs the layer-norm conv stack as a (1, k) conv2d and the
+    # compiled step as conv1d, and cuDNN may pick TF32 for either
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         l0, g0 = loss_and_grads(model, model, args)
         l1, g1 = loss_and_grads(model, torch.compile(model), args)
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
