@@ -77,3 +77,52 @@ def test_the_gpu_training_run_config_is_wav2vec2_base():
     assert (encoder.hidden_size, encoder.num_hidden_layers, encoder.intermediate_size) == (768, 12, 3072)
     assert encoder.feat_extract_norm == "group" and encoder.conv_dim == (512,) * 7
     assert cfg.train.precision == "bf16" and cfg.train.compile == "on" and cfg.model.freeze_feature_encoder
+
+
+def test_part_limits_sum_to_at_most_the_budget(tmp_path):
+    """The table fits the default budget, and a smaller budget shrinks every limit to fit; the report
+    (here a --smoke run of the cost part) shows the limits against the budget."""
+    assert sum(p.limit_s for p in gpu.PARTS) <= gpu.BUDGET_S
+    for budget in (gpu.BUDGET_S, 300.0, 45.0):
+        assert sum(gpu.part_limits(budget).values()) <= budget + 1e-9
+    report = gpu.main(["--out", str(tmp_path), "--smoke", "--parts", "cost"])
+    assert sum(p["limit_s"] for p in report["parts"]) <= report["budget_s"]
+    assert "<= budget 480 s" in (tmp_path / "report.md").read_text()
+
+
+def _fake_ctc_part(monkeypatch, code: str):
+    """The ctc part runs ``python -c code`` instead of the benchmark."""
+    import sys
+
+    monkeypatch.setattr(gpu, "part_command", lambda name, smoke, out: [sys.executable, "-c", code])
+
+
+SHAPE = {"card": "librispeech", "B": 8, "T": 1750, "L": 550, "speedup_fwd_bwd_vs_torch": 4.0,
+         "vs_float64": {"loss_err": 0.3, "loss_bound": 1e-3, "grad_max_err": 0.2, "grad_worst_excess": 0.1,
+                        "ok": False}}  # fmt: skip
+
+
+def test_a_failed_correctness_check_turns_the_part_red(tmp_path, monkeypatch):
+    final = {"bench": "ctc", "shapes": [SHAPE], "failed_checks": ["librispeech B=8 T=1750 L=550"]}
+    _fake_ctc_part(monkeypatch, f"import json, sys; print(json.dumps({{'bench': 'ctc', 'shape': {SHAPE!r}}})); "
+                                f"print(json.dumps({final!r})); sys.exit(1)")  # fmt: skip
+    report = gpu.main(["--out", str(tmp_path), "--smoke", "--parts", "ctc"])
+    part = report["parts"][0]
+    assert "missed the float64 tolerance at librispeech B=8 T=1750 L=550" in part["red"]
+    assert "**red**" in (tmp_path / "report.md").read_text()
+    verdicts = {r["figure"].split(",")[0]: r["met"] for r in report["figures"]}
+    # a 4x kernel that is wrong meets no goal
+    assert verdicts == {"CTC kernel vs float64 (loss and gradient)": False,
+                        "CTC fwd+bwd vs log_softmax + torch ctc_loss": False}  # fmt: skip
+
+
+def test_a_timed_out_part_keeps_its_json_lines_and_stderr(tmp_path, monkeypatch):
+    ok_shape = {**SHAPE, "vs_float64": {**SHAPE["vs_float64"], "ok": True}}
+    _fake_ctc_part(monkeypatch, f"import json, sys, time; print(json.dumps({{'bench': 'ctc', 'shape': {ok_shape!r}}}));"
+                                " print('compiling the next shape', file=sys.stderr, flush=True); time.sleep(60)")  # fmt: skip
+    report = gpu.main(["--out", str(tmp_path), "--smoke", "--parts", "ctc", "--budget-s", "3"])
+    part, res = report["parts"][0], report["results"]["ctc"]
+    assert part["status"] == "timed out after 3 s" and part["red"] == part["status"]
+    assert res["lines"][0]["shape"]["T"] == 1750 and "compiling the next shape" in res["tail"]
+    assert "compiling the next shape" in (tmp_path / "log.txt").read_text()
+    assert [r["met"] for r in report["figures"]] == [True, True]  # the shape measured before the stop

@@ -19,6 +19,13 @@ part, not the report), and skipped when the remaining budget is below the part's
   train    fastctc train on generated audio at wav2vec2-base size, bf16, compiled, 80 steps: the
            loop's throughput, compile time and peak memory
 
+The limits sum to at most the budget (they shrink in proportion for a smaller one), so the command
+ends within it, torch.compile warm-up on empty caches included. Each part's output is streamed to
+the log as it comes (stderr too, and on a timeout); every JSON line a part prints (one per model or
+shape, where the benchmark prints them) is kept, and the command prints one JSON line per part and
+rewrites report.json as each part ends. A part that fails, times out or misses a correctness check
+(a failed CUDA test, the fused kernel against float64) is red.
+
 Writes OUT/report.md (every figure next to its goal) and OUT/report.json. Without CUDA every GPU part
 is reported as skipped, with the reason; `--smoke` runs each part at its smallest size on whatever
 device there is (how CI checks this command's control flow on a CPU).
@@ -30,8 +37,10 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,14 +63,21 @@ class Part:
     needs_cuda: bool = True
 
 
+BUDGET_S = 480.0  # of one 10-minute GPU call: the rest is start-up, transfers and slack
 PARTS = [
-    Part("cost", "fastctc bench cost (the cost model; no GPU needed)", 5, 120, needs_cuda=False),
-    Part("tests", "pytest -m cuda tests/test_cuda.py", 60, 150),
-    Part("ctc", "fastctc bench ctc (bf16 logits, TIMIT and LibriSpeech shapes)", 30, 90),
-    Part("encoder", "fastctc bench encoder --size card (wav2vec2-base, wavlm-large)", 60, 120),
-    Part("step", "fastctc bench step --size card --precision bf16 (wav2vec2-base, hubert-large)", 60, 150),
-    Part("train", "fastctc train, generated audio, wav2vec2-base size, bf16, compiled, 80 steps", 45, 120),
+    Part("cost", "fastctc bench cost (the cost model; no GPU needed)", 5, 20, needs_cuda=False),
+    Part("tests", "pytest -m cuda tests/test_cuda.py", 60, 110),
+    Part("ctc", "fastctc bench ctc (bf16 logits, TIMIT and LibriSpeech shapes)", 30, 80),
+    Part("encoder", "fastctc bench encoder --size card (wav2vec2-base, wavlm-large)", 45, 90),
+    Part("step", "fastctc bench step --size card --precision bf16 (wav2vec2-base, hubert-large)", 45, 100),
+    Part("train", "fastctc train, generated audio, wav2vec2-base size, bf16, compiled, 80 steps", 45, 80),
 ]
+
+
+def part_limits(budget_s: float, parts=PARTS) -> dict[str, float]:
+    """Each part's time limit: the table's, scaled down so that they sum to at most the budget."""
+    scale = min(1.0, budget_s / sum(p.limit_s for p in parts))
+    return {p.name: p.limit_s * scale for p in parts}
 
 
 def part_command(name: str, smoke: bool, out: Path) -> list[str]:
@@ -110,30 +126,59 @@ def train_overrides(smoke: bool) -> list[str]:
 
 
 def run_part(part: Part, cmd: list[str], limit_s: float, log) -> dict:
-    """Run one part; its output goes to the log file, its last JSON line (if any) is its result."""
+    """Run one part, stdout and stderr streamed into the log as they come (a timeout keeps them).
+
+    ``lines``: every JSON line it printed, in order; ``json``: the last one (the part's summary)."""
     t0 = time.time()
-    log.write(f"\n===== {part.name}: {' '.join(cmd)}\n")
+    log.write(f"\n===== {part.name} (limit {limit_s:.0f} s): {' '.join(cmd)}\n")
     log.flush()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out: list[str] = []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            env=env, cwd=REPO, start_new_session=True)  # fmt: skip
+
+    def pump():
+        for line in proc.stdout:
+            out.append(line.rstrip("\n"))
+            log.write(line)
+            log.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, env=env, cwd=REPO)
-        out, rc = proc.stdout + proc.stderr, proc.returncode
+        rc = proc.wait(timeout=limit_s)
         status = "ok" if rc == 0 else f"failed (exit {rc})"
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the part's own process group: its workers go too
+        proc.wait()
         status = f"timed out after {limit_s:.0f} s"
-    log.write(out)
-    log.flush()
-    result = {"status": status, "seconds": round(time.time() - t0, 1), "command": " ".join(cmd)}
-    for line in reversed(out.strip().splitlines()):
+    reader.join(timeout=10)
+    result = {"status": status, "seconds": round(time.time() - t0, 1), "command": " ".join(cmd), "lines": []}
+    for line in out:
         if line.startswith("{"):
             try:
-                result["json"] = json.loads(line)
+                result["lines"].append(json.loads(line))
             except json.JSONDecodeError:
                 pass
-            break
-    result["tail"] = out.strip().splitlines()[-12:]
+    if result["lines"]:
+        result["json"] = result["lines"][-1]
+    result["tail"] = out[-12:]
     return result
+
+
+def red_reason(name: str, res: dict) -> str | None:
+    """Why a part that ran is red (it failed, timed out, or a correctness check missed), or None."""
+    if name == "tests" and (res.get("counts", {}).get("failed") or res.get("counts", {}).get("error")):
+        return f"CUDA tests failed: {res['counts']}"
+    if name == "ctc":
+        failed = res.get("json", {}).get("failed_checks") or [
+            f"{s['shape']['card']} T={s['shape']['T']}" for s in res.get("lines", [])
+            if "shape" in s and not s["shape"].get("vs_float64", {}).get("ok", True)]  # fmt: skip
+        if failed:
+            return f"fused CTC missed the float64 tolerance at {', '.join(failed)}"
+    if not res["status"].startswith("ok"):
+        return res["status"]
+    return None
 
 
 def pytest_counts(lines: list[str]) -> dict:
@@ -162,13 +207,22 @@ def train_summary(run_dir: Path) -> dict:
 def figures(results: dict) -> list[dict]:
     """Every figure next to its goal: rows of (figure, value, goal, verdict)."""
     rows = []
-    ctc = results.get("ctc", {}).get("json", {})
-    for s in ctc.get("shapes", []):
+    ctc = results.get("ctc", {})
+    # the final JSON if the part finished, else the shapes it printed before it was stopped
+    shapes = ctc.get("json", {}).get("shapes") or [x["shape"] for x in ctc.get("lines", []) if "shape" in x]
+    for s in shapes:
+        name = f"{s['card']} B={s['B']} T={s['T']} L={s['L']}"
+        check = s.get("vs_float64")
+        if check is not None:
+            rows.append({"figure": f"CTC kernel vs float64 (loss and gradient), {name}",
+                         "value": f"loss err {check['loss_err']:.2e}, grad err {check['grad_max_err']:.2e}",
+                         "goal": "the tests' tolerance rule", "met": bool(check["ok"])})  # fmt: skip
         if "speedup_fwd_bwd_vs_torch" in s:
             v = s["speedup_fwd_bwd_vs_torch"]
-            rows.append({"figure": f"CTC fwd+bwd vs log_softmax + torch ctc_loss, {s['card']} B={s['B']} T={s['T']} "
-                                   f"L={s['L']}", "value": f"{v:.2f}x", "goal": ">= 3x",
-                         "met": v >= GOALS["ctc_fwd_bwd_vs_torch"]})  # fmt: skip
+            ok = check is None or bool(check["ok"])  # a wrong kernel's speed is no figure
+            rows.append({"figure": f"CTC fwd+bwd vs log_softmax + torch ctc_loss, {name}", "value": f"{v:.2f}x",
+                         "goal": ">= 3x" + ("" if ok else ", and correct"),
+                         "met": ok and v >= GOALS["ctc_fwd_bwd_vs_torch"]})  # fmt: skip
     enc = results.get("encoder", {}).get("json", {})
     for name, g in enc.get("goals", {}).items():
         rows.append({"figure": f"encoder {name} (worst: {g['family']})", "value": f"{g['worst']:.2f}x",
@@ -219,9 +273,13 @@ def markdown(report: dict) -> str:
         lines.append(f"| {f['figure']} | {f['value']} | {f['goal']} | {verdict} |")
     if not report["figures"]:
         lines.append("| (no GPU figures: see the parts below) | | | |")
-    lines += ["", "## Parts", "", "| part | what | status | seconds |", "|---|---|---|---|"]
+    limits = " + ".join(f"{p['limit_s']:.0f}" for p in report["parts"])
+    lines += ["", "## Parts", "", f"Time limits {limits} s = {sum(p['limit_s'] for p in report['parts']):.0f} s "
+              f"<= budget {report['budget_s']:.0f} s.", "",
+              "| part | what | status | seconds | limit s |", "|---|---|---|---|---|"]  # fmt: skip
     for p in report["parts"]:
-        lines.append(f"| {p['name']} | {p['what']} | {p['status']} | {p.get('seconds', 0):.0f} |")
+        status = f"**red**: {p['red']}" if p.get("red") else p["status"]
+        lines.append(f"| {p['name']} | {p['what']} | {status} | {p.get('seconds', 0):.0f} | {p['limit_s']:.0f} |")
     tests = report["results"].get("tests", {})
     if tests.get("counts"):
         lines += ["", f"CUDA tests: {tests['counts']}"]
@@ -238,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("gpu-report"), help="folder for report.md, report.json, log.txt")
-    ap.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for all parts (default 480)")
+    ap.add_argument("--budget-s", type=float, default=BUDGET_S,
+                    help=f"wall-clock budget for all parts; their limits sum to at most it (default {BUDGET_S:.0f})")
     ap.add_argument("--parts", nargs="+", choices=[p.name for p in PARTS], default=[p.name for p in PARTS])
     ap.add_argument("--smoke", action="store_true", help="each part at its smallest size, on any device (CI)")
     args = ap.parse_args(argv)
@@ -246,18 +305,32 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "log.txt"
     t0 = time.time()
+    chosen = [p for p in PARTS if p.name in args.parts]
+    limits = part_limits(args.budget_s, chosen)
     results, parts = {}, []
+    env = environment("cuda" if cuda else "cpu")
+
+    def write_report() -> dict:  # after every part: a run stopped from outside keeps what ended
+        report = {"bench": "gpu", "environment": env, "smoke": args.smoke, "budget_s": args.budget_s,
+                  "total_s": time.time() - t0, "parts": parts, "results": results, "goals": GOALS,
+                  "log": str(log_path)}  # fmt: skip
+        add_cost_to_steps(results)
+        report["figures"] = figures(results)
+        (args.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        (args.out / "report.md").write_text(markdown(report))
+        return report
+
     with open(log_path, "w") as log:
-        for part in (p for p in PARTS if p.name in args.parts):
+        for part in chosen:
             left = args.budget_s - (time.time() - t0)
-            row = {"name": part.name, "what": part.what}
+            row = {"name": part.name, "what": part.what, "limit_s": round(limits[part.name], 1)}
             if part.needs_cuda and not cuda and not args.smoke and part.name != "tests":
                 row["status"] = "skipped: no CUDA device (torch.cuda.is_available() is False)"
             elif left < part.estimate_s and not args.smoke:
                 row["status"] = f"skipped: {left:.0f} s of the budget left, needs ~{part.estimate_s:.0f} s"
             else:
                 cmd = part_command(part.name, args.smoke, args.out.resolve())
-                res = run_part(part, cmd, part.limit_s if args.smoke else min(part.limit_s, max(left, 1.0)), log)
+                res = run_part(part, cmd, limits[part.name], log)
                 if part.name == "tests":
                     res["counts"] = pytest_counts(res["tail"])
                     if not cuda:
@@ -267,15 +340,15 @@ def main(argv: list[str] | None = None) -> dict:
                     res["summary"] = train_summary(args.out.resolve() / "train-run")
                 results[part.name] = res
                 row.update(status=res["status"], seconds=res["seconds"])
-            print(f"[{time.time() - t0:5.0f} s] {part.name}: {row['status']}", flush=True)
+                if (why := red_reason(part.name, res)) is not None:
+                    row["red"] = why
+            print(f"[{time.time() - t0:5.0f} s] {part.name}: {row.get('red') and 'RED: ' or ''}{row['status']}",
+                  flush=True)  # fmt: skip
             parts.append(row)
-    add_cost_to_steps(results)
-    report = {"bench": "gpu", "environment": environment("cuda" if cuda else "cpu"), "smoke": args.smoke,
-              "budget_s": args.budget_s, "total_s": time.time() - t0, "parts": parts, "results": results,
-              "goals": GOALS, "log": str(log_path)}  # fmt: skip
-    report["figures"] = figures(results)
-    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
-    (args.out / "report.md").write_text(markdown(report))
+            print(json.dumps({"bench": "gpu", "part": row, "lines": results.get(part.name, {}).get("lines", [])},
+                             default=str), flush=True)  # fmt: skip
+            write_report()
+    report = write_report()
     print(f"\nwrote {args.out / 'report.md'} and {args.out / 'report.json'}")
     print(json.dumps({"bench": "gpu", "report": str(args.out / "report.md"), "parts": parts}))
     return report
