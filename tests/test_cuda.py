@@ -113,6 +113,19 @@ def test_fused_ctc_compiles_once_per_block_size(V):
     assert variants() == before, f"compiled variants grew from {before} to {variants()}"
 
 
+def test_concatenated_targets_with_host_lengths_make_no_sync():
+    """1-D targets size BLOCK_S by the longest target: read from lengths on the host (pinned, so the
+    copy to the device is asynchronous), no sync; lengths on the GPU would cost one, by design."""
+    case = random_case(95, B=4, T=60, V=29, max_labels=12, concatenated=True)
+    logits = case.logits.to(CUDA).requires_grad_()
+    targets, input_lengths = case.targets.to(CUDA), case.input_lengths.to(CUDA)
+    target_lengths = case.target_lengths.pin_memory()
+    ctc_loss(logits, targets, input_lengths, target_lengths, blank=case.blank).backward()  # compiles
+    with HostSyncChecker(CUDA) as checker:
+        ctc_loss(logits, targets, input_lengths, target_lengths, blank=case.blank).backward()
+    assert checker.count() == 0, checker.report()
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_fused_ctc_launches_on_the_logits_device():
     """Logits on cuda:1 while cuda:0 is current: the kernels run on cuda:1 (not an illegal access)."""

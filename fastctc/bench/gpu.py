@@ -8,7 +8,8 @@ against it), each in its own process with its own time limit (a crash or a hang 
 part, not the report), and skipped when the remaining budget is below the part's estimate:
   cost     fastctc bench cost: the floor and the predicted time of every card (meta device, seconds)
   tests    pytest -m cuda (tests/test_cuda.py): the fused CTC on the device against float64 (fp32
-           and bf16 logits), a bf16 step against fp32, compiled against eager, reduce-overhead, and
+           and bf16 logits, up to LibriSpeech's longest batch; short targets with V 256; one
+           compile per block size), a bf16 step against fp32, compiled against eager, reduce-overhead, and
            HostSyncChecker against CUDA's own sync detector (torch.cuda.set_sync_debug_mode)
   ctc      fastctc bench ctc: the fused kernel against log_softmax + torch's ctc_loss at TIMIT and
            LibriSpeech shapes, bf16 logits (goal: forward+backward >= 3x)
