@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -143,7 +144,8 @@ def _nearest(name: str, options: typing.Iterable[str]) -> str:
 
 
 def _coerce(key: str, value: object, annotation: object) -> object:
-    """Check `value` against the field's type; ints are accepted where a float is expected."""
+    """Check `value` against the field's type; ints are accepted where a float is expected, and floats
+    must be finite (TOML spells inf and nan, and 1e999 reads as inf: a learning rate of inf trains NaNs)."""
     origin = typing.get_origin(annotation)
     if origin in (list, tuple):  # EncoderConfig's tuple[int, ...] is a TOML list too
         item_type = typing.get_args(annotation)[0]
@@ -156,6 +158,8 @@ def _coerce(key: str, value: object, annotation: object) -> object:
         raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")
     if not isinstance(value, annotation):
         raise ConfigError(f"{key}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+    if annotation is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     return value
 
 
@@ -244,11 +248,34 @@ def _apply(cfg: RunConfig, section: str, key: str, value: object, where: str) ->
         hints = {k: t for k, t in hints.items() if k != "encoder"} | {k: _ENCODER_TYPES[k] for k in ENCODER_KEYS}
     if key not in hints:
         raise ConfigError(f"{where}unknown key {section}.{key}{_nearest(key, hints)}")
-    value = _coerce(f"{section}.{key}", value, hints[key])
+    try:
+        value = _coerce(f"{section}.{key}", value, hints[key])
+    except ConfigError as e:  # name where the value came from, as for an unknown key
+        raise ConfigError(f"{where}{e}") from None
     if section == "model" and key in ENCODER_KEYS:
         target.encoder[key] = value
     else:
         setattr(target, key, value)
+
+
+def _parse_toml(path: Path) -> dict:
+    """The TOML document of `path`: UTF-8 (a byte-order mark, as Windows editors write, is accepted and
+    dropped), holding at least one [section]; anything else is a one-line ConfigError with the fix."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); TOML files are UTF-8: "
+                          f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > fixed.toml") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    if not doc:  # an empty file would otherwise train EncoderConfig's 94 M-parameter default on synthetic audio
+        raise ConfigError(f"{path}: no [section] in the file; a config sets [model], [data], [optim] and "
+                          "[train] keys: start from configs/demo.toml")
+    return doc
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
@@ -258,10 +285,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} not found; try configs/demo.toml")
-        try:
-            doc = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        doc = _parse_toml(path)
         for section, table in doc.items():
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]; "

@@ -79,6 +79,70 @@ def test_missing_file_and_invalid_toml(tmp_path):
         load_config(broken)
 
 
+def _float_keys():
+    """Every float key of the config, [model]'s encoder fields included (section.key, is a list)."""
+    import dataclasses
+    import typing
+
+    from fastctc.config import _ENCODER_TYPES, _SECTION_CLASSES, ENCODER_KEYS
+
+    for section, cls in _SECTION_CLASSES.items():
+        hints = typing.get_type_hints(cls)
+        if section == "model":
+            hints = {k: t for k, t in hints.items() if k != "encoder"} | {k: _ENCODER_TYPES[k] for k in ENCODER_KEYS}
+        for key, t in hints.items():
+            if t is float or typing.get_args(t) == (float,):
+                yield f"{section}.{key}", t is not float
+
+
+def test_every_float_key_refuses_non_finite_values(tmp_path):
+    keys = list(_float_keys())
+    assert {"optim.lr", "optim.betas", "data.max_duration_s", "model.hidden_dropout"} <= {k for k, _ in keys}
+    for key, is_list in keys:
+        for literal in ("inf", "-inf", "nan", "1e999"):
+            value = f"[0.9, {literal}]" if is_list else literal
+            with pytest.raises(ConfigError) as err:
+                load_config(DEMO, [f"{key}={value}"])
+            name = f"{key}[1]" if is_list else key
+            assert str(err.value).startswith(f"--set: {name}: must be a finite number, got "), str(err.value)
+    in_file = tmp_path / "nan.toml"
+    in_file.write_text("[optim]\nlr = nan\n")
+    with pytest.raises(ConfigError, match=r"nan.toml: optim.lr: must be a finite number, got nan$"):
+        load_config(in_file)
+
+
+def test_an_empty_config_or_one_without_sections_is_refused(tmp_path):
+    for text in ("", "# only a comment\n\n"):
+        empty = tmp_path / "empty.toml"
+        empty.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(empty)
+        assert str(err.value) == (f"{empty}: no [section] in the file; a config sets [model], [data], [optim] and "
+                                  "[train] keys: start from configs/demo.toml")
+
+
+def test_config_encoding_strict_utf8_and_a_bom_is_accepted(tmp_path):
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('[data]\nroot = "/data"\n# café\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        load_config(latin1)
+    assert str(err.value) == (f"{latin1}:3: not UTF-8 (byte 0xe9); TOML files are UTF-8: convert it, e.g. "
+                              f"iconv -f latin1 -t utf-8 {latin1} > fixed.toml")
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + DEMO.read_bytes())  # as Windows Notepad saves it
+    assert load_config(bom) == load_config(DEMO)
+
+
+def test_cli_refuses_a_non_finite_learning_rate_in_one_line(tmp_path, capsys):
+    from fastctc.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", str(DEMO), "--set", "optim.lr=inf", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "fastctc train: config error: --set: optim.lr: must be a finite number, got inf\n"
+    assert not out.exists()
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(DEMO, ["optim.lr=1.5e-3", "data.root=a \"quoted\" path"])
     path = tmp_path / "resolved.toml"
