@@ -173,3 +173,98 @@ def test_data_config_errors_name_the_key(override, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     assert fragment in str(err.value)
+
+
+def test_a_latin1_manifest_stops_with_its_line_and_the_fix(tmp_path):
+    root = tmp_path / "m"
+    write(root / "a.wav", tone(1.0))
+    manifest = root / "t.jsonl"
+    manifest.write_bytes((json.dumps({"audio": "a.wav", "text": "la"}) + "\n"
+                          + '{"audio": "a.wav", "text": "café à la carte"}\n').encode("latin-1"))
+    with pytest.raises(CorpusError) as err:
+        build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
+    assert str(err.value) == (f"data.train: {manifest}:2: not UTF-8 (byte 0xe9); manifests are UTF-8: convert it, "
+                              f"e.g. iconv -f latin1 -t utf-8 {manifest} > t.utf8.jsonl")
+    manifest.write_bytes(b"\xef\xbb\xbf" + '{"audio": "a.wav", "text": "café à la carte"}\n'.encode())  # UTF-8 + BOM
+    train, _, report = build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
+    assert train.texts == ["café à la carte"] and report.skipped("train") == 0
+    tsv = root / "t.tsv"  # a TSV's header row after a BOM still names its columns
+    tsv.write_bytes(b"\xef\xbb\xbf" + "audio\ttext\na.wav\tdéjà vu\n".encode())
+    train, _, _ = build_datasets(cfg_for("manifest", root, "t.tsv", "t.tsv", tmp_path), 0)
+    assert train.texts == ["déjà vu"]
+
+
+def test_duplicate_manifest_entries_are_counted_and_named(tmp_path, capsys):
+    root = tmp_path / "m"
+    for name in ("a", "b", "c"):
+        write(root / f"{name}.wav", tone(1.0))
+    rows = [{"audio": "a.wav", "text": "one", "id": "x1"}, {"audio": "b.wav", "text": "two", "id": "x2"},
+            {"audio": "a.wav", "text": "one again", "id": "x3"},  # the same file
+            {"audio": "c.wav", "text": "three", "id": "x2"},  # the same id
+            {"audio": str(root / "b.wav"), "text": "two, absolute"}]  # the same file, spelt another way
+    (root / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, _, report = build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
+    assert train.ids == ["x1", "x2"]
+    assert dict(report.counts["train"]) == {"duplicate": 3}
+    err = capsys.readouterr().err
+    assert (f"warning: train: audio file or id listed again in the manifest (the later line): {root / 't.jsonl'}:3: "
+            f"audio 'a.wav' already listed on line 1; skipped") in err
+    assert "3 skipped (3 audio file or id listed again in the manifest (the later line))" in err
+
+
+@pytest.mark.parametrize("long_utterances", ["skip", "crop"])
+def test_a_manifest_duration_that_lies_cannot_bypass_the_cap(tmp_path, capsys, long_utterances):
+    from fastctc.data.batching import LengthBucketSampler, make_loader
+    from fastctc.data.text import CharVocab
+
+    root = tmp_path / "m"
+    write(root / "ok.wav", tone(1.0))
+    write(root / "liar.wav", tone(6.0, sr=8000), sr=8000)  # 6 s (resampled when loaded), listed as 1 s
+    (root / "t.jsonl").write_text(json.dumps({"audio": "ok.wav", "text": "fine", "duration": 1.0}) + "\n"
+                                  + json.dumps({"audio": "liar.wav", "text": "liar", "duration": 1.0}) + "\n")
+    cfg = cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path, max_duration_s=2.0, long_utterances=long_utterances,
+                  num_workers=0)
+    train, ev, report = build_datasets(cfg, 0, frames_of)
+    assert train.durations == [1.0, 1.0] and report.skipped("train") == 0  # the listing believes it
+    item = train[1]
+    why = f"{root / 'liar.wav'}: 6.0 s in the file, 1.0 s listed, over data.max_duration_s=2"
+    if long_utterances == "skip":
+        assert item == (train.ids[1], None, "liar", why, "too_long_when_loaded")
+    else:
+        assert item.error == why and item.reason == "cropped_when_loaded" and len(item.audio) == 32000
+    assert len(ev[1].audio) == 6 * 16000  # evaluation keeps every utterance whole
+
+    sampler = LengthBucketSampler(train.durations, 0, 2)
+    batches = list(make_loader(train, sampler, CharVocab.from_transcripts(train.texts), cfg, report=report))
+    assert sorted(i for b in batches for i in b.ids) == (train.ids[:1] if long_utterances == "skip" else train.ids)
+    assert max(b.waveforms.shape[1] for b in batches) <= 32000 + 320  # never past the cap (plus the frame padding)
+    reason = "too_long_when_loaded" if long_utterances == "skip" else "cropped_when_loaded"
+    assert dict(report.counts["train"]) == {reason: 1}
+    assert report.skipped("train") == (long_utterances == "skip")
+    err = capsys.readouterr().err
+    from fastctc.data.report import REASONS
+
+    assert f"warning: train: {REASONS[reason]}: {why}" in err
+
+
+def test_broken_files_found_when_loading_are_counted_by_kind(tmp_path):
+    import soundfile as sf
+
+    root = tmp_path / "m"
+    root.mkdir()
+    sf.write(root / "nan.wav", np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    sf.write(root / "zero.wav", np.zeros(0, dtype=np.float32), 16000)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "text.wav").write_text("not audio at all\n")
+    rows = [{"audio": f"{n}.wav", "text": n, "duration": 1.0} for n in ("nan", "zero", "empty", "text", "gone")]
+    (root / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "gone.wav").write_bytes(b"")  # listed while present, then deleted before loading
+    train, _, _ = build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
+    (root / "gone.wav").unlink()
+    items = [train[i] for i in range(len(train))]
+    assert [(it.audio, it.reason) for it in items] == [(None, "non_finite"), (None, "too_short"), (None, "unreadable"),
+                                                       (None, "unreadable"), (None, "missing_audio")]
+    assert items[0].error == f"{root / 'nan.wav'}: 16000 non-finite samples (NaN or inf)"
+    assert items[2].error.startswith(f"{root / 'empty.wav'}: an empty file (0 bytes); soundfile reads WAV")
+    assert items[3].error.startswith(f"{root / 'text.wav'}: not audio soundfile can read (Format not recognised.)")
+    assert items[4].error == f"{root / 'gone.wav'}: no such file (check the path)"

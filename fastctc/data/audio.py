@@ -8,11 +8,25 @@ quality): a band-limited polyphase filter, so a file at 8 or 44.1 kHz keeps its 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from ..errors import FastCTCError
+from ..models.config import EncoderConfig
+from ..models.feature_encoder import frame_count, min_samples
+
+
+class AudioError(FastCTCError, ValueError):
+    """An audio file or waveform the model cannot take. `problem` is the message without the file's name
+    (for callers that print the name themselves), `reason` the data report's name for it."""
+
+    def __init__(self, name: str, problem: str, reason: str = "unreadable"):
+        super().__init__(f"{name}: {problem}" if name else problem)
+        self.name, self.problem, self.reason = name, problem, reason
 
 
 @dataclass(frozen=True)
@@ -46,20 +60,48 @@ def resampled_length(frames: int, sr_in: int, sr_out: int) -> int:
     return frames if sr_in == sr_out else int(round(frames * sr_out / sr_in))
 
 
-def load_audio(path: str, sample_rate: int, max_seconds: float = 0.0) -> np.ndarray:
-    """(N,) float32 mono at `sample_rate`; channels averaged; cropped to max_seconds when > 0.
+def read_audio(path: str, sample_rate: int, max_samples: int = 0) -> tuple[np.ndarray, int]:
+    """((N,) float32 mono at `sample_rate`, the whole file's length at `sample_rate`); channels averaged.
 
-    Only the frames needed for the crop are decoded.
+    With max_samples > 0, N <= max_samples and only the frames needed for them are decoded: a file
+    longer than a listing says never costs more memory than the cap. A missing or unreadable file
+    raises AudioError (reason missing_audio or unreadable) naming it.
     """
-    with sf.SoundFile(path) as f:
-        sr_in = f.samplerate
-        frames = f.frames if max_seconds <= 0 else min(f.frames, math.ceil(max_seconds * sr_in))
-        x = f.read(frames, dtype="float32", always_2d=True)  # (N, C)
+    if not os.path.isfile(path):  # soundfile would only say "System error."
+        raise AudioError(str(path), "no such file (check the path)", "missing_audio")
+    try:
+        with sf.SoundFile(path) as f:
+            sr_in, total = f.samplerate, f.frames
+            frames = total if max_samples <= 0 else min(total, math.ceil(max_samples * sr_in / sample_rate))
+            x = f.read(frames, dtype="float32", always_2d=True)  # (N, C)
+    except sf.LibsndfileError as e:
+        what = "an empty file (0 bytes)" if os.path.getsize(path) == 0 else f"not audio soundfile can read ({e.error_string})"
+        raise AudioError(str(path), f"{what}; soundfile reads WAV, FLAC, NIST SPHERE and OGG: convert it, e.g. "
+                                    "ffmpeg -i FILE -ar 16000 -ac 1 FILE.wav, or leave it out") from None
     x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]  # down-mix: the mean keeps the level of a mono source
     x = resample(np.ascontiguousarray(x), sr_in, sample_rate)
-    if max_seconds > 0:
-        x = x[: int(max_seconds * sample_rate)]
-    return x
+    if max_samples > 0:
+        x = x[:max_samples]
+    return x, resampled_length(total, sr_in, sample_rate)
+
+
+def load_audio(path: str, sample_rate: int, max_seconds: float = 0.0) -> np.ndarray:
+    """(N,) float32 mono at `sample_rate`; channels averaged; cropped to max_seconds when > 0 (only
+    the frames needed for the crop are decoded). Raises AudioError for a missing or unreadable file."""
+    return read_audio(path, sample_rate, int(max_seconds * sample_rate) if max_seconds > 0 else 0)[0]
+
+
+def check_waveform(audio: np.ndarray, name: str, encoder: EncoderConfig) -> None:
+    """Raise AudioError (naming `name`) when the model of `encoder` cannot take `audio`, (N,) at its rate:
+    non-finite samples (a NaN spreads to every frame: an empty transcript, an alignment "too short"),
+    or fewer samples than one frame of the conv stack needs. Inference calls it on every file."""
+    bad = int(np.count_nonzero(~np.isfinite(audio)))
+    if bad:
+        raise AudioError(name, f"{bad} non-finite samples (NaN or inf) of {audio.size}; the file is damaged: "
+                               "export it again, or leave it out", "non_finite")
+    if frame_count(audio.size, encoder) < 1:
+        raise AudioError(name, f"shorter than one frame ({audio.size} samples; the conv stack needs "
+                               f"{min_samples(encoder)})", "too_short")
 
 
 def normalise_audio(x: np.ndarray) -> np.ndarray:

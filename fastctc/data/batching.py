@@ -24,7 +24,7 @@ epoch; resuming mid-epoch is set_epoch(epoch, start=steps_already_taken).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -166,12 +166,13 @@ class Batch:
     target_lengths: torch.Tensor  # (B,)
     texts: list[str]
     ids: list[str] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, why) of items that did not load
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (reason, why) of items that did not load
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (reason, what) of items changed when loaded
     unknown_chars: int = 0  # transcript characters mapped to [UNK]
 
     def pin_memory(self) -> "Batch":  # called by DataLoader(pin_memory=True)
-        return Batch(self.waveforms.pin_memory(), self.lengths.pin_memory(), self.targets.pin_memory(),
-                     self.target_lengths.pin_memory(), self.texts, self.ids, self.failures, self.unknown_chars)
+        return replace(self, waveforms=self.waveforms.pin_memory(), lengths=self.lengths.pin_memory(),
+                                   targets=self.targets.pin_memory(), target_lengths=self.target_lengths.pin_memory())
 
 
 def pad_waveforms(audios: Sequence[np.ndarray], do_normalize: bool = True,
@@ -219,7 +220,8 @@ class Collator:
         batch = collate([it.audio for it in good], [it.text for it in good], self.vocab, self.do_normalize, self.ladder,
                         frame=self.frame)
         batch.ids = [it.id for it in good]
-        batch.failures = [(it.id, it.error) for it in items if it.audio is None]
+        batch.failures = [(it.reason or "unreadable", it.error) for it in items if it.audio is None]
+        batch.notes = [(it.reason, it.error) for it in good if it.reason]
         return batch
 
 
@@ -240,8 +242,8 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         seen = failed = unknown = 0
         for batch in self.loader:
-            for uid, why in batch.failures:
-                self.report.add(self.split, "unreadable", why)
+            for reason, why in batch.failures + batch.notes:
+                self.report.add(self.split, reason, why)
             if batch.unknown_chars:
                 self.report.add(self.split, "unknown_chars", f"{batch.ids[0] if batch.ids else '?'} and others",
                                 n=batch.unknown_chars)

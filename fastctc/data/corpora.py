@@ -96,7 +96,7 @@ def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cac
         kept.append(u)
         texts.append(text)
         durations.append(samples / cfg.sample_rate)
-    return SpeechDataset(kept, texts, durations, cfg.sample_rate, crop_seconds=cap if crop else 0.0)
+    return SpeechDataset(kept, texts, durations, cfg.sample_rate, max_seconds=cap, crop=crop)
 
 
 def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] | None = None,

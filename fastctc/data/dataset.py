@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from ..errors import CorpusError  # noqa: F401  (raised by the corpus readers, imported from here)
-from .audio import load_audio
+from .audio import AudioError, read_audio
 
 
 @dataclass(frozen=True)
@@ -33,16 +32,23 @@ class Item(NamedTuple):
     id: str
     audio: np.ndarray | None  # (N,) float32 mono at the model's rate; None when loading failed
     text: str
-    error: str = ""  # why loading failed (reported and skipped by the loader)
+    error: str = ""  # why loading failed (reported and skipped by the loader), or what was changed
+    reason: str = ""  # the data report's reason for `error` ("" = unreadable when audio is None)
 
 
 class SpeechDataset(torch.utils.data.Dataset):
-    """Utterances on disk. `durations` are those the listing computed (header or manifest)."""
+    """Utterances on disk. `durations` are those the listing computed (header or manifest).
+
+    max_seconds > 0 (the training split's data.max_duration_s) is checked again when a file is loaded,
+    against the file itself: a manifest duration that says 1 s for a 60 s file must not bypass the cap.
+    Such a file is skipped (too_long_when_loaded) or, with crop, cropped (cropped_when_loaded), and
+    never decoded past the cap.
+    """
 
     in_memory = False
 
     def __init__(self, utterances: Sequence[UtteranceInfo], texts: Sequence[str], durations: Sequence[float],
-                 sample_rate: int, crop_seconds: float = 0.0):
+                 sample_rate: int, max_seconds: float = 0.0, crop: bool = False):
         if not (len(utterances) == len(texts) == len(durations)):
             raise ValueError("SpeechDataset: utterances, texts and durations must have the same length")
         self.utterances = list(utterances)
@@ -50,19 +56,32 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.speakers = [u.speaker for u in self.utterances]
         self.texts = list(texts)
         self.durations = [float(d) for d in durations]
-        self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
+        self.sample_rate, self.max_seconds, self.crop = sample_rate, max_seconds, crop
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     def __getitem__(self, i: int) -> Item:
         u = self.utterances[i]
+        cap = int(self.max_seconds * self.sample_rate)  # 0 = no cap
         try:
-            audio = load_audio(u.path, self.sample_rate, self.crop_seconds)
-        except (OSError, RuntimeError, ValueError, sf.LibsndfileError) as e:
+            audio, length = read_audio(u.path, self.sample_rate, cap)
+        except AudioError as e:
+            return Item(u.id, None, self.texts[i], str(e), e.reason)
+        except (OSError, RuntimeError, ValueError) as e:  # a decoder failing past a good header
             return Item(u.id, None, self.texts[i], f"{u.path}: {e}")
-        if audio.size == 0 or not np.isfinite(audio).all():
-            return Item(u.id, None, self.texts[i], f"{u.path}: empty or non-finite samples")
+        if audio.size == 0:
+            return Item(u.id, None, self.texts[i], f"{u.path}: 0 samples", "too_short")
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        if bad:
+            return Item(u.id, None, self.texts[i], f"{u.path}: {bad} non-finite samples (NaN or inf)", "non_finite")
+        if cap and length > cap:
+            why = (f"{u.path}: {length / self.sample_rate:.1f} s in the file, {self.durations[i]:.1f} s listed, "
+                   f"over data.max_duration_s={self.max_seconds:g}")
+            if not self.crop:
+                return Item(u.id, None, self.texts[i], why, "too_long_when_loaded")
+            if round(self.durations[i] * self.sample_rate) < cap:  # else the screen cropped and counted it
+                return Item(u.id, audio, self.texts[i], why, "cropped_when_loaded")
         return Item(u.id, audio, self.texts[i])
 
 

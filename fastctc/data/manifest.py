@@ -21,9 +21,21 @@ from .report import DataReport
 LAYOUT = 'a .jsonl file of {"audio": PATH, "text": TEXT[, "duration": SECONDS]} lines, or a .tsv with a header row audio<TAB>text[<TAB>duration]'
 
 
+def _text(path: Path, split: str) -> str:
+    """The manifest as UTF-8 (a byte-order mark is dropped). Anything else stops the run: decoded with
+    replacement characters, a latin-1 "café" loses its é from transcripts and vocabulary in silence."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise CorpusError(f"data.{split}: {path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); manifests are UTF-8: "
+                          f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}") from None
+
+
 def _rows(path: Path, split: str):
     """(line number, dict or None for an unparsable line)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = _text(path, split)
     if path.suffix.lower() in (".jsonl", ".json"):
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
@@ -48,6 +60,7 @@ def read_manifest(root: str | Path, spec: str, report: DataReport, split: str) -
     if not path.is_file():
         raise CorpusError(f"data.{split}: manifest {str(path)!r} does not exist; expected {LAYOUT}")
     out = []
+    seen: dict[str, int] = {}  # audio path or id -> the line that listed it first
     for n, row in _rows(path, split):
         where = f"{path}:{n}"
         audio = row and (row.get("audio") or row.get("path"))
@@ -60,6 +73,16 @@ def read_manifest(root: str | Path, spec: str, report: DataReport, split: str) -
             report.add(split, "bad_manifest_line", where)
             continue
         audio_path = Path(audio) if Path(audio).is_absolute() else path.parent / audio
-        out.append(UtteranceInfo(id=str(row.get("id") or f"{path.stem}-{n:07d}"), path=str(audio_path), text=text,
+        uid = str(row.get("id") or f"{path.stem}-{n:07d}")
+        # the same file (or id) twice would weigh it twice in training and count it twice in a WER
+        again = next(((what, seen[key]) for what, key in (("audio", str(audio_path)), ("id", f"id:{uid}"))
+                      if key in seen), None)
+        if again is not None:
+            report.add(split, "duplicate", f"{where}: {again[0]} {(audio if again[0] == 'audio' else uid)!r} "
+                                           f"already listed on line {again[1]}")
+            continue
+        seen.setdefault(str(audio_path), n)
+        seen.setdefault(f"id:{uid}", n)
+        out.append(UtteranceInfo(id=uid, path=str(audio_path), text=text,
                                  speaker=str(row.get("speaker") or ""), duration=duration))
     return out

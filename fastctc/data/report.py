@@ -10,24 +10,28 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
-# reason -> what the summary calls it. "cropped" and "unknown_chars" keep the utterance.
+# reason -> what the summary calls it. Those in KEPT keep the utterance.
 REASONS = {
     "missing_audio": "audio file missing",
     "missing_transcript": "audio without a transcript",
     "missing_phones": "audio without a .PHN phone transcription (data.targets=phones)",
     "unknown_phone": "phone label outside data.phone_set's folding table, or a malformed .PHN line",
     "bad_manifest_line": "malformed manifest line",
+    "duplicate": "audio file or id listed again in the manifest (the later line)",
     "unreadable": "unreadable audio",
     "empty_transcript": "empty transcript after normalisation",
     "sample_rate": "sample rate not data.sample_rate and data.resample=false",
     "channels": "more channels than data.max_channels",
     "too_long": "longer than data.max_duration_s",
+    "too_long_when_loaded": "longer than data.max_duration_s when loaded, though listed shorter (a wrong duration)",
+    "non_finite": "non-finite (NaN or inf) samples",
     "too_short": "shorter than the encoder's receptive field",
     "ctc_infeasible": "too few encoder frames for its transcript under CTC",
     "cropped": "cropped to data.max_duration_s (kept)",
+    "cropped_when_loaded": "cropped to data.max_duration_s when loaded, though listed shorter (kept; a wrong duration)",
     "unknown_chars": "characters outside the vocabulary, mapped to [UNK] (kept; counts characters)",
 }
-KEPT = ("cropped", "unknown_chars")
+KEPT = ("cropped", "cropped_when_loaded", "unknown_chars")
 
 
 class DataReport:

@@ -95,6 +95,15 @@ def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
     return max(n, 0)
 
 
+def min_samples(cfg: EncoderConfig) -> int:
+    """The fewest samples that make one frame (the conv stack's receptive field, 400 for wav2vec2's):
+    1 + sum_i (k_i - 1) * (product of the strides before layer i); frame_count is 0 below it."""
+    n, hop = 1, 1
+    for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
+        n, hop = n + (k - 1) * hop, hop * s
+    return n
+
+
 class FeatureEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
