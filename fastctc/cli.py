@@ -103,7 +103,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     failed = 0
     for path, text, error in results:
         if error is not None:
-            print(f"fastctc transcribe: skipping {path}: {error}", file=sys.stderr)
+            print(f"fastctc transcribe: skipping {path}: {error.problem}", file=sys.stderr)
             failed += 1
         else:
             print(f"{path}\t{text}", flush=True)
@@ -176,7 +176,7 @@ def _add_decoder_options(p) -> None:
 def _cmd_align(args: argparse.Namespace) -> int:
     import json
 
-    from .data.audio import load_audio
+    from .data.audio import AudioError, load_audio
     from .inference.align import AlignmentError, align_audio, write_alignments
     from .inference.model import load_model
     from .device import device_for
@@ -213,7 +213,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
         try:
             done.append((u.id, align_audio(lm, load_audio(u.path, 16_000), u.text, device, name=u.path,
                                            chunk_s=args.chunk_s)))
-        except (AlignmentError, OSError, RuntimeError) as e:  # one bad utterance never stops the others
+        except (AlignmentError, AudioError, OSError, RuntimeError) as e:  # one bad utterance never stops the others
             print(f"fastctc align: skipping {u.id}: {e}", file=sys.stderr)
             failed += 1
     out = Path(args.out)

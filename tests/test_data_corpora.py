@@ -266,5 +266,5 @@ def test_broken_files_found_when_loading_are_counted_by_kind(tmp_path):
                                                        (None, "unreadable"), (None, "missing_audio")]
     assert items[0].error == f"{root / 'nan.wav'}: 16000 non-finite samples (NaN or inf)"
     assert items[2].error.startswith(f"{root / 'empty.wav'}: an empty file (0 bytes); soundfile reads WAV")
-    assert items[3].error.startswith(f"{root / 'text.wav'}: not audio soundfile can read (Format not recognised.)")
+    assert items[3].error.startswith(f"{root / 'text.wav'}: not audio soundfile can read (Format not recognised)")
     assert items[4].error == f"{root / 'gone.wav'}: no such file (check the path)"

@@ -75,7 +75,8 @@ def read_audio(path: str, sample_rate: int, max_samples: int = 0) -> tuple[np.nd
             frames = total if max_samples <= 0 else min(total, math.ceil(max_samples * sr_in / sample_rate))
             x = f.read(frames, dtype="float32", always_2d=True)  # (N, C)
     except sf.LibsndfileError as e:
-        what = "an empty file (0 bytes)" if os.path.getsize(path) == 0 else f"not audio soundfile can read ({e.error_string})"
+        what = (f"not audio soundfile can read ({e.error_string.rstrip('.')})" if os.path.getsize(path)
+                else "an empty file (0 bytes)")
         raise AudioError(str(path), f"{what}; soundfile reads WAV, FLAC, NIST SPHERE and OGG: convert it, e.g. "
                                     "ffmpeg -i FILE -ar 16000 -ac 1 FILE.wav, or leave it out") from None
     x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]  # down-mix: the mean keeps the level of a mono source

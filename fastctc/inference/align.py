@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from .. import kernels
-from ..errors import FastCTCError
+from ..data.audio import check_waveform
 from ..data.text import WORD_DELIMITER
+from ..errors import FastCTCError
 from .chunking import SAMPLE_RATE, chunked_logits, frame_samples
 from .model import LoadedModel
 
@@ -128,8 +129,10 @@ def align_logits(logits: torch.Tensor, text: str, tokens: list[str], blank: int,
 
 def align_audio(lm: LoadedModel, audio: np.ndarray, text: str, device: torch.device, name: str = "",
                 chunk_s: float = 30.0, stride_s: float | None = None, progress=None) -> Alignment:  # fmt: skip
-    """16 kHz mono audio and its transcript -> Alignment (long files in chunks of chunk_s seconds)."""
+    """16 kHz mono audio and its transcript -> Alignment (long files in chunks of chunk_s seconds).
+    Raises AudioError for audio the model cannot take (non-finite samples, shorter than one frame)."""
     encode_transcript(text, lm.vocab.tokens, name or "transcript")  # a bad transcript fails before the model runs
+    check_waveform(audio, name or "audio", lm.model.config)
     logits = chunked_logits(lm.model, audio, device, lm.do_normalize, chunk_s, stride_s, progress=progress).to(device)
     return align_logits(logits, text, lm.vocab.tokens, lm.blank, frame_samples(lm.model) / SAMPLE_RATE, name)
 

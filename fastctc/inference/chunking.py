@@ -115,15 +115,17 @@ def chunked_logits(model, audio: np.ndarray, device: torch.device, do_normalize:
 
 def transcribe_long(lm: LoadedModel, paths, device: torch.device, chunk_s: float = 30.0,
                     stride_s: float | None = None, decoder=None, progress=None):  # fmt: skip
-    """Yield (path, text, None) per file, or (path, None, error) for one that cannot be read: each file's
-    logits in chunks (one window when it fits), then greedy or `decoder` (fastctc.inference.lm)."""
-    from ..data.audio import load_audio
+    """Yield (path, text, None) per file, or (path, None, AudioError) for one the model cannot take (as
+    transcribe_files): each file's logits in chunks (one window when it fits), then greedy or `decoder`
+    (fastctc.inference.lm)."""
+    from ..data.audio import AudioError, check_waveform, load_audio
     from ..decoding import greedy_ids
 
     for p in paths:
         try:
-            audio = load_audio(p, SAMPLE_RATE)
-        except Exception as e:  # soundfile raises several types for unreadable files
+            audio = load_audio(str(p), SAMPLE_RATE)
+            check_waveform(audio, str(p), lm.model.config)
+        except AudioError as e:
             yield p, None, e
             continue
         report = None if progress is None else (lambda done, total, p=p: progress(p, done, total))

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..data.audio import load_audio
+from ..data.audio import AudioError, check_waveform, load_audio
 from ..data.batching import pad_waveforms
 from ..decoding import greedy_ids
 from ..models.ctc_model import exact_logits
@@ -25,18 +25,18 @@ def transcribe_arrays(lm: LoadedModel, audios: list[np.ndarray], device: torch.d
 
 def transcribe_files(lm: LoadedModel, paths: Sequence[str | Path], device: torch.device,
                      batch_size: int = 8) -> Iterator[tuple[str | Path, str | None, Exception | None]]:
-    """Yield (path, text, None) per file in order, or (path, None, error) for a file that cannot be read:
-    one unreadable file never stops the others."""
+    """Yield (path, text, None) per file in order, or (path, None, AudioError) for a file the model cannot
+    take (missing, unreadable, non-finite samples, shorter than one frame): one bad file never stops the others."""
     for start in range(0, len(paths), batch_size):
         audios, ok = [], []
         for p in paths[start : start + batch_size]:
-            if not Path(p).is_file():  # soundfile would only say "System error."
-                yield p, None, FileNotFoundError("no such file (check the path)")
-                continue
             try:
-                audios.append(load_audio(p, 16_000))
-                ok.append(p)
-            except Exception as e:  # soundfile raises several types for unreadable files
+                audio = load_audio(str(p), 16_000)
+                check_waveform(audio, str(p), lm.model.config)
+            except AudioError as e:
                 yield p, None, e
+                continue
+            audios.append(audio)
+            ok.append(p)
         if audios:
             yield from ((p, text, None) for p, text in zip(ok, transcribe_arrays(lm, audios, device)))
