@@ -383,14 +383,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    import pickle
+    import re
+
     from .errors import FastCTCError
 
+    command = " ".join(a for a in (args.command, getattr(args, "data_command", None)) if a)
     try:
         return args.func(args)
     except FastCTCError as e:  # what the user gave is wrong: one line that names it, no traceback
-        command = " ".join(a for a in (args.command, getattr(args, "data_command", None)) if a)
-        print(f"fastctc {command}: {e}", file=sys.stderr)
-        return 2
+        message = str(e)
+    except UnicodeDecodeError as e:  # a text file that is not UTF-8 (a library reader names its file itself)
+        message = (f"a file is not UTF-8 ({e.reason} at byte {e.start}); convert it, e.g. "
+                   "iconv -f latin1 -t utf-8 FILE > FILE.utf8")
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused code; never repeat its advice
+        called = re.search(r"GLOBAL (\S+)", str(e))
+        message = (f"refused to unpickle a file that calls {called.group(1) if called else 'code'}, not only tensors: "
+                   "fastctc never runs code from a file")
+    except OSError as e:  # a missing file or folder, permissions, a full or read-only disk
+        where = f"{e.filename}: " if e.filename else ""
+        message = f"{where}{e.strerror or e}"
+    print(f"fastctc {command}: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

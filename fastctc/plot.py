@@ -25,6 +25,9 @@ def read_metrics(run_dir: Path, say: Callable[[str], None] = lambda message: Non
 
 
 def plot_run(run_dir: Path, out: Path, say: Callable[[str], None] = lambda message: None) -> Path:
+    if not out.parent.is_dir():  # checked before matplotlib and the metrics are read
+        raise FastCTCError(f"--out {out}: the folder {out.parent} does not exist; create it (mkdir -p {out.parent}) "
+                           "or choose another path")
     try:
         import matplotlib
 

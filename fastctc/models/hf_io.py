@@ -126,6 +126,14 @@ def _checkpoint_files(path: Path) -> list[Path]:
     raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
 
 
+def _open_safetensors(file: Path):
+    """safe_open, with the file named when its header is damaged (safetensors' own message names none)."""
+    try:
+        return safe_open(str(file), framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{file}: damaged or not a safetensors file ({e}); download or copy it again") from None
+
+
 def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> CTCModel:
     """A CTCModel (eval mode, float32) from a Transformers checkpoint directory.
 
@@ -150,7 +158,7 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     sources: dict[str, str] = {}
     unknown, mismatched = [], []
     for file in _checkpoint_files(path):
-        with safe_open(str(file), framework="pt") as f:
+        with _open_safetensors(file) as f:
             for key in f.keys():
                 target, known = native_key(key, cfg.model_type)
                 if not known or (target is not None and target not in params):

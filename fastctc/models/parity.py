@@ -16,9 +16,11 @@ import statistics
 import time
 
 import torch
+from safetensors import SafetensorError
 
 from fastctc.kernels.ctc_reference import ctc_loss_reference
 
+from ..errors import CheckpointError
 from .hf_io import load_pretrained, native_key
 
 
@@ -45,7 +47,12 @@ def _step(run, repeats: int):
 
 def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats: int = 1, seed: int = 0,
             per_tensor: bool = True, float64: bool = False, log=print) -> dict:  # fmt: skip
-    native = load_pretrained(path, vocab_size=vocab_size)
+    try:
+        native = load_pretrained(path, vocab_size=vocab_size)
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, OSError, SafetensorError) as e:  # not a model folder, or not one fastctc reads
+        raise CheckpointError(e.args[0] if e.args else str(e)) from None
     cfg = native.config
     try:
         import transformers
