@@ -239,3 +239,51 @@ def test_layerdrop_drops_the_layers_transformers_would_skip(model_type):
         ref = encoder.layer_norm(ref) if encoder.pre_ln else ref
         torch.testing.assert_close(got, ref, rtol=0, atol=0)
     assert 0 < dropped < 4 * len(encoder.layers)  # some layers dropped, not all: the test compares something
+
+
+def test_the_loop_books_compile_time_only_for_steps_that_compiled(tmp_path, monkeypatch):
+    """A step with a new batch shape compiles only until automatic dynamic shapes cover it; the loop books a
+    step as compile time exactly when a graph was compiled in it (seen here by the backend itself)."""
+    import json
+
+    import fastctc.train.loop as loop_module
+    import fastctc.train.run as run_module
+    from fastctc.config import load_config
+    from fastctc.train.loop import StopRequest, loop, prepare_run
+
+    current, compiled_in = {"step": 0}, set()
+
+    def backend(gm, example_inputs):
+        compiled_in.add(current["step"])
+        return gm.forward
+
+    def forward_backward(run, micro_batches):
+        current["step"] = run.state.step + 1
+        return real_forward_backward(run, micro_batches)
+
+    real_forward_backward = loop_module.forward_backward
+    monkeypatch.setattr(loop_module, "forward_backward", forward_backward)
+    real_compile = torch.compile  # the run's torch.compile(model), with a backend that notes its step
+    monkeypatch.setattr(run_module.torch, "compile", lambda model: real_compile(model, backend=backend))
+    torch._dynamo.reset()
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "demo.toml", [
+        "model.hidden_size=16", "model.num_attention_heads=2", "model.intermediate_size=16", "model.num_hidden_layers=1",
+        "model.conv_dim=[8, 8, 8, 8, 8, 8, 8]", "model.num_conv_pos_embedding_groups=2", "train.threads=1",
+        "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0", "optim.warmup_steps=1",
+        "data.synthetic_train_size=24", "data.synthetic_eval_size=2", "train.batch_size=4", "train.max_steps=5",
+        "train.compile=on"])  # fmt: skip
+    shapes, real_steps = [], loop_module.steps
+
+    def steps(run):
+        for micro_batches in real_steps(run):
+            shapes.append(tuple(micro_batches[0].waveforms.shape))
+            yield micro_batches
+
+    monkeypatch.setattr(loop_module, "steps", steps)
+    loop(prepare_run(cfg, tmp_path / "run"), StopRequest())
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    booked = [e["compile_s"] for e in events if e["event"] == "train"]
+    booked_in = {step for step, (before, now) in enumerate(zip([0.0] + booked, booked), start=1) if now > before}
+    assert compiled_in and booked_in == compiled_in, (booked_in, compiled_in)
+    assert len(set(shapes)) > len(compiled_in), (shapes, compiled_in)  # a new shape alone is not a compile
