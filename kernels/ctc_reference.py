@@ -35,9 +35,8 @@ def ctc_loss_reference(
     )
 
 
-@torch.library.custom_op("fastctc::ctc_loss_rows", mutates_args=())
-def ctc_loss_rows(logits: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
-                  target_lengths: torch.Tensor, blank: int, zero_infinity: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _ctc_loss_rows(logits: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
+                   target_lengths: torch.Tensor, blank: int, zero_infinity: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(loss (B,) float32, dloss_b/dlogits_b (B, T, V) in the logits' dtype): each row's loss and its
     gradient, computed together (rows are independent, so one pass gives every row's gradient).
 
@@ -53,8 +52,7 @@ def ctc_loss_rows(logits: torch.Tensor, targets: torch.Tensor, input_lengths: to
     return rows, g.transpose(0, 1).to(logits.dtype).contiguous()
 
 
-@ctc_loss_rows.register_fake
-def _(logits, targets, input_lengths, target_lengths, blank, zero_infinity):
+def _fake(logits, targets, input_lengths, target_lengths, blank, zero_infinity):
     return logits.new_empty(logits.shape[0], dtype=torch.float32), torch.empty_like(logits)
 
 
@@ -67,7 +65,22 @@ def _backward(ctx, grad_rows, _grad_of_grad):
     return grad_rows.to(grad.dtype)[:, None, None] * grad, None, None, None, None, None
 
 
-ctc_loss_rows.register_autograd(_backward, setup_context=_setup_context)
+def _register_once():
+    """The op, registered once per process. This file can run twice in one process: from a checkout, the
+    repository root is on sys.path (`python -m pytest`, `python -m fastctc`), and transformers'
+    is_kernels_available imports it as a top-level `kernels` package. A second custom_op call would
+    destroy the first registration, while the first module's op handle still points at the freed
+    operator entry: every later compile then read freed memory in dynamo's fake-tensor pass
+    (ValueError('basic_string::_M_create'), MemoryError('std::bad_alloc'); CI, 2026-11-22)."""
+    if hasattr(torch.ops.fastctc, "ctc_loss_rows"):
+        return torch.ops.fastctc.ctc_loss_rows.default
+    op = torch.library.custom_op("fastctc::ctc_loss_rows", _ctc_loss_rows, mutates_args=())
+    op.register_fake(_fake)
+    op.register_autograd(_backward, setup_context=_setup_context)
+    return op
+
+
+ctc_loss_rows = _register_once()
 
 
 def _compiled_reference(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):

@@ -1,13 +1,25 @@
-"""Bounded compilation: the cases in tests/compile_shapes_cases.py (one TIMIT-like epoch compiled with no
-graph break and at most 3 compiles, compiled loss/gradient equal to eager, the bounded-shape step fit for a
-CUDA graph), run in a child pytest.
+"""Bounded compilation: the model + CTC loss step, compiled, over one whole epoch of TIMIT-like
+durations (4,620 utterances, batch 32: 145 batches), with the default batching and with
+data.pad_lengths; dynamo's counters must show no graph break and a small, stated number of compiles.
 
-Why a child process: in one of four full-suite CI runs (2026-11-22) every compile of the CPU CTC custom op
-failed in dynamo's fake-tensor pass with a C++ allocation error (basic_string::_M_create; once, in a
-helper's run, std::bad_alloc) after the earlier test files had run in the same process; the same cases
-never failed in a fresh process. Until that is understood (see the session note), they run in a fresh
-interpreter, so they measure compilation and not what other tests left behind. Cases and assertions are
-unchanged.
+Measured (torch 2.13, tiny encoder with the cards' 320-sample frame, backend aot_eager, forward and
+backward of every batch; /tmp runs of this file's `epoch_compiles`, 2026-11-22):
+
+| batching | distinct (B, N, S) shapes | dynamic | frames compiled | graph breaks |
+|---|---|---|---|---|
+| default (one length per batch) | 130 | automatic (dynamic=None) | 3 | 0 |
+| pad_lengths=8 | 55 (8 lengths N; target length S and the last batch's B still vary) | automatic | 3 | 0 |
+| pad_lengths=8 | 55 | static (dynamic=False) | 8, then the recompile limit: the rest ran eager | 0 |
+| pad_lengths=8, targets padded to a multiple of 32 | 11 | static | 8, then the recompile limit (11 needed) | 0 |
+
+So automatic dynamic shapes win: the first shape compiles static, the next shapes mark N (then S)
+dynamic, and nothing recompiles after that, with or without the ladder. A static ladder needs the
+targets padded to a bounded set of lengths too, and then one graph per (N, S, B): 11 here, over
+dynamo's default recompile limit of 8 (the backend "eager" measured that row). The bound asserted
+below is 3 compiles (2 recompiles) per epoch.
+
+The CI variant runs the training-mode forward + loss (no backward) with backend "eager": dynamo's
+guards and graph breaks are decided there; the aot_eager variant with backward is marked slow.
 """
 
 import os
@@ -15,26 +27,263 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
 
-TESTS = Path(__file__).resolve().parent
+from fastctc.data.batching import LengthBucketSampler
+from fastctc.devtools.host_syncs import HostSyncChecker
+from fastctc.kernels import ctc_loss
+from fastctc.models import CTCModel, EncoderConfig
+
+MAX_COMPILES = 3  # per epoch, automatic dynamic shapes (measured: 3 with and without the ladder)
+VOCAB = 31
+BLANK = VOCAB - 1
 
 
-def _run_cases(marker: str) -> None:
-    pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "pytest", str(TESTS / "compile_shapes_cases.py"), "-q", "-p", "no:cacheprovider",
-           "-m", marker, "-rs"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=TESTS.parent, env=dict(os.environ, PYTHONPATH=pythonpath), capture_output=True,
-                          text=True, timeout=900)
-    tail = (proc.stdout + proc.stderr)[-6000:]
-    assert proc.returncode == 0, f"compile cases failed ({' '.join(cmd)}):\n{tail}"
-    assert " passed" in proc.stdout.splitlines()[-1], f"no compile case ran:\n{tail}"
+def timit_like_durations(n: int = 4620, seed: int = 0) -> np.ndarray:
+    """As fastctc.bench.data's timit-like: log-normal, median 2.95 s, sigma 0.3, clipped to 0.9-7.8 s."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.lognormal(np.log(2.95), 0.3, n), 0.9, 7.8)
 
 
-def test_compile_cases():
-    _run_cases("not slow")
+def tiny_model(model_type: str = "wav2vec2", layerdrop: float = 0.0) -> CTCModel:
+    """Two layers, 16 wide; one conv of kernel 400, stride 320: the cards' frame rate and frame count."""
+    torch.manual_seed(0)
+    cfg = EncoderConfig(model_type=model_type, vocab_size=VOCAB, pad_token_id=BLANK, hidden_size=16,
+                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=16, conv_dim=(8,),
+                        conv_kernel=(400,), conv_stride=(320,), num_conv_pos_embeddings=16,
+                        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
+                        mask_time_prob=0.05, mask_time_length=2, layerdrop=layerdrop)  # fmt: skip
+    model = CTCModel(cfg)
+    model.freeze_feature_encoder()
+    return model.train()
+
+
+def make_sampler(n: int, batch_size: int, pad_lengths: int) -> LengthBucketSampler:
+    """TIMIT-like durations through the trainer's sampler, 320 samples per frame (the tiny model's and the cards')."""
+    return LengthBucketSampler(timit_like_durations(n), seed=42, batch_size=batch_size, pad_lengths=pad_lengths,
+                               frame=320)  # fmt: skip
+
+
+def batches(sampler: LengthBucketSampler):
+    """(waveforms (B, N), lengths (B,), targets (B, S), target_lengths (B,)) per batch of the epoch,
+    padded as the collator pads: N = the batch's padded length, S = its longest target."""
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(32, int(sampler.padded.max()), generator=g)  # sliced per batch: drawing is slow
+    for idx in sampler:
+        n = torch.as_tensor(sampler.lengths[idx])
+        N = int(sampler.padded[idx].max())
+        target_lengths = (n // 320 // 4).clamp(min=1)  # about one character per four frames
+        S = int(target_lengths.max())
+        yield (noise[: len(idx), :N].contiguous(), n, torch.randint(0, BLANK, (len(idx), S), generator=g),
+               target_lengths)  # fmt: skip
+
+
+def step_fn(model):
+    def step(waves, lengths, targets, target_lengths):
+        logits, logit_lengths = model(waves, lengths)
+        return ctc_loss(logits, targets, logit_lengths, target_lengths, blank=BLANK, reduction="mean")
+
+    return step
+
+
+def epoch_compiles(pad_lengths: int, dynamic, backend: str, backward: bool) -> dict:
+    """Compile the step, run one epoch through it, return dynamo's counts."""
+    model = tiny_model()
+    sampler = make_sampler(4620, 32, pad_lengths)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(step_fn(model), backend=backend, dynamic=dynamic)
+    shapes = set()
+    with torch.set_grad_enabled(backward):
+        for waves, lengths, targets, target_lengths in batches(sampler):
+            shapes.add((tuple(waves.shape), targets.shape[1]))
+            loss = compiled(waves, lengths, targets, target_lengths)
+            assert torch.isfinite(loss)
+            if backward:
+                loss.backward()
+    return {"batches": len(sampler), "shapes": len(shapes), "frames_ok": counters["frames"]["ok"],
+            "frames_total": counters["frames"]["total"], "graph_breaks": dict(counters["graph_break"])}  # fmt: skip
+
+
+@pytest.mark.parametrize("pad_lengths", [0, 8], ids=["default-batching", "pad_lengths=8"])
+def test_one_epoch_compiles_a_bounded_number_of_times(pad_lengths):
+    r = epoch_compiles(pad_lengths, dynamic=None, backend="eager", backward=False)
+    assert r["batches"] == 145 and r["shapes"] > 40, r  # many shapes, so the bound below means something
+    assert r["graph_breaks"] == {}, r
+    assert r["frames_total"] == r["frames_ok"] <= MAX_COMPILES, r
 
 
 @pytest.mark.slow
-def test_compile_cases_slow():
-    _run_cases("slow")
+@pytest.mark.parametrize("pad_lengths", [0, 8], ids=["default-batching", "pad_lengths=8"])
+def test_one_epoch_with_backward_under_aot_autograd(pad_lengths):
+    r = epoch_compiles(pad_lengths, dynamic=None, backend="aot_eager", backward=True)
+    assert r["graph_breaks"] == {}, r
+    assert r["frames_total"] == r["frames_ok"] <= MAX_COMPILES, r
+
+
+def test_compiled_loss_and_gradient_equal_eager():
+    """The compiled step (the loss is the fastctc::ctc_loss_rows custom op under compile) gives eager's
+    loss and gradients."""
+    model = tiny_model()
+    waves, lengths, targets, target_lengths = next(batches(make_sampler(64, 8, 0)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for fn in (step_fn(model), torch.compile(step_fn(model), backend="aot_eager", fullgraph=True)):
+        torch.manual_seed(3)  # the same SpecAugment draw
+        loss = fn(waves, lengths, targets, target_lengths)
+        results.append((loss.detach(), torch.autograd.grad(loss, params)))
+    (l0, g0), (l1, g1) = results
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
+def test_bounded_shape_step_can_be_a_cuda_graph(model_type):
+    """mode="reduce-overhead" needs a region with one graph, no host syncs, no tensors made on the host
+    and no data-dependent shapes. On CPU: fullgraph=True compiles (no break), the captured graph holds
+    no data-dependent op, and an eager run under HostSyncChecker finds neither syncs nor host tensors."""
+    model = tiny_model(model_type)
+    sampler = make_sampler(256, 8, 4)
+    waves, lengths, targets, target_lengths = next(batches(sampler))
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(step_fn(model), backend=capture, fullgraph=True, dynamic=False)(waves, lengths, targets,
+                                                                                 target_lengths)  # fmt: skip
+    assert len(graphs) == 1
+    data_dependent = {"nonzero", "_local_scalar_dense", "item", "masked_select", "unique", "repeat_interleave"}
+    ops = {getattr(n.target, "__name__", str(n.target)) for n in graphs[0].graph.nodes if n.op == "call_function"}
+    assert not ops & data_dependent, ops & data_dependent
+
+    with HostSyncChecker() as syncs:
+        syncs.host(waves, lengths, targets, target_lengths)
+        args = (t.to(waves.device, non_blocking=True) for t in (waves, lengths, targets, target_lengths))
+        step_fn(model)(*args).backward()
+    assert syncs.count() == 0, syncs.report()
+    assert not syncs.host_tensors, "\n".join(map(str, syncs.host_tensors))
+
+
+_SECOND_IMPORT = """
+import sys, torch
+import fastctc.kernels as K
+from transformers.utils.import_utils import is_kernels_available
+is_kernels_available()  # from the repository root it imports kernels/ as a top-level `kernels`, a second copy
+assert "kernels" in sys.modules, "the probe no longer imports the second copy: this test checks nothing"
+live = torch.ops.fastctc.ctc_loss_rows.default  # the dispatcher's current registration
+assert K.ctc_reference.ctc_loss_rows._opoverload is live, "registered twice: fastctc.kernels holds a freed op"
+assert sys.modules["kernels"].ctc_reference.ctc_loss_rows is live
+x = torch.randn(2, 5, 4, requires_grad=True)
+args = (torch.tensor([[1, 2], [3, 3]]), torch.tensor([5, 5]), torch.tensor([2, 2]))
+f = torch.compile(lambda x, *a: K.ctc_loss(x, *a), backend="eager", fullgraph=True)
+torch.testing.assert_close(f(x, *args), K.ctc_loss(x, *args))
+"""
+
+
+def test_a_second_import_of_the_kernels_package_keeps_the_op_registration():
+    """The CI flake (2026-11-22: every compile of the op failed in dynamo's fake-tensor pass with
+    basic_string::_M_create or std::bad_alloc after earlier test files): transformers imported kernels/
+    a second time as a top-level package, whose custom_op call destroyed the op that fastctc.kernels
+    still held. Run from the repository root, in a fresh interpreter, as `python -m pytest` runs."""
+    pytest.importorskip("transformers")
+    proc = subprocess.run([sys.executable, "-c", _SECOND_IMPORT], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
+def test_layerdrop_compiles_without_a_graph_break(model_type):
+    """LayerDrop's per-layer decisions are drawn before the layer loop on the device: the training forward
+    with layerdrop > 0 is one graph (fullgraph=True), dynamo counts no break."""
+    model = tiny_model(model_type, layerdrop=0.5)
+    waves, lengths, targets, target_lengths = next(batches(make_sampler(64, 4, 0)))
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.no_grad():
+        torch.compile(step_fn(model), backend="eager", fullgraph=True)(waves, lengths, targets, target_lengths)
+    assert dict(counters["graph_break"]) == {} and counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
+def test_layerdrop_drops_the_layers_transformers_would_skip(model_type):
+    """Against transformers' loop on the same draws: `if rand() < layerdrop: continue` per layer, with one
+    uniform per layer and step (WavLM never drops layer 0). Six layers, dropout off, four steps."""
+    torch.manual_seed(0)
+    cfg = EncoderConfig(model_type=model_type, hidden_size=16, num_hidden_layers=6, num_attention_heads=2,
+                        intermediate_size=16, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                        layerdrop=0.5)  # fmt: skip
+    encoder = CTCModel(cfg).encoder.train()
+    x, frame_mask = torch.randn(2, 9, 16), torch.ones(2, 9, dtype=torch.bool)
+    dropped = 0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        got = encoder(x, frame_mask)
+        torch.manual_seed(seed)
+        u = torch.rand(len(encoder.layers))  # the same draws, in the same order
+        ref = x + encoder.pos_conv_embed(x)
+        ref = ref if encoder.pre_ln else encoder.layer_norm(ref)
+        bias = encoder.layers[0].attention.position_bias(9) if encoder.wavlm else None
+        for i, layer in enumerate(encoder.layers):
+            if u[i] < cfg.layerdrop and not (encoder.wavlm and i == 0):
+                dropped += 1
+                continue
+            ref = layer(ref, frame_mask, bias)
+        ref = encoder.layer_norm(ref) if encoder.pre_ln else ref
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert 0 < dropped < 4 * len(encoder.layers)  # some layers dropped, not all: the test compares something
+
+
+def test_the_loop_books_compile_time_only_for_steps_that_compiled(tmp_path, monkeypatch):
+    """A step with a new batch shape compiles only until automatic dynamic shapes cover it; the loop books a
+    step as compile time exactly when a graph was compiled in it (seen here by the backend itself)."""
+    import json
+
+    import fastctc.train.loop as loop_module
+    import fastctc.train.run as run_module
+    from fastctc.config import load_config
+    from fastctc.train.loop import StopRequest, loop, prepare_run
+
+    current, compiled_in = {"step": 0}, set()
+
+    def backend(gm, example_inputs):
+        compiled_in.add(current["step"])
+        return gm.forward
+
+    def forward_backward(run, micro_batches):
+        current["step"] = run.state.step + 1
+        return real_forward_backward(run, micro_batches)
+
+    real_forward_backward = loop_module.forward_backward
+    monkeypatch.setattr(loop_module, "forward_backward", forward_backward)
+    real_compile = torch.compile  # the run's torch.compile(model), with a backend that notes its step
+    monkeypatch.setattr(run_module.torch, "compile", lambda model: real_compile(model, backend=backend))
+    torch._dynamo.reset()
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "demo.toml", [
+        "model.hidden_size=16", "model.num_attention_heads=2", "model.intermediate_size=16", "model.num_hidden_layers=1",
+        "model.conv_dim=[8, 8, 8, 8, 8, 8, 8]", "model.num_conv_pos_embedding_groups=2", "train.threads=1",
+        "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0", "optim.warmup_steps=1",
+        "data.synthetic_train_size=24", "data.synthetic_eval_size=2", "train.batch_size=4", "train.max_steps=5",
+        "train.compile=on"])  # fmt: skip
+    shapes, real_steps = [], loop_module.steps
+
+    def steps(run):
+        for micro_batches in real_steps(run):
+            shapes.append(tuple(micro_batches[0].waveforms.shape))
+            yield micro_batches
+
+    monkeypatch.setattr(loop_module, "steps", steps)
+    loop(prepare_run(cfg, tmp_path / "run"), StopRequest())
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    booked = [e["compile_s"] for e in events if e["event"] == "train"]
+    booked_in = {step for step, (before, now) in enumerate(zip([0.0] + booked, booked), start=1) if now > before}
+    assert compiled_in and booked_in == compiled_in, (booked_in, compiled_in)
+    assert len(set(shapes)) > len(compiled_in), (shapes, compiled_in)  # a new shape alone is not a compile

@@ -113,14 +113,18 @@ class Encoder(nn.Module):
             x = self.layer_norm(x)
         x = self.dropout(x)
         position_bias = self.layers[0].attention.position_bias(x.shape[1]) if self.wavlm else None  # (H, T, T)
+        # LayerDrop as transformers: one draw per layer and step, dropped with probability layerdrop; WavLM
+        # never drops layer 0 (it owns the bias). Drawn on the device before the loop and applied with
+        # torch.where, so no host sync and no graph break; a dropped layer still runs (its gradient is zero).
+        drop = None
+        if self.training and self.layerdrop > 0:
+            drop = torch.rand(len(self.layers), device=x.device) < self.layerdrop  # (L,)
+            if self.wavlm:
+                drop[0] = False
         for i, layer in enumerate(self.layers):
-            # LayerDrop as transformers: one draw per layer; WavLM never drops layer 0 (it owns the bias).
-            # The comparison syncs with the host; it runs only in training with layerdrop > 0.
-            if self.training and self.layerdrop > 0 and not (self.wavlm and i == 0):
-                if torch.rand(()) < self.layerdrop:
-                    continue
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, frame_mask, position_bias, use_reentrant=False)
+                y = checkpoint(layer, x, frame_mask, position_bias, use_reentrant=False)
             else:
-                x = layer(x, frame_mask, position_bias)
+                y = layer(x, frame_mask, position_bias)
+            x = y if drop is None else torch.where(drop[i], x, y)
         return self.layer_norm(x) if self.pre_ln else x

@@ -46,14 +46,12 @@ def loop(run: Run, stop: StopRequest) -> dict:
     window = Window(t0=time.time())
     run.model.train()
     for micro_batches in steps(run):
-        t_step = time.time()
-        shape = tuple(micro_batches[0].waveforms.shape)
-        new_shape = shape not in clock.shapes
-        clock.shapes.add(shape)
+        t_step, graphs = time.time(), dynamo_graphs() if run.compiled else 0
+        clock.shapes.add(tuple(micro_batches[0].waveforms.shape))
         loss_sum = forward_backward(run, micro_batches)
         grad_norm, skipped = optimizer_step(run)
         state.step += 1
-        if new_shape and run.compiled:
+        if run.compiled and dynamo_graphs() != graphs:  # this step compiled (a new shape alone may not)
             clock.compile_s += time.time() - t_step
         window.add(state.step, loss_sum, len(micro_batches), sum(len(b.texts) for b in micro_batches),
                    sum(float(b.lengths.sum()) for b in micro_batches) / cfg.data.sample_rate, grad_norm, skipped)
@@ -70,6 +68,13 @@ def loop(run: Run, stop: StopRequest) -> dict:
             save(run, window)
             return stopped(run)
     return finish(run, window)
+
+
+def dynamo_graphs() -> int:
+    """Graphs dynamo has compiled in this process: a step that moved it spent its time compiling."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def report_progress(run: Run, window: Window, first_step: int) -> Window:

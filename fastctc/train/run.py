@@ -54,7 +54,7 @@ class Clock:
     start: float
     startup_s: float = 0.0  # process start to the first step (data listing, model load, resume)
     train_start: float = 0.0
-    compile_s: float = 0.0  # steps that met a new batch shape while compiling
+    compile_s: float = 0.0  # steps during which dynamo compiled a graph
     eval_s: float = 0.0
     shapes: set = field(default_factory=set)
 
