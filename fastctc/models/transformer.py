@@ -114,14 +114,21 @@ class Encoder(nn.Module):
         x = self.dropout(x)
         position_bias = self.layers[0].attention.position_bias(x.shape[1]) if self.wavlm else None  # (H, T, T)
         # LayerDrop as transformers: one draw per layer and step, dropped with probability layerdrop; WavLM
-        # never drops layer 0 (it owns the bias). Drawn on the device before the loop and applied with
-        # torch.where, so no host sync and no graph break; a dropped layer still runs (its gradient is zero).
-        drop = None
+        # never drops layer 0 (it owns the bias). Eager: drawn on the CPU (no device sync) and a dropped
+        # layer is skipped, so it costs nothing and its parameters get no gradient, as in transformers.
+        # Compiled: drawn on the device before the loop and applied with torch.where, so no graph break;
+        # a dropped layer still runs there and its parameters get a zero gradient.
+        compiling = torch.compiler.is_compiling()
+        drop = skip = None
         if self.training and self.layerdrop > 0:
-            drop = torch.rand(len(self.layers), device=x.device) < self.layerdrop  # (L,)
+            drop = torch.rand(len(self.layers), device=x.device if compiling else "cpu") < self.layerdrop  # (L,)
             if self.wavlm:
                 drop[0] = False
+            if not compiling:
+                skip, drop = drop.tolist(), None  # a CPU tensor: no sync
         for i, layer in enumerate(self.layers):
+            if skip is not None and skip[i]:
+                continue
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 y = checkpoint(layer, x, frame_mask, position_bias, use_reentrant=False)
             else:
