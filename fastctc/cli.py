@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,24 +44,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"fastctc train: config error: {e}", file=sys.stderr)
         return 2
-    if args.resume:
-        if args.out and Path(args.out) != Path(args.resume):
-            print("fastctc train: --resume continues in its own run directory; drop --out", file=sys.stderr)
-            return 2
-        out = Path(args.resume)
-        if not (out / "checkpoint" / "state.json").is_file() and not (out / "checkpoint.old" / "state.json").is_file():
-            print(f"fastctc train: --resume {out}: no checkpoint there (expected {out / 'checkpoint'})", file=sys.stderr)
-            return 2
-    else:
-        out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if out.exists() and any(out.iterdir()):
-            print(f"fastctc train: run directory {out} already holds files; choose another with --out, "
-                  f"or continue it with --resume {out}", file=sys.stderr)
-            return 2
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        print("fastctc train: --resume continues in its own run directory; drop --out", file=sys.stderr)
+        return 2
+    out = Path(args.resume or args.out or Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     from .train.loop import train
 
-    result = train(cfg, out, resume=bool(args.resume))
-    return 130 if "stopped" in result else 0
+    result = train(cfg, out, resume=bool(args.resume))  # checks the run directory before any data is read
+    return 128 + result.get("signal", signal.SIGINT) if "stopped" in result else 0  # 130 Ctrl-C, 143 SIGTERM
 
 
 def _beam_decoder(args, lm):

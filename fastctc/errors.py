@@ -20,3 +20,8 @@ class CorpusError(FastCTCError, ValueError):
 
 class CheckpointError(FastCTCError, ValueError):
     """A model or training checkpoint that cannot be read: the message names the file and what to do."""
+
+
+class TrainingError(FastCTCError):
+    """A training run that cannot start or go on where it is (its run directory, a failed write, weights
+    gone non-finite): the message says what failed, what is intact and the command that resumes."""

@@ -13,6 +13,7 @@ No file is ever unpickled (resume never calls torch.load), so a checkpoint from 
 Saving is atomic: the directory is written under a temporary name, flushed, then swapped in with
 renames, so a crash at any moment leaves either the previous good checkpoint or the new one
 (`load_checkpoint` also recovers the previous one from `NAME.old` if a crash hit between renames).
+A save that fails (a full disk) removes its temporary directory and leaves the previous checkpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
+
+FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -121,8 +124,24 @@ def save_checkpoint(
     tmp = parent / f"{directory.name}.tmp"
     old = parent / f"{directory.name}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+        _write(tmp, model, optimizer, scheduler, scaler, state, rng_states)
+    except BaseException:  # a full disk, a second signal: the previous checkpoint stays, the partial copy goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
+    # swap: current -> .old, tmp -> current, drop .old. A crash between the renames leaves .old,
+    # which load_checkpoint falls back to.
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    _fsync_dir(parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(tmp: Path, model, optimizer, scheduler, scaler, state: dict, rng_states) -> None:
     _save_tensors(tmp / "model.safetensors", model.state_dict())
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
     _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
@@ -139,23 +158,24 @@ def save_checkpoint(
     })
     _fsync_dir(tmp)
 
-    # swap: current -> .old, tmp -> current, drop .old. A crash between the renames leaves .old,
-    # which load_checkpoint falls back to.
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-    tmp.rename(directory)
-    _fsync_dir(parent)
-    shutil.rmtree(old, ignore_errors=True)
-
 
 def find_checkpoint(directory: Path) -> Path | None:
-    """The complete checkpoint at `directory`, or its `.old` twin left by a crash mid-swap."""
+    """The complete checkpoint at `directory`, or its `.old` twin left by a crash mid-swap; None if neither
+    holds every file. The one answer to "is there a checkpoint to resume?" (the CLI, prepare_run, load)."""
     directory = Path(directory)
     for candidate in (directory, directory.parent / f"{directory.name}.old"):
-        if (candidate / "state.json").is_file() and (candidate / "model.safetensors").is_file():
+        if all((candidate / name).is_file() for name in FILES):
             return candidate
     return None
+
+
+def read_state(directory: Path) -> dict:
+    """state.json of the checkpoint `find_checkpoint(directory)` finds (step, epoch, ..., rng), without
+    touching the weights; a CheckpointError naming the file when it is damaged."""
+    found = find_checkpoint(directory)
+    if found is None:
+        raise FileNotFoundError(f"no complete checkpoint at {directory} (expected {', '.join(FILES)})")
+    return _read(found / "state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))
 
 
 def _read(file: Path, read):
@@ -177,14 +197,24 @@ def load_checkpoint(
     scheduler,
     scaler: torch.amp.GradScaler | None,
     rank: int = 0,
+    world_size: int = 1,
 ) -> dict:
-    """Restore everything `save_checkpoint` wrote (RNG streams: `rank`'s); returns the loop's `state` dict."""
+    """Restore everything `save_checkpoint` wrote (RNG streams: `rank`'s, of `world_size` processes, the
+    number that saved it); returns the loop's `state` dict."""
+    meta = read_state(directory)
     found = find_checkpoint(directory)
-    if found is None:
-        raise FileNotFoundError(f"no complete checkpoint at {directory} (expected state.json and model.safetensors)")
+    if len(meta["rng"]) != world_size:
+        raise CheckpointError(f"{found} was saved by {len(meta['rng'])} processes, and this run has {world_size}: "
+                              f"the per-process batches and random streams follow that number; resume with "
+                              f"{len(meta['rng'])} (torchrun --nproc_per_node {len(meta['rng'])})")
     device = next(model.parameters()).device
-    model.load_state_dict(_read(found / "model.safetensors", lambda f: load_file(str(f), device=str(device))))
-    meta = _read(found / "state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))
+    weights = _read(found / "model.safetensors", lambda f: load_file(str(f), device=str(device)))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # shapes or names from another model (the run's config.toml edited by hand)
+        raise CheckpointError(f"{found / 'model.safetensors'} does not fit this run's model "
+                              f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); "
+                              "resume with the run's own config.toml") from None
     optimizer_from_flat(optimizer, _read(found / "optimizer.safetensors", lambda f: load_file(str(f), device=str(device))),
                         meta.pop("optimizer"))
     scheduler.load_state_dict({**scheduler.state_dict(), **meta.pop("scheduler")})
@@ -192,8 +222,6 @@ def load_checkpoint(
     if scaler is not None and scaler_state is not None:
         scaler.load_state_dict(scaler_state)
     rng_meta = meta.pop("rng")
-    if rank >= len(rng_meta):
-        raise ValueError(f"{found} holds RNG states for {len(rng_meta)} ranks; resume with the same world size")
     prefix = f"rank{rank}."
     rng = _read(found / "rng.safetensors", lambda f: load_file(str(f)))
     tensors = {k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}

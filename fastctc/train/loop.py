@@ -1,10 +1,11 @@
 """The training loop: `train` prepares a Run and loops over optimizer steps; the small pieces it calls
-(evaluation with the best-model export, checkpoints, the progress line, Ctrl-C) follow it."""
+(evaluation with the best-model export, checkpoints, the progress line, Ctrl-C and SIGTERM) follow it."""
 
 from __future__ import annotations
 
 import contextlib
-import shlex
+import os
+import re
 import shutil
 import signal
 import sys
@@ -12,14 +13,17 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from ..config import RunConfig
+from ..errors import TrainingError
 from ..models import save_pretrained
 from .checkpoint import rng_state, save_checkpoint
-from .distributed import all_reduce_sum, barrier, shutdown
+from .distributed import all_reduce_sum, any_rank, barrier, shutdown
 from .evaluate import evaluate
 from .progress import Window, format_seconds
 from .run import Run, prepare_run
+from .run_dir import intact, resume_command
 from .steps import forward_backward, optimizer_step, steps
 
 
@@ -29,12 +33,18 @@ def train(cfg: RunConfig, out_dir: Path, resume: bool = False) -> dict:
     Writes config.toml, metrics.jsonl, checkpoint/ (resumable state), best/ (best eval WER) and
     model/ (the final model), the last two as Transformers-format checkpoints that load with
     fastctc.models.load_pretrained and with transformers' AutoModelForCTC / Wav2Vec2Processor.
-    Returns the final evaluation (wer, cer, loss; {} on ranks other than 0), or {"stopped": step} when
-    stopped early (Ctrl-C).
+    Returns the final evaluation (wer, cer, loss; {} on ranks other than 0), or {"stopped": step,
+    "signal": signal number} when Ctrl-C or SIGTERM stopped it early. Raises TrainingError when a write
+    fails (a full disk) or the weights are no longer finite; neither is ever saved half-way.
     """
     run = prepare_run(cfg, out_dir, resume)
     with StopRequest().installed() as stop:
-        return loop(run, stop)
+        try:
+            return loop(run, stop)
+        except OSError as e:  # any other write of the run (metrics.jsonl on a full disk)
+            raise TrainingError(f"step {run.state.step}: {e}; {intact(run.out_dir)}") from None
+        finally:
+            run.log.close()
 
 
 def loop(run: Run, stop: StopRequest) -> dict:
@@ -66,7 +76,7 @@ def loop(run: Run, stop: StopRequest) -> dict:
             save(run, window)
         if not last and stop.should_stop(run):
             save(run, window)
-            return stopped(run)
+            return stopped(run, stop)
     return finish(run, window)
 
 
@@ -80,9 +90,10 @@ def dynamo_graphs() -> int:
 def report_progress(run: Run, window: Window, first_step: int) -> Window:
     """The progress line and its metrics.jsonl event, for the window that ends at this step; a new window."""
     state, clock, dist = run.state, run.clock, run.dist
+    if dist.enabled:  # the global batch's loss: every rank's mean over equal-sized shares, read with the rest
+        window.loss_sum = all_reduce_sum(torch.as_tensor(window.loss_sum, device=run.device).float(), dist)
+        window.loss_sum /= dist.world_size
     loss_sum, grad_norm = record_skips(run, window)
-    if dist.enabled:  # the global batch's loss: every rank's mean over equal-sized shares
-        loss_sum = float(all_reduce_sum(torch.tensor([loss_sum], device=run.device), dist)) / dist.world_size
     now = time.time()
     dt = max(now - window.t0, 1e-9)
     taken = state.step - first_step
@@ -111,6 +122,7 @@ def record_skips(run: Run, window: Window) -> tuple[float, float]:
 def evaluate_and_export(run: Run, final: bool = False) -> dict:
     """Rank 0 alone evaluates (the other ranks wait for it at the next collective); a new best WER (PER
     for phone targets) is exported to best/."""
+    refuse_non_finite(run)  # every rank: under DDP they hold the same weights and reach the same verdict
     if not run.main:
         return {}
     t0 = time.time()
@@ -136,34 +148,70 @@ def export(run: Run, directory: Path) -> None:
     """A Transformers-format model, written under a temporary name and swapped in."""
     tmp = directory.parent / f"{directory.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(run.model, tmp, run.vocab.tokens, do_normalize=run.cfg.data.do_normalize,
-                    return_attention_mask=run.use_mask)
+    with writing(run, f"{directory.name}/", tmp):
+        save_pretrained(run.model, tmp, run.vocab.tokens, do_normalize=run.cfg.data.do_normalize,
+                        return_attention_mask=run.use_mask)
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 
 
 def save(run: Run, window: Window) -> None:
     """A resumable checkpoint (every rank's RNG streams, so a DDP resume is exact on every rank)."""
+    refuse_non_finite(run)
     record_skips(run, window)  # the state it saves counts every step so far
     rng_states = None
     if run.dist.enabled:
         rng_states = [None] * run.dist.world_size
         torch.distributed.all_gather_object(rng_states, rng_state())
     if run.main:
-        save_checkpoint(run.out_dir / "checkpoint", run.model, run.optimizer, run.schedule, run.scaler,
-                        vars(run.state), rng_states)
+        with writing(run, "checkpoint/"):  # save_checkpoint removes its own partial copy
+            save_checkpoint(run.out_dir / "checkpoint", run.model, run.optimizer, run.schedule, run.scaler,
+                            vars(run.state), rng_states)
     barrier(run.dist)
 
 
-def stopped(run: Run) -> dict:
+def refuse_non_finite(run: Run) -> None:
+    """Weights with a NaN or inf are never saved or exported: one reduction on the device, one read
+    (a host sync, once per save)."""
+    weights = list(run.model.state_dict().values())
+    finite = torch.stack([torch.isfinite(w).all() for w in weights if w.is_floating_point()]).all()
+    if not finite.item():
+        lr = run.schedule.get_last_lr()[0]
+        raise TrainingError(f"step {run.state.step}: the model's weights are no longer finite (NaN or inf; lr {lr:.2e}, "
+                            f"{run.state.skipped} steps skipped so far), so nothing is saved or exported at this step; "
+                            f"{intact(run.out_dir)} (lower optim.lr or raise optim.warmup_steps to start afresh)")
+
+
+@contextlib.contextmanager
+def writing(run: Run, what: str, tmp: Path | None = None):
+    """A write of the run that fails (a full disk, a file system gone read-only) ends the run in one line
+    that says what failed and what is intact; its temporary copy `tmp` is removed."""
+    try:
+        yield
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, (OSError, SafetensorError)):
+            raise
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else _io_reason(str(e))
+        raise TrainingError(f"step {run.state.step}: writing {run.out_dir / what} failed ({reason}); "
+                            f"{intact(run.out_dir)}") from None
+
+
+def _io_reason(message: str) -> str:
+    """safetensors reports an OS error as `IoError(Os { code: 28, kind: StorageFull, message: "No space left
+    on device" })`: its message, or the first line."""
+    found = re.search(r'message: "([^"]*)"', message)
+    return found.group(1) if found else message.splitlines()[0] if message else "write failed"
+
+
+def stopped(run: Run, stop: StopRequest) -> dict:
     run.log.close()
     if run.main:
-        out = run.out_dir
-        cmd = " ".join(shlex.quote(a) for a in ["fastctc", "train", str(out / "config.toml"), "--resume", str(out)])
-        print(f"fastctc: stopped at step {run.state.step}/{run.total_steps}; checkpoint saved. Resume with:\n  {cmd}",
-              flush=True)
+        print(f"fastctc: stopped at step {run.state.step}/{run.total_steps}; checkpoint saved. Resume with:\n  "
+              f"{resume_command(run.out_dir)}", flush=True)
     shutdown(run.dist)
-    return {"stopped": run.state.step}
+    return {"stopped": run.state.step, **({"signal": stop.signum} if stop.signum else {})}
 
 
 def finish(run: Run, window: Window) -> dict:
@@ -193,34 +241,40 @@ def finish(run: Run, window: Window) -> dict:
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) asks the loop to stop at the next step boundary and save; a second Ctrl-C
-    interrupts at once. `at_step` stops the same way at a given step (tests drive `loop` with it)."""
+    """Ctrl-C (SIGINT) or SIGTERM (what Slurm, Kubernetes, `docker stop` and torchrun send before their
+    SIGKILL) asks the loop to stop at the next step boundary and save. A second Ctrl-C interrupts at
+    once; a second SIGTERM ends the process at once, as the SIGKILL would: the last checkpoint is intact
+    either way (saves are atomic). `at_step` stops the same way at a given step (tests drive `loop` with it)."""
+
+    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self, at_step: int | None = None):
         self.requested, self.at_step = False, at_step
+        self.signum: int | None = None  # the signal that asked, if one did
 
     @contextlib.contextmanager
     def installed(self):
         def handler(signum, frame):
+            if self.requested and signum == signal.SIGTERM:  # the default action: terminate now
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
             if self.requested:
                 raise KeyboardInterrupt
-            self.requested = True
-            print("\nfastctc: Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)",
-                  file=sys.stderr, flush=True)
+            self.requested, self.signum = True, signum
+            print(f"\nfastctc: {self.NAMES[signum]}: saving a checkpoint at the end of this step "
+                  f"({self.NAMES[signum]} again to abort)", file=sys.stderr, flush=True)
 
         try:
-            previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            previous = {s: signal.signal(s, handler) for s in self.NAMES}
+        except ValueError:  # not the main thread: no handler, the signals behave as usual
             yield self
             return
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def should_stop(self, run: Run) -> bool:
-        stop = self.requested or (self.at_step is not None and run.state.step >= self.at_step)
-        if run.dist.enabled:  # every rank stops at the same step
-            flag = all_reduce_sum(torch.tensor([float(stop)], device=run.device), run.dist)
-            stop = bool(flag.item() > 0)  # host sync, once per step and only under DDP
-        return stop
+        """Every rank stops at the same step: the ranks agree on the host (any_rank), without a device sync."""
+        return any_rank(self.requested or (self.at_step is not None and run.state.step >= self.at_step), run.dist)

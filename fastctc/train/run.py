@@ -14,22 +14,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, dump_config, resolve_encoder
+from ..config import RunConfig, dump_config, load_config, resolve_encoder
 from ..data.batching import LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets
 from ..data.phones import PhoneVocab
 from ..data.text import CharVocab
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError, TrainingError
 from ..models import CTCModel, EncoderConfig, default_attention_mask, read_pretrained
 from ..models.config import FINE_TUNING_FIELDS
 from ..models.feature_encoder import frame_count
 from ..models.hf_io import Preprocessing, read_encoder_config, read_preprocessing, read_vocab
-from .checkpoint import find_checkpoint, load_checkpoint
+from .checkpoint import load_checkpoint
 from ..device import device_for
 from .distributed import DistInfo, init_distributed
 from .optim import build_optimizer, linear_schedule
 from .precision import Precision, resolve_precision
 from .progress import MetricsLog
+from .run_dir import changed_keys, check_new_run_dir, check_resume, refuse_changes
 
 
 @dataclass
@@ -178,14 +179,21 @@ def wrap_model(cfg: RunConfig, model: CTCModel, dist: DistInfo, device: torch.de
 
 def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     """Everything a run needs, from the config: process group, data, vocabulary, model, optimizer,
-    schedule, loaders, and (with `resume`) the state of the checkpoint in `out_dir`."""
+    schedule, loaders, and (with `resume`) the state of the checkpoint in `out_dir`.
+
+    The run directory is checked first (run_dir.py) and written last: config.toml and metrics.jsonl
+    appear only once the start has succeeded."""
     clock = Clock(start=time.time())
     dist = init_distributed(cfg.train.device)
     say = print if dist.is_main else (lambda *a, **k: None)
     cfg, encoder, preprocessing = resolve_model(cfg, say)
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.toml").write_text(dump_config(cfg))
+    if resume:
+        check_resume(out_dir)
+        if (out_dir / "config.toml").is_file():  # the model, batch or schedule it was run with
+            saved, saved_encoder, _ = resolve_model(load_config(out_dir / "config.toml"), lambda *a, **k: None)
+            refuse_changes(out_dir, changed_keys(saved, saved_encoder, cfg, encoder))
+    elif dist.is_main:
+        check_new_run_dir(out_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = device_for(cfg.train.device, dist.local_rank if dist.enabled else None, setting="train.device")
@@ -222,14 +230,18 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
 
     state = RunState()
     if resume:
-        if find_checkpoint(out_dir / "checkpoint") is None:
-            raise CheckpointError(f"--resume {out_dir}: no checkpoint/ there to resume from")
-        meta = load_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, rank=dist.rank)
+        meta = load_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, rank=dist.rank,
+                               world_size=dist.world_size)
         state = RunState.from_checkpoint(meta)
         say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state.step}", flush=True)
     step_model, ddp, compiled = wrap_model(cfg, model, dist, device)
+    try:
+        if dist.is_main:
+            (out_dir / "config.toml").write_text(dump_config(cfg))
+        log = MetricsLog(out_dir / "metrics.jsonl", enabled=dist.is_main)
+    except OSError as e:
+        raise TrainingError(f"run directory {out_dir}: cannot write {e.filename or 'config.toml'} ({e.strerror})") from None
     return Run(cfg=cfg, out_dir=out_dir, dist=dist, device=device, precision=precision, model=model,
                step_model=step_model, ddp=ddp, compiled=compiled, vocab=vocab, use_mask=use_mask, sampler=sampler,
                loader=loader, eval_ds=eval_ds, optimizer=optimizer, schedule=schedule, scaler=scaler,
-               total_steps=total, log=MetricsLog(out_dir / "metrics.jsonl", enabled=dist.is_main), state=state,
-               clock=clock)
+               total_steps=total, log=log, state=state, clock=clock)
