@@ -104,6 +104,70 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path):
     assert not (out / "model").exists()  # the run did not finish
 
 
+def _start_training(out: Path, overrides: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fastctc", "train", str(DEMO), "--out", str(out),
+                             *sum((["--set", s] for s in overrides), [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out.parent)
+
+
+def _signal_at(proc: subprocess.Popen, step_line: str, signum: int) -> str:
+    """Send `signum` once the progress line `step_line` shows; the run's whole output."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(step_line):
+            proc.send_signal(signum)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    return "".join(lines) + rest
+
+
+def test_sigterm_saves_and_resumes_exactly_and_so_does_the_sigkill_after_it(tmp_path):
+    # what a cluster sends: SIGTERM, which stops at the step's end like Ctrl-C (exit 143), then after a
+    # grace period SIGKILL, after which the last periodic checkpoint resumes as exactly
+    overrides = TINY + ["data.synthetic_train_size=32", "data.synthetic_eval_size=4", "train.batch_size=8",
+                        "train.max_steps=12", "train.checkpoint_every=2", "model.hidden_dropout=0.1"]
+    cfg = load_config(DEMO, overrides)
+    train(cfg, tmp_path / "full")
+    full = _losses(tmp_path / "full")
+
+    term = tmp_path / "term"
+    text = _signal_at(proc := _start_training(term, overrides), "step 2/", signal.SIGTERM)
+    assert proc.returncode == 143, text
+    assert "fastctc: SIGTERM: saving a checkpoint at the end of this step" in text
+    assert f"fastctc train {term / 'config.toml'} --resume {term}" in text
+    stopped_at = json.loads((term / "checkpoint" / "state.json").read_text())["step"]
+    assert 2 <= stopped_at < 12 and max(_losses(term)) == stopped_at, text
+    assert not (term / "model").exists()
+
+    kill = tmp_path / "kill"
+    text = _signal_at(proc := _start_training(kill, overrides), "step 3/", signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, text
+    assert json.loads((kill / "checkpoint" / "state.json").read_text())["step"] in (2, 4), text
+
+    for run in (term, kill):
+        train(cfg, run, resume=True)
+        resumed = _losses(run)  # the killed run logged steps past its checkpoint: the resume logs them again
+        assert sorted(resumed) == list(range(1, 13)), run
+        for step in full:
+            assert abs(full[step] - resumed[step]) <= 1e-6, (run.name, step, full[step], resumed[step])
+
+
+def test_a_second_sigterm_ends_the_process_at_once():
+    code = ("import os, signal, time\n"
+            "from fastctc.train.loop import StopRequest\n"
+            "with StopRequest().installed() as stop:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(0.5)\n"
+            "    assert stop.requested and stop.signum == signal.SIGTERM\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(5)\n"
+            "print('still running')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stdout + proc.stderr
+    assert "SIGTERM again to abort" in proc.stderr and "still running" not in proc.stdout
+
+
 def _write_equal_length_manifest(root: Path, count: int) -> Path:
     """count utterances of exactly 1.0 s, so batching is identical at any world size."""
     rows = []
