@@ -41,7 +41,10 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:  # its last flush failed (a full disk): the write that failed first was reported
+                pass
             self.file = None
         if self.tb is not None:
             self.tb.close()
