@@ -179,7 +179,7 @@ def test_a_failed_start_leaves_nothing_that_refuses_the_same_out(tmp_path, capsy
                 + _args("train.max_steps=2", "data.corpus=librispeech", f"data.root={missing}"))
     line = _one_line(capsys)
     assert code == 2 and str(missing) in line, line
-    assert not out.exists() or not list(out.iterdir())  # no config.toml, no metrics.jsonl
+    assert out.is_dir() and not list(out.iterdir())  # past the run directory's check; no config.toml, no metrics.jsonl
     assert main(["train", str(DEMO), "--out", str(out)] + _args("train.max_steps=2")) == 0, capsys.readouterr().err
     assert _step(out) == 2 and (out / "model" / "model.safetensors").is_file()
 
