@@ -184,7 +184,7 @@ def test_a_latin1_manifest_stops_with_its_line_and_the_fix(tmp_path):
     with pytest.raises(CorpusError) as err:
         build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
     assert str(err.value) == (f"data.train: {manifest}:2: not UTF-8 (byte 0xe9); manifests are UTF-8: convert it, "
-                              f"e.g. iconv -f latin1 -t utf-8 {manifest} > t.utf8.jsonl")
+                              f"e.g. iconv -f latin1 -t utf-8 {manifest} > {root / 't.utf8.jsonl'}")
     manifest.write_bytes(b"\xef\xbb\xbf" + '{"audio": "a.wav", "text": "café à la carte"}\n'.encode())  # UTF-8 + BOM
     train, _, report = build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
     assert train.texts == ["café à la carte"] and report.skipped("train") == 0

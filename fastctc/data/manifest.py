@@ -29,8 +29,9 @@ def _text(path: Path, split: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
+        fixed = path.with_name(f"{path.stem}.utf8{path.suffix}")
         raise CorpusError(f"data.{split}: {path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); manifests are UTF-8: "
-                          f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}") from None
+                          f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > {fixed}") from None
 
 
 def _rows(path: Path, split: str):
