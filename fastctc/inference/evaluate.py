@@ -91,7 +91,7 @@ def run_split(model, dataset, device: torch.device, decode_vocab, *, batch_size:
     for i in long:  # alone, in chunks (memory bounded by the chunk)
         item = dataset[i]
         if item.audio is None:
-            report.add("eval", "unreadable", item.error)
+            report.add("eval", item.reason or "unreadable", item.error)
             continue
         logits = chunked_logits(model, item.audio, device, data.do_normalize, chunk_s)[None]  # (1, T, V)
         frames = torch.tensor([logits.shape[1]])
