@@ -237,3 +237,30 @@ def test_the_fused_ctc_step_in_a_subprocess():
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
                            "-k", "test_fused_ctc_step_syncs_zero_times"], capture_output=True, text=True, env=env)  # fmt: skip
     assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_the_ddp_stop_check_makes_no_host_sync(tmp_path):
+    """Under DDP every step asks all ranks whether to stop: the vote runs on the hosts (gloo), never as a
+    device collective read back with .item(), so a step that does not log still syncs zero times."""
+    import types
+
+    import torch.distributed as dist
+
+    from fastctc.train.distributed import DistInfo
+    from fastctc.train.loop import StopRequest
+
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+    try:
+        # a group of one stands in for the ranks (enabled: world_size > 1 takes the DDP path)
+        run = types.SimpleNamespace(dist=DistInfo(rank=0, world_size=2, host_group=None),
+                                    state=types.SimpleNamespace(step=3))  # fmt: skip
+        stop = StopRequest()
+        with HostSyncChecker() as syncs:
+            keep_going = stop.should_stop(run)
+            stop.requested = True
+            stopping = stop.should_stop(run)
+        assert_no_host_syncs(syncs, 0, "DDP stop check")
+        assert not keep_going and stopping
+        assert StopRequest(at_step=3).should_stop(run)
+    finally:
+        dist.destroy_process_group()
