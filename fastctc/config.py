@@ -84,7 +84,8 @@ class DataConfig:
     # many lengths, at some cost in padding (fastctc data stats prints it)
     batch_seconds: float = 0.0
     pad_lengths: int = 0
-    # buckets (fastctc): utterances sorted by length, cut into batches, batches shuffled (batching.py);
+    # buckets (fastctc; mini card WER 0.15 vs 0.25 for group_by_length, 3 seeds, README): utterances sorted
+    # by length, cut into batches, batches shuffled (batching.py);
     # group_by_length: the recipe's megabatches (random chunks of min(N / 4B, 50) x B utterances, each
     # sorted longest first, cut into batches, in their random order); needs batch_seconds = 0
     sampler: str = "buckets"
