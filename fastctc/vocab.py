@@ -2,7 +2,8 @@
 
 CharVocab is the recipe's (Transformers' run_speech_recognition_ctc.py): the sorted set of transcript
 characters with the space written as the word delimiter `|`, then `[UNK]` and `[PAD]` appended. The CTC
-blank is `[PAD]`, the last id. vocab.json is the format Wav2Vec2CTCTokenizer loads. DecoderVocab is any
+blank is `[PAD]`, the last id, unless the recipe's `<s>` and `</s>` follow it (bos_eos: its
+Wav2Vec2CTCTokenizer adds them, so its head has two outputs no target uses). vocab.json is the format Wav2Vec2CTCTokenizer loads. DecoderVocab is any
 checkpoint's tokenizer vocabulary as `fastctc.models.read_pretrained` reads it.
 """
 
@@ -16,6 +17,7 @@ from typing import Collection, Iterable, Sequence
 WORD_DELIMITER = "|"
 UNK = "[UNK]"
 PAD = "[PAD]"
+BOS, EOS = "<s>", "</s>"  # Wav2Vec2CTCTokenizer's bos/eos tokens: outputs of the recipe's head, never text
 
 
 def ids_to_text(tokens: Sequence[str], ids: Iterable[int], skip: Collection[int]) -> str:
@@ -52,12 +54,16 @@ class CharVocab:
         self.index = {t: i for i, t in enumerate(self.tokens)}
         self.unk = self.index[UNK]
         self.blank = self.index[PAD]
+        self.not_text = frozenset(self.index[t] for t in (PAD, BOS, EOS) if t in self.index)  # dropped by decode
 
     @classmethod
-    def from_transcripts(cls, transcripts: Iterable[str]) -> "CharVocab":
-        chars = sorted({c for text in transcripts for c in text})
+    def from_transcripts(cls, transcripts: Iterable[str], delimiter: bool = False, bos_eos: bool = False) -> "CharVocab":
+        """The recipe's vocabulary of `transcripts`. delimiter: `|` is in it even when no transcript has a
+        space (the recipe appends one to every transcript: data.trailing_delimiter); bos_eos: `<s>`, `</s>`
+        after [PAD] (model.bos_eos_tokens)."""
+        chars = sorted({c for text in transcripts for c in text} | ({" "} if delimiter else set()))
         tokens = [WORD_DELIMITER if c == " " else c for c in chars]
-        return cls([*tokens, UNK, PAD])
+        return cls([*tokens, UNK, PAD, *((BOS, EOS) if bos_eos else ())])
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -70,8 +76,8 @@ class CharVocab:
         return sum((WORD_DELIMITER if c == " " else c) not in self.index for c in text)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Ids to text without CTC grouping (blank dropped, `|` back to spaces)."""
-        return ids_to_text(self.tokens, ids, (self.blank,))
+        """Ids to text without CTC grouping (blank, <s> and </s> dropped, `|` back to spaces)."""
+        return ids_to_text(self.tokens, ids, self.not_text)
 
     def save(self, path: str | Path) -> None:
         write_vocab_json(path, self.tokens)

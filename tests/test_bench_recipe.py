@@ -205,3 +205,29 @@ def test_fsdd_reader(tmp_path):
     assert len(train_ds) == 3 and len(eval_ds) == 2
     assert train_ds.durations[0] == pytest.approx(0.5)  # 4000 samples at 8 kHz, resampled to 16 kHz
     assert train_ds[0].audio.shape == (8000,)
+
+
+def test_curve_overlap_tells_seed_noise_from_a_gap(capsys):
+    """The overlap criterion on made-up curves: two sides drawn from one distribution overlap; the same with
+    fastctc's loss 30% lower from step 600 on (the gap the plain mini card shows) do not."""
+    pytest.importorskip("numpy")
+    from fastctc.bench.recipe import curve_overlap, report_overlap, same_distribution_agreement
+
+    rng = np.random.default_rng(1)
+    steps = list(range(20, 2021, 20))
+    base = lambda k: 3.0 * math.exp(-k / 400) + 0.1  # noqa: E731
+
+    def runs(gap):
+        return {seed: {side: {"losses": [[k, base(k) * math.exp(0.15 * rng.standard_normal())
+                                          * (gap if side == "fastctc" and k > 600 else 1.0)] for k in steps]}
+                       for side in ("reference", "fastctc")} for seed in (42, 43, 44)}
+
+    null = same_distribution_agreement(3)
+    assert 0.6 < null < 0.95  # |mean gap| <= max sd holds often, not always, for 3 + 3 draws of one distribution
+    same, parted = curve_overlap([42, 43, 44], runs(1.0)), curve_overlap([42, 43, 44], runs(0.7))
+    assert same["overlap"] and same["points"] == len(steps) and abs(same["agree"] - null) < 0.15
+    assert not parted["overlap"] and parted["segments"][-1]["gap"] == pytest.approx(math.log(0.7), abs=0.1)
+    assert [s["steps"] for s in same["segments"]] == [[20, 520], [540, 1020], [1040, 1520], [1540, 2020]]
+    report_overlap(parted)
+    assert "no overlap" in capsys.readouterr().out
+    assert curve_overlap([42], runs(1.0)) is None  # one seed: no spread to compare with

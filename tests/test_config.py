@@ -232,3 +232,39 @@ def test_from_scratch_any_encoder_field_is_a_model_key_and_type_checked():
                               ("model.vocab_size=8", "unknown key model.vocab_size")]:
         with pytest.raises(ConfigError, match=message):
             load_config(DEMO, [override])
+
+
+def test_recipe_convention_switches_default_to_fastctc_and_are_checked():
+    from fastctc.config import RECIPE_EXACT, SAMPLERS
+
+    cfg = load_config(DEMO)
+    assert (cfg.data.sampler, cfg.data.trailing_delimiter, cfg.model.bos_eos_tokens, cfg.train.zero_infinity) == \
+        ("buckets", False, False, True)
+    exact = load_config(DEMO, list(RECIPE_EXACT))
+    assert (exact.data.sampler, exact.data.trailing_delimiter, exact.model.bos_eos_tokens, exact.train.zero_infinity) == \
+        ("group_by_length", True, True, False)
+    assert load_config(DEMO, list(RECIPE_EXACT) + ["data.sampler=buckets"]).data.sampler == "buckets"  # a later --set wins
+    assert set(SAMPLERS) == {"buckets", "group_by_length"}
+    for override, fragment in [
+        ("data.sampler=group_by_lenght", "data.sampler: unknown sampler 'group_by_lenght'; did you mean 'group_by_length'?"),
+        ("data.trailing_delimiter=1", "data.trailing_delimiter: expected bool"),
+        ("train.zero_infinity=no", "train.zero_infinity: expected bool"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            load_config(DEMO, [override])
+    with pytest.raises(ConfigError, match="data.sampler: group_by_length cuts batches of train.batch_size"):
+        load_config(DEMO, ["data.sampler=group_by_length", "data.batch_seconds=30"])
+    with pytest.raises(ConfigError, match="data.trailing_delimiter: phone targets"):
+        load_config(DEMO, ["data.corpus=manifest", "data.train=a.jsonl", "data.eval=b.jsonl", "data.targets=phones",
+                           "data.trailing_delimiter=true"])
+    # the switches survive the run directory's config.toml
+    assert load_config_text(dump_config(exact)) == exact
+
+
+def load_config_text(text: str):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "c.toml"
+        path.write_text(text)
+        return load_config(path)

@@ -169,3 +169,75 @@ def test_a_conv_stack_with_another_stride_batches_in_whole_frames_of_its_own(tmp
         assert logits.shape[1] == ((n - 10) // 5 + 1 - 3) // 3 + 1
     assert shapes <= set(run.sampler.ladder.tolist())
     run.log.close()
+
+
+# ---- GroupByLengthSampler: the recipe's group_by_length (transformers' get_length_grouped_indices) ----------
+
+def test_group_by_length_order_is_transformers_get_length_grouped_indices():
+    pytest.importorskip("transformers")
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from fastctc.data.batching import GroupByLengthSampler, group_by_length_order
+
+    rng = np.random.default_rng(0)
+    for n, batch_size in ((1001, 8), (300, 32), (37, 8), (2700, 8)):
+        # lengths in whole frames of a few values: many ties, which the stable sort keeps in permutation order
+        durations = rng.integers(10, 60, n) * FRAME / 16000
+        sampler = GroupByLengthSampler(durations, 0, batch_size)
+        for seed in (1, 2):
+            theirs = get_length_grouped_indices(sampler.lengths.tolist(), batch_size,
+                                                generator=torch.Generator().manual_seed(seed))
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+            ours = group_by_length_order(sampler.lengths, sampler.megabatch(), perm)
+            assert ours.tolist() == theirs, (n, batch_size, seed)
+
+
+def test_group_by_length_sampler_batches_its_order_and_resumes_exactly():
+    from fastctc.data.batching import GroupByLengthSampler, group_by_length_order
+
+    d = timit_like(1001)
+    s = GroupByLengthSampler(d, 5, 16)
+    assert s.megabatch() == 15 * 16  # min(1001 // (4 * 16), 50) batches of 16
+    s.set_epoch(3)
+    batches = list(s)
+    order = group_by_length_order(s.lengths, s.megabatch(), np.random.default_rng([5, 3]).permutation(1001))
+    assert [i for b in batches for i in b] == order.tolist() and len(batches) == len(s) == 63  # ceil(1001 / 16)
+    assert all(len(b) == 16 for b in batches[:-1]) and len(batches[-1]) == 1001 % 16
+    assert s.lengths[batches[0][0]] == s.lengths.max()  # the longest utterance leads the first batch
+    s.set_epoch(3, start=20)
+    assert list(s) == batches[20:]
+    s.set_epoch(4)
+    assert list(s) != batches
+    with pytest.raises(ValueError, match="batch_seconds"):
+        GroupByLengthSampler(d, 5, 16, batch_seconds=40.0)
+
+
+@pytest.mark.parametrize("world_size,accum", [(2, 1), (1, 3), (2, 2)])
+def test_group_by_length_every_utterance_once_with_equal_steps_across_ranks(world_size, accum):
+    from fastctc.data.batching import GroupByLengthSampler
+
+    d = timit_like(1001, seed=world_size + accum)
+    ranks = [GroupByLengthSampler(d, 7, 16, rank=r, world_size=world_size, accum=accum) for r in range(world_size)]
+    assert ranks[0].megabatch() == min(1001 // (4 * 16 * world_size * accum), 50) * 16 * world_size * accum
+    per_rank = [list(s) for s in ranks]
+    assert len({len(b) for b in per_rank}) == 1 and len(per_rank[0]) % accum == 0
+    assert sorted(i for batches in per_rank for b in batches for i in b) == list(range(1001))
+
+
+def test_trailing_delimiter_ends_every_target_with_the_delimiter_and_leaves_the_texts():
+    from fastctc.data.batching import Collator
+    from fastctc.data.dataset import Item
+
+    vocab = CharVocab.from_transcripts(["seven", "two"], delimiter=True)
+    assert "|" in vocab.tokens
+    audio = [np.ones(900, np.float32), np.ones(700, np.float32)]
+    plain = collate(audio, ["seven", "two"], vocab)
+    ended = collate(audio, ["seven", "two"], vocab, trailing_delimiter=True)
+    assert ended.target_lengths.tolist() == [6, 4] == (plain.target_lengths + 1).tolist()
+    bar = vocab.index["|"]
+    assert ended.targets[0].tolist() == vocab.encode("seven") + [bar]
+    assert ended.targets[1, :4].tolist() == vocab.encode("two") + [bar]
+    assert ended.texts == ["seven", "two"]  # the references stay as written
+    with pytest.raises(ValueError, match="trailing_delimiter"):
+        Collator(CharVocab.from_transcripts(["seven"]), trailing_delimiter=True)
+    assert Collator(vocab, trailing_delimiter=True)([Item("a", audio[0], "two")]).target_lengths.tolist() == [4]

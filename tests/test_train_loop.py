@@ -349,3 +349,60 @@ def test_transcribe_any_transformers_ctc_checkpoint(tmp_path):
 
     chars = [tokens[k] for k, _ in itertools.groupby(ids) if k not in (0, 1, 2, 3)]
     assert text and text == " ".join("".join(" " if c == "|" else c for c in chars).split())
+
+
+@pytest.mark.parametrize("zero_infinity", [True, False])
+def test_zero_infinity_switch_reaches_the_loss(tmp_path, monkeypatch, zero_infinity):
+    """train.zero_infinity is the loss's: torch's own CTC with the same flag is the reference. At step 2 one
+    utterance gets a single frame (infeasible): true gives a finite loss and a step; false (the recipe's)
+    gives inf, and the step is skipped rather than applied."""
+    import torch.nn.functional as F
+
+    real, losses = steps.ctc_loss, []
+
+    def checked(logits, targets, input_lengths, target_lengths, **kw):
+        if len(losses) == 1:
+            input_lengths = input_lengths.clone()
+            input_lengths[0] = 1
+        loss = real(logits, targets, input_lengths, target_lengths, **kw)
+        assert kw["zero_infinity"] is zero_infinity
+        ref = F.ctc_loss(logits.detach().double().log_softmax(-1).transpose(0, 1), targets, input_lengths,
+                         target_lengths, blank=kw["blank"], reduction="mean", zero_infinity=zero_infinity)
+        torch.testing.assert_close(loss.detach().double(), ref, rtol=1e-5, atol=1e-5)
+        losses.append(float(loss.detach()))
+        return loss
+
+    monkeypatch.setattr(steps, "ctc_loss", checked)
+    cfg = load_config(DEMO, TINY + ["data.synthetic_train_size=24", "data.synthetic_eval_size=4", "train.batch_size=8",
+                                    "train.max_steps=3", f"train.zero_infinity={str(zero_infinity).lower()}"])
+    train(cfg, tmp_path / "run")
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert math.isfinite(losses[1]) is zero_infinity and all(math.isfinite(x) for x in losses[::2])
+    assert [e["step"] for e in events if e["event"] == "skip"] == ([] if zero_infinity else [2])
+
+
+def test_recipe_exact_run_trains_and_exports_what_transformers_loads(tmp_path):
+    """All of RECIPE_EXACT at once: group_by_length batches, targets ending in `|`, <s>/</s> outputs after [PAD];
+    the exported model and tokenizer load in transformers with the head as wide as the tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    from fastctc.config import RECIPE_EXACT
+    from fastctc.data.batching import GroupByLengthSampler
+
+    cfg = load_config(DEMO, TINY + ["data.synthetic_train_size=24", "data.synthetic_eval_size=4",
+                                    "train.batch_size=8", "train.max_steps=3", *RECIPE_EXACT])
+    run = prepare_run(cfg, tmp_path / "run")
+    assert isinstance(run.sampler, GroupByLengthSampler) and run.vocab.tokens[-3:] == ["[PAD]", "<s>", "</s>"]
+    batch = next(iter(run.loader))
+    bar = run.vocab.index["|"]
+    assert all(batch.targets[i, n - 1] == bar for i, n in enumerate(batch.target_lengths.tolist()))
+    assert math.isfinite(loop(run, StopRequest())["loss"])
+    model_dir = tmp_path / "run" / "model"
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    hf = transformers.AutoModelForCTC.from_pretrained(model_dir)
+    assert hf.config.vocab_size == len(tok) == len(run.vocab) and hf.lm_head.out_features == len(tok)
+    assert tok.convert_ids_to_tokens(list(range(len(tok)))) == run.vocab.tokens
+    assert tok.pad_token_id == hf.config.pad_token_id == run.vocab.blank
+    assert (tok.bos_token, tok.eos_token) == ("<s>", "</s>")
+    a, b, c = [t for t in run.vocab.tokens if len(t) == 1 and t != "|"][:3]
+    ids = [tok.bos_token_id, *run.vocab.encode(f"{a}{b} {c}"), tok.eos_token_id]
+    assert tok.decode(ids, skip_special_tokens=True, group_tokens=False) == f"{a}{b} {c}" == run.vocab.decode(ids)

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ..config import RECIPE_EXACT
 
 # CONFIG key -> what the reference does with it. "config.X" is the script's config.update({X: ...}) before
 # AutoModelForCTC.from_pretrained; "args.X" a TrainingArguments field; anything else is said in words.
@@ -46,6 +49,7 @@ MAPPING: dict[str, str] = {
     "model.initializer_range": "not a script flag: the checkpoint's config.json value (the new head's init)",
     "model.freeze_feature_encoder": "model.freeze_feature_encoder() when true",
     "model.gradient_checkpointing": "args.gradient_checkpointing",
+    "model.bos_eos_tokens": "fastctc only: the reference's head always has <s>/</s> (--recipe-exact sets it true)",
     "model.attention_mask": "the checkpoint feature extractor's return_attention_mask (auto only)",
     "model.<sizes>": "the checkpoint's config.json on both sides (fastctc refuses size keys beside a checkpoint)",
     "data.corpus/root/train/eval": "the utterances fastctc's reader lists (the script reads a datasets split)",
@@ -55,6 +59,8 @@ MAPPING: dict[str, str] = {
     "data.sample_rate, data.resample": "feature_extractor.sampling_rate; audio resampled with soxr on both sides",
     "data.num_workers": "args.dataloader_num_workers",
     "data.batch_seconds, data.pad_lengths": "fastctc only: the reference batches train.batch_size by group_by_length",
+    "data.sampler": "fastctc only: the reference always batches by group_by_length (--recipe-exact sets it)",
+    "data.trailing_delimiter": "fastctc only: the reference always appends ' ' to targets (--recipe-exact sets it true)",
     "optim.lr": "args.learning_rate",
     "optim.betas": "args.adam_beta1, args.adam_beta2",
     "optim.eps": "args.adam_epsilon",
@@ -76,6 +82,7 @@ MAPPING: dict[str, str] = {
     "train.compile": "fastctc only: the recipe runs eager",
     "train.ctc_true_lengths": "fastctc only: the recipe takes padded CTC lengths without an attention mask",
     "train.padding_invariant": "fastctc only: the recipe's group-norm rows see their batch's padding as audio",
+    "train.zero_infinity": "fastctc only: the reference's config.ctc_zero_infinity is false (--recipe-exact sets it false)",
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
 REFERENCE_FIXED = ("args.train_sampling_strategy = group_by_length, args.length_column_name = input_length, "
@@ -274,6 +281,59 @@ def report_seed(seed: int, runs: dict[str, dict], say=print) -> None:
                 f"{runs['reference']['wall_s']:.1f} s: {runs['reference']['wall_s'] / ttw:.2f}x")
 
 
+def same_distribution_agreement(n: int, draws: int = 20_000) -> float:
+    """P(|mean_a - mean_b| <= max(sd_a, sd_b)) for two samples of n from one normal distribution (simulated,
+    fixed seed): how often curve_overlap's per-step test holds when the two sides differ only by seed noise."""
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((draws, 2, n))
+    m, sd = x.mean(-1), x.std(-1, ddof=1)
+    return float(np.mean(np.abs(m[:, 0] - m[:, 1]) <= sd.max(-1)))
+
+
+def curve_overlap(seeds: list[int], runs: dict[int, dict[str, dict]], parts: int = 4, slack: float = 0.20) -> dict | None:
+    """Do the two sides' train-loss curves overlap within seed noise (>= 2 seeds)?
+
+    At each step that every run logged: the mean and sd over seeds of log(loss) per side. The step agrees when
+    |mean_fastctc - mean_reference| <= max(sd_fastctc, sd_reference). Two sides that differ only by seed noise
+    agree at a share `null` of steps (same_distribution_agreement); the curves overlap when each of `parts`
+    equal stretches of the logged steps agrees at >= null - slack (slack ~2.5 binomial sd at 25 steps). Also:
+    the share of fastctc's per-seed points inside the reference's min-max band, and the mean gap (fastctc -
+    reference, in log loss; < 0: fastctc lower)."""
+    import numpy as np
+
+    if len(seeds) < 2 or not all({"reference", "fastctc"} <= set(runs[s]) for s in seeds):
+        return None
+    curves = {side: [dict(runs[s][side]["losses"]) for s in seeds] for side in SIDES}
+    steps = sorted(set.intersection(*(set(c) for cs in curves.values() for c in cs)))
+    if len(steps) < parts:
+        return None
+    logs = {side: np.log([[c[k] for k in steps] for c in cs]) for side, cs in curves.items()}  # (seeds, steps)
+    r, f = logs["reference"], logs["fastctc"]
+    gap = f.mean(0) - r.mean(0)  # (steps,)
+    sd = np.maximum(r.std(0, ddof=1), f.std(0, ddof=1))  # (steps,)
+    agree = np.abs(gap) <= sd
+    in_band = ((f >= r.min(0)) & (f <= r.max(0))).mean(0)  # (steps,) share of fastctc's seeds in the band
+    null = same_distribution_agreement(len(seeds))
+    segments = [{"steps": [steps[sel[0]], steps[sel[-1]]], "points": len(sel), "agree": float(agree[sel].mean()),
+                 "in_band": float(in_band[sel].mean()), "gap": float(gap[sel].mean()), "sd": float(sd[sel].mean())}
+                for sel in np.array_split(np.arange(len(steps)), parts)]
+    return {"points": len(steps), "agree": float(agree.mean()), "in_band": float(in_band.mean()), "null_agree": null,
+            "segments": segments, "overlap": all(s["agree"] >= null - slack for s in segments),
+            "criterion": f"per logged step |mean gap| <= max seed sd of log loss; overlap = each {len(segments)}th of "
+                         f"the run agrees at >= {null:.2f} (one distribution, {len(seeds)} seeds each) - {slack:.2f}"}
+
+
+def report_overlap(o: dict, say=print) -> None:
+    say(f"\ntrain-loss curves, {o['points']} logged steps x seeds (log loss; gap = fastctc - reference): steps within "
+        f"seed noise {o['agree']:.0%} (one distribution would give {o['null_agree']:.0%}), fastctc's points in the "
+        f"reference's min-max band {o['in_band']:.0%}")
+    for s in o["segments"]:
+        say(f"  steps {s['steps'][0]:>5}-{s['steps'][1]:<5} within noise {s['agree']:>4.0%} | in band {s['in_band']:>4.0%} "
+            f"| mean gap {s['gap']:+.3f} (x{math.exp(s['gap']):.2f}) | seed sd {s['sd']:.3f}")
+    say(f"  {'overlap' if o['overlap'] else 'no overlap'} ({o['criterion']})")
+
+
 OWN_WER_NOTE = ("own WER = what each side reports itself: fastctc's final evaluation; the recipe's compute_metrics, "
                 "inflated in transformers 5 (argmax ids padded across eval batches with -100 decode as a trailing "
                 "[UNK] word on every utterance shorter than the longest; RECIPE.md). WER/CER = fastctc eval of each "
@@ -307,7 +367,8 @@ def summarise(config: str, device: str, threads: int, seeds: list[int], runs: di
     return out
 
 
-def plot(path: Path, seeds: list[int], runs: dict[int, dict[str, dict]]) -> None:
+def plot(path: Path, seeds: list[int], runs: dict[int, dict[str, dict]],
+         title: str = "fastctc vs the Transformers recipe") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,6 +390,13 @@ def plot(path: Path, seeds: list[int], runs: dict[int, dict[str, dict]]) -> None
             if "wer" in r["score"]:
                 wer_ax.plot([r["steps"]], [r["score"]["wer"]], "*", color=c, markersize=14,
                             label=f"{tag}: final WER (fastctc eval)")
+    for side, c in colors.items():  # each side's min-max band over seeds, at the steps every seed logged
+        curves = [dict(runs[s][side]["losses"]) for s in seeds if side in runs[s] and runs[s][side]["losses"]]
+        if len(curves) > 1:
+            common = sorted(set.intersection(*(set(x) for x in curves)))
+            ax.fill_between(common, [min(x[k] for x in curves) for k in common],
+                            [max(x[k] for x in curves) for k in common], color=c, alpha=0.15, linewidth=0,
+                            label=f"{side}: min-max over seeds")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("train loss (CTC, mean over target lengths)")
     ax.set_yscale("log")
@@ -337,7 +405,7 @@ def plot(path: Path, seeds: list[int], runs: dict[int, dict[str, dict]]) -> None
     lines = ax.get_legend_handles_labels()
     more = wer_ax.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper right")
-    ax.set_title("fastctc vs the Transformers recipe")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -367,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="", help="comma-separated seeds, each side run once per seed (default: CONFIG's train.seed)")
     p.add_argument("--sides", default="reference,fastctc", help="which sides to run (default both)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--recipe-exact", action="store_true",
+                   help="train both sides with the recipe's conventions where fastctc's defaults depart from them: "
+                        + " ".join(f"--set {o}" for o in RECIPE_EXACT) + " (the reference ignores them but for the "
+                        "screen; a later --set overrides one)")
     p.add_argument("--plot", metavar="PNG", help="draw both sides' loss curves and WER points in one PNG")
     p.add_argument("--show-mapping", action="store_true", help="print how each CONFIG key reaches the reference and exit")
     p.add_argument("--make-checkpoint", nargs="?", const="", default=None, metavar="DIR",
@@ -402,6 +474,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.make_checkpoint:
         say(f"wrote {write_checkpoint(sizes(), args.make_checkpoint, args.seed)} (random init, seed {args.seed})")
         return None
+    if args.recipe_exact:  # first, so that a --set after them flips one back (one departure alone)
+        args.set = [*RECIPE_EXACT, *args.set]
     checkpoint = _checkpoint_path(args.config, args.set)
     if not checkpoint:
         raise SystemExit("fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "
@@ -432,7 +506,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     out.mkdir(parents=True, exist_ok=True)
     _warn_min_masks(cfg, say)
     say(f"fastctc bench recipe: {args.config} | checkpoint {checkpoint} | {device}, {args.threads} threads each, "
-        f"{cfg.data.num_workers} loader workers | seeds {seeds} | sides {', '.join(sides)} | runs in {out}")
+        f"{cfg.data.num_workers} loader workers | seeds {seeds} | sides {', '.join(sides)} | runs in {out}"
+        + (f" | fastctc recipe-exact ({', '.join(RECIPE_EXACT)})" if args.recipe_exact else ""))
     runs: dict[int, dict[str, dict]] = {}
     for seed in seeds:
         overrides = args.set + [f"model.checkpoint={checkpoint}", f"train.seed={seed}", f"train.threads={args.threads}"]
@@ -473,8 +548,13 @@ def main(argv: list[str] | None = None) -> dict | None:
         if t["ratio"] is not None:
             say(f"time to the recipe's WER: {t['ratio']:.2f}x (reference total {_mean(t['reference_total_s']):.1f} s, "
                 f"fastctc {_mean(t['fastctc_s']):.1f} s)")
+    result["recipe_exact"] = args.recipe_exact
+    result["curve_overlap"] = curve_overlap(seeds, runs)
+    if result["curve_overlap"] is not None:
+        report_overlap(result["curve_overlap"], say)
     if args.plot:
-        plot(Path(args.plot), seeds, runs)
+        plot(Path(args.plot), seeds, runs, title="fastctc (recipe-exact) vs the Transformers recipe" if args.recipe_exact
+             else "fastctc vs the Transformers recipe")
         say(f"plot: {args.plot}")
     result["runs"] = {str(seed): {side: {k: r[k] for k in ("wall_s", "startup_s", "train_s", "eval_s", "steps", "own_wer",
                                                           "peak_rss_bytes", "model_dir")}

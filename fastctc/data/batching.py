@@ -1,4 +1,4 @@
-"""Length-bucketed batching, collation, and the DataLoader the trainer iterates.
+"""Length-bucketed batching (and the recipe's group_by_length), collation, and the DataLoader the trainer iterates.
 
 LengthBucketSampler, per epoch, from rng(seed, epoch):
 
@@ -20,6 +20,20 @@ of shapes: at most one per batch, the same ones every epoch. `pad_lengths=K` bou
 K lengths, placed to waste the least padding (an exact 1-D partition by dynamic programming); fewer
 shapes cost padding, and `fastctc data stats` prints how much. The batch count is the same every
 epoch; resuming mid-epoch is set_epoch(epoch, start=steps_already_taken).
+
+GroupByLengthSampler (data.sampler = "group_by_length") is the recipe's order instead, transformers'
+get_length_grouped_indices (trainer_pt_utils.py) per epoch, from the same rng(seed, epoch):
+
+1. a random permutation of the utterances, cut into megabatches of M = min(N // (4 * S), 50) * S
+   (at least S), where S = batch_size * world_size * accum utterances make one optimizer step;
+2. each megabatch sorted by length in samples, longest first (stable: ties keep the random order);
+3. the longest utterance of all swapped with the first of megabatch 0, so the first batch holds it;
+4. the order cut into batches of batch_size, in order (a megabatch holds M / batch_size whole batches;
+   the last batch may be short); steps of world_size * accum neighbouring batches, as above (split the
+   largest batch until they divide evenly, only under DDP or accumulation).
+
+Its batches pad more than buckets do (a megabatch spans the whole length range), and consecutive
+steps run from long to short inside each megabatch.
 """
 
 from __future__ import annotations
@@ -30,12 +44,12 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..config import SAMPLERS, DataConfig
 from ..models.config import EncoderConfig
 from .audio import normalise_audio
 from .dataset import Item
 from .report import DataReport
-from .text import CharVocab
+from .text import WORD_DELIMITER, CharVocab
 
 # Samples per frame where a caller names no encoder: the default EncoderConfig's (the wav2vec2 stack
 # every card uses). The trainer passes its resolved encoder's frame_stride.
@@ -158,6 +172,47 @@ class LengthBucketSampler:
         return self._len * self.accum
 
 
+def group_by_length_order(lengths: np.ndarray, megabatch: int, permutation: np.ndarray) -> np.ndarray:
+    """Steps 1-3 of GroupByLengthSampler: `permutation` (N,) cut into chunks of `megabatch`, each sorted
+    by `lengths` descending (stable), the overall longest swapped to the front. Returns (N,) indices."""
+    chunks = [permutation[i : i + megabatch] for i in range(0, len(permutation), megabatch)]
+    chunks = [c[np.argsort(-lengths[c], kind="stable")] for c in chunks]
+    top = int(np.argmax([lengths[c[0]] for c in chunks]))  # the first of equal maxima, as torch.argmax
+    chunks[0][0], chunks[top][0] = chunks[top][0], chunks[0][0]
+    return np.concatenate(chunks)
+
+
+class GroupByLengthSampler(LengthBucketSampler):
+    """The recipe's batches (transformers' group_by_length; the module doc's second recipe), with
+    LengthBucketSampler's interface: per-epoch seeding, set_epoch(epoch, start) resume, DDP/accum steps."""
+
+    def __init__(self, durations: Sequence[float], seed: int, batch_size: int = 32, batch_seconds: float = 0.0,
+                 pad_lengths: int = 0, rank: int = 0, world_size: int = 1, sample_rate: int = 16_000,
+                 accum: int = 1, frame: int = DEFAULT_FRAME):
+        if batch_seconds:
+            raise ValueError("GroupByLengthSampler: batches are batch_size utterances; batch_seconds must be 0")
+        super().__init__(durations, seed, batch_size, 0.0, pad_lengths, rank, world_size, sample_rate, accum, frame)
+
+    def megabatch(self) -> int:
+        step = self.batch_size * self.parts  # the Trainer's sampler takes batch size x accumulation
+        return max(1, min(len(self.lengths) // (4 * step), 50)) * step
+
+    def epoch_batches(self, epoch: int) -> list[list[list[int]]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = group_by_length_order(self.lengths, self.megabatch(), rng.permutation(len(self.lengths)))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        while len(batches) % self.parts:  # as LengthBucketSampler: every rank gets the same count
+            k = max(range(len(batches)), key=lambda j: len(batches[j]))
+            half = (len(batches[k]) + 1) // 2
+            batches[k : k + 1] = [batches[k][:half], batches[k][half:]]
+        return [[b.tolist() for b in batches[i : i + self.parts]] for i in range(0, len(batches), self.parts)]
+
+
+# data.sampler -> its class (the names are config.SAMPLERS)
+SAMPLER_CLASSES = {"buckets": LengthBucketSampler, "group_by_length": GroupByLengthSampler}
+assert tuple(SAMPLER_CLASSES) == SAMPLERS
+
+
 @dataclass
 class Batch:
     waveforms: torch.Tensor  # (B, N) float32, zero-padded; N is a rung of the sampler's ladder
@@ -187,13 +242,15 @@ def pad_waveforms(audios: Sequence[np.ndarray], do_normalize: bool = True,
 
 
 def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab, do_normalize: bool = True,
-            ladder: np.ndarray | None = None, frame: int = DEFAULT_FRAME) -> Batch:
+            ladder: np.ndarray | None = None, frame: int = DEFAULT_FRAME, trailing_delimiter: bool = False) -> Batch:
     """Audio (N_i,) and transcripts -> a Batch padded to the ladder rung of the longest (or to it,
-    rounded up to whole frames of `frame` samples). vocab None: no targets (scoring a finished model)."""
+    rounded up to whole frames of `frame` samples). trailing_delimiter: each target ends with `|`, as
+    the recipe's appended space gives (texts stay as they are: references are scored without it).
+    vocab None: no targets (scoring a finished model)."""
     B = len(audios)
     longest = max((len(a) for a in audios), default=0)
     waveforms, lengths = pad_waveforms(audios, do_normalize, padded_length(longest, ladder, frame=frame))
-    ids = [vocab.encode(t) if vocab is not None else [] for t in texts]
+    ids = [vocab.encode(t + " " if trailing_delimiter else t) if vocab is not None else [] for t in texts]
     s = max(1, max((len(t) for t in ids), default=0))
     targets = torch.zeros(B, s, dtype=torch.long)
     for i, t in enumerate(ids):
@@ -212,13 +269,17 @@ class Collator:
     """DataLoader collate_fn: Items -> Batch; items that failed to load are left out and listed."""
 
     def __init__(self, vocab: CharVocab, do_normalize: bool = True, ladder: np.ndarray | None = None,
-                 frame: int = DEFAULT_FRAME):
+                 frame: int = DEFAULT_FRAME, trailing_delimiter: bool = False):
+        if trailing_delimiter and vocab is not None and WORD_DELIMITER not in vocab.index:
+            raise ValueError(f"data.trailing_delimiter: the vocabulary has no {WORD_DELIMITER!r} to end targets "
+                             f"with ({len(vocab)} tokens); build it with the delimiter, or set it false")
         self.vocab, self.do_normalize, self.ladder, self.frame = vocab, do_normalize, ladder, frame
+        self.trailing_delimiter = trailing_delimiter
 
     def __call__(self, items: Sequence[Item]) -> Batch:
         good = [it for it in items if it.audio is not None]
         batch = collate([it.audio for it in good], [it.text for it in good], self.vocab, self.do_normalize, self.ladder,
-                        frame=self.frame)
+                        frame=self.frame, trailing_delimiter=self.trailing_delimiter)
         batch.ids = [it.id for it in good]
         batch.failures = [(it.reason or "unreadable", it.error) for it in items if it.audio is None]
         batch.notes = [(it.reason, it.error) for it in good if it.reason]
@@ -262,7 +323,9 @@ def make_loader(dataset, sampler: LengthBucketSampler, vocab: CharVocab, cfg=Non
     cfg = cfg or DataConfig()
     workers = 0 if dataset.in_memory else cfg.num_workers
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=Collator(vocab, cfg.do_normalize, sampler.ladder, frame=sampler.frame),
+        dataset, batch_sampler=sampler,
+        collate_fn=Collator(vocab, cfg.do_normalize, sampler.ladder, frame=sampler.frame,
+                            trailing_delimiter=cfg.trailing_delimiter),
         num_workers=workers, pin_memory=pin_memory, prefetch_factor=cfg.prefetch_factor if workers else None,
         persistent_workers=workers > 0,
         # its own generator: a DataLoader otherwise draws a base seed from torch's global RNG at every

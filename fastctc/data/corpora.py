@@ -54,7 +54,7 @@ def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cac
             text = " ".join(labels)
         else:
             text = normalise(u.text, cfg.chars_to_ignore, cfg.lowercase)
-            labels = text
+            labels = text + " " if cfg.trailing_delimiter else text  # the target collate builds
         if not text:
             report.add(split, "empty_transcript", f"{u.id} ({u.path})")
             continue

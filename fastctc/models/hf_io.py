@@ -392,8 +392,8 @@ def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True
         "unk_token": "[UNK]",
         "pad_token": "[PAD]",
         "word_delimiter_token": "|",
-        "bos_token": None,
-        "eos_token": None,
+        "bos_token": "<s>" if "<s>" in token_to_id else None,  # the recipe's head has them (model.bos_eos_tokens)
+        "eos_token": "</s>" if "</s>" in token_to_id else None,
         "do_lower_case": False,
     }
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2) + "\n")

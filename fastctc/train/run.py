@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, dump_config, load_config, resolve_encoder
-from ..data.batching import LengthBucketSampler, make_loader
+from ..data.batching import SAMPLER_CLASSES, LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets
 from ..data.phones import PhoneVocab
 from ..data.text import CharVocab
@@ -139,7 +139,7 @@ def run_vocabulary(cfg: RunConfig, texts: list[str], say) -> CharVocab:
     Phone targets: the phone set + blank, fixed, so every run on a set has the same ids."""
     if cfg.data.targets == "phones":
         return PhoneVocab.for_set(cfg.data.phone_set)
-    vocab = CharVocab.from_transcripts(texts)
+    vocab = CharVocab.from_transcripts(texts, delimiter=cfg.data.trailing_delimiter, bos_eos=cfg.model.bos_eos_tokens)
     if cfg.model.checkpoint:
         try:  # a checkpoint fine-tuned by fastctc (or the recipe) keeps the ids its head was trained on
             theirs = read_vocab(cfg.model.checkpoint)
@@ -213,9 +213,9 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         f"({time.time() - clock.start:.1f} s)", flush=True)
 
     accum = cfg.train.grad_accum
-    sampler = LengthBucketSampler(train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
-                                  cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size, accum=accum,
-                                  frame=encoder.frame_stride)
+    sampler = SAMPLER_CLASSES[cfg.data.sampler](train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
+                                                cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size,
+                                                accum=accum, frame=encoder.frame_stride)
     loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
     loader.keep_empty = dist.enabled  # the step stands in for a rank's empty batch (steps.py)
     steps_per_epoch = len(sampler) // accum

@@ -61,7 +61,7 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
         logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
     return ctc_loss(logits, batch.targets.to(device, non_blocking=True), logit_lengths,
                     batch.target_lengths.to(device, non_blocking=True), blank=run.vocab.blank, reduction="mean",
-                    zero_infinity=True)
+                    zero_infinity=run.cfg.train.zero_infinity)
 
 
 def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
