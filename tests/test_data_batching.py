@@ -142,6 +142,31 @@ def test_loader_skips_files_broken_after_listing_and_counts_them(tmp_path, capsy
     assert "train epoch 1: 8 utterances, 1 failed to load" in err.out
 
 
+def test_a_file_that_first_fails_in_a_later_epoch_is_named(tmp_path, capsys):
+    rows = []
+    for i in range(6):
+        write(tmp_path / f"u{i}.flac", tone(0.5 + 0.1 * i, seed=i), fmt="FLAC")
+        rows.append({"audio": f"u{i}.flac", "text": f"utterance {i}"})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(corpus="manifest", root=str(tmp_path), train="m.jsonl", eval="m.jsonl",
+                     cache_dir=str(tmp_path / "cache"), num_workers=0)
+    train, _, report = build_datasets(cfg, 0)
+    vocab = CharVocab.from_transcripts(train.texts)
+    sampler = LengthBucketSampler(train.durations, 0, 2)
+    loader = make_loader(train, sampler, vocab, cfg, report=report)
+    (tmp_path / "u1.flac").write_bytes(b"fLaC garbage")  # fails from epoch 0
+    for epoch in range(3):
+        if epoch == 2:
+            (tmp_path / "u4.flac").write_bytes(b"fLaC garbage")  # fails first in epoch 2
+        sampler.set_epoch(epoch)
+        list(loader)
+    err = capsys.readouterr()
+    text = err.err + err.out
+    assert report.counts["train"]["unreadable"] == 4  # u1 three times, u4 once
+    assert text.count("u1.flac") >= 1 and "u4.flac" in text  # both named, whenever they first failed
+    assert text.count("warning: train: unreadable audio") == 2  # each file once, not once per epoch
+
+
 def test_a_conv_stack_with_another_stride_batches_in_whole_frames_of_its_own(tmp_path):
     from fastctc.config import load_config
     from fastctc.train.run import prepare_run

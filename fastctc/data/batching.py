@@ -303,7 +303,9 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         seen = failed = unknown = 0
         for batch in self.loader:
-            for reason, why in batch.failures + batch.notes:
+            for reason, why in batch.failures:  # each failing file named, whichever epoch it first fails in
+                self.report.add(self.split, reason, why, name_each=True)
+            for reason, why in batch.notes:
                 self.report.add(self.split, reason, why)
             if batch.unknown_chars:
                 self.report.add(self.split, "unknown_chars", f"{batch.ids[0] if batch.ids else '?'} and others",

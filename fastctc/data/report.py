@@ -40,17 +40,21 @@ class DataReport:
     def __init__(self, stream=None):
         self.counts: dict[str, Counter] = {}
         self.stream = stream  # None = sys.stderr at the time of writing (pytest's capsys swaps it)
-        self._warned: set[tuple[str, str]] = set()
+        self._warned: set[tuple] = set()
 
-    def add(self, split: str, reason: str, example: str, n: int = 1) -> None:
+    def add(self, split: str, reason: str, example: str, n: int = 1, name_each: bool = False) -> None:
+        """Count `n` of `reason`. The first of each kind is shown; with name_each (files that fail when
+        loaded, which may first fail in a late epoch) every distinct `example` is shown once."""
         if reason not in REASONS:
             raise KeyError(f"DataReport: unknown reason {reason!r}; known: {', '.join(REASONS)}")
         self.counts.setdefault(split, Counter())[reason] += n
-        if (split, reason) not in self._warned:
-            self._warned.add((split, reason))
+        key = (split, reason, example) if name_each else (split, reason)
+        if key not in self._warned:
+            self._warned.add(key)
             tail = "" if reason in KEPT else "; skipped"
-            print(f"fastctc data: warning: {split}: {REASONS[reason]}: {example}{tail} "
-                  "(further ones are counted, not shown)", file=self.stream or sys.stderr, flush=True)
+            further = "each file is named once" if name_each else "further ones are counted, not shown"
+            print(f"fastctc data: warning: {split}: {REASONS[reason]}: {example}{tail} ({further})",
+                  file=self.stream or sys.stderr, flush=True)
 
     def skipped(self, split: str) -> int:
         return sum(n for r, n in self.counts.get(split, Counter()).items() if r not in KEPT)
