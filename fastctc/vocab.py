@@ -54,7 +54,9 @@ class CharVocab:
         self.index = {t: i for i, t in enumerate(self.tokens)}
         self.unk = self.index[UNK]
         self.blank = self.index[PAD]
-        self.not_text = frozenset(self.index[t] for t in (PAD, BOS, EOS) if t in self.index)  # dropped by decode
+        # dropped by decode: the blank, and <s>/</s> when they are the recipe's added outputs after [PAD]
+        # (before it they are transcript characters of some corpus, and stay text)
+        self.not_text = frozenset({self.blank} | {self.index[t] for t in (BOS, EOS) if self.index.get(t, -1) > self.blank})
 
     @classmethod
     def from_transcripts(cls, transcripts: Iterable[str], delimiter: bool = False, bos_eos: bool = False) -> "CharVocab":
@@ -76,7 +78,7 @@ class CharVocab:
         return sum((WORD_DELIMITER if c == " " else c) not in self.index for c in text)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Ids to text without CTC grouping (blank, <s> and </s> dropped, `|` back to spaces)."""
+        """Ids to text without CTC grouping (blank and the added <s>/</s> dropped, `|` back to spaces)."""
         return ids_to_text(self.tokens, ids, self.not_text)
 
     def save(self, path: str | Path) -> None:
