@@ -60,18 +60,20 @@ def _beam_decoder(args, lm):
         return None
     from .inference.lm import BeamDecoder, BeamOptions
 
-    options = BeamOptions(beam=args.beam or 50, beam_threshold=args.beam_threshold, lm_weight=args.lm_weight,
-                          word_score=args.word_score)
-    return BeamDecoder(lm.vocab.tokens, lm.blank, lm=args.lm, lexicon=args.lexicon, options=options,
-                       skip=lm.vocab.specials)
+    options = BeamOptions(
+        beam=args.beam or 50, beam_threshold=args.beam_threshold, lm_weight=args.lm_weight, word_score=args.word_score
+    )
+    return BeamDecoder(
+        lm.vocab.tokens, lm.blank, lm=args.lm, lexicon=args.lexicon, options=options, skip=lm.vocab.specials
+    )
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from .data.audio import probe
+    from .device import device_for
     from .inference.chunking import transcribe_long
     from .inference.model import load_model
     from .inference.transcribe import transcribe_files
-    from .device import device_for
 
     device = device_for(args.device)
     lm = load_model(args.model, device)
@@ -122,8 +124,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(config_path, overrides)
     fold = score_fold(cfg.data)
     if fold is not None and (args.lm or args.beam or args.lm_sweep):
-        print("fastctc eval: --lm, --beam and --lm-sweep decode words; phone targets (data.targets=phones) are "
-              "scored greedily, drop those options", file=sys.stderr)
+        print(
+            "fastctc eval: --lm, --beam and --lm-sweep decode words; phone targets (data.targets=phones) are "
+            "scored greedily, drop those options",
+            file=sys.stderr,
+        )
         return 2
     if args.lm_sweep and args.lm is None:
         print("fastctc eval: --lm-sweep needs --lm FILE", file=sys.stderr)
@@ -135,17 +140,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     decoder = _beam_decoder(args, model)  # a bad --lm fails before the data is read
     _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, splits=("eval",))
     sweep = (_floats(args.lm_weights), _floats(args.word_scores)) if args.lm_sweep else None
-    result = evaluate_loaded(model, eval_ds, device, cfg.data, batch_size=args.batch_size, fold=fold,
-                             decoder=decoder, sweep=sweep, report_dir=args.report, chunk_s=args.chunk_s)  # fmt: skip
+    result = evaluate_loaded(
+        model,
+        eval_ds,
+        device,
+        cfg.data,
+        batch_size=args.batch_size,
+        fold=fold,
+        decoder=decoder,
+        sweep=sweep,
+        report_dir=args.report,
+        chunk_s=args.chunk_s,
+    )
     if sweep is not None:
         print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7} {'CER':>7}")
         for r in result["sweep"]:
             print(f"{r['lm_weight']:9.2f} {r['word_score']:10.2f} {r['wer']:7.4f} {r['cer']:7.4f}")
         print(f"best: --lm-weight {result['lm_weight']} --word-score {result['word_score']} (WER {result['wer']:.4f})")
     skipped = f" | {result['skipped']} skipped (named above)" if result["skipped"] else ""
-    print(f"eval {model.path} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances{skipped} | "
-          f"{result['decoder']} | {score_text(result, cfg.data.score_phone_set)} | "
-          f"{result['audio_s_per_s'] or 0:.0f} audio-s/s")
+    print(
+        f"eval {model.path} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances{skipped} | "
+        f"{result['decoder']} | {score_text(result, cfg.data.score_phone_set)} | "
+        f"{result['audio_s_per_s'] or 0:.0f} audio-s/s"
+    )
     print(json.dumps(result))
     return 0
 
@@ -155,22 +172,28 @@ def _floats(text: str) -> list[float]:
 
 
 def _add_decoder_options(p) -> None:
-    p.add_argument("--lm", metavar="FILE", help="word n-gram LM (ARPA or KenLM binary) for beam search; needs fastctc[lm]")
+    p.add_argument(
+        "--lm", metavar="FILE", help="word n-gram LM (ARPA or KenLM binary) for beam search; needs fastctc[lm]"
+    )
     p.add_argument("--lexicon", metavar="FILE", help="the LM's words, one per line (required for a KenLM binary)")
     p.add_argument("--beam", type=int, metavar="N", help="beam search with N hypotheses (default 50 with --lm)")
     p.add_argument("--lm-weight", type=float, default=2.0, help="LM weight (default 2.0)")
     p.add_argument("--word-score", type=float, default=0.0, help="score added per word (default 0.0)")
-    p.add_argument("--beam-threshold", type=float, default=50.0,
-                   help="drop hypotheses this far (log-prob) below the best; lower is faster (default 50)")
+    p.add_argument(
+        "--beam-threshold",
+        type=float,
+        default=50.0,
+        help="drop hypotheses this far (log-prob) below the best; lower is faster (default 50)",
+    )
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
     import json
 
     from .data.audio import AudioError, load_audio
+    from .device import device_for
     from .inference.align import AlignmentError, align_audio, write_alignments
     from .inference.model import load_model
-    from .device import device_for
 
     if (args.manifest is None) == (args.audio is None or args.transcript is None):
         print("fastctc align: give AUDIO and TRANSCRIPT, or --manifest FILE --out DIR", file=sys.stderr)
@@ -202,8 +225,9 @@ def _cmd_align(args: argparse.Namespace) -> int:
     done, failed = [], 0
     for u in utts:
         try:
-            done.append((u.id, align_audio(lm, load_audio(u.path, 16_000), u.text, device, name=u.path,
-                                           chunk_s=args.chunk_s)))
+            done.append(
+                (u.id, align_audio(lm, load_audio(u.path, 16_000), u.text, device, name=u.path, chunk_s=args.chunk_s))
+            )
         except (AlignmentError, AudioError, OSError, RuntimeError) as e:  # one bad utterance never stops the others
             print(f"fastctc align: skipping {u.id}: {e}", file=sys.stderr)
             failed += 1
@@ -215,41 +239,72 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _add_inference_commands(sub) -> None:
-    p = sub.add_parser("transcribe", help="greedy CTC transcription of audio files",
-                       description="Print PATH<TAB>TEXT for each audio file (any rate or channel layout soundfile reads).")
+    p = sub.add_parser(
+        "transcribe",
+        help="greedy CTC transcription of audio files",
+        description="Print PATH<TAB>TEXT for each audio file (any rate or channel layout soundfile reads).",
+    )
     p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_decoder_options(p)
-    p.add_argument("--chunk-s", type=float, default=30.0,
-                   help="files longer than this run in overlapping chunks of this many seconds (default 30)")
-    p.add_argument("--stride-s", type=float, default=None,
-                   help="context dropped on each side of a chunk, in seconds (default chunk / 6)")
+    p.add_argument(
+        "--chunk-s",
+        type=float,
+        default=30.0,
+        help="files longer than this run in overlapping chunks of this many seconds (default 30)",
+    )
+    p.add_argument(
+        "--stride-s",
+        type=float,
+        default=None,
+        help="context dropped on each side of a chunk, in seconds (default chunk / 6)",
+    )
     p.set_defaults(func=_cmd_transcribe)
 
-    p = sub.add_parser("eval", help="WER and CER (PER for phone targets) of a model on an evaluation split",
-                       description="Evaluate MODEL on the eval split of a config's [data] section, or on a manifest.")
+    p = sub.add_parser(
+        "eval",
+        help="WER and CER (PER for phone targets) of a model on an evaluation split",
+        description="Evaluate MODEL on the eval split of a config's [data] section, or on a manifest.",
+    )
     p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
     p.add_argument("--data", required=True, help="a TOML config (its [data] section) or a .jsonl/.tsv manifest")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
-    p.add_argument("--batch-size", type=positive_int, default=8,
-                   help="utterances per batch (default 8); any size scores exactly as one at a time")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="utterances per batch (default 8); any size scores exactly as one at a time",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--chunk-s", type=float, default=30.0,
-                   help="utterances longer than this run alone in overlapping chunks (default 30)")
+    p.add_argument(
+        "--chunk-s",
+        type=float,
+        default=30.0,
+        help="utterances longer than this run alone in overlapping chunks (default 30)",
+    )
     _add_decoder_options(p)
-    p.add_argument("--lm-sweep", action="store_true", help="grid-search --lm-weights x --word-scores, print the "
-                   "table, then score with the best pair")
+    p.add_argument(
+        "--lm-sweep",
+        action="store_true",
+        help="grid-search --lm-weights x --word-scores, print the table, then score with the best pair",
+    )
     p.add_argument("--lm-weights", default="0,0.5,1,1.5,2,3", help="LM weights of the sweep (comma-separated)")
     p.add_argument("--word-scores", default="-2,-1,0,1", help="word scores of the sweep (comma-separated)")
-    p.add_argument("--report", metavar="DIR", help="write per-utterance errors, the .pra alignment, confusions "
-                   "and the worst utterances into DIR")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write per-utterance errors, the .pra alignment, confusions and the worst utterances into DIR",
+    )
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("align", help="forced alignment: character and word times of a transcript in audio",
-                       description="Align TRANSCRIPT (text, or a text file) to AUDIO and print JSON with per-character "
-                                   "and per-word start/end times and scores; or a whole manifest with --manifest.")
+    p = sub.add_parser(
+        "align",
+        help="forced alignment: character and word times of a transcript in audio",
+        description="Align TRANSCRIPT (text, or a text file) to AUDIO and print JSON with per-character "
+        "and per-word start/end times and scores; or a whole manifest with --manifest.",
+    )
     p.add_argument("model", help="run directory or Transformers-format CTC checkpoint directory")
     p.add_argument("audio", nargs="?", help="audio file")
     p.add_argument("transcript", nargs="?", help="the words spoken (text, or a file holding it)")
@@ -274,8 +329,14 @@ def _cmd_parity(args: argparse.Namespace) -> int:
 
     from .models.parity import compare
 
-    options = dict(seconds=args.seconds, batch=args.batch, repeats=args.repeats, seed=args.seed,
-                   per_tensor=not args.summary, float64=args.float64)  # fmt: skip
+    options = dict(
+        seconds=args.seconds,
+        batch=args.batch,
+        repeats=args.repeats,
+        seed=args.seed,
+        per_tensor=not args.summary,
+        float64=args.float64,
+    )
     try:
         result = compare(args.checkpoint, args.vocab_size, **options)
     except ValueError as e:
@@ -315,23 +376,36 @@ def _add_tool_commands(sub) -> None:
     p.add_argument("out_dir", help="directory to write model.safetensors and copies of the other files")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("parity", help="compare the native model with transformers on a checkpoint (logits, gradients, time)")
+    p = sub.add_parser(
+        "parity", help="compare the native model with transformers on a checkpoint (logits, gradients, time)"
+    )
     p.add_argument("checkpoint", help="Transformers checkpoint directory (config.json + safetensors)")
-    p.add_argument("--vocab-size", type=int, default=None, help="CTC head size for a checkpoint without one (default 32)")
+    p.add_argument(
+        "--vocab-size", type=int, default=None, help="CTC head size for a checkpoint without one (default 32)"
+    )
     p.add_argument("--seconds", type=float, default=2.0, help="audio length of the longest row (default 2.0)")
     p.add_argument("--batch", type=int, default=2, help="rows; with padding they shrink to 60%% (default 2)")
     p.add_argument("--repeats", type=int, default=1, help="timed repetitions per side, median reported (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--summary", action="store_true", help="omit the per-tensor gradient lines")
-    p.add_argument("--float64", action="store_true", help="also measure both sides' gradients against transformers in float64")
+    p.add_argument(
+        "--float64", action="store_true", help="also measure both sides' gradients against transformers in float64"
+    )
     p.set_defaults(func=_cmd_parity)
 
     p = sub.add_parser("data", help="inspect a config's corpus (fastctc data stats CONFIG)")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    s = data_sub.add_parser("stats", help="per split: utterances, hours, durations, transcripts, skips, vocabulary, padding")
+    s = data_sub.add_parser(
+        "stats", help="per split: utterances, hours, durations, transcripts, skips, vocabulary, padding"
+    )
     s.add_argument("config", help="TOML config file whose [data] section names the corpus")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config key (repeatable), e.g. --set data.root=/data/timit")
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set data.root=/data/timit",
+    )
     s.set_defaults(func=_cmd_data_stats)
 
     p = sub.add_parser("plot", help="plot loss, WER/CER and lr curves of a run to a PNG (needs matplotlib)")
@@ -350,14 +424,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastctc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a CTC model from a TOML config",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train a CTC model from a TOML config",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", help="TOML config file, e.g. configs/demo.toml")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config key (repeatable), e.g. --set optim.lr=3e-4")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set optim.lr=3e-4",
+    )
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG-TIMESTAMP)")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR exactly where its last checkpoint left off")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where its last checkpoint left off"
+    )
     p.set_defaults(func=_cmd_train)
 
     _add_inference_commands(sub)
@@ -385,12 +469,16 @@ def main(argv: list[str] | None = None) -> int:
     except FastCTCError as e:  # what the user gave is wrong: one line that names it, no traceback
         message = str(e)
     except UnicodeDecodeError as e:  # a text file that is not UTF-8 (a library reader names its file itself)
-        message = (f"a file is not UTF-8 ({e.reason} at byte {e.start}); convert it, e.g. "
-                   "iconv -f latin1 -t utf-8 FILE > FILE.utf8")
+        message = (
+            f"a file is not UTF-8 ({e.reason} at byte {e.start}); convert it, e.g. "
+            "iconv -f latin1 -t utf-8 FILE > FILE.utf8"
+        )
     except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused code; never repeat its advice
         called = re.search(r"GLOBAL (\S+)", str(e))
-        message = (f"refused to unpickle a file that calls {called.group(1) if called else 'code'}, not only tensors: "
-                   "fastctc never runs code from a file")
+        message = (
+            f"refused to unpickle a file that calls {called.group(1) if called else 'code'}, not only tensors: "
+            "fastctc never runs code from a file"
+        )
     except OSError as e:  # a missing file or folder, permissions, a full or read-only disk
         where = f"{e.filename}: " if e.filename else ""
         message = f"{where}{e.strerror or e}"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from .errors import ConfigError
 from .models.config import FINE_TUNING_FIELDS, RECIPE_FIELDS, VOCAB_FIELDS, EncoderConfig, encoder_problem
@@ -155,8 +156,12 @@ SAMPLERS = ("buckets", "group_by_length")  # data.sampler; fastctc/data/batching
 
 # The recipe's conventions where fastctc's defaults depart from them, as --set overrides: `fastctc bench
 # recipe --recipe-exact` trains the fastctc side with these (README: what each departure buys)
-RECIPE_EXACT = ("data.trailing_delimiter=true", "model.bos_eos_tokens=true", "data.sampler=group_by_length",
-                "train.zero_infinity=false")
+RECIPE_EXACT = (
+    "data.trailing_delimiter=true",
+    "model.bos_eos_tokens=true",
+    "data.sampler=group_by_length",
+    "train.zero_infinity=false",
+)
 
 
 def _nearest(name: str, options: typing.Iterable[str]) -> str:
@@ -200,9 +205,12 @@ def _validate(cfg: RunConfig) -> None:
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
     if m.checkpoint:
         path = Path(m.checkpoint)
-        need(path.is_dir(), "model.checkpoint",
-             f"{m.checkpoint!r} is not a directory; point it at a Transformers-format checkpoint folder "
-             "(config.json + model.safetensors), or leave it empty to train from scratch")
+        need(
+            path.is_dir(),
+            "model.checkpoint",
+            f"{m.checkpoint!r} is not a directory; point it at a Transformers-format checkpoint folder "
+            "(config.json + model.safetensors), or leave it empty to train from scratch",
+        )
     # the given values over the defaults; beside a checkpoint only its fine-tuning ones: resolve_encoder
     # compares the shape keys with its config.json, which is read when the run starts
     given = {k: v for k, v in m.encoder.items() if not m.checkpoint or k in FINE_TUNING_FIELDS}
@@ -214,38 +222,76 @@ def _validate(cfg: RunConfig) -> None:
     need(d.synthetic_eval_size > 0, "data.synthetic_eval_size", f"must be > 0, got {d.synthetic_eval_size}")
     need(d.sample_rate == 16_000, "data.sample_rate", f"the encoders expect 16000 Hz, got {d.sample_rate}")
     if d.corpus in ("timit", "librispeech", "fsdd"):
-        need(bool(d.root), "data.root", f"data.corpus={d.corpus!r} needs the corpus folder, e.g. --set data.root=/data/{d.corpus}")
+        need(
+            bool(d.root),
+            "data.root",
+            f"data.corpus={d.corpus!r} needs the corpus folder, e.g. --set data.root=/data/{d.corpus}",
+        )
     for key in ("train", "eval"):
-        need(d.corpus == "synthetic" or bool(getattr(d, key)), f"data.{key}", "must name a split, subsets or a manifest")
+        need(
+            d.corpus == "synthetic" or bool(getattr(d, key)), f"data.{key}", "must name a split, subsets or a manifest"
+        )
     need(d.targets in ("chars", "phones"), "data.targets", f"must be chars or phones, got {d.targets!r}")
-    need(d.targets == "chars" or d.corpus in ("timit", "manifest"), "data.targets",
-         f"phones come from TIMIT's .PHN files or a manifest of phone strings; data.corpus={d.corpus!r} has none")
+    need(
+        d.targets == "chars" or d.corpus in ("timit", "manifest"),
+        "data.targets",
+        f"phones come from TIMIT's .PHN files or a manifest of phone strings; data.corpus={d.corpus!r} has none",
+    )
     for key in ("phone_set", "score_phone_set"):
         need(getattr(d, key) in (61, 48, 39), f"data.{key}", f"must be 61, 48 or 39, got {getattr(d, key)}")
-    need(d.score_phone_set <= d.phone_set, "data.score_phone_set",
-         f"must be data.phone_set={d.phone_set} or a smaller set folded from it (61 -> 48 -> 39), "
-         f"got {d.score_phone_set}")
+    need(
+        d.score_phone_set <= d.phone_set,
+        "data.score_phone_set",
+        f"must be data.phone_set={d.phone_set} or a smaller set folded from it (61 -> 48 -> 39), "
+        f"got {d.score_phone_set}",
+    )
     need(d.max_channels >= 1, "data.max_channels", f"must be >= 1, got {d.max_channels}")
     need(d.max_duration_s >= 0, "data.max_duration_s", f"must be >= 0 (0 = no cap), got {d.max_duration_s}")
-    need(d.long_utterances in ("skip", "crop"), "data.long_utterances", f"must be skip or crop, got {d.long_utterances!r}")
-    need(d.long_utterances == "skip" or d.max_duration_s > 0, "data.long_utterances",
-         "crop needs a cap: set data.max_duration_s > 0")
-    need(d.batch_seconds >= 0, "data.batch_seconds", f"must be >= 0 (0 = train.batch_size utterances), got {d.batch_seconds}")
-    need(d.batch_seconds == 0 or d.max_duration_s == 0 or d.batch_seconds >= d.max_duration_s, "data.batch_seconds",
-         f"must hold one utterance of data.max_duration_s={d.max_duration_s}, got {d.batch_seconds}")
+    need(
+        d.long_utterances in ("skip", "crop"),
+        "data.long_utterances",
+        f"must be skip or crop, got {d.long_utterances!r}",
+    )
+    need(
+        d.long_utterances == "skip" or d.max_duration_s > 0,
+        "data.long_utterances",
+        "crop needs a cap: set data.max_duration_s > 0",
+    )
+    need(
+        d.batch_seconds >= 0,
+        "data.batch_seconds",
+        f"must be >= 0 (0 = train.batch_size utterances), got {d.batch_seconds}",
+    )
+    need(
+        d.batch_seconds == 0 or d.max_duration_s == 0 or d.batch_seconds >= d.max_duration_s,
+        "data.batch_seconds",
+        f"must hold one utterance of data.max_duration_s={d.max_duration_s}, got {d.batch_seconds}",
+    )
     need(d.pad_lengths >= 0, "data.pad_lengths", f"must be >= 0 (0 = one per batch), got {d.pad_lengths}")
     need(d.sampler in SAMPLERS, "data.sampler", f"unknown sampler {d.sampler!r}{_nearest(d.sampler, SAMPLERS)}")
-    need(d.sampler != "group_by_length" or d.batch_seconds == 0, "data.sampler",
-         "group_by_length cuts batches of train.batch_size utterances; set data.batch_seconds = 0")
-    need(not d.trailing_delimiter or d.targets == "chars", "data.trailing_delimiter",
-         "phone targets have no word delimiter; set it false")
-    need(not m.bos_eos_tokens or d.targets == "chars", "model.bos_eos_tokens",
-         "phone targets use the fixed phone set + blank; set it false")
+    need(
+        d.sampler != "group_by_length" or d.batch_seconds == 0,
+        "data.sampler",
+        "group_by_length cuts batches of train.batch_size utterances; set data.batch_seconds = 0",
+    )
+    need(
+        not d.trailing_delimiter or d.targets == "chars",
+        "data.trailing_delimiter",
+        "phone targets have no word delimiter; set it false",
+    )
+    need(
+        not m.bos_eos_tokens or d.targets == "chars",
+        "model.bos_eos_tokens",
+        "phone targets use the fixed phone set + blank; set it false",
+    )
     need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
     need(d.prefetch_factor >= 1, "data.prefetch_factor", f"must be >= 1, got {d.prefetch_factor}")
     need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
-    need(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas",
-         f"must be two values in [0, 1), got {o.betas}")
+    need(
+        len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas),
+        "optim.betas",
+        f"must be two values in [0, 1), got {o.betas}",
+    )
     need(o.eps > 0, "optim.eps", f"must be > 0, got {o.eps}")
     need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     need(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
@@ -258,13 +304,19 @@ def _validate(cfg: RunConfig) -> None:
     need(t.eval_every >= 0, "train.eval_every", f"must be >= 0 (0 = only at the end), got {t.eval_every}")
     need(t.device in ("auto", "cpu", "cuda"), "train.device", f"must be auto, cpu or cuda, got {t.device!r}")
     need(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
-    need(t.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision",
-         f"must be auto, fp32, bf16 or fp16, got {t.precision!r}")
+    need(
+        t.precision in ("auto", "fp32", "bf16", "fp16"),
+        "train.precision",
+        f"must be auto, fp32, bf16 or fp16, got {t.precision!r}",
+    )
     need(t.compile in ("auto", "on", "off"), "train.compile", f"must be auto, on or off, got {t.compile!r}")
     need(t.grad_accum > 0, "train.grad_accum", f"must be > 0, got {t.grad_accum}")
     need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
-    need(m.attention_mask in ("auto", "on", "off"), "model.attention_mask",
-         f"must be auto, on or off, got {m.attention_mask!r}")
+    need(
+        m.attention_mask in ("auto", "on", "off"),
+        "model.attention_mask",
+        f"must be auto, on or off, got {m.attention_mask!r}",
+    )
 
 
 def _apply(cfg: RunConfig, section: str, key: str, value: object, where: str) -> None:
@@ -294,15 +346,19 @@ def _parse_toml(path: Path) -> dict:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); TOML files are UTF-8: "
-                          f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > fixed.toml") from None
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); TOML files are UTF-8: "
+            f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > fixed.toml"
+        ) from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     if not doc:  # an empty file would otherwise train EncoderConfig's 94 M-parameter default on synthetic audio
-        raise ConfigError(f"{path}: no [section] in the file; a config sets [model], [data], [optim] and "
-                          "[train] keys: start from configs/demo.toml")
+        raise ConfigError(
+            f"{path}: no [section] in the file; a config sets [model], [data], [optim] and "
+            "[train] keys: start from configs/demo.toml"
+        )
     return doc
 
 
@@ -316,8 +372,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         doc = _parse_toml(path)
         for section, table in doc.items():
             if not isinstance(table, dict):
-                raise ConfigError(f"{path}: top-level key {section!r} must be a [section]; "
-                                  f"sections are {', '.join(_SECTION_CLASSES)}")
+                raise ConfigError(
+                    f"{path}: top-level key {section!r} must be a [section]; sections are {', '.join(_SECTION_CLASSES)}"
+                )
             for key, value in table.items():
                 _apply(cfg, section, key, value, f"{path}: ")
     for item in overrides:
@@ -371,7 +428,8 @@ def resolve_encoder(model: ModelConfig, checkpoint: EncoderConfig | None = None)
                     f"model.{key}: {_toml_value(value)} here, but the checkpoint's config.json says "
                     f"{_toml_value(list(theirs) if isinstance(theirs, tuple) else theirs)}, and its encoder's shape is "
                     f"its own; drop model.{key}, or leave model.checkpoint empty to train from scratch (beside a "
-                    f"checkpoint [model] may change {', '.join(FINE_TUNING_FIELDS)})")
+                    f"checkpoint [model] may change {', '.join(FINE_TUNING_FIELDS)})"
+                )
     values = {**dataclasses.asdict(base), **model.encoder}
     problem = encoder_problem(values, prefix="model.", run=True)
     if problem:

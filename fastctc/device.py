@@ -8,7 +8,7 @@ from .errors import ConfigError
 
 
 def device_for(name: str = "auto", local_rank: int | None = None, setting: str = "--device") -> torch.device:
-    """"cpu", "cuda" or "auto" (CUDA when visible). local_rank: the GPU of this DDP process; setting:
+    """ "cpu", "cuda" or "auto" (CUDA when visible). local_rank: the GPU of this DDP process; setting:
     where the user chose the device (train.device or --device), for the error's fix."""
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")

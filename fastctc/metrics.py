@@ -11,8 +11,7 @@ PER is WER's computation over space-separated phones, after folding both sides t
 from __future__ import annotations
 
 import re
-
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:

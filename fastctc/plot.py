@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import FastCTCError
 
@@ -26,8 +26,10 @@ def read_metrics(run_dir: Path, say: Callable[[str], None] = lambda message: Non
 
 def plot_run(run_dir: Path, out: Path, say: Callable[[str], None] = lambda message: None) -> Path:
     if not out.parent.is_dir():  # checked before matplotlib and the metrics are read
-        raise FastCTCError(f"--out {out}: the folder {out.parent} does not exist; create it (mkdir -p {out.parent}) "
-                           "or choose another path")
+        raise FastCTCError(
+            f"--out {out}: the folder {out.parent} does not exist; create it (mkdir -p {out.parent}) "
+            "or choose another path"
+        )
     try:
         import matplotlib
 

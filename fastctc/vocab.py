@@ -10,9 +10,9 @@ checkpoint's tokenizer vocabulary as `fastctc.models.read_pretrained` reads it.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterable, Sequence
 
 WORD_DELIMITER = "|"
 UNK = "[UNK]"
@@ -56,10 +56,12 @@ class CharVocab:
         self.blank = self.index[PAD]
         # dropped by decode: the blank, and <s>/</s> when they are the recipe's added outputs after [PAD]
         # (before it they are transcript characters of some corpus, and stay text)
-        self.not_text = frozenset({self.blank} | {self.index[t] for t in (BOS, EOS) if self.index.get(t, -1) > self.blank})
+        self.not_text = frozenset(
+            {self.blank} | {self.index[t] for t in (BOS, EOS) if self.index.get(t, -1) > self.blank}
+        )
 
     @classmethod
-    def from_transcripts(cls, transcripts: Iterable[str], delimiter: bool = False, bos_eos: bool = False) -> "CharVocab":
+    def from_transcripts(cls, transcripts: Iterable[str], delimiter: bool = False, bos_eos: bool = False) -> CharVocab:
         """The recipe's vocabulary of `transcripts`. delimiter: `|` is in it even when no transcript has a
         space (the recipe appends one to every transcript: data.trailing_delimiter); bos_eos: `<s>`, `</s>`
         after [PAD] (model.bos_eos_tokens)."""
@@ -85,7 +87,7 @@ class CharVocab:
         write_vocab_json(path, self.tokens)
 
     @classmethod
-    def load(cls, path: str | Path) -> "CharVocab":
+    def load(cls, path: str | Path) -> CharVocab:
         return cls(read_vocab_json(path))
 
 

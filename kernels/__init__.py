@@ -43,6 +43,7 @@ def _use_triton(logits: torch.Tensor) -> bool:
         return False
     return True
 
+
 _REDUCTIONS = ("none", "sum", "mean")
 
 
@@ -76,15 +77,11 @@ def ctc_loss(
     if not 0 <= blank < logits.shape[-1]:
         raise ValueError(f"ctc_loss: blank={blank} is outside the vocabulary [0, {logits.shape[-1]})")
     if not _use_triton(logits) or logits.numel() == 0:
-        return ctc_loss_reference(
-            logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity
-        )
+        return ctc_loss_reference(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity)
     # left where they are: the launcher reads 1-D targets' longest length before moving them
     input_lengths, target_lengths = torch.as_tensor(input_lengths), torch.as_tensor(target_lengths)
     targets = torch.as_tensor(targets)
-    return ctc_loss_triton(
-        logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity
-    )
+    return ctc_loss_triton(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity)
 
 
 __all__ = ["ctc_loss", "ctc_loss_reference", "ctc_loss_triton", "TRITON_INTERPRETED"]

@@ -221,8 +221,9 @@ def _ctc_alpha_kernel(
     tl.store(log_z_ptr + b, log_z)
 
 
-@triton.jit(do_not_specialize=["T", "S_CAP", "stride_lb", "stride_ab", "stride_at", "stride_eb",
-                               "stride_er", "stride_gb"])
+@triton.jit(
+    do_not_specialize=["T", "S_CAP", "stride_lb", "stride_ab", "stride_at", "stride_eb", "stride_er", "stride_gb"]
+)
 def _ctc_beta_grad_kernel(
     # pointers
     logits_ptr,  # (B, T, V)
@@ -390,22 +391,45 @@ def _ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alp
     lse = torch.empty((B, T), device=device, dtype=torch.float32)
     rows = max(1, min(256, 8192 // block_v))
     _row_lse_kernel[(triton.cdiv(B * T, rows),)](
-        logits, lse,
-        B * T, T, V,
-        logits.stride(0), logits.stride(1), logits.stride(2),
-        ROWS=rows, BLOCK_V=block_v, num_warps=4,
-    )  # fmt: skip
+        logits,
+        lse,
+        B * T,
+        T,
+        V,
+        logits.stride(0),
+        logits.stride(1),
+        logits.stride(2),
+        ROWS=rows,
+        BLOCK_V=block_v,
+        num_warps=4,
+    )
 
     alpha_rows = T if save_alpha else 2
     alpha = torch.empty((B, alpha_rows, n_states), device=device, dtype=torch.float32)
     log_z = torch.empty((B,), device=device, dtype=torch.float32)
     _ctc_alpha_kernel[(B,)](
-        logits, lse, targets, offsets, input_lengths, target_lengths, alpha, log_z,
-        T, V, s_cap, alpha_rows, blank,
-        logits.stride(0), logits.stride(1), logits.stride(2), stride_tgt,
-        alpha.stride(0), alpha.stride(1),
-        BLOCK_S=block_s, num_warps=_num_warps(block_s),
-    )  # fmt: skip
+        logits,
+        lse,
+        targets,
+        offsets,
+        input_lengths,
+        target_lengths,
+        alpha,
+        log_z,
+        T,
+        V,
+        s_cap,
+        alpha_rows,
+        blank,
+        logits.stride(0),
+        logits.stride(1),
+        logits.stride(2),
+        stride_tgt,
+        alpha.stride(0),
+        alpha.stride(1),
+        BLOCK_S=block_s,
+        num_warps=_num_warps(block_s),
+    )
     return -log_z, (lse, alpha, log_z, offsets, stride_tgt, s_cap)
 
 
@@ -430,14 +454,36 @@ def _ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, 
     if grad.shape != (B, T, V) or grad.dtype != logits.dtype or not grad.is_contiguous():
         raise ValueError(f"ctc_backward: out must be contiguous {(B, T, V)} {logits.dtype}")
     _ctc_beta_grad_kernel[(B,)](
-        logits, lse, targets, offsets, input_lengths, target_lengths, alpha, log_z,
-        row_scale, e_scratch, occ_scratch, grad,
-        T, V, s_cap, blank,
-        logits.stride(0), logits.stride(1), logits.stride(2), stride_tgt,
-        alpha.stride(0), alpha.stride(1), e_scratch.stride(0), e_scratch.stride(1),
-        grad.stride(0), grad.stride(1),
-        BLOCK_S=block_s, BLOCK_V=block_v, num_warps=_num_warps(max(block_s, block_v)),
-    )  # fmt: skip
+        logits,
+        lse,
+        targets,
+        offsets,
+        input_lengths,
+        target_lengths,
+        alpha,
+        log_z,
+        row_scale,
+        e_scratch,
+        occ_scratch,
+        grad,
+        T,
+        V,
+        s_cap,
+        blank,
+        logits.stride(0),
+        logits.stride(1),
+        logits.stride(2),
+        stride_tgt,
+        alpha.stride(0),
+        alpha.stride(1),
+        e_scratch.stride(0),
+        e_scratch.stride(1),
+        grad.stride(0),
+        grad.stride(1),
+        BLOCK_S=block_s,
+        BLOCK_V=block_v,
+        num_warps=_num_warps(max(block_s, block_v)),
+    )
     return grad
 
 
@@ -461,10 +507,10 @@ def _row_scale(grad_out, target_lengths, reduction, B):
 
 class CTCLossFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, input_lengths, target_lengths, blank, reduction,
-                zero_infinity, save_alpha, s_cap):  # fmt: skip
-        loss, saved = ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alpha,
-                                  s_cap)  # fmt: skip
+    def forward(
+        ctx, logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, save_alpha, s_cap
+    ):
+        loss, saved = ctc_forward(logits, targets, input_lengths, target_lengths, blank, save_alpha, s_cap)
         if zero_infinity:
             loss = torch.where(torch.isinf(loss), torch.zeros_like(loss), loss)
         ctx.save_for_backward(logits, targets, input_lengths, target_lengths, *saved[:4])
@@ -501,6 +547,5 @@ def ctc_loss_triton(
     target_lengths = target_lengths.to(device, non_blocking=True).contiguous()
     targets = targets.to(device, non_blocking=True)
     return CTCLossFunction.apply(
-        logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, save_alpha,
-        s_cap,
+        logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, save_alpha, s_cap
     )

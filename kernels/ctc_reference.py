@@ -25,18 +25,18 @@ def ctc_loss_reference(
         return _compiled_reference(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity)
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
     return F.ctc_loss(
-        log_probs,
-        targets,
-        input_lengths,
-        target_lengths,
-        blank=blank,
-        reduction=reduction,
-        zero_infinity=zero_infinity,
+        log_probs, targets, input_lengths, target_lengths, blank=blank, reduction=reduction, zero_infinity=zero_infinity
     )
 
 
-def _ctc_loss_rows(logits: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
-                   target_lengths: torch.Tensor, blank: int, zero_infinity: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _ctc_loss_rows(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    input_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int,
+    zero_infinity: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss (B,) float32, dloss_b/dlogits_b (B, T, V) in the logits' dtype): each row's loss and its
     gradient, computed together (rows are independent, so one pass gives every row's gradient).
 
@@ -45,8 +45,9 @@ def _ctc_loss_rows(logits: torch.Tensor, targets: torch.Tensor, input_lengths: t
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
     targets, input_lengths, target_lengths = targets.long(), input_lengths.long(), target_lengths.long()
     nll, log_alpha = torch.ops.aten._ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
-    g = torch.ops.aten._ctc_loss_backward(torch.ones_like(nll), log_probs, targets, input_lengths, target_lengths,
-                                          nll, log_alpha, blank, zero_infinity)  # (T, B, V)  # fmt: skip
+    g = torch.ops.aten._ctc_loss_backward(
+        torch.ones_like(nll), log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank, zero_infinity
+    )  # (T, B, V)
     g = g - log_probs.exp() * g.sum(-1, keepdim=True)
     rows = torch.where(torch.isinf(nll), torch.zeros_like(nll), nll) if zero_infinity else nll
     return rows, g.transpose(0, 1).to(logits.dtype).contiguous()

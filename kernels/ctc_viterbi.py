@@ -222,9 +222,18 @@ def ctc_align_triton(logits, targets, input_lengths, target_lengths, blank):
     lse = torch.empty((B, T), device=device, dtype=torch.float32)
     r = max(1, min(256, 8192 // block_v))
     _row_lse_kernel[(triton.cdiv(B * T, r),)](
-        logits, lse, B * T, T, V, logits.stride(0), logits.stride(1), logits.stride(2),
-        ROWS=r, BLOCK_V=block_v, num_warps=4,
-    )  # fmt: skip
+        logits,
+        lse,
+        B * T,
+        T,
+        V,
+        logits.stride(0),
+        logits.stride(1),
+        logits.stride(2),
+        ROWS=r,
+        BLOCK_V=block_v,
+        num_warps=4,
+    )
 
     rows = torch.empty((B, 2, n_states), device=device, dtype=torch.float32)
     ckpt = torch.empty((B, n_seg, n_states), device=device, dtype=torch.float32)
@@ -232,23 +241,67 @@ def ctc_align_triton(logits, targets, input_lengths, target_lengths, blank):
     score = torch.empty((B,), device=device, dtype=torch.float32)
     warps = _num_warps(block_s)
     _viterbi_checkpoint_kernel[(B,)](
-        logits, lse, targets, offsets, input_lengths, target_lengths, rows, ckpt, end, score,
-        T, V, s_cap, K, blank,
-        logits.stride(0), logits.stride(1), logits.stride(2), stride_tgt,
-        rows.stride(0), rows.stride(1), ckpt.stride(0), ckpt.stride(1),
-        BLOCK_S=block_s, num_warps=warps,
-    )  # fmt: skip
+        logits,
+        lse,
+        targets,
+        offsets,
+        input_lengths,
+        target_lengths,
+        rows,
+        ckpt,
+        end,
+        score,
+        T,
+        V,
+        s_cap,
+        K,
+        blank,
+        logits.stride(0),
+        logits.stride(1),
+        logits.stride(2),
+        stride_tgt,
+        rows.stride(0),
+        rows.stride(1),
+        ckpt.stride(0),
+        ckpt.stride(1),
+        BLOCK_S=block_s,
+        num_warps=warps,
+    )
 
     bp = torch.empty((B, K, n_states), device=device, dtype=torch.int8)
     carry = torch.full((B,), -1, device=device, dtype=torch.int32)
     path = torch.full((B, T), -1, device=device, dtype=torch.int32)
     for seg in reversed(range(n_seg)):  # one launch per segment (~2 sqrt(T)), none per frame
         _viterbi_segment_kernel[(B,)](
-            logits, lse, targets, offsets, input_lengths, target_lengths, rows, ckpt, bp, end,
-            carry, path,
-            T, V, s_cap, K, seg, blank,
-            logits.stride(0), logits.stride(1), logits.stride(2), stride_tgt,
-            rows.stride(0), rows.stride(1), ckpt.stride(0), ckpt.stride(1), bp.stride(0), bp.stride(1),
-            BLOCK_S=block_s, num_warps=warps,
-        )  # fmt: skip
+            logits,
+            lse,
+            targets,
+            offsets,
+            input_lengths,
+            target_lengths,
+            rows,
+            ckpt,
+            bp,
+            end,
+            carry,
+            path,
+            T,
+            V,
+            s_cap,
+            K,
+            seg,
+            blank,
+            logits.stride(0),
+            logits.stride(1),
+            logits.stride(2),
+            stride_tgt,
+            rows.stride(0),
+            rows.stride(1),
+            ckpt.stride(0),
+            ckpt.stride(1),
+            bp.stride(0),
+            bp.stride(1),
+            BLOCK_S=block_s,
+            num_warps=warps,
+        )
     return path, score, lse

@@ -4,11 +4,10 @@ Run by tests/test_align_kernel.py in a child pytest with TRITON_INTERPRET=1 (Tri
 the kernels are defined). By hand: TRITON_INTERPRET=1 python -m pytest tests/align_kernel_interpreted.py
 """
 
+import fastctc.kernels as K
 import pytest
 import torch
 from ctc_align_cases import check_against_numpy64, random_case
-
-import fastctc.kernels as K
 
 pytestmark = [
     pytest.mark.skipif(
@@ -22,6 +21,7 @@ pytestmark = [
 @pytest.fixture(autouse=True)
 def kernel_only(monkeypatch):
     """Fail if the call silently took the PyTorch path."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("ctc_align took the PyTorch path, not the kernel")
 

@@ -8,8 +8,9 @@ import torch
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); "
-                                   "`fastctc bench gpu` runs these on one")  # fmt: skip
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU (torch.cuda.is_available() is False); `fastctc bench gpu` runs these on one"
+    )
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

@@ -3,7 +3,6 @@ the interpreted Triton run (tests/align_kernel_interpreted.py)."""
 
 import numpy as np
 import torch
-
 from fastctc.kernels.ctc_viterbi_reference import viterbi_numpy64
 
 
@@ -12,15 +11,24 @@ def min_frames(labels: list[int]) -> int:
     return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
 
 
-def random_case(seed: int, B: int, T: int, V: int, max_labels: int, blank: int | None = None,
-                repeats: bool = True, minimal: bool = False, concatenated: bool = False,
-                dtype=torch.float32):  # fmt: skip
+def random_case(
+    seed: int,
+    B: int,
+    T: int,
+    V: int,
+    max_labels: int,
+    blank: int | None = None,
+    repeats: bool = True,
+    minimal: bool = False,
+    concatenated: bool = False,
+    dtype=torch.float32,
+):
     """Logits (B, T, V) of scale 3, targets with forced repeats, input lengths from T down."""
     g = torch.Generator().manual_seed(seed)
     blank = V - 1 if blank is None else blank
     labels_pool = [v for v in range(V) if v != blank]
     targets, t_lens, i_lens = [], [], []
-    for b in range(B):
+    for _ in range(B):
         n = int(torch.randint(0, max_labels + 1, (1,), generator=g))
         lab = [labels_pool[int(i)] for i in torch.randint(0, len(labels_pool), (n,), generator=g)]
         if repeats and n >= 2:

@@ -7,10 +7,9 @@ tests/ctc_kernel_interpreted.py (Triton kernel, run in a subprocess under TRITON
 
 from dataclasses import dataclass
 
+import fastctc.kernels.ctc_tolerance as tolerance
 import torch
 import torch.nn.functional as F
-
-import fastctc.kernels.ctc_tolerance as tolerance
 from fastctc.kernels.ctc_tolerance import (  # noqa: F401  (the tests import the table from here)
     FP32_FLOOR,
     FP32_SLACK,
@@ -68,9 +67,14 @@ def loss_and_grad(fn, case: Case, reduction: str, zero_infinity: bool, grad_out,
     """Loss of ``fn(logits, ...)`` and d(sum(loss * grad_out))/d logits, in the logits' dtype."""
     x = (case.logits if logits is None else logits).detach().clone().requires_grad_()
     loss = fn(
-        x, case.targets, case.input_lengths, case.target_lengths,
-        blank=case.blank, reduction=reduction, zero_infinity=zero_infinity,
-    )  # fmt: skip
+        x,
+        case.targets,
+        case.input_lengths,
+        case.target_lengths,
+        blank=case.blank,
+        reduction=reduction,
+        zero_infinity=zero_infinity,
+    )
     (grad,) = torch.autograd.grad(loss, x, grad_outputs=grad_out)
     return loss.detach(), grad
 

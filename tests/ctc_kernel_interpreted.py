@@ -10,6 +10,7 @@ see before the kernels are defined. By hand:
 
 import math
 
+import fastctc.kernels as K
 import pytest
 import torch
 from ctc_kernel_cases import (
@@ -21,8 +22,6 @@ from ctc_kernel_cases import (
     random_case,
     reference64,
 )
-
-import fastctc.kernels as K
 
 pytestmark = [
     pytest.mark.skipif(
@@ -64,8 +63,7 @@ def kernel_loss_and_grad(case, reduction, zero_infinity, grad_out):
 
 def torch_fp32(case, reduction, grad_out):
     """torch's float32 path on the (rounded) logits upcast to float32: loss and float32 grad."""
-    up = Case(case.logits.float(), case.targets, case.input_lengths, case.target_lengths,
-              case.blank)
+    up = Case(case.logits.float(), case.targets, case.input_lengths, case.target_lengths, case.blank)
     return loss_and_grad(K.ctc_loss_reference, up, reduction, True, grad_out)
 
 
@@ -91,8 +89,7 @@ def test_cpu_tensors_go_through_the_kernel_under_the_interpreter(poisoned_grad_b
 @pytest.mark.parametrize("seed", range(24))
 def test_fp32_random_shapes(seed):
     g = torch.Generator().manual_seed(1000 + seed)
-    B, T, V, L = (int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in
-                  [(1, 5), (1, 33), (2, 70), (0, 13)])  # fmt: skip
+    B, T, V, L = (int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in [(1, 5), (1, 33), (2, 70), (0, 13)])
     case = random_case(1000 + seed, B, T, V, L, concatenated=seed % 2 == 1)
     check_fp32(case, REDUCTIONS[seed % 3], seed=seed)
 
@@ -157,8 +154,7 @@ def test_infeasible_rows(zero_infinity):
         loss, grad = kernel_loss_and_grad(case, "none", zero_infinity, grad_out)
         assert math.isinf(loss[0]) and math.isinf(loss[2])
         # torch's gradient is NaN on those rows; the kernel's is zero, and row 1 is unaffected
-        row1 = Case(case.logits[1:2], case.targets[1:2], case.input_lengths[1:2],
-                    case.target_lengths[1:2], case.blank)  # fmt: skip
+        row1 = Case(case.logits[1:2], case.targets[1:2], case.input_lengths[1:2], case.target_lengths[1:2], case.blank)
         go = grad_out[1:2]
         _, grad32 = loss_and_grad(K.ctc_loss_reference, row1, "none", zero_infinity, go)
         _, grad64 = reference64(row1, "none", zero_infinity, go)
@@ -237,8 +233,14 @@ def test_integer_dtypes_and_no_grad_forward():
     case = random_case(11000, B=2, T=11, V=7, max_labels=4)
     want, _ = kernel_loss_and_grad(case, "none", True, torch.ones(2))
     with torch.no_grad():  # keeps two alpha rows per utterance instead of T
-        got = K.ctc_loss(case.logits, case.targets.int(), case.input_lengths.int(),
-                         case.target_lengths.int(), blank=case.blank, reduction="none")  # fmt: skip
+        got = K.ctc_loss(
+            case.logits,
+            case.targets.int(),
+            case.input_lengths.int(),
+            case.target_lengths.int(),
+            blank=case.blank,
+            reduction="none",
+        )
     assert torch.equal(got, want)
 
 

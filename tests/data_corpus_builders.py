@@ -52,19 +52,27 @@ def timit_ldc(root: Path, upper: bool = True) -> dict:
 
 def librispeech(root: Path) -> None:
     """train-clean-100: 2 speakers x 1 chapter; train-clean-360: 1; dev-clean: 1; FLAC."""
+
     def chapter(subset, spk, chap, lines, missing=(), extra=()):
         folder = root / subset / spk / chap
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{spk}-{chap}.trans.txt").write_text(
-            "".join(f"{spk}-{chap}-{i:04d} {text}\n" for i, (text, _) in enumerate(lines)))
+            "".join(f"{spk}-{chap}-{i:04d} {text}\n" for i, (text, _) in enumerate(lines))
+        )
         for i, (_, seconds) in enumerate(lines):
             if i not in missing:
                 write(folder / f"{spk}-{chap}-{i:04d}.flac", tone(seconds, seed=i), fmt="FLAC")
         for i in extra:
             write(folder / f"{spk}-{chap}-{i:04d}.flac", tone(0.5), fmt="FLAC")
 
-    chapter("train-clean-100", "19", "198", [("CHAPTER ONE", 1.0), ("IT WAS A DARK NIGHT", 1.5), ("AND COLD", 0.6)],
-            missing=(2,), extra=(7,))
+    chapter(
+        "train-clean-100",
+        "19",
+        "198",
+        [("CHAPTER ONE", 1.0), ("IT WAS A DARK NIGHT", 1.5), ("AND COLD", 0.6)],
+        missing=(2,),
+        extra=(7,),
+    )
     chapter("train-clean-100", "26", "495", [("HE SAID NOTHING", 1.2), ("THAT'S ALL", 0.9)])
     chapter("train-clean-360", "100", "121669", [("TOM'S BOAT", 0.8)])
     chapter("dev-clean", "84", "121123", [("GO DO YOU HEAR", 1.1), ("BUT IN LESS THAN FIVE MINUTES", 2.0)])

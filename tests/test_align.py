@@ -26,7 +26,11 @@ def test_char_and_word_spans_follow_the_path():
     frames = "_aa_b_ bb_a__"
     al = align_logits(peaked(frames), "ab ba", TOKENS, BLANK, frame_s=0.02, audio="x.wav")
     assert [(c.text, c.start, c.end) for c in al.chars] == [
-        ("a", 0.02, 0.06), ("b", 0.08, 0.10), ("b", 0.14, 0.18), ("a", 0.20, 0.22)]
+        ("a", 0.02, 0.06),
+        ("b", 0.08, 0.10),
+        ("b", 0.14, 0.18),
+        ("a", 0.20, 0.22),
+    ]
     assert [(w.text, w.start, w.end) for w in al.words] == [("ab", 0.02, 0.10), ("ba", 0.14, 0.22)]
     assert all(0.9 < c.score <= 1 for c in al.chars) and al.frames == 13
     lp = peaked(frames).double().log_softmax(-1)
@@ -54,10 +58,13 @@ def test_transcript_case_follows_the_vocabulary():
     assert encode_transcript("  AB   ba ", TOKENS) == ("ab ba", [1, 2, 0, 2, 1])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("   ", "the transcript is empty"),
-    ("ab, ba!", r"characters the model's vocabulary lacks: '!' ',' \(it has 'abn'\)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("   ", "the transcript is empty"),
+        ("ab, ba!", r"characters the model's vocabulary lacks: '!' ',' \(it has 'abn'\)"),
+    ],
+)
 def test_bad_transcripts(text, message):
     with pytest.raises(AlignmentError, match=message):
         align_logits(peaked("_a_b_"), text, TOKENS, BLANK, 0.02)
@@ -65,7 +72,9 @@ def test_bad_transcripts(text, message):
 
 def test_audio_shorter_than_the_transcript():
     # "aa b" needs a, blank, a, |, b = 5 frames; 4 frames cannot hold it
-    with pytest.raises(AlignmentError, match=r"0\.08 s of audio \(4 frames of 20 ms\) is too short .* at least 5 frames"):
+    with pytest.raises(
+        AlignmentError, match=r"0\.08 s of audio \(4 frames of 20 ms\) is too short .* at least 5 frames"
+    ):
         align_logits(peaked("_a_a"), "aa b", TOKENS, BLANK, 0.02, audio="short.wav")
 
 
@@ -73,9 +82,18 @@ def test_align_audio_with_a_saved_model(tmp_path):
     from fastctc.inference.model import load_model
     from fastctc.models import CTCModel, EncoderConfig, save_pretrained
 
-    cfg = EncoderConfig(vocab_size=len(TOKENS), pad_token_id=BLANK, hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=24, conv_dim=(8,) * 7,
-                        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, mask_time_prob=0.0)  # fmt: skip
+    cfg = EncoderConfig(
+        vocab_size=len(TOKENS),
+        pad_token_id=BLANK,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        conv_dim=(8,) * 7,
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0,
+    )
     torch.manual_seed(0)
     save_pretrained(CTCModel(cfg).eval(), tmp_path / "m", TOKENS)
     lm = load_model(tmp_path / "m", torch.device("cpu"))
@@ -98,8 +116,12 @@ def test_cli_align_one_file_and_a_manifest(tmp_path, capsys):
 
     model = save_tiny_model(tmp_path / "model")
     manifest, utts = write_corpus(tmp_path / "corpus", n=3)
-    assert main(["align", str(model), str(tmp_path / "corpus" / "u0.wav"), utts[0].text,
-                 "--ctm", str(tmp_path / "u0.ctm")]) == 0  # fmt: skip
+    assert (
+        main(
+            ["align", str(model), str(tmp_path / "corpus" / "u0.wav"), utts[0].text, "--ctm", str(tmp_path / "u0.ctm")]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert [w["text"] for w in doc["words"]] == utts[0].text.split()
     assert doc["frames"] == (len(utts[0].audio) - 400) // 320 + 1
@@ -112,11 +134,14 @@ def test_cli_align_one_file_and_a_manifest(tmp_path, capsys):
     assert ctm_ids == {"u0", "u1", "u2"}
 
 
-@pytest.mark.parametrize("transcript, message", [
-    ("", "the transcript is empty"),
-    ("héllo", "characters the model's vocabulary lacks: 'é'"),
-    ("abcdefghij " * 30, "too short for the transcript"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "transcript, message",
+    [
+        ("", "the transcript is empty"),
+        ("héllo", "characters the model's vocabulary lacks: 'é'"),
+        ("abcdefghij " * 30, "too short for the transcript"),
+    ],
+)
 def test_cli_align_bad_inputs_one_line(tmp_path, capsys, transcript, message):
     from tiny_inference_model import save_tiny_model, write_corpus
 

@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fastctc.kernels as K
 import pytest
 import torch
 from ctc_align_cases import check_against_numpy64, min_frames, random_case
-
-import fastctc.kernels as K
 from fastctc.kernels.ctc_viterbi_reference import segment_frames, viterbi_numpy64
 
 TESTS = Path(__file__).resolve().parent
@@ -58,8 +57,9 @@ def test_reference_path_long_input_spans_many_segments():
 
 def test_empty_target_is_all_blank_and_one_frame_inputs():
     logits = torch.randn(2, 5, 4)
-    states, labels, _, score = K.ctc_align(logits, torch.zeros(2, 1, dtype=torch.long), torch.tensor([5, 1]),
-                                           torch.tensor([0, 0]), blank=3)
+    states, labels, _, score = K.ctc_align(
+        logits, torch.zeros(2, 1, dtype=torch.long), torch.tensor([5, 1]), torch.tensor([0, 0]), blank=3
+    )
     assert states[0].tolist() == [0] * 5 and labels[1].tolist() == [3, -1, -1, -1, -1]
     assert score[0] == pytest.approx(float(logits[0].log_softmax(-1)[:, 3].sum()), abs=1e-5)
 
@@ -78,17 +78,28 @@ def test_argument_validation():
 @pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION is unset")
 @pytest.mark.parametrize("logits", ["*bf16", "*fp32"])
 def test_align_kernels_compile_for_sm90(logits):
+    import fastctc.kernels.ctc_viterbi as ca
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import fastctc.kernels.ctc_viterbi as ca
-
-    for fn, block_s in [(ca._viterbi_checkpoint_kernel, 16), (ca._viterbi_checkpoint_kernel, 2048),
-                        (ca._viterbi_segment_kernel, 16), (ca._viterbi_segment_kernel, 2048)]:  # fmt: skip
-        types = {"logits_ptr": logits, "targets_ptr": "*i64", "bp_ptr": "*i8", "end_ptr": "*i32",
-                 "carry_ptr": "*i32", "path_ptr": "*i32", "target_offsets_ptr": "*i64",
-                 "input_lengths_ptr": "*i64", "target_lengths_ptr": "*i64"}  # fmt: skip
+    for fn, block_s in [
+        (ca._viterbi_checkpoint_kernel, 16),
+        (ca._viterbi_checkpoint_kernel, 2048),
+        (ca._viterbi_segment_kernel, 16),
+        (ca._viterbi_segment_kernel, 2048),
+    ]:
+        types = {
+            "logits_ptr": logits,
+            "targets_ptr": "*i64",
+            "bp_ptr": "*i8",
+            "end_ptr": "*i32",
+            "carry_ptr": "*i32",
+            "path_ptr": "*i32",
+            "target_offsets_ptr": "*i64",
+            "input_lengths_ptr": "*i64",
+            "target_lengths_ptr": "*i64",
+        }
         signature = {n: types.get(n, "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
         signature["BLOCK_S"] = "constexpr"
         src = ASTSource(fn=fn, signature=signature, constexprs={"BLOCK_S": block_s})
@@ -108,8 +119,16 @@ def test_align_kernels_compile_for_sm90(logits):
 def test_triton_align_kernel_under_interpreter():
     pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
-    cmd = [sys.executable, "-m", "pytest", str(TESTS / "align_kernel_interpreted.py"), "-q", "-p",
-           "no:cacheprovider", "-rs"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(TESTS / "align_kernel_interpreted.py"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+    ]
     proc = subprocess.run(cmd, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, f"interpreted align kernel tests failed ({' '.join(cmd)}):\n{tail}"

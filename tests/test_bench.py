@@ -24,14 +24,39 @@ def _timed(row: dict) -> None:
 
 def test_bench_encoder_smallest(capsys):
     pytest.importorskip("transformers")
-    assert main(["bench", "encoder", "--families", "wav2vec2-base", "hubert-large", "--size", "tiny", "--batch", "2",
-                 "--seconds", "0.2", "--repeats", "2", "--warmup", "0", "--compile", "off"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "encoder",
+                "--families",
+                "wav2vec2-base",
+                "hubert-large",
+                "--size",
+                "tiny",
+                "--batch",
+                "2",
+                "--seconds",
+                "0.2",
+                "--repeats",
+                "2",
+                "--warmup",
+                "0",
+                "--compile",
+                "off",
+            ]
+        )
+        == 0
+    )
     report = _last_json(capsys)
     assert report["bench"] == "encoder" and report["torch"] and report["size"] == "tiny"
     rows = report["results"]
     assert {(r["family"], r["mode"], r["provider"]) for r in rows} == {
-        (f, m, p) for f in ("wav2vec2-base", "hubert-large") for m in ("forward", "forward+backward")
-        for p in ("native", "transformers")}  # fmt: skip
+        (f, m, p)
+        for f in ("wav2vec2-base", "hubert-large")
+        for m in ("forward", "forward+backward")
+        for p in ("native", "transformers")
+    }
     for r in rows:
         _timed(r)
         assert r["speedup_vs_transformers"] > 0
@@ -41,9 +66,33 @@ def test_bench_encoder_smallest(capsys):
 
 def test_bench_step_smallest(capsys):
     pytest.importorskip("transformers")
-    assert main(["bench", "step", "--families", "wav2vec2-base", "--size", "tiny", "--batch", "2", "--seconds", "0.2",
-                 "--repeats", "2", "--warmup", "1", "--compile", "off", "--precision", "fp32",
-                 "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "step",
+                "--families",
+                "wav2vec2-base",
+                "--size",
+                "tiny",
+                "--batch",
+                "2",
+                "--seconds",
+                "0.2",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--compile",
+                "off",
+                "--precision",
+                "fp32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     report = _last_json(capsys)
     assert report["bench"] == "step" and report["precision"] == "fp32"
     assert [r["provider"] for r in report["results"]] == ["fastctc", "trainer"]
@@ -54,8 +103,29 @@ def test_bench_step_smallest(capsys):
 
 
 def test_bench_data_smallest(capsys):
-    assert main(["bench", "data", "--data-root", "", "--audio", "generated", "--files", "2", "--batch", "2",
-                 "--repeats", "1", "--seeds", "2", "--scale", "0.05"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "data",
+                "--data-root",
+                "",
+                "--audio",
+                "generated",
+                "--files",
+                "2",
+                "--batch",
+                "2",
+                "--repeats",
+                "1",
+                "--seeds",
+                "2",
+                "--scale",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     report = _last_json(capsys)
     assert report["bench"] == "data" and report["data_root"] is None
     assert {r["durations"] for r in report["padding"]} == {"timit-like", "librispeech-like"}

@@ -17,9 +17,19 @@ from fastctc.bench import cost
 from fastctc.cli import main
 from fastctc.models import CTCModel, EncoderConfig
 
-TINY = dict(vocab_size=12, pad_token_id=11, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=48, conv_dim=(16, 16), conv_kernel=(10, 3), conv_stride=(5, 2),
-            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)  # fmt: skip
+TINY = dict(
+    vocab_size=12,
+    pad_token_id=11,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=48,
+    conv_dim=(16, 16),
+    conv_kernel=(10, 3),
+    conv_stride=(5, 2),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
 
 
 def test_meta_op_cost_counts_what_flop_counter_counts_on_a_real_run(monkeypatch):
@@ -61,12 +71,27 @@ def test_linear_layers_cost_two_flops_per_multiply_add():
 
 
 def test_bench_step_model_cost_prints_every_card(capsys):
-    assert main(["bench", "step", "--model-cost", "--cards", "wav2vec2-base-timit", "hubert-large-librispeech100",
-                 "--mfu", "0.5"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "step",
+                "--model-cost",
+                "--cards",
+                "wav2vec2-base-timit",
+                "hubert-large-librispeech100",
+                "--mfu",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     report = json.loads(out.strip().splitlines()[-1])
     assert report["bench"] == "cost" and [r["card"] for r in report["results"]] == [
-        "wav2vec2-base-timit", "hubert-large-librispeech100"]  # fmt: skip
+        "wav2vec2-base-timit",
+        "hubert-large-librispeech100",
+    ]
     assert "predicted, not measured" in out and "989 TFLOP/s" in out and "798 TFLOP/s" in out
     w2v = report["results"][0]
     assert w2v["steps"] == 2900 and w2v["published"] == "32 min"
@@ -81,10 +106,38 @@ def test_bench_step_profile_prints_no_profiler_usdt_lines():
     """kineto writes `USDT:... profiler_start/stop` on file descriptor 2; the benchmark silences it."""
     pytest.importorskip("transformers")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "bench", "step", "--families", "wav2vec2-base",
-                           "--size", "tiny", "--batch", "2", "--seconds", "0.2", "--repeats", "1", "--warmup", "1",
-                           "--compile", "off", "--precision", "fp32", "--device", "cpu", "--profile", "3"],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastctc",
+            "bench",
+            "step",
+            "--families",
+            "wav2vec2-base",
+            "--size",
+            "tiny",
+            "--batch",
+            "2",
+            "--seconds",
+            "0.2",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--compile",
+            "off",
+            "--precision",
+            "fp32",
+            "--device",
+            "cpu",
+            "--profile",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "USDT" not in proc.stdout + proc.stderr
     assert "-- profile: wav2vec2-base step fastctc" in proc.stdout

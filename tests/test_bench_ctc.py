@@ -24,8 +24,9 @@ def test_cudnn_case_relabels_so_no_target_is_the_blank():
 def test_a_failed_correctness_check_fails_the_command(monkeypatch, capsys):
     failing = {"loss_err": 1.0, "loss_bound": 1e-5, "grad_max_err": 0.5, "grad_worst_excess": 0.4, "ok": False}
     passing = dict(failing, loss_err=0.0, grad_worst_excess=-1.0, ok=True)
-    monkeypatch.setattr(bench_ctc, "interpreted_correctness",
-                        lambda: {"torch.float32": passing, "torch.bfloat16": failing})  # fmt: skip
+    monkeypatch.setattr(
+        bench_ctc, "interpreted_correctness", lambda: {"torch.float32": passing, "torch.bfloat16": failing}
+    )
     with pytest.raises(bench_ctc.KernelCheckError, match="small case torch.bfloat16"):
         bench_ctc.main(["--cards", "timit"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # printed before the failure

@@ -37,15 +37,39 @@ def test_bench_gpu_budget_skips_parts_that_do_not_fit(tmp_path):
 
 def test_figures_put_each_value_next_to_its_goal():
     results = {
-        "ctc": {"json": {"shapes": [{"card": "timit", "B": 32, "T": 250, "L": 50, "speedup_fwd_bwd_vs_torch": 3.4},
-                                    {"card": "librispeech", "B": 8, "T": 1750, "L": 550,
-                                     "speedup_fwd_bwd_vs_torch": 2.5}]}},
-        "step": {"json": {"results": [
-            {"family": "wav2vec2-base", "provider": "fastctc-compiled", "precision": "bf16", "batch": 32,
-             "seconds": 3.0, "speedup_vs_trainer": 2.2, "median_ms": 100.0},
-            {"family": "wav2vec2-base", "provider": "trainer", "precision": "bf16", "batch": 32, "seconds": 3.0,
-             "speedup_vs_trainer": 1.0, "median_ms": 220.0}]}},
-    }  # fmt: skip
+        "ctc": {
+            "json": {
+                "shapes": [
+                    {"card": "timit", "B": 32, "T": 250, "L": 50, "speedup_fwd_bwd_vs_torch": 3.4},
+                    {"card": "librispeech", "B": 8, "T": 1750, "L": 550, "speedup_fwd_bwd_vs_torch": 2.5},
+                ]
+            }
+        },
+        "step": {
+            "json": {
+                "results": [
+                    {
+                        "family": "wav2vec2-base",
+                        "provider": "fastctc-compiled",
+                        "precision": "bf16",
+                        "batch": 32,
+                        "seconds": 3.0,
+                        "speedup_vs_trainer": 2.2,
+                        "median_ms": 100.0,
+                    },
+                    {
+                        "family": "wav2vec2-base",
+                        "provider": "trainer",
+                        "precision": "bf16",
+                        "batch": 32,
+                        "seconds": 3.0,
+                        "speedup_vs_trainer": 1.0,
+                        "median_ms": 220.0,
+                    },
+                ]
+            }
+        },
+    }
     gpu.add_cost_to_steps(results)
     rows = gpu.figures(results)
     assert [r["met"] for r in rows[:2]] == [True, False]  # 3.4x and 2.5x against >= 3x
@@ -97,29 +121,42 @@ def _fake_ctc_part(monkeypatch, code: str):
     monkeypatch.setattr(gpu, "part_command", lambda name, smoke, out: [sys.executable, "-c", code])
 
 
-SHAPE = {"card": "librispeech", "B": 8, "T": 1750, "L": 550, "speedup_fwd_bwd_vs_torch": 4.0,
-         "vs_float64": {"loss_err": 0.3, "loss_bound": 1e-3, "grad_max_err": 0.2, "grad_worst_excess": 0.1,
-                        "ok": False}}  # fmt: skip
+SHAPE = {
+    "card": "librispeech",
+    "B": 8,
+    "T": 1750,
+    "L": 550,
+    "speedup_fwd_bwd_vs_torch": 4.0,
+    "vs_float64": {"loss_err": 0.3, "loss_bound": 1e-3, "grad_max_err": 0.2, "grad_worst_excess": 0.1, "ok": False},
+}
 
 
 def test_a_failed_correctness_check_turns_the_part_red(tmp_path, monkeypatch):
     final = {"bench": "ctc", "shapes": [SHAPE], "failed_checks": ["librispeech B=8 T=1750 L=550"]}
-    _fake_ctc_part(monkeypatch, f"import json, sys; print(json.dumps({{'bench': 'ctc', 'shape': {SHAPE!r}}})); "
-                                f"print(json.dumps({final!r})); sys.exit(1)")  # fmt: skip
+    _fake_ctc_part(
+        monkeypatch,
+        f"import json, sys; print(json.dumps({{'bench': 'ctc', 'shape': {SHAPE!r}}})); "
+        f"print(json.dumps({final!r})); sys.exit(1)",
+    )
     report = gpu.main(["--out", str(tmp_path), "--smoke", "--parts", "ctc"])
     part = report["parts"][0]
     assert "missed the float64 tolerance at librispeech B=8 T=1750 L=550" in part["red"]
     assert "**red**" in (tmp_path / "report.md").read_text()
     verdicts = {r["figure"].split(",")[0]: r["met"] for r in report["figures"]}
     # a 4x kernel that is wrong meets no goal
-    assert verdicts == {"CTC kernel vs float64 (loss and gradient)": False,
-                        "CTC fwd+bwd vs log_softmax + torch ctc_loss": False}  # fmt: skip
+    assert verdicts == {
+        "CTC kernel vs float64 (loss and gradient)": False,
+        "CTC fwd+bwd vs log_softmax + torch ctc_loss": False,
+    }
 
 
 def test_a_timed_out_part_keeps_its_json_lines_and_stderr(tmp_path, monkeypatch):
     ok_shape = {**SHAPE, "vs_float64": {**SHAPE["vs_float64"], "ok": True}}
-    _fake_ctc_part(monkeypatch, f"import json, sys, time; print(json.dumps({{'bench': 'ctc', 'shape': {ok_shape!r}}}));"
-                                " print('compiling the next shape', file=sys.stderr, flush=True); time.sleep(60)")  # fmt: skip
+    _fake_ctc_part(
+        monkeypatch,
+        f"import json, sys, time; print(json.dumps({{'bench': 'ctc', 'shape': {ok_shape!r}}}));"
+        " print('compiling the next shape', file=sys.stderr, flush=True); time.sleep(60)",
+    )
     report = gpu.main(["--out", str(tmp_path), "--smoke", "--parts", "ctc", "--budget-s", "3"])
     part, res = report["parts"][0], report["results"]["ctc"]
     assert part["status"] == "timed out after 3 s" and part["red"] == part["status"]

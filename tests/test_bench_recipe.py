@@ -63,7 +63,9 @@ def smoke_config(tmp_path) -> Path:
     _write_corpus(corpus)
     (tmp_path / "sizes.toml").write_text(TINY_SIZES)
     cfg = tmp_path / "smoke.toml"
-    cfg.write_text(FINE_TUNING.format(checkpoint=tmp_path / "ckpt") + f"""
+    cfg.write_text(
+        FINE_TUNING.format(checkpoint=tmp_path / "ckpt")
+        + f"""
 [data]
 corpus = "manifest"
 root = "{corpus}"
@@ -84,13 +86,28 @@ log_every = 1
 eval_every = 2
 checkpoint_every = 0
 precision = "fp32"
-""")
+"""
+    )
     return cfg
 
 
 def test_bench_recipe_end_to_end(smoke_config, tmp_path, capsys):
-    main(["bench", "recipe", str(smoke_config), "--make-checkpoint", "--sizes", str(tmp_path / "sizes.toml"), "--threads", "1", "--out", str(tmp_path / "out"),
-          "--plot", str(tmp_path / "curves.png")])
+    main(
+        [
+            "bench",
+            "recipe",
+            str(smoke_config),
+            "--make-checkpoint",
+            "--sizes",
+            str(tmp_path / "sizes.toml"),
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--plot",
+            str(tmp_path / "curves.png"),
+        ]
+    )
     out = capsys.readouterr().out
     report = json.loads(out.strip().splitlines()[-1])
     assert report["bench"] == "recipe" and report["device"] == "cpu" and report["seeds"] == [42]
@@ -123,15 +140,23 @@ def test_show_mapping_lists_every_key(capsys):
     from fastctc.bench.recipe_checkpoint import CONFIG_KEYS
     from fastctc.config import ModelConfig, OptimConfig, TrainConfig
 
-    named = {(row.split(".", 1)[0], name.split(".")[-1]) for row in MAPPING for part in row.split(", ")
-             for name in part.split(".", 1)[1].split("/")}
-    keys = [("model", f.name) for f in dataclasses.fields(ModelConfig) if f.name != "encoder"]  # encoder: the fields below
+    named = {
+        (row.split(".", 1)[0], name.split(".")[-1])
+        for row in MAPPING
+        for part in row.split(", ")
+        for name in part.split(".", 1)[1].split("/")
+    }
+    keys = [
+        ("model", f.name) for f in dataclasses.fields(ModelConfig) if f.name != "encoder"
+    ]  # encoder: the fields below
     try:
         from fastctc.models.config import FINE_TUNING_FIELDS
     except ImportError:  # the fine-tuning knobs were ModelConfig fields before
         FINE_TUNING_FIELDS = ()
     keys += [("model", k) for k in FINE_TUNING_FIELDS]
-    keys += [(s, f.name) for s, cls in (("optim", OptimConfig), ("train", TrainConfig)) for f in dataclasses.fields(cls)]
+    keys += [
+        (s, f.name) for s, cls in (("optim", OptimConfig), ("train", TrainConfig)) for f in dataclasses.fields(cls)
+    ]
     missing = [f"{s}.{k}" for s, k in keys if (s, k) not in named and not (s == "model" and k in CONFIG_KEYS)]
     assert missing == [], f"MAPPING does not say how these reach the reference: {missing}"
 
@@ -151,7 +176,9 @@ def test_checkpoint_loads_in_transformers_and_fastctc(tmp_path):
     with pytest.raises(FileExistsError):
         write_checkpoint(model_cfg, ckpt, seed=0)
     hf = transformers.AutoModelForCTC.from_pretrained(ckpt, vocab_size=7, pad_token_id=6).eval()
-    assert hf.config.hidden_size == 32 and list(hf.config.conv_dim) == [16, 16, 16] and hf.config.mask_time_min_masks == 0
+    assert (
+        hf.config.hidden_size == 32 and list(hf.config.conv_dim) == [16, 16, 16] and hf.config.mask_time_min_masks == 0
+    )
     native = load_pretrained(ckpt, vocab_size=7).eval()
     with torch.no_grad():  # the same head on both, so the logits compare the loaded encoders
         native.lm_head.weight.copy_(hf.lm_head.weight)
@@ -186,7 +213,13 @@ def test_fsdd_reader(tmp_path):
     rec = tmp_path / "fsdd" / "recordings"
     rec.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for digit, speaker, index in [(7, "jackson", 0), (7, "jackson", 5), (0, "theo", 4), (3, "theo", 49), (9, "lucas", 12)]:
+    for digit, speaker, index in [
+        (7, "jackson", 0),
+        (7, "jackson", 5),
+        (0, "theo", 4),
+        (3, "theo", 49),
+        (9, "lucas", 12),
+    ]:
         sf.write(rec / f"{digit}_{speaker}_{index}.wav", 0.1 * rng.standard_normal(4000), 8000, subtype="PCM_16")
     (rec / "notes.wav").write_bytes(b"")  # not a recording name: counted, skipped
     report = DataReport()
@@ -194,13 +227,24 @@ def test_fsdd_reader(tmp_path):
     train = read_fsdd(tmp_path / "fsdd", "train", report, "train")
     assert [(u.text, u.speaker) for u in test] == [("zero", "theo"), ("seven", "jackson")]
     assert sorted(u.id for u in train) == ["3_theo_49", "7_jackson_5", "9_lucas_12"]
-    assert [u.id for u in read_fsdd(tmp_path / "fsdd", "train:theo+lucas", report, "train")] == ["3_theo_49", "9_lucas_12"]
+    assert [u.id for u in read_fsdd(tmp_path / "fsdd", "train:theo+lucas", report, "train")] == [
+        "3_theo_49",
+        "9_lucas_12",
+    ]
     with pytest.raises(CorpusError, match="no FSDD speaker nobody"):
         read_fsdd(tmp_path / "fsdd", "train:nobody", report, "train")
     with pytest.raises(CorpusError, match="must be train or test"):
         read_fsdd(tmp_path / "fsdd", "dev", report, "train")
-    cfg = load_config(None, ["data.corpus=fsdd", f"data.root={tmp_path / 'fsdd'}", "data.train=train", "data.eval=test",
-                             f"data.cache_dir={tmp_path / 'cache'}"])
+    cfg = load_config(
+        None,
+        [
+            "data.corpus=fsdd",
+            f"data.root={tmp_path / 'fsdd'}",
+            "data.train=train",
+            "data.eval=test",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     train_ds, eval_ds, _ = build_datasets(cfg.data, 0, verbose=False)
     assert len(train_ds) == 3 and len(eval_ds) == 2
     assert train_ds.durations[0] == pytest.approx(0.5)  # 4000 samples at 8 kHz, resampled to 16 kHz
@@ -218,9 +262,23 @@ def test_curve_overlap_tells_seed_noise_from_a_gap(capsys):
     base = lambda k: 3.0 * math.exp(-k / 400) + 0.1  # noqa: E731
 
     def runs(gap):
-        return {seed: {side: {"losses": [[k, base(k) * math.exp(0.15 * rng.standard_normal())
-                                          * (gap if side == "fastctc" and k > 600 else 1.0)] for k in steps]}
-                       for side in ("reference", "fastctc")} for seed in (42, 43, 44)}
+        return {
+            seed: {
+                side: {
+                    "losses": [
+                        [
+                            k,
+                            base(k)
+                            * math.exp(0.15 * rng.standard_normal())
+                            * (gap if side == "fastctc" and k > 600 else 1.0),
+                        ]
+                        for k in steps
+                    ]
+                }
+                for side in ("reference", "fastctc")
+            }
+            for seed in (42, 43, 44)
+        }
 
     null = same_distribution_agreement(3)
     assert 0.6 < null < 0.95  # |mean gap| <= max sd holds often, not always, for 3 + 3 draws of one distribution

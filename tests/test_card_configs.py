@@ -31,7 +31,9 @@ def test_card_config_holds_the_recipe(card, tmp_path):
     assert cfg.model.freeze_feature_encoder
     m = resolve_encoder(cfg.model)  # [model]'s fine-tuning values (with the checkpoint's shape, once it exists)
     assert m.layerdrop == 0.0
-    assert (m.hidden_dropout, m.attention_dropout, m.activation_dropout, m.feat_proj_dropout, m.final_dropout) == (0.0,) * 5
+    assert (m.hidden_dropout, m.attention_dropout, m.activation_dropout, m.feat_proj_dropout, m.final_dropout) == (
+        0.0,
+    ) * 5
     assert (m.mask_time_prob, m.mask_time_length, m.mask_time_min_masks) == (0.05, 10, 2)
     assert cfg.data.max_duration_s == 20.0 and cfg.train.precision == "auto"
     assert cfg.data.do_normalize == (card != "distilhubert-timit")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
+from tiny_inference_model import save_tiny_model
 
 from fastctc.cli import main
 from fastctc.data.synthetic import make_utterance
-from tiny_inference_model import save_tiny_model
 
 FIX = "soundfile reads WAV, FLAC, NIST SPHERE and OGG: convert it, e.g. ffmpeg -i FILE -ar 16000 -ac 1 FILE.wav, or leave it out"
 PROBLEMS = {  # file -> what every command says of it (the tiny model's conv stack: wav2vec2's, 400 samples)
@@ -98,9 +98,11 @@ def test_convert_refuses_pickled_code_in_one_line_and_leaves_no_out_dir(tmp_path
     src = _pickled_code(tmp_path / "evil", marker)
     assert main(["convert", str(src), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert _lines(err) == [f"fastctc convert: {src / 'pytorch_model.bin'}: refused: the pickle calls io.open, "
-                           "not only tensors, and fastctc never runs code from a checkpoint; get the checkpoint as "
-                           "model.safetensors, or a pytorch_model.bin that holds only its state_dict"]
+    assert _lines(err) == [
+        f"fastctc convert: {src / 'pytorch_model.bin'}: refused: the pickle calls io.open, "
+        "not only tensors, and fastctc never runs code from a checkpoint; get the checkpoint as "
+        "model.safetensors, or a pytorch_model.bin that holds only its state_dict"
+    ]
     assert "weights_only" not in err and not marker.exists() and not (tmp_path / "out").exists()
 
 
@@ -114,12 +116,13 @@ def test_convert_of_a_truncated_or_empty_bin_is_one_line(tmp_path, capsys):
         data = (src / "pytorch_model.bin").read_bytes()
         (src / "pytorch_model.bin").write_bytes(data[: int(len(data) * cut)])
         assert main(["convert", str(src), str(tmp_path / f"out-{name}")]) == 2
-        line, = _lines(capsys.readouterr().err)
+        (line,) = _lines(capsys.readouterr().err)
         assert line.startswith(f"fastctc convert: {src / 'pytorch_model.bin'}: damaged or not a PyTorch checkpoint (")
         assert line.endswith("); download or copy it again") and not (tmp_path / f"out-{name}").exists()
     assert main(["convert", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
     assert _lines(capsys.readouterr().err) == [
-        f"fastctc convert: {tmp_path / 'nowhere'}: no pytorch_model.bin or pytorch_model.bin.index.json to convert"]
+        f"fastctc convert: {tmp_path / 'nowhere'}: no pytorch_model.bin or pytorch_model.bin.index.json to convert"
+    ]
 
 
 def test_a_damaged_safetensors_header_is_named_wherever_it_is_read(files, tmp_path, capsys):
@@ -129,10 +132,15 @@ def test_a_damaged_safetensors_header_is_named_wherever_it_is_read(files, tmp_pa
     shutil.copytree(files / "model", model)
     weights = model / "model.safetensors"
     weights.write_bytes(b"\xff" * 8 + weights.read_bytes()[8:])  # the header length, garbled
-    expected = (f"{weights}: damaged or not a safetensors file (Error while deserializing header: header too large); "
-                "download or copy it again")
-    for argv in (["transcribe", str(model), str(files / "good.wav")], ["align", str(model), str(files / "good.wav"), "a"],
-                 ["parity", str(model), "--seconds", "0.1", "--summary"]):
+    expected = (
+        f"{weights}: damaged or not a safetensors file (Error while deserializing header: header too large); "
+        "download or copy it again"
+    )
+    for argv in (
+        ["transcribe", str(model), str(files / "good.wav")],
+        ["align", str(model), str(files / "good.wav"), "a"],
+        ["parity", str(model), "--seconds", "0.1", "--summary"],
+    ):
         assert main(argv) == 2
         assert _lines(capsys.readouterr().err) == [f"fastctc {argv[0]}: {expected}"]
 
@@ -141,7 +149,8 @@ def test_parity_on_a_folder_that_is_not_a_model_and_plot_into_a_missing_folder(t
     (tmp_path / "not-a-model").mkdir()
     assert main(["parity", str(tmp_path / "not-a-model")]) == 2
     assert _lines(capsys.readouterr().err) == [
-        f"fastctc parity: {tmp_path / 'not-a-model'}: no config.json (expected a Transformers checkpoint directory)"]
+        f"fastctc parity: {tmp_path / 'not-a-model'}: no config.json (expected a Transformers checkpoint directory)"
+    ]
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"event": "train", "step": 1, "loss": 1.0, "lr": 0.1}\n')
@@ -149,21 +158,25 @@ def test_parity_on_a_folder_that_is_not_a_model_and_plot_into_a_missing_folder(t
     assert main(["plot", str(run), "--out", str(out)]) == 2
     assert _lines(capsys.readouterr().err) == [
         f"fastctc plot: --out {out}: the folder {out.parent} does not exist; create it (mkdir -p {out.parent}) or "
-        "choose another path"]
+        "choose another path"
+    ]
 
 
 def test_main_turns_os_unicode_and_unpickling_errors_into_one_line(files, tmp_path, capsys, monkeypatch):
     good = str(files / "good.wav")
     # OSError: the JSON goes to a folder that does not exist
     assert main(["align", str(files / "model"), good, "a b", "--out", str(tmp_path / "no" / "al.json")]) == 2
-    assert _lines(capsys.readouterr().err) == [f"fastctc align: {tmp_path / 'no' / 'al.json'}: No such file or directory"]
+    assert _lines(capsys.readouterr().err) == [
+        f"fastctc align: {tmp_path / 'no' / 'al.json'}: No such file or directory"
+    ]
     # UnicodeDecodeError: a latin-1 transcript file
     transcript = tmp_path / "t.txt"
     transcript.write_bytes("caf\xe9".encode("latin-1"))
     assert main(["align", str(files / "model"), good, str(transcript)]) == 2
     assert _lines(capsys.readouterr().err) == [
         "fastctc align: a file is not UTF-8 (unexpected end of data at byte 3); convert it, e.g. "
-        "iconv -f latin1 -t utf-8 FILE > FILE.utf8"]
+        "iconv -f latin1 -t utf-8 FILE > FILE.utf8"
+    ]
     # the unpickling refusal, raised past any library message: torch's advice is never repeated
     import torch
 
@@ -174,6 +187,8 @@ def test_main_turns_os_unicode_and_unpickling_errors_into_one_line(files, tmp_pa
     monkeypatch.setattr(convert_module, "convert", lambda *a: torch.load(evil, weights_only=True))
     assert main(["convert", str(evil.parent), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert _lines(err) == ["fastctc convert: refused to unpickle a file that calls io.open, not only tensors: "
-                           "fastctc never runs code from a file"]
+    assert _lines(err) == [
+        "fastctc convert: refused to unpickle a file that calls io.open, not only tensors: "
+        "fastctc never runs code from a file"
+    ]
     assert "weights_only" not in err and not marker.exists()

@@ -9,11 +9,32 @@ from fastctc.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.toml"
-TINY = ["--set", "model.hidden_size=16", "--set", "model.num_attention_heads=2", "--set", "model.intermediate_size=16",
-        "--set", "model.conv_dim=[8, 8, 8, 8, 8, 8, 8]", "--set", "model.num_conv_pos_embedding_groups=2",
-        "--set", "model.num_hidden_layers=1", "--set", "train.threads=1", "--set", "train.eval_every=0",
-        "--set", "data.synthetic_train_size=8", "--set", "data.synthetic_eval_size=2", "--set", "train.batch_size=4",
-        "--set", "train.max_steps=1"]
+TINY = [
+    "--set",
+    "model.hidden_size=16",
+    "--set",
+    "model.num_attention_heads=2",
+    "--set",
+    "model.intermediate_size=16",
+    "--set",
+    "model.conv_dim=[8, 8, 8, 8, 8, 8, 8]",
+    "--set",
+    "model.num_conv_pos_embedding_groups=2",
+    "--set",
+    "model.num_hidden_layers=1",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.eval_every=0",
+    "--set",
+    "data.synthetic_train_size=8",
+    "--set",
+    "data.synthetic_eval_size=2",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.max_steps=1",
+]
 
 
 def _one_line(capsys) -> str:
@@ -24,8 +45,22 @@ def _one_line(capsys) -> str:
 
 def test_train_on_an_empty_corpus_root(tmp_path, capsys):
     (tmp_path / "timit").mkdir()
-    rc = main(["train", str(DEMO), "--set", "data.corpus=timit", "--set", f"data.root={tmp_path / 'timit'}",
-               "--set", "data.train=train", "--set", "data.eval=test", "--out", str(tmp_path / "run")])
+    rc = main(
+        [
+            "train",
+            str(DEMO),
+            "--set",
+            "data.corpus=timit",
+            "--set",
+            f"data.root={tmp_path / 'timit'}",
+            "--set",
+            "data.train=train",
+            "--set",
+            "data.eval=test",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert rc == 2
     err = _one_line(capsys)
     assert err.startswith(f"fastctc train: data.root: {tmp_path / 'timit'} does not look like TIMIT")
@@ -49,5 +84,6 @@ def test_resume_from_a_truncated_checkpoint_names_the_file_and_the_previous_one(
     assert main(["train", str(run / "config.toml"), "--resume", str(run)]) == 2
     err = _one_line(capsys)
     assert err.startswith(f"fastctc train: {weights} is damaged (")
-    assert err.endswith(f"the previous checkpoint {run / 'checkpoint.old'} is intact: move it to "
-                        f"{run / 'checkpoint'} to resume from it")
+    assert err.endswith(
+        f"the previous checkpoint {run / 'checkpoint.old'} is intact: move it to {run / 'checkpoint'} to resume from it"
+    )

@@ -31,11 +31,11 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo
+from fastctc.kernels import ctc_loss
 from torch._dynamo.utils import counters
 
 from fastctc.data.batching import LengthBucketSampler
 from fastctc.devtools.host_syncs import HostSyncChecker
-from fastctc.kernels import ctc_loss
 from fastctc.models import CTCModel, EncoderConfig
 
 MAX_COMPILES = 3  # per epoch, automatic dynamic shapes (measured: 3 with and without the ladder)
@@ -52,11 +52,25 @@ def timit_like_durations(n: int = 4620, seed: int = 0) -> np.ndarray:
 def tiny_model(model_type: str = "wav2vec2", layerdrop: float = 0.0) -> CTCModel:
     """Two layers, 16 wide; one conv of kernel 400, stride 320: the cards' frame rate and frame count."""
     torch.manual_seed(0)
-    cfg = EncoderConfig(model_type=model_type, vocab_size=VOCAB, pad_token_id=BLANK, hidden_size=16,
-                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=16, conv_dim=(8,),
-                        conv_kernel=(400,), conv_stride=(320,), num_conv_pos_embeddings=16,
-                        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
-                        mask_time_prob=0.05, mask_time_length=2, layerdrop=layerdrop)  # fmt: skip
+    cfg = EncoderConfig(
+        model_type=model_type,
+        vocab_size=VOCAB,
+        pad_token_id=BLANK,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+        conv_dim=(8,),
+        conv_kernel=(400,),
+        conv_stride=(320,),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        mask_time_prob=0.05,
+        mask_time_length=2,
+        layerdrop=layerdrop,
+    )
     model = CTCModel(cfg)
     model.freeze_feature_encoder()
     return model.train()
@@ -64,8 +78,9 @@ def tiny_model(model_type: str = "wav2vec2", layerdrop: float = 0.0) -> CTCModel
 
 def make_sampler(n: int, batch_size: int, pad_lengths: int) -> LengthBucketSampler:
     """TIMIT-like durations through the trainer's sampler, 320 samples per frame (the tiny model's and the cards')."""
-    return LengthBucketSampler(timit_like_durations(n), seed=42, batch_size=batch_size, pad_lengths=pad_lengths,
-                               frame=320)  # fmt: skip
+    return LengthBucketSampler(
+        timit_like_durations(n), seed=42, batch_size=batch_size, pad_lengths=pad_lengths, frame=320
+    )
 
 
 def batches(sampler: LengthBucketSampler):
@@ -78,8 +93,12 @@ def batches(sampler: LengthBucketSampler):
         N = int(sampler.padded[idx].max())
         target_lengths = (n // 320 // 4).clamp(min=1)  # about one character per four frames
         S = int(target_lengths.max())
-        yield (noise[: len(idx), :N].contiguous(), n, torch.randint(0, BLANK, (len(idx), S), generator=g),
-               target_lengths)  # fmt: skip
+        yield (
+            noise[: len(idx), :N].contiguous(),
+            n,
+            torch.randint(0, BLANK, (len(idx), S), generator=g),
+            target_lengths,
+        )
 
 
 def step_fn(model):
@@ -105,8 +124,13 @@ def epoch_compiles(pad_lengths: int, dynamic, backend: str, backward: bool) -> d
             assert torch.isfinite(loss)
             if backward:
                 loss.backward()
-    return {"batches": len(sampler), "shapes": len(shapes), "frames_ok": counters["frames"]["ok"],
-            "frames_total": counters["frames"]["total"], "graph_breaks": dict(counters["graph_break"])}  # fmt: skip
+    return {
+        "batches": len(sampler),
+        "shapes": len(shapes),
+        "frames_ok": counters["frames"]["ok"],
+        "frames_total": counters["frames"]["total"],
+        "graph_breaks": dict(counters["graph_break"]),
+    }
 
 
 @pytest.mark.parametrize("pad_lengths", [0, 8], ids=["default-batching", "pad_lengths=8"])
@@ -157,8 +181,9 @@ def test_bounded_shape_step_can_be_a_cuda_graph(model_type):
         return gm.forward
 
     torch._dynamo.reset()
-    torch.compile(step_fn(model), backend=capture, fullgraph=True, dynamic=False)(waves, lengths, targets,
-                                                                                 target_lengths)  # fmt: skip
+    torch.compile(step_fn(model), backend=capture, fullgraph=True, dynamic=False)(
+        waves, lengths, targets, target_lengths
+    )
     assert len(graphs) == 1
     data_dependent = {"nonzero", "_local_scalar_dense", "item", "masked_select", "unique", "repeat_interleave"}
     ops = {getattr(n.target, "__name__", str(n.target)) for n in graphs[0].graph.nodes if n.op == "call_function"}
@@ -194,8 +219,13 @@ def test_a_second_import_of_the_kernels_package_keeps_the_op_registration():
     a second time as a top-level package, whose custom_op call destroyed the op that fastctc.kernels
     still held. Run from the repository root, in a fresh interpreter, as `python -m pytest` runs."""
     pytest.importorskip("transformers")
-    proc = subprocess.run([sys.executable, "-c", _SECOND_IMPORT], cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _SECOND_IMPORT],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -217,9 +247,16 @@ def test_layerdrop_drops_the_layers_transformers_would_skip(model_type):
     """Against transformers' loop on the same draws: `if rand() < layerdrop: continue` per layer, with one
     uniform per layer and step (WavLM never drops layer 0). Six layers, dropout off, four steps."""
     torch.manual_seed(0)
-    cfg = EncoderConfig(model_type=model_type, hidden_size=16, num_hidden_layers=6, num_attention_heads=2,
-                        intermediate_size=16, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                        layerdrop=0.5)  # fmt: skip
+    cfg = EncoderConfig(
+        model_type=model_type,
+        hidden_size=16,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        intermediate_size=16,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        layerdrop=0.5,
+    )
     encoder = CTCModel(cfg).encoder.train()
     x, frame_mask = torch.randn(2, 9, 16), torch.ones(2, 9, dtype=torch.bool)
     dropped = 0
@@ -267,12 +304,27 @@ def test_the_loop_books_compile_time_only_for_steps_that_compiled(tmp_path, monk
     monkeypatch.setattr(run_module.torch, "compile", lambda model: real_compile(model, backend=backend))
     torch._dynamo.reset()
     repo = Path(__file__).resolve().parents[1]
-    cfg = load_config(repo / "configs" / "demo.toml", [
-        "model.hidden_size=16", "model.num_attention_heads=2", "model.intermediate_size=16", "model.num_hidden_layers=1",
-        "model.conv_dim=[8, 8, 8, 8, 8, 8, 8]", "model.num_conv_pos_embedding_groups=2", "train.threads=1",
-        "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0", "optim.warmup_steps=1",
-        "data.synthetic_train_size=24", "data.synthetic_eval_size=2", "train.batch_size=4", "train.max_steps=5",
-        "train.compile=on"])  # fmt: skip
+    cfg = load_config(
+        repo / "configs" / "demo.toml",
+        [
+            "model.hidden_size=16",
+            "model.num_attention_heads=2",
+            "model.intermediate_size=16",
+            "model.num_hidden_layers=1",
+            "model.conv_dim=[8, 8, 8, 8, 8, 8, 8]",
+            "model.num_conv_pos_embedding_groups=2",
+            "train.threads=1",
+            "train.log_every=1",
+            "train.eval_every=0",
+            "train.checkpoint_every=0",
+            "optim.warmup_steps=1",
+            "data.synthetic_train_size=24",
+            "data.synthetic_eval_size=2",
+            "train.batch_size=4",
+            "train.max_steps=5",
+            "train.compile=on",
+        ],
+    )
     shapes, real_steps = [], loop_module.steps
 
     def steps(run):

@@ -21,11 +21,21 @@ def test_demo_config_loads_with_public_keys():
 
 
 def test_overrides_are_coerced_to_the_field_type():
-    cfg = load_config(DEMO, [
-        "optim.lr=3e-4", "train.batch_size=7", "optim.warmup_steps=0", "model.do_stable_layer_norm=false",
-        "model.conv_dim=[8, 8]", "model.conv_kernel=[3,3]", "model.conv_stride=[2,2]",
-        "data.root=/some/where", "train.seed=3", "optim.weight_decay=0",
-    ])
+    cfg = load_config(
+        DEMO,
+        [
+            "optim.lr=3e-4",
+            "train.batch_size=7",
+            "optim.warmup_steps=0",
+            "model.do_stable_layer_norm=false",
+            "model.conv_dim=[8, 8]",
+            "model.conv_kernel=[3,3]",
+            "model.conv_stride=[2,2]",
+            "data.root=/some/where",
+            "train.seed=3",
+            "optim.weight_decay=0",
+        ],
+    )
     assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.train.batch_size == 7 and isinstance(cfg.train.batch_size, int)
     assert cfg.model.encoder["do_stable_layer_norm"] is False
@@ -34,21 +44,24 @@ def test_overrides_are_coerced_to_the_field_type():
     assert isinstance(cfg.optim.weight_decay, float)  # an int literal is accepted for a float key
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.batch_sise=8", "unknown key train.batch_sise; did you mean 'batch_size'?"),
-    ("optim.lr=fast", "optim.lr: expected float, got str 'fast'"),
-    ("train.batch_size=2.5", "train.batch_size: expected int"),
-    ("train.batch_size=true", "train.batch_size: expected int"),
-    ("train.batch_size=0", "train.batch_size: must be > 0, got 0"),
-    ("optim.lr=-1", "optim.lr: must be > 0"),
-    ("model.hidden_dropout=1.5", "model.hidden_dropout: must be in [0, 1)"),
-    ("model.num_attention_heads=5", "model.num_attention_heads: must divide model.hidden_size"),
-    ("data.corpus=synthetc", "data.corpus: unknown corpus 'synthetc'; did you mean 'synthetic'?"),
-    ("trian.epochs=3", "unknown section [trian]; did you mean 'train'?"),
-    ("train.epochs", "expected section.key=value"),
-    ("model.checkpoint=/does/not/exist", "model.checkpoint: '/does/not/exist' is not a directory"),
-    ("model.conv_dim=[8, 8]", "model.conv_dim"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.batch_sise=8", "unknown key train.batch_sise; did you mean 'batch_size'?"),
+        ("optim.lr=fast", "optim.lr: expected float, got str 'fast'"),
+        ("train.batch_size=2.5", "train.batch_size: expected int"),
+        ("train.batch_size=true", "train.batch_size: expected int"),
+        ("train.batch_size=0", "train.batch_size: must be > 0, got 0"),
+        ("optim.lr=-1", "optim.lr: must be > 0"),
+        ("model.hidden_dropout=1.5", "model.hidden_dropout: must be in [0, 1)"),
+        ("model.num_attention_heads=5", "model.num_attention_heads: must divide model.hidden_size"),
+        ("data.corpus=synthetc", "data.corpus: unknown corpus 'synthetc'; did you mean 'synthetic'?"),
+        ("trian.epochs=3", "unknown section [trian]; did you mean 'train'?"),
+        ("train.epochs", "expected section.key=value"),
+        ("model.checkpoint=/does/not/exist", "model.checkpoint: '/does/not/exist' is not a directory"),
+        ("model.conv_dim=[8, 8]", "model.conv_dim"),
+    ],
+)
 def test_bad_overrides_fail_with_the_key_named(override, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(DEMO, [override])
@@ -81,7 +94,6 @@ def test_missing_file_and_invalid_toml(tmp_path):
 
 def _float_keys():
     """Every float key of the config, [model]'s encoder fields included (section.key, is a list)."""
-    import dataclasses
     import typing
 
     from fastctc.config import _ENCODER_TYPES, _SECTION_CLASSES, ENCODER_KEYS
@@ -117,8 +129,10 @@ def test_an_empty_config_or_one_without_sections_is_refused(tmp_path):
         empty.write_text(text)
         with pytest.raises(ConfigError) as err:
             load_config(empty)
-        assert str(err.value) == (f"{empty}: no [section] in the file; a config sets [model], [data], [optim] and "
-                                  "[train] keys: start from configs/demo.toml")
+        assert str(err.value) == (
+            f"{empty}: no [section] in the file; a config sets [model], [data], [optim] and "
+            "[train] keys: start from configs/demo.toml"
+        )
 
 
 def test_config_encoding_strict_utf8_and_a_bom_is_accepted(tmp_path):
@@ -126,8 +140,10 @@ def test_config_encoding_strict_utf8_and_a_bom_is_accepted(tmp_path):
     latin1.write_bytes('[data]\nroot = "/data"\n# café\n'.encode("latin-1"))
     with pytest.raises(ConfigError) as err:
         load_config(latin1)
-    assert str(err.value) == (f"{latin1}:3: not UTF-8 (byte 0xe9); TOML files are UTF-8: convert it, e.g. "
-                              f"iconv -f latin1 -t utf-8 {latin1} > fixed.toml")
+    assert str(err.value) == (
+        f"{latin1}:3: not UTF-8 (byte 0xe9); TOML files are UTF-8: convert it, e.g. "
+        f"iconv -f latin1 -t utf-8 {latin1} > fixed.toml"
+    )
     bom = tmp_path / "bom.toml"
     bom.write_bytes(b"\xef\xbb\xbf" + DEMO.read_bytes())  # as Windows Notepad saves it
     assert load_config(bom) == load_config(DEMO)
@@ -144,7 +160,7 @@ def test_cli_refuses_a_non_finite_learning_rate_in_one_line(tmp_path, capsys):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    cfg = load_config(DEMO, ["optim.lr=1.5e-3", "data.root=a \"quoted\" path"])
+    cfg = load_config(DEMO, ["optim.lr=1.5e-3", 'data.root=a "quoted" path'])
     path = tmp_path / "resolved.toml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
@@ -155,7 +171,9 @@ def test_cli_reports_config_errors_in_one_line_before_any_work(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "fastctc", "train", str(DEMO), "--set", "train.bach_size=4", "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
@@ -169,7 +187,9 @@ def test_cli_version_and_help():
 
     proc = subprocess.run([sys.executable, "-m", "fastctc", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"fastctc {__version__}"
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "train", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastctc", "train", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and "fastctc train configs/demo.toml" in proc.stdout and "--set" in proc.stdout
 
 
@@ -179,8 +199,15 @@ def _checkpoint_dir(tmp_path, **changes):
 
     from fastctc.models import EncoderConfig, config_to_hf
 
-    enc = EncoderConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, conv_dim=(8, 8),
-                        conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embedding_groups=4)
+    enc = EncoderConfig(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        conv_dim=(8, 8),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embedding_groups=4,
+    )
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config_to_hf(dataclasses.replace(enc, **changes))))
     return tmp_path / "ckpt"
@@ -190,8 +217,9 @@ def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tm
     from fastctc.config import resolve_encoder
     from fastctc.models.hf_io import read_encoder_config
 
-    ckpt = _checkpoint_dir(tmp_path, hidden_dropout=0.1, attention_dropout=0.1, mask_time_min_masks=5,
-                           mask_feature_prob=0.2)
+    ckpt = _checkpoint_dir(
+        tmp_path, hidden_dropout=0.1, attention_dropout=0.1, mask_time_min_masks=5, mask_feature_prob=0.2
+    )
     toml = tmp_path / "run.toml"
     toml.write_text(f'[model]\ncheckpoint = "{ckpt}"\nattention_dropout = 0.05\n')
     cfg = load_config(toml)
@@ -203,8 +231,15 @@ def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tm
     assert enc.mask_time_min_masks == 5  # no script flag: the checkpoint's
 
 
-@pytest.mark.parametrize("key, ours, theirs", [("hidden_size", "32", "64"), ("conv_stride", "[5, 3]", "[5, 2]"),
-                                               ("hidden_act", '"relu"', '"gelu"'), ("model_type", '"hubert"', '"wav2vec2"')])
+@pytest.mark.parametrize(
+    "key, ours, theirs",
+    [
+        ("hidden_size", "32", "64"),
+        ("conv_stride", "[5, 3]", "[5, 2]"),
+        ("hidden_act", '"relu"', '"gelu"'),
+        ("model_type", '"hubert"', '"wav2vec2"'),
+    ],
+)
 def test_shape_keys_beside_a_checkpoint_must_be_its_own(tmp_path, key, ours, theirs):
     from fastctc.config import resolve_encoder
     from fastctc.models.hf_io import read_encoder_config
@@ -212,8 +247,11 @@ def test_shape_keys_beside_a_checkpoint_must_be_its_own(tmp_path, key, ours, the
     ckpt = _checkpoint_dir(tmp_path)
     toml = tmp_path / "run.toml"
     toml.write_text(f'[model]\ncheckpoint = "{ckpt}"\n{key} = {ours}\n')
-    with pytest.raises(ConfigError, match=rf"^model\.{key}: {re.escape(ours)} here, but the checkpoint's config.json "
-                                          rf"says {re.escape(theirs)}, and its encoder's shape is its own; drop"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^model\.{key}: {re.escape(ours)} here, but the checkpoint's config.json "
+        rf"says {re.escape(theirs)}, and its encoder's shape is its own; drop",
+    ):
         resolve_encoder(load_config(toml).model, read_encoder_config(ckpt))
     toml.write_text(f'[model]\ncheckpoint = "{ckpt}"\n{key} = {theirs}\n')  # the same value ignores nothing
     assert resolve_encoder(load_config(toml).model, read_encoder_config(ckpt)) == read_encoder_config(ckpt)
@@ -222,14 +260,23 @@ def test_shape_keys_beside_a_checkpoint_must_be_its_own(tmp_path, key, ours, the
 def test_from_scratch_any_encoder_field_is_a_model_key_and_type_checked():
     from fastctc.config import resolve_encoder
 
-    cfg = load_config(DEMO, ["model.hidden_act=relu", "model.layer_norm_eps=1e-6", "model.mask_feature_prob=0.1",
-                             "model.model_type=hubert"])
+    cfg = load_config(
+        DEMO,
+        [
+            "model.hidden_act=relu",
+            "model.layer_norm_eps=1e-6",
+            "model.mask_feature_prob=0.1",
+            "model.model_type=hubert",
+        ],
+    )
     enc = resolve_encoder(cfg.model)
     assert (enc.hidden_act, enc.layer_norm_eps, enc.mask_feature_prob, enc.model_type) == ("relu", 1e-6, 0.1, "hubert")
     assert (enc.hidden_size, enc.conv_dim) == (96, (48,) * 7)  # demo.toml's
-    for override, message in [("model.hidden_act=tanh", "model.hidden_act: must be one of"),
-                              ("model.layer_norm_eps=true", "model.layer_norm_eps: expected float"),
-                              ("model.vocab_size=8", "unknown key model.vocab_size")]:
+    for override, message in [
+        ("model.hidden_act=tanh", "model.hidden_act: must be one of"),
+        ("model.layer_norm_eps=true", "model.layer_norm_eps: expected float"),
+        ("model.vocab_size=8", "unknown key model.vocab_size"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             load_config(DEMO, [override])
 
@@ -238,15 +285,28 @@ def test_recipe_convention_switches_default_to_fastctc_and_are_checked():
     from fastctc.config import RECIPE_EXACT, SAMPLERS
 
     cfg = load_config(DEMO)
-    assert (cfg.data.sampler, cfg.data.trailing_delimiter, cfg.model.bos_eos_tokens, cfg.train.zero_infinity) == \
-        ("buckets", False, False, True)
+    assert (cfg.data.sampler, cfg.data.trailing_delimiter, cfg.model.bos_eos_tokens, cfg.train.zero_infinity) == (
+        "buckets",
+        False,
+        False,
+        True,
+    )
     exact = load_config(DEMO, list(RECIPE_EXACT))
-    assert (exact.data.sampler, exact.data.trailing_delimiter, exact.model.bos_eos_tokens, exact.train.zero_infinity) == \
-        ("group_by_length", True, True, False)
-    assert load_config(DEMO, list(RECIPE_EXACT) + ["data.sampler=buckets"]).data.sampler == "buckets"  # a later --set wins
+    assert (
+        exact.data.sampler,
+        exact.data.trailing_delimiter,
+        exact.model.bos_eos_tokens,
+        exact.train.zero_infinity,
+    ) == ("group_by_length", True, True, False)
+    assert (
+        load_config(DEMO, list(RECIPE_EXACT) + ["data.sampler=buckets"]).data.sampler == "buckets"
+    )  # a later --set wins
     assert set(SAMPLERS) == {"buckets", "group_by_length"}
     for override, fragment in [
-        ("data.sampler=group_by_lenght", "data.sampler: unknown sampler 'group_by_lenght'; did you mean 'group_by_length'?"),
+        (
+            "data.sampler=group_by_lenght",
+            "data.sampler: unknown sampler 'group_by_lenght'; did you mean 'group_by_length'?",
+        ),
         ("data.trailing_delimiter=1", "data.trailing_delimiter: expected bool"),
         ("train.zero_infinity=no", "train.zero_infinity: expected bool"),
     ]:
@@ -255,8 +315,16 @@ def test_recipe_convention_switches_default_to_fastctc_and_are_checked():
     with pytest.raises(ConfigError, match="data.sampler: group_by_length cuts batches of train.batch_size"):
         load_config(DEMO, ["data.sampler=group_by_length", "data.batch_seconds=30"])
     with pytest.raises(ConfigError, match="data.trailing_delimiter: phone targets"):
-        load_config(DEMO, ["data.corpus=manifest", "data.train=a.jsonl", "data.eval=b.jsonl", "data.targets=phones",
-                           "data.trailing_delimiter=true"])
+        load_config(
+            DEMO,
+            [
+                "data.corpus=manifest",
+                "data.train=a.jsonl",
+                "data.eval=b.jsonl",
+                "data.targets=phones",
+                "data.trailing_delimiter=true",
+            ],
+        )
     # the switches survive the run directory's config.toml
     assert load_config_text(dump_config(exact)) == exact
 

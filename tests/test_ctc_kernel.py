@@ -11,16 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fastctc.kernels as K
 import pytest
 import torch
-from ctc_kernel_cases import (
-    loss_and_grad,
-    make_grad_out,
-    random_case,
-    reference64,
-)
-
-import fastctc.kernels as K
+from ctc_kernel_cases import loss_and_grad, make_grad_out, random_case, reference64
 
 TESTS = Path(__file__).resolve().parent
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -67,11 +61,7 @@ def test_reference_path_zero_infinity():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(reduction="avg"), "reduction must be one of"),
-        (dict(blank=7), "outside the vocabulary"),
-    ],
+    "kwargs, message", [(dict(reduction="avg"), "reduction must be one of"), (dict(blank=7), "outside the vocabulary")]
 )
 def test_argument_validation(kwargs, message):
     case = random_case(23, B=1, T=4, V=7, max_labels=1)
@@ -122,11 +112,10 @@ def _pointer_types(fn, logits: str) -> dict:
 def test_kernels_compile_for_sm90(logits):
     """The interpreter accepts code the compiler rejects (e.g. non-constexpr globals): compile it,
     down to a cubin with the ptxas shipped in the triton wheel, at the sizes the cards need."""
+    import fastctc.kernels.ctc as ctc
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-
-    import fastctc.kernels.ctc as ctc
 
     launches = [
         (ctc._row_lse_kernel, dict(ROWS=256, BLOCK_V=32), 4),
@@ -185,11 +174,19 @@ def test_launches_are_guarded_by_the_logits_device():
 def _run_interpreted(marker: str, timeout: int) -> None:
     pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
-    cmd = [sys.executable, "-m", "pytest", str(TESTS / "ctc_kernel_interpreted.py"),
-           "-q", "-p", "no:cacheprovider", "-m", marker, "-rs"]  # fmt: skip
-    proc = subprocess.run(
-        cmd, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(TESTS / "ctc_kernel_interpreted.py"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        marker,
+        "-rs",
+    ]
+    proc = subprocess.run(cmd, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=timeout)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, f"interpreted kernel tests failed ({' '.join(cmd)}):\n{tail}"
     assert " skipped" not in proc.stdout.splitlines()[-1], f"kernel tests were skipped:\n{tail}"

@@ -17,9 +17,9 @@ from ctc_kernel_cases import (
     random_case,
     reference64,
 )
+from fastctc.kernels import ctc_loss
 
 from fastctc.devtools.host_syncs import HostSyncChecker
-from fastctc.kernels import ctc_loss
 from fastctc.models import CTCModel, EncoderConfig
 
 pytestmark = pytest.mark.cuda
@@ -27,13 +27,24 @@ CUDA = torch.device("cuda")
 
 
 def torch32(x, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
-    return F.ctc_loss(x.float().log_softmax(-1).transpose(0, 1), targets, input_lengths, target_lengths,
-                      blank=blank, reduction=reduction, zero_infinity=zero_infinity)  # fmt: skip
+    return F.ctc_loss(
+        x.float().log_softmax(-1).transpose(0, 1),
+        targets,
+        input_lengths,
+        target_lengths,
+        blank=blank,
+        reduction=reduction,
+        zero_infinity=zero_infinity,
+    )
 
 
 def on_cuda(case):
-    return type(case)(*(t.to(CUDA) if isinstance(t, torch.Tensor) else t for t in
-                        (case.logits, case.targets, case.input_lengths, case.target_lengths, case.blank)))  # fmt: skip
+    return type(case)(
+        *(
+            t.to(CUDA) if isinstance(t, torch.Tensor) else t
+            for t in (case.logits, case.targets, case.input_lengths, case.target_lengths, case.blank)
+        )
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -134,8 +145,12 @@ def test_fused_ctc_launches_on_the_logits_device():
     ref_loss, ref_grad = reference64(case, "none", True, grad_out)
     t_loss, t_grad = loss_and_grad(torch32, case, "none", True, grad_out)
     dev1 = torch.device("cuda", 1)
-    moved = type(case)(*(t.to(dev1) if isinstance(t, torch.Tensor) else t for t in
-                         (case.logits, case.targets, case.input_lengths, case.target_lengths, case.blank)))  # fmt: skip
+    moved = type(case)(
+        *(
+            t.to(dev1) if isinstance(t, torch.Tensor) else t
+            for t in (case.logits, case.targets, case.input_lengths, case.target_lengths, case.blank)
+        )
+    )
     with torch.cuda.device(0):
         loss, grad = loss_and_grad(ctc_loss, moved, "none", True, grad_out.to(dev1))
         torch.cuda.synchronize(dev1)
@@ -147,10 +162,22 @@ def test_fused_ctc_launches_on_the_logits_device():
 
 def tiny_model(seed=0, **overrides) -> CTCModel:
     torch.manual_seed(seed)
-    keys = dict(vocab_size=32, pad_token_id=31, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=128, conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
-                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, feat_extract_norm="layer",
-                do_stable_layer_norm=True, mask_time_prob=0.0)  # fmt: skip
+    keys = dict(
+        vocab_size=32,
+        pad_token_id=31,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        conv_dim=(32, 32, 32),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 2, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        mask_time_prob=0.0,
+    )
     model = CTCModel(EncoderConfig(**{**keys, **overrides}))
     model.freeze_feature_encoder()
     return model.to(CUDA).train()
@@ -287,10 +314,22 @@ def test_the_loops_step_from_the_loader_has_no_sync(tmp_path):
     from fastctc.train.steps import forward_backward, optimizer_step, steps
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
-    keys = ["model.hidden_size=64", "model.num_attention_heads=4", "model.intermediate_size=128",
-            "model.mask_time_prob=0.2", "model.mask_time_length=2", "model.layerdrop=0.2",
-            "data.synthetic_train_size=32", "data.synthetic_eval_size=4", "train.batch_size=4", "train.grad_accum=2",
-            "train.device=cuda", "train.precision=bf16", "train.compile=off", "train.eval_every=0"]  # fmt: skip
+    keys = [
+        "model.hidden_size=64",
+        "model.num_attention_heads=4",
+        "model.intermediate_size=128",
+        "model.mask_time_prob=0.2",
+        "model.mask_time_length=2",
+        "model.layerdrop=0.2",
+        "data.synthetic_train_size=32",
+        "data.synthetic_eval_size=4",
+        "train.batch_size=4",
+        "train.grad_accum=2",
+        "train.device=cuda",
+        "train.precision=bf16",
+        "train.compile=off",
+        "train.eval_every=0",
+    ]
     run = prepare_run(load_config(demo, keys), tmp_path)
     run.model.train()
     it = iter(steps(run))

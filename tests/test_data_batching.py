@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from data_corpus_builders import tone, write
+
 from fastctc.config import DataConfig
 from fastctc.data.batching import LengthBucketSampler, collate, make_loader, pad_ladder, padded_length
 from fastctc.data.corpora import build_datasets
@@ -28,7 +28,9 @@ def timit_like(n=4620, seed=0):
 @pytest.mark.parametrize("batch_seconds", [0.0, 40.0])
 def test_every_utterance_once_per_epoch_across_ranks_with_equal_steps(world_size, batch_seconds):
     durations = timit_like(1001, seed=world_size)  # odd count: the batches do not divide evenly
-    ranks = [LengthBucketSampler(durations, 7, 16, batch_seconds, rank=r, world_size=world_size) for r in range(world_size)]
+    ranks = [
+        LengthBucketSampler(durations, 7, 16, batch_seconds, rank=r, world_size=world_size) for r in range(world_size)
+    ]
     for epoch in (0, 3):
         per_rank = []
         for s in ranks:
@@ -39,8 +41,12 @@ def test_every_utterance_once_per_epoch_across_ranks_with_equal_steps(world_size
         assert sorted(seen) == list(range(len(durations)))  # exactly once
         if batch_seconds:
             lengths = ranks[0].lengths
-            assert all(len(b) * padded_length(lengths[b].max()) <= batch_seconds * 16000
-                       for batches in per_rank for b in batches if len(b) > 1)
+            assert all(
+                len(b) * padded_length(lengths[b].max()) <= batch_seconds * 16000
+                for batches in per_rank
+                for b in batches
+                if len(b) > 1
+            )
         else:
             assert max(len(b) for batches in per_rank for b in batches) <= 16
 
@@ -124,8 +130,15 @@ def test_loader_skips_files_broken_after_listing_and_counts_them(tmp_path, capsy
         write(tmp_path / f"u{i}.flac", tone(0.5 + 0.1 * i, seed=i), fmt="FLAC")
         rows.append({"audio": f"u{i}.flac", "text": f"utterance {i}"})
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = DataConfig(corpus="manifest", root=str(tmp_path), train="m.jsonl", eval="m.jsonl",
-                     cache_dir=str(tmp_path / "cache"), num_workers=workers, prefetch_factor=2)
+    cfg = DataConfig(
+        corpus="manifest",
+        root=str(tmp_path),
+        train="m.jsonl",
+        eval="m.jsonl",
+        cache_dir=str(tmp_path / "cache"),
+        num_workers=workers,
+        prefetch_factor=2,
+    )
     train, _, report = build_datasets(cfg, 0)
     (tmp_path / "u3.flac").write_bytes(b"fLaC garbage")  # broken after listing
     vocab = CharVocab.from_transcripts(train.texts)
@@ -148,8 +161,14 @@ def test_a_file_that_first_fails_in_a_later_epoch_is_named(tmp_path, capsys):
         write(tmp_path / f"u{i}.flac", tone(0.5 + 0.1 * i, seed=i), fmt="FLAC")
         rows.append({"audio": f"u{i}.flac", "text": f"utterance {i}"})
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = DataConfig(corpus="manifest", root=str(tmp_path), train="m.jsonl", eval="m.jsonl",
-                     cache_dir=str(tmp_path / "cache"), num_workers=0)
+    cfg = DataConfig(
+        corpus="manifest",
+        root=str(tmp_path),
+        train="m.jsonl",
+        eval="m.jsonl",
+        cache_dir=str(tmp_path / "cache"),
+        num_workers=0,
+    )
     train, _, report = build_datasets(cfg, 0)
     vocab = CharVocab.from_transcripts(train.texts)
     sampler = LengthBucketSampler(train.durations, 0, 2)
@@ -173,11 +192,21 @@ def test_a_conv_stack_with_another_stride_batches_in_whole_frames_of_its_own(tmp
 
     assert FRAME == 320
     # strides 5 x 3 = 15 samples per frame: every padded length, ladder rung and batch is a multiple of 15
-    overrides = ["model.conv_dim=[8, 8]", "model.conv_kernel=[10, 3]", "model.conv_stride=[5, 3]",
-                 "model.hidden_size=16", "model.num_attention_heads=2", "model.intermediate_size=16",
-                 "model.num_hidden_layers=1", "model.num_conv_pos_embedding_groups=2", "train.threads=1",
-                 "data.synthetic_train_size=24", "data.synthetic_eval_size=2", "train.batch_size=4",
-                 "data.pad_lengths=3"]
+    overrides = [
+        "model.conv_dim=[8, 8]",
+        "model.conv_kernel=[10, 3]",
+        "model.conv_stride=[5, 3]",
+        "model.hidden_size=16",
+        "model.num_attention_heads=2",
+        "model.intermediate_size=16",
+        "model.num_hidden_layers=1",
+        "model.num_conv_pos_embedding_groups=2",
+        "train.threads=1",
+        "data.synthetic_train_size=24",
+        "data.synthetic_eval_size=2",
+        "train.batch_size=4",
+        "data.pad_lengths=3",
+    ]
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.toml", overrides)
     run = prepare_run(cfg, tmp_path / "run")
     assert run.model.config.frame_stride == run.sampler.frame == 15
@@ -198,6 +227,7 @@ def test_a_conv_stack_with_another_stride_batches_in_whole_frames_of_its_own(tmp
 
 # ---- GroupByLengthSampler: the recipe's group_by_length (transformers' get_length_grouped_indices) ----------
 
+
 def test_group_by_length_order_is_transformers_get_length_grouped_indices():
     pytest.importorskip("transformers")
     from transformers.trainer_pt_utils import get_length_grouped_indices
@@ -210,8 +240,9 @@ def test_group_by_length_order_is_transformers_get_length_grouped_indices():
         durations = rng.integers(10, 60, n) * FRAME / 16000
         sampler = GroupByLengthSampler(durations, 0, batch_size)
         for seed in (1, 2):
-            theirs = get_length_grouped_indices(sampler.lengths.tolist(), batch_size,
-                                                generator=torch.Generator().manual_seed(seed))
+            theirs = get_length_grouped_indices(
+                sampler.lengths.tolist(), batch_size, generator=torch.Generator().manual_seed(seed)
+            )
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
             ours = group_by_length_order(sampler.lengths, sampler.megabatch(), perm)
             assert ours.tolist() == theirs, (n, batch_size, seed)

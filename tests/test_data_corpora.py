@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
-
 from data_corpus_builders import librispeech, timit_ldc, tone, write
+
 from fastctc.config import ConfigError, DataConfig, load_config
 from fastctc.data.corpora import build_datasets
+from fastctc.data.dataset import CorpusError
 from fastctc.models import EncoderConfig
 from fastctc.models.feature_encoder import frame_count
-from fastctc.data.dataset import CorpusError
 
 WAV2VEC2 = EncoderConfig()  # the cards' conv stack: kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2
 
@@ -35,8 +35,12 @@ def test_timit_ldc_layout_splits_transcripts_durations_and_skips(tmp_path, capsy
     assert texts["train-dr1-fcjf0-sx37"] == "cottage cheese with chives is delicious"
     assert sum(train.durations) == pytest.approx(facts["train_seconds"], abs=1e-3)
     assert train.speakers[0] == "fcjf0"
-    assert dict(report.counts["train"]) == {"missing_audio": 1, "empty_transcript": 1, "missing_transcript": 1,
-                                            "unreadable": 1}
+    assert dict(report.counts["train"]) == {
+        "missing_audio": 1,
+        "empty_transcript": 1,
+        "missing_transcript": 1,
+        "unreadable": 1,
+    }
     assert report.skipped("train") == 4 and report.skipped("eval") == 0
     err = capsys.readouterr().err
     assert err.count("warning: train: unreadable audio") == 1 and "sx4" in err.lower()
@@ -74,7 +78,9 @@ def test_librispeech_subsets_joined_missing_and_unlisted_files(tmp_path):
         build_datasets(cfg_for("librispeech", tmp_path / "LibriSpeech", "train-other-500", "dev-clean", tmp_path), 0)
 
 
-@pytest.mark.parametrize("corpus, expected", [("timit", "TRAIN/DR1..DR8"), ("librispeech", "SPEAKER-CHAPTER.trans.txt")])
+@pytest.mark.parametrize(
+    "corpus, expected", [("timit", "TRAIN/DR1..DR8"), ("librispeech", "SPEAKER-CHAPTER.trans.txt")]
+)
 def test_missing_or_foreign_root_names_the_expected_layout(tmp_path, corpus, expected):
     with pytest.raises(CorpusError, match="does not exist") as err:
         build_datasets(cfg_for(corpus, tmp_path / "nope", "a", "b", tmp_path), 0)
@@ -93,16 +99,20 @@ def _manifest_corpus(tmp_path):
     write(clips / "d_long.wav", tone(3.0))
     write(clips / "e_short.wav", tone(0.01))
     write(clips / "f_tight.wav", tone(0.25))
-    rows = [{"audio": "clips/a8k.wav", "text": "Eight kilohertz"},
-            {"audio": "clips/b44k.wav", "text": "stereo, forty-four"},
-            {"audio": "clips/c4ch.wav", "text": "four channels"},
-            {"audio": "clips/d_long.wav", "text": "long"},
-            {"audio": "clips/e_short.wav", "text": "short"},
-            {"audio": "clips/f_tight.wav", "text": "far too many characters for a quarter of a second"},
-            {"audio": "clips/missing.wav", "text": "gone"}]
+    rows = [
+        {"audio": "clips/a8k.wav", "text": "Eight kilohertz"},
+        {"audio": "clips/b44k.wav", "text": "stereo, forty-four"},
+        {"audio": "clips/c4ch.wav", "text": "four channels"},
+        {"audio": "clips/d_long.wav", "text": "long"},
+        {"audio": "clips/e_short.wav", "text": "short"},
+        {"audio": "clips/f_tight.wav", "text": "far too many characters for a quarter of a second"},
+        {"audio": "clips/missing.wav", "text": "gone"},
+    ]
     lines = [json.dumps(r) for r in rows] + ["{not json", json.dumps({"text": "no audio"})]
     (tmp_path / "corpus" / "train.jsonl").write_text("\n".join(lines) + "\n")
-    (tmp_path / "corpus" / "eval.tsv").write_text("audio\ttext\tduration\nclips/a8k.wav\thello\t1.0\nclips/d_long.wav\tlong\t3.0\n")
+    (tmp_path / "corpus" / "eval.tsv").write_text(
+        "audio\ttext\tduration\nclips/a8k.wav\thello\t1.0\nclips/d_long.wav\tlong\t3.0\n"
+    )
     return tmp_path / "corpus"
 
 
@@ -112,8 +122,14 @@ def test_manifest_resampling_downmix_and_every_skip_reason(tmp_path):
     train, ev, report = build_datasets(cfg, 0, frames_of)
     assert train.texts == ["eight kilohertz", "stereo fortyfour"]  # the recipe drops "-" and ","
     assert train.durations == pytest.approx([1.0, 1.5])
-    assert dict(report.counts["train"]) == {"channels": 1, "too_long": 1, "too_short": 1, "ctc_infeasible": 1,
-                                            "missing_audio": 1, "bad_manifest_line": 2}
+    assert dict(report.counts["train"]) == {
+        "channels": 1,
+        "too_long": 1,
+        "too_short": 1,
+        "ctc_infeasible": 1,
+        "missing_audio": 1,
+        "bad_manifest_line": 2,
+    }
     assert len(ev) == 2 and ev.durations == [1.0, 3.0]  # the cap applies to training audio only
 
     for i, seconds in enumerate([1.0, 1.5]):  # 16 kHz mono, and a 1 kHz sine stays at 1 kHz
@@ -125,8 +141,11 @@ def test_manifest_resampling_downmix_and_every_skip_reason(tmp_path):
         assert 0.25 < np.abs(item.audio).max() < 0.35  # the down-mix keeps the level
 
     with pytest.raises(CorpusError, match="2 sample rate not data.sample_rate and data.resample=false"):
-        build_datasets(cfg_for("manifest", root, "train.jsonl", "eval.tsv", tmp_path, resample=False,
-                               max_duration_s=2.0), 0, frames_of)
+        build_datasets(
+            cfg_for("manifest", root, "train.jsonl", "eval.tsv", tmp_path, resample=False, max_duration_s=2.0),
+            0,
+            frames_of,
+        )
 
 
 def test_crop_keeps_long_training_audio_at_the_cap(tmp_path):
@@ -161,14 +180,17 @@ def test_nothing_usable_is_an_error_with_the_counts(tmp_path):
         build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("data.corpus=timit", "data.root: data.corpus='timit' needs the corpus folder"),
-    ("data.corpus=librispech", "did you mean 'librispeech'?"),
-    ("data.long_utterances=trim", "data.long_utterances: must be skip or crop"),
-    ("data.batch_seconds=5.0", "data.batch_seconds: must hold one utterance of data.max_duration_s=20.0"),
-    ("data.num_workers=-1", "data.num_workers: must be >= 0"),
-    ("data.pad_lengths=-2", "data.pad_lengths: must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("data.corpus=timit", "data.root: data.corpus='timit' needs the corpus folder"),
+        ("data.corpus=librispech", "did you mean 'librispeech'?"),
+        ("data.long_utterances=trim", "data.long_utterances: must be skip or crop"),
+        ("data.batch_seconds=5.0", "data.batch_seconds: must hold one utterance of data.max_duration_s=20.0"),
+        ("data.num_workers=-1", "data.num_workers: must be >= 0"),
+        ("data.pad_lengths=-2", "data.pad_lengths: must be >= 0"),
+    ],
+)
 def test_data_config_errors_name_the_key(override, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
@@ -179,12 +201,17 @@ def test_a_latin1_manifest_stops_with_its_line_and_the_fix(tmp_path):
     root = tmp_path / "m"
     write(root / "a.wav", tone(1.0))
     manifest = root / "t.jsonl"
-    manifest.write_bytes((json.dumps({"audio": "a.wav", "text": "la"}) + "\n"
-                          + '{"audio": "a.wav", "text": "café à la carte"}\n').encode("latin-1"))
+    manifest.write_bytes(
+        (
+            json.dumps({"audio": "a.wav", "text": "la"}) + "\n" + '{"audio": "a.wav", "text": "café à la carte"}\n'
+        ).encode("latin-1")
+    )
     with pytest.raises(CorpusError) as err:
         build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
-    assert str(err.value) == (f"data.train: {manifest}:2: not UTF-8 (byte 0xe9); manifests are UTF-8: convert it, "
-                              f"e.g. iconv -f latin1 -t utf-8 {manifest} > {root / 't.utf8.jsonl'}")
+    assert str(err.value) == (
+        f"data.train: {manifest}:2: not UTF-8 (byte 0xe9); manifests are UTF-8: convert it, "
+        f"e.g. iconv -f latin1 -t utf-8 {manifest} > {root / 't.utf8.jsonl'}"
+    )
     manifest.write_bytes(b"\xef\xbb\xbf" + '{"audio": "a.wav", "text": "café à la carte"}\n'.encode())  # UTF-8 + BOM
     train, _, report = build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
     assert train.texts == ["café à la carte"] and report.skipped("train") == 0
@@ -198,17 +225,22 @@ def test_duplicate_manifest_entries_are_counted_and_named(tmp_path, capsys):
     root = tmp_path / "m"
     for name in ("a", "b", "c"):
         write(root / f"{name}.wav", tone(1.0))
-    rows = [{"audio": "a.wav", "text": "one", "id": "x1"}, {"audio": "b.wav", "text": "two", "id": "x2"},
-            {"audio": "a.wav", "text": "one again", "id": "x3"},  # the same file
-            {"audio": "c.wav", "text": "three", "id": "x2"},  # the same id
-            {"audio": str(root / "b.wav"), "text": "two, absolute"}]  # the same file, spelt another way
+    rows = [
+        {"audio": "a.wav", "text": "one", "id": "x1"},
+        {"audio": "b.wav", "text": "two", "id": "x2"},
+        {"audio": "a.wav", "text": "one again", "id": "x3"},  # the same file
+        {"audio": "c.wav", "text": "three", "id": "x2"},  # the same id
+        {"audio": str(root / "b.wav"), "text": "two, absolute"},
+    ]  # the same file, spelt another way
     (root / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     train, _, report = build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
     assert train.ids == ["x1", "x2"]
     assert dict(report.counts["train"]) == {"duplicate": 3}
     err = capsys.readouterr().err
-    assert (f"warning: train: audio file or id listed again in the manifest (the later line): {root / 't.jsonl'}:3: "
-            f"audio 'a.wav' already listed on line 1; skipped") in err
+    assert (
+        f"warning: train: audio file or id listed again in the manifest (the later line): {root / 't.jsonl'}:3: "
+        f"audio 'a.wav' already listed on line 1; skipped"
+    ) in err
     assert "3 skipped (3 audio file or id listed again in the manifest (the later line))" in err
 
 
@@ -220,10 +252,22 @@ def test_a_manifest_duration_that_lies_cannot_bypass_the_cap(tmp_path, capsys, l
     root = tmp_path / "m"
     write(root / "ok.wav", tone(1.0))
     write(root / "liar.wav", tone(6.0, sr=8000), sr=8000)  # 6 s (resampled when loaded), listed as 1 s
-    (root / "t.jsonl").write_text(json.dumps({"audio": "ok.wav", "text": "fine", "duration": 1.0}) + "\n"
-                                  + json.dumps({"audio": "liar.wav", "text": "liar", "duration": 1.0}) + "\n")
-    cfg = cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path, max_duration_s=2.0, long_utterances=long_utterances,
-                  num_workers=0)
+    (root / "t.jsonl").write_text(
+        json.dumps({"audio": "ok.wav", "text": "fine", "duration": 1.0})
+        + "\n"
+        + json.dumps({"audio": "liar.wav", "text": "liar", "duration": 1.0})
+        + "\n"
+    )
+    cfg = cfg_for(
+        "manifest",
+        root,
+        "t.jsonl",
+        "t.jsonl",
+        tmp_path,
+        max_duration_s=2.0,
+        long_utterances=long_utterances,
+        num_workers=0,
+    )
     train, ev, report = build_datasets(cfg, 0, frames_of)
     assert train.durations == [1.0, 1.0] and report.skipped("train") == 0  # the listing believes it
     item = train[1]
@@ -262,8 +306,13 @@ def test_broken_files_found_when_loading_are_counted_by_kind(tmp_path):
     train, _, _ = build_datasets(cfg_for("manifest", root, "t.jsonl", "t.jsonl", tmp_path), 0)
     (root / "gone.wav").unlink()
     items = [train[i] for i in range(len(train))]
-    assert [(it.audio, it.reason) for it in items] == [(None, "non_finite"), (None, "too_short"), (None, "unreadable"),
-                                                       (None, "unreadable"), (None, "missing_audio")]
+    assert [(it.audio, it.reason) for it in items] == [
+        (None, "non_finite"),
+        (None, "too_short"),
+        (None, "unreadable"),
+        (None, "unreadable"),
+        (None, "missing_audio"),
+    ]
     assert items[0].error == f"{root / 'nan.wav'}: 16000 non-finite samples (NaN or inf)"
     assert items[2].error.startswith(f"{root / 'empty.wav'}: an empty file (0 bytes); soundfile reads WAV")
     assert items[3].error.startswith(f"{root / 'text.wav'}: not audio soundfile can read (Format not recognised)")

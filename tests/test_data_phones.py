@@ -6,16 +6,16 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from data_corpus_builders import tone, write
+
 from fastctc.config import ConfigError, DataConfig, load_config
 from fastctc.data.corpora import build_datasets
-from fastctc.models import EncoderConfig
-from fastctc.models.feature_encoder import frame_count
 from fastctc.data.phones import PHONES_39, PHONES_48, PHONES_61, PhoneVocab, fold_map, score_fold, vocab_for
 from fastctc.data.report import DataReport
 from fastctc.data.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, read_timit
 from fastctc.metrics import per
+from fastctc.models import EncoderConfig
+from fastctc.models.feature_encoder import frame_count
 
 # Lee & Hon (1989) Table I as Kaldi tabulates it (egs/timit/s5/conf/phones.60-48-39.map), copied
 # here independently of fastctc.data.phones: "61-label 48-phone 39-phone"; q has no columns (removed).
@@ -65,7 +65,8 @@ def ldc_phone_corpus(root, upper=True):
         if phn:
             edges = np.linspace(0, n, len(labels) + 1).astype(int)
             (folder / (c(name) + c(".phn"))).write_text(
-                "".join(f"{a} {b} {p}\n" for a, b, p in zip(edges, edges[1:], labels)))
+                "".join(f"{a} {b} {p}\n" for a, b, p in zip(edges, edges[1:], labels))
+            )
 
     sa = "h# sh iy hv ae dcl y axr q h#".split()
     utt("train", "dr1", "fcjf0", "sa1", sa)
@@ -80,8 +81,15 @@ def ldc_phone_corpus(root, upper=True):
 
 
 def cfg_for(root, train, eval, tmp_path, **kw):
-    return DataConfig(corpus="timit", root=str(root), train=train, eval=eval, targets="phones",
-                      cache_dir=str(tmp_path / "cache"), **kw)
+    return DataConfig(
+        corpus="timit",
+        root=str(root),
+        train=train,
+        eval=eval,
+        targets="phones",
+        cache_dir=str(tmp_path / "cache"),
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("upper", [True, False])
@@ -101,12 +109,14 @@ def test_ldc_phn_read_in_order_folded_and_bad_input_counted(tmp_path, capsys, up
     assert "49 of its 50 speakers are not under" in err  # the dev split of this corpus is incomplete
 
     # the 61 set keeps every label (q too); 39 folds further; core-test picks its speakers only
-    train61, core, _ = build_datasets(cfg_for(tmp_path / "timit", "train", "core-test", tmp_path, phone_set=61),
-                                      0, frames_of)
+    train61, core, _ = build_datasets(
+        cfg_for(tmp_path / "timit", "train", "core-test", tmp_path, phone_set=61), 0, frames_of
+    )
     assert dict(zip(train61.ids, train61.texts))["train-dr1-fcjf0-sa1"] == "h# sh iy hv ae dcl y axr q h#"
     assert core.ids == ["test-dr1-mdab0-si1039"] and core.texts == ["h# ix ih ax ah h#"]
-    _, core39, _ = build_datasets(cfg_for(tmp_path / "timit", "train", "core-test", tmp_path, phone_set=39),
-                                  0, frames_of)
+    _, core39, _ = build_datasets(
+        cfg_for(tmp_path / "timit", "train", "core-test", tmp_path, phone_set=39), 0, frames_of
+    )
     assert core39.texts == ["sil ih ih ah ah sil"]
     _, everything, _ = build_datasets(cfg_for(tmp_path / "timit", "train", "test-nosa", tmp_path), 0, frames_of)
     assert len(everything) == 3  # mdab0 si1039, faks0 sx133, mxyz0 si1 (sa2 out, sx223 unknown)
@@ -117,8 +127,9 @@ def test_malformed_phn_line_and_ctc_length_counted_in_phones(tmp_path, capsys):
     write(root / "dr1-fvmh0" / "sa1.wav", tone(1.0))
     (root / "dr1-fvmh0" / "sa1.phn").write_text("0 100 h#\n100 oops\n")
     write(root / "dr1-fvmh0" / "si1.wav", tone(0.2))  # 0.2 s: 9 frames, for 9 phones + 1 repeat
-    (root / "dr1-fvmh0" / "si1.phn").write_text("".join(f"{i} {i + 1} {p}\n" for i, p in
-                                                        enumerate("h# s s iy t ae n d h#".split())))
+    (root / "dr1-fvmh0" / "si1.phn").write_text(
+        "".join(f"{i} {i + 1} {p}\n" for i, p in enumerate("h# s s iy t ae n d h#".split()))
+    )
     write(root / "dr1-fvmh0" / "sx1.wav", tone(1.0))
     (root / "dr1-fvmh0" / "sx1.phn").write_text("0 8000 h#\n8000 16000 ax-h\n")
     train, _, report = build_datasets(cfg_for(root, "dr1", "dr1", tmp_path), 0, frames_of)
@@ -132,8 +143,14 @@ def test_manifest_of_phone_strings_folds_and_skips_unknown(tmp_path):
     write(tmp_path / "b.wav", tone(1.0))
     lines = [{"audio": "a.wav", "text": "h#  hv ix q dx ax-h h#"}, {"audio": "b.wav", "text": "sil zz"}]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    cfg = DataConfig(corpus="manifest", root=str(tmp_path), train="m.jsonl", eval="m.jsonl", targets="phones",
-                     cache_dir=str(tmp_path / "cache"))
+    cfg = DataConfig(
+        corpus="manifest",
+        root=str(tmp_path),
+        train="m.jsonl",
+        eval="m.jsonl",
+        targets="phones",
+        cache_dir=str(tmp_path / "cache"),
+    )
     train, _, report = build_datasets(cfg, 0, frames_of)
     assert train.texts == ["sil hh ix dx ax sil"]
     assert dict(report.counts["train"]) == {"unknown_phone": 1}
@@ -168,8 +185,14 @@ def test_protocol_split_sizes_on_a_complete_corpus(tmp_path, capsys):
     for spec in ("train", "test", "train-nosa", "test-nosa", "dev", "core-test"):
         utts = read_timit(tmp_path, spec, DataReport(), "eval")
         sizes[spec] = (len({u.speaker for u in utts}), len(utts))
-    assert sizes == {"train": (462, 4620), "test": (168, 1680), "train-nosa": (462, 3696),
-                     "test-nosa": (168, 1344), "dev": (50, 400), "core-test": (24, 192)}
+    assert sizes == {
+        "train": (462, 4620),
+        "test": (168, 1680),
+        "train-nosa": (462, 3696),
+        "test-nosa": (168, 1344),
+        "dev": (50, 400),
+        "core-test": (24, 192),
+    }
     assert "incomplete" not in capsys.readouterr().err
     dev = read_timit(tmp_path, "dev", DataReport(), "eval")
     assert {u.speaker for u in dev} == DEV_SPEAKERS and not any("-sa" in u.id for u in dev)
@@ -237,12 +260,18 @@ def test_score_fold_and_vocab_follow_the_config():
     assert score_fold(DataConfig()) is None and vocab_for(DataConfig(), ["ab"]).tokens == ["a", "b", "[UNK]", "[PAD]"]
 
 
-@pytest.mark.parametrize("override, fragment", [
-    (["data.targets=words"], "data.targets: must be chars or phones"),
-    (["data.corpus=librispeech", "data.root=/x", "data.targets=phones"], "TIMIT's .PHN files or a manifest"),
-    (["data.phone_set=60"], "data.phone_set: must be 61, 48 or 39"),
-    (["data.phone_set=39", "data.score_phone_set=48"], "data.score_phone_set: must be data.phone_set=39 or a smaller"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        (["data.targets=words"], "data.targets: must be chars or phones"),
+        (["data.corpus=librispeech", "data.root=/x", "data.targets=phones"], "TIMIT's .PHN files or a manifest"),
+        (["data.phone_set=60"], "data.phone_set: must be 61, 48 or 39"),
+        (
+            ["data.phone_set=39", "data.score_phone_set=48"],
+            "data.score_phone_set: must be data.phone_set=39 or a smaller",
+        ),
+    ],
+)
 def test_phone_config_errors_name_the_key(override, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
         load_config(None, override)
@@ -266,8 +295,9 @@ def test_phone_vocab_loads_in_wav2vec2_tokenizer(tmp_path):
     transformers = pytest.importorskip("transformers")
     vocab = PhoneVocab.for_set(48)
     vocab.save(tmp_path / "vocab.json")
-    tok = transformers.Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]",
-                                            word_delimiter_token="|")
+    tok = transformers.Wav2Vec2CTCTokenizer(
+        str(tmp_path / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|"
+    )
     assert tok.pad_token_id == vocab.blank
     # every phone, multi-character ones included, is one token with fastctc's id
     assert tok.convert_ids_to_tokens(list(range(len(vocab)))) == vocab.tokens
@@ -281,10 +311,20 @@ def test_export_of_a_phone_model_loads_in_transformers_with_the_same_logits(tmp_
     from fastctc.models import CTCModel, EncoderConfig, save_pretrained
 
     vocab = PhoneVocab.for_set(48)
-    cfg = EncoderConfig(vocab_size=len(vocab), pad_token_id=vocab.blank, hidden_size=24, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=40, conv_dim=(8, 8), conv_kernel=(10, 3),
-                        conv_stride=(5, 2), num_conv_pos_embeddings=9, num_conv_pos_embedding_groups=2,
-                        mask_time_prob=0.0)
+    cfg = EncoderConfig(
+        vocab_size=len(vocab),
+        pad_token_id=vocab.blank,
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+        conv_dim=(8, 8),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=9,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0,
+    )
     torch.manual_seed(0)
     model = CTCModel(cfg).eval()
     save_pretrained(model, tmp_path, vocab.tokens)
@@ -324,24 +364,40 @@ def test_fastctc_eval_reports_per_on_the_scoring_set(tmp_path, capsys):
 
     ldc_phone_corpus(tmp_path / "timit")
     vocab = PhoneVocab.for_set(48)
-    cfg = EncoderConfig(vocab_size=len(vocab), pad_token_id=vocab.blank, hidden_size=24, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=40, conv_dim=(8, 8), conv_kernel=(10, 3),
-                        conv_stride=(5, 2), num_conv_pos_embeddings=9, num_conv_pos_embedding_groups=2,
-                        mask_time_prob=0.0, feat_extract_norm="layer", do_stable_layer_norm=True)
+    cfg = EncoderConfig(
+        vocab_size=len(vocab),
+        pad_token_id=vocab.blank,
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+        conv_dim=(8, 8),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=9,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    )
     torch.manual_seed(0)
     model = CTCModel(cfg).eval()
     save_pretrained(model, tmp_path / "model", vocab.tokens)
     (tmp_path / "phones.toml").write_text(
         f'[data]\ncorpus = "timit"\nroot = "{tmp_path / "timit"}"\ntrain = "train-nosa"\neval = "test-nosa"\n'
-        f'targets = "phones"\ncache_dir = "{tmp_path / "cache"}"\nnum_workers = 0\n')
+        f'targets = "phones"\ncache_dir = "{tmp_path / "cache"}"\nnum_workers = 0\n'
+    )
     assert main(["eval", str(tmp_path / "model"), "--data", str(tmp_path / "phones.toml"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])
     assert "PER" in out and "(39 phones)" in out and result["utterances"] == 3
 
     refs, hyps = [], []
-    for spk, utt, phn in (("dr1/mdab0", "si1039", "h# ix ih ax ah h#"), ("dr4/faks0", "sx133", "h# aa ao h#"),
-                          ("dr2/mxyz0", "si1", "h# s h#")):
+    for spk, utt, phn in (
+        ("dr1/mdab0", "si1039", "h# ix ih ax ah h#"),
+        ("dr4/faks0", "sx133", "h# aa ao h#"),
+        ("dr2/mxyz0", "si1", "h# s h#"),
+    ):
         audio = load_audio(str(tmp_path / "timit" / "TEST" / spk.upper() / f"{utt.upper()}.WAV"), 16000)
         waves, lengths = pad_waveforms([audio], True)
         with torch.no_grad():
@@ -352,8 +408,21 @@ def test_fastctc_eval_reports_per_on_the_scoring_set(tmp_path, capsys):
     assert result["per"] == pytest.approx(jiwer_per(refs, hyps, 39), abs=1e-12)
 
     # --report: the per-utterance report on the 39-set phones, whose corpus rate is the PER
-    assert main(["eval", str(tmp_path / "model"), "--data", str(tmp_path / "phones.toml"), "--device", "cpu",
-                 "--report", str(tmp_path / "report")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "model"),
+                "--data",
+                str(tmp_path / "phones.toml"),
+                "--device",
+                "cpu",
+                "--report",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
     reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert reported["per"] == pytest.approx(result["per"]) and summary["wer"] == pytest.approx(result["per"])
@@ -369,15 +438,32 @@ def test_training_on_phones_reports_per_and_exports_the_phone_vocabulary(tmp_pat
     from fastctc.train.loop import train
 
     ldc_phone_corpus(tmp_path / "timit")
-    cfg = load_config(None, [
-        "data.corpus=timit", f"data.root={tmp_path / 'timit'}", "data.train=train-nosa", "data.eval=test-nosa",
-        "data.targets=phones", f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
-        "model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
-        "model.intermediate_size=64", "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]",
-        "model.num_conv_pos_embedding_groups=2", "model.freeze_feature_encoder=false",
-        "train.threads=1", "train.max_steps=3", "train.batch_size=2", "train.eval_every=2",
-        "train.checkpoint_every=0", "optim.warmup_steps=1", "optim.lr=1e-3",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.corpus=timit",
+            f"data.root={tmp_path / 'timit'}",
+            "data.train=train-nosa",
+            "data.eval=test-nosa",
+            "data.targets=phones",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.num_workers=0",
+            "model.hidden_size=32",
+            "model.num_hidden_layers=1",
+            "model.num_attention_heads=2",
+            "model.intermediate_size=64",
+            "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]",
+            "model.num_conv_pos_embedding_groups=2",
+            "model.freeze_feature_encoder=false",
+            "train.threads=1",
+            "train.max_steps=3",
+            "train.batch_size=2",
+            "train.eval_every=2",
+            "train.checkpoint_every=0",
+            "optim.warmup_steps=1",
+            "optim.lr=1e-3",
+        ],
+    )
     result = train(cfg, tmp_path / "run")
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]

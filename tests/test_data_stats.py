@@ -1,14 +1,17 @@
 """`fastctc data stats CONFIG` on a small LibriSpeech-layout corpus, through the CLI entry point."""
 
 from data_corpus_builders import librispeech
+
 from fastctc.cli import main
 
 
 def test_data_stats_prints_each_split_skips_vocabulary_and_padding(tmp_path, capsys):
     librispeech(tmp_path / "ls")
     config = tmp_path / "ls.toml"
-    config.write_text(f'[data]\ncorpus = "librispeech"\nroot = "{tmp_path / "ls"}"\ntrain = "train-clean-100+train-clean-360"\n'
-                      f'eval = "dev-clean"\ncache_dir = "{tmp_path / "cache"}"\n[train]\nbatch_size = 2\n')
+    config.write_text(
+        f'[data]\ncorpus = "librispeech"\nroot = "{tmp_path / "ls"}"\ntrain = "train-clean-100+train-clean-360"\n'
+        f'eval = "dev-clean"\ncache_dir = "{tmp_path / "cache"}"\n[train]\nbatch_size = 2\n'
+    )
     assert main(["data", "stats", str(config)]) == 0
     out = capsys.readouterr().out
     assert "[train] train-clean-100+train-clean-360" in out and "[eval] dev-clean" in out

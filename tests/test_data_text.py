@@ -36,8 +36,9 @@ def test_recipe_vocabulary_switches_give_the_scripts_tokenizer(tmp_path):
     from fastctc.bench.recipe_reference import create_vocabulary_from_data
 
     texts = {"train": ["seven", "two", "zero"], "eval": ["nine"]}  # FSDD-like: no transcript has a space
-    (tmp_path / "vocab.json").write_text(json.dumps(create_vocabulary_from_data(
-        {split: [t + " " for t in ts] for split, ts in texts.items()})))
+    (tmp_path / "vocab.json").write_text(
+        json.dumps(create_vocabulary_from_data({split: [t + " " for t in ts] for split, ts in texts.items()}))
+    )
     tok = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), unk_token=UNK, pad_token=PAD, word_delimiter_token="|")
     theirs = sorted(tok.get_vocab(), key=tok.get_vocab().get)
     all_texts = [t for ts in texts.values() for t in ts]

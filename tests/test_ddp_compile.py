@@ -16,8 +16,12 @@ import pytest
 import torch
 from test_train_loop import TINY, _ddp_worker, _free_port, _losses, _write_equal_length_manifest
 
-SMALLEST = TINY + ["model.hidden_size=16", "model.intermediate_size=16", "model.num_hidden_layers=1",
-                   "model.conv_dim=[8, 8, 8, 8, 8, 8, 8]"]  # fmt: skip
+SMALLEST = TINY + [
+    "model.hidden_size=16",
+    "model.intermediate_size=16",
+    "model.num_hidden_layers=1",
+    "model.conv_dim=[8, 8, 8, 8, 8, 8, 8]",
+]
 
 
 def _worker(rank: int, backend: str, *args) -> None:
@@ -31,9 +35,18 @@ def _worker(rank: int, backend: str, *args) -> None:
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_ddp_compiled_with_gradient_checkpointing_learns_as_the_uncompiled_run(tmp_path, backend):
     manifest = _write_equal_length_manifest(tmp_path, 4)
-    common = SMALLEST + ["data.corpus=manifest", f"data.train={manifest}", f"data.eval={manifest}",
-                         "data.num_workers=0", "train.device=cpu", "data.max_duration_s=0", "train.batch_size=2",
-                         "train.max_steps=2", "optim.warmup_steps=1", "model.gradient_checkpointing=true"]  # fmt: skip
+    common = SMALLEST + [
+        "data.corpus=manifest",
+        f"data.train={manifest}",
+        f"data.eval={manifest}",
+        "data.num_workers=0",
+        "train.device=cpu",
+        "data.max_duration_s=0",
+        "train.batch_size=2",
+        "train.max_steps=2",
+        "optim.warmup_steps=1",
+        "model.gradient_checkpointing=true",
+    ]
     losses = {}
     for name, compile_ in (("compiled", "on"), ("eager", "off")):
         out = str(tmp_path / name)

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-
 from tiny_inference_model import save_tiny_model, write_corpus
 
 from fastctc.cli import main
@@ -24,8 +23,9 @@ def test_nan_samples_are_counted_and_named(tmp_path, capsys):
     manifest, utts = write_corpus(tmp_path / "corpus", n=3)
     bad = np.full(8000, np.nan, dtype=np.float32)
     sf.write(tmp_path / "corpus" / "nan.wav", bad, 16_000, subtype="FLOAT")
-    rows = [json.loads(line) for line in manifest.read_text().splitlines()] + [{"id": "nan", "audio": "nan.wav",
-                                                                              "text": "a b"}]  # fmt: skip
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()] + [
+        {"id": "nan", "audio": "nan.wav", "text": "a b"}
+    ]
     _manifest(manifest, rows)
     assert main(["eval", str(model), "--data", str(manifest)]) == 0
     captured = capsys.readouterr()
@@ -62,8 +62,19 @@ def test_batch_size_must_be_a_positive_integer(tmp_path, capsys, value):
 def test_report_at_an_existing_file_is_refused_before_the_model_loads(tmp_path, capsys):
     (tmp_path / "report").write_text("not a folder")
     # no model and no data there: a refusal before the model loads names the report, not them
-    assert main(["eval", str(tmp_path / "no-model"), "--data", str(tmp_path / "m.jsonl"),
-                 "--report", str(tmp_path / "report")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "no-model"),
+                "--data",
+                str(tmp_path / "m.jsonl"),
+                "--report",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("fastctc eval: --report") and "a file is in the way" in err and len(err.splitlines()) == 1
 

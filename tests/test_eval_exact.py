@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from hf_checkpoints import tiny_ctc_model
+
 from fastctc.data.batching import pad_waveforms
 from fastctc.decoding import greedy_ids
 from fastctc.models import load_pretrained
@@ -95,11 +95,23 @@ def trained_group_norm(tmp_path_factory):
     from fastctc.train.loop import train
 
     out = tmp_path_factory.mktemp("gn") / "run"
-    overrides = ["model.feat_extract_norm=group", "model.do_stable_layer_norm=false", "model.conv_bias=false",
-                 "model.hidden_size=48", "model.intermediate_size=96", "model.conv_dim=[32, 32, 32, 32, 32, 32, 32]",
-                 "train.max_steps=200", "data.synthetic_train_size=400", "data.synthetic_eval_size=40",
-                 "train.eval_every=0", "train.checkpoint_every=0", "train.threads=1", "optim.lr=3e-3",
-                 "train.log_every=50", "train.eval_batch_size=16"]  # fmt: skip
+    overrides = [
+        "model.feat_extract_norm=group",
+        "model.do_stable_layer_norm=false",
+        "model.conv_bias=false",
+        "model.hidden_size=48",
+        "model.intermediate_size=96",
+        "model.conv_dim=[32, 32, 32, 32, 32, 32, 32]",
+        "train.max_steps=200",
+        "data.synthetic_train_size=400",
+        "data.synthetic_eval_size=40",
+        "train.eval_every=0",
+        "train.checkpoint_every=0",
+        "train.threads=1",
+        "optim.lr=3e-3",
+        "train.log_every=50",
+        "train.eval_batch_size=16",
+    ]
     cfg = load_config(DEMO, overrides)
     train(cfg, out)
     _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, verbose=False)
@@ -130,8 +142,23 @@ def test_eval_batch_size_1_and_32_give_identical_reports(trained_group_norm, tmp
     (tmp_path / "eval.jsonl").write_text("\n".join(rows) + "\n")
     reports = []
     for bs in ("1", "32"):
-        assert main(["eval", str(model_dir), "--data", str(tmp_path / "eval.jsonl"), "--batch-size", bs,
-                     "--report", str(tmp_path / f"rep{bs}"), "--device", "cpu"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "eval",
+                    str(model_dir),
+                    "--data",
+                    str(tmp_path / "eval.jsonl"),
+                    "--batch-size",
+                    bs,
+                    "--report",
+                    str(tmp_path / f"rep{bs}"),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         capsys.readouterr()
         lines = (tmp_path / f"rep{bs}" / "utterances.jsonl").read_text().splitlines()
         reports.append(sorted(lines))
@@ -143,11 +170,28 @@ def test_padding_invariant_training_step_does_not_depend_on_the_batch():
     equal the row trained alone (the recipe's convention, padding as audio, does not)."""
     from fastctc.models import CTCModel, EncoderConfig
 
-    cfg = EncoderConfig(vocab_size=7, pad_token_id=6, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=40, conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2),
-                        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, feat_extract_norm="group",
-                        do_stable_layer_norm=False, conv_bias=False, mask_time_prob=0.0, hidden_dropout=0.0,
-                        attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0)  # fmt: skip
+    cfg = EncoderConfig(
+        vocab_size=7,
+        pad_token_id=6,
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        conv_dim=(8, 8),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+        conv_bias=False,
+        mask_time_prob=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+    )
     torch.manual_seed(0)
     model = CTCModel(cfg).double().train()
     a, b = (torch.from_numpy(x).double() for x in mixed_lengths(2, seed=3))

@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fastctc.kernels as K
 import pytest
 import torch
 
-import fastctc.kernels as K
 from fastctc.config import load_config
 from fastctc.devtools.host_syncs import HostSyncChecker, assert_no_host_syncs
 from fastctc.train.precision import Precision
@@ -62,8 +62,9 @@ NOT_SYNCING = {
     "arithmetic": lambda x: (x * 2 + 1).softmax(0),
     "where instead of mask": lambda x: torch.where(x > 0, x, torch.zeros_like(x)),
     "masked_fill": lambda x: x.masked_fill(x > 0, 0.0),
-    "repeat_interleave with output_size": lambda x: torch.repeat_interleave(x, torch.full_like(x, 2).long(),
-                                                                            output_size=32),
+    "repeat_interleave with output_size": lambda x: torch.repeat_interleave(
+        x, torch.full_like(x, 2).long(), output_size=32
+    ),
     "topk and scatter": lambda x: torch.zeros(16, dtype=torch.bool).scatter(0, x.topk(3).indices, True),
     "integer index": lambda x: x[torch.arange(4, device=x.device)],
     "python scalar math": lambda x: x * 3.0 / len(x),
@@ -150,12 +151,29 @@ def test_host_tensors_inside_the_region_are_listed_apart():
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
 # a tiny encoder with every source of syncs on: SpecAugment, layerdrop, padding (synthetic utterances of
 # different lengths, attention mask on), gradient accumulation, clipping, the non-finite check
-STEP = ["model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64", "model.num_hidden_layers=3",
-        "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
-        "model.mask_time_prob=0.2", "model.mask_time_length=2", "model.layerdrop=0.3", "model.hidden_dropout=0.1",
-        "data.synthetic_train_size=16", "data.synthetic_eval_size=6", "train.batch_size=4", "train.grad_accum=2",
-        "train.eval_batch_size=3", "train.threads=1", "train.log_every=1", "train.eval_every=0",
-        "train.checkpoint_every=0", "train.compile=off", "train.device=cpu"]  # fmt: skip
+STEP = [
+    "model.hidden_size=32",
+    "model.num_attention_heads=2",
+    "model.intermediate_size=64",
+    "model.num_hidden_layers=3",
+    "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]",
+    "model.num_conv_pos_embedding_groups=2",
+    "model.mask_time_prob=0.2",
+    "model.mask_time_length=2",
+    "model.layerdrop=0.3",
+    "model.hidden_dropout=0.1",
+    "data.synthetic_train_size=16",
+    "data.synthetic_eval_size=6",
+    "train.batch_size=4",
+    "train.grad_accum=2",
+    "train.eval_batch_size=3",
+    "train.threads=1",
+    "train.log_every=1",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+    "train.compile=off",
+    "train.device=cpu",
+]
 
 
 def prepared_run(tmp_path, precision: str):
@@ -179,8 +197,15 @@ def test_a_training_step_syncs_zero_times_and_a_logging_step_once(tmp_path, prec
             loss_sum = forward_backward(run, micro_batches)
             grad_norm, skipped = optimizer_step(run)
             run.state.step += 1
-            window.add(run.state.step, loss_sum, len(micro_batches), sum(len(b.texts) for b in micro_batches),
-                       sum(float(b.lengths.sum()) for b in micro_batches) / 16000, grad_norm, skipped)
+            window.add(
+                run.state.step,
+                loss_sum,
+                len(micro_batches),
+                sum(len(b.texts) for b in micro_batches),
+                sum(float(b.lengths.sum()) for b in micro_batches) / 16000,
+                grad_norm,
+                skipped,
+            )
         assert_no_host_syncs(syncs, 0, f"{precision} step {i + 1}")
     with HostSyncChecker() as syncs:
         loss, norm, skipped_steps = window.fetch()  # what the progress line reads
@@ -211,15 +236,18 @@ def test_evaluation_fetches_once_per_batch(tmp_path):
     run = prepared_run(tmp_path, "fp32")
     batches = -(-len(run.eval_ds) // run.cfg.train.eval_batch_size)
     with HostSyncChecker() as syncs:
-        result = evaluate(run.model, run.eval_ds, run.vocab, run.cfg.train.eval_batch_size, run.device,
-                          data=run.cfg.data)  # fmt: skip
+        result = evaluate(
+            run.model, run.eval_ds, run.vocab, run.cfg.train.eval_batch_size, run.device, data=run.cfg.data
+        )
     assert math.isfinite(result["loss"])
     # one transfer per batch (its decoded ids and lengths) and one for the loss at the end
     assert_no_host_syncs(syncs, batches + 1, f"evaluation of {batches} batches")
 
 
-@pytest.mark.skipif(not K.TRITON_INTERPRETED or K.ctc_loss_triton is None,
-                    reason="needs TRITON_INTERPRET=1 at import; run by test_the_fused_ctc_step_in_a_subprocess")
+@pytest.mark.skipif(
+    not K.TRITON_INTERPRETED or K.ctc_loss_triton is None,
+    reason="needs TRITON_INTERPRET=1 at import; run by test_the_fused_ctc_step_in_a_subprocess",
+)
 def test_fused_ctc_step_syncs_zero_times(tmp_path):
     """The step with the fused Triton CTC (interpreted here; the launcher's host code is what counts)."""
     run = prepared_run(tmp_path, "fp32")
@@ -234,8 +262,22 @@ def test_fused_ctc_step_syncs_zero_times(tmp_path):
 @pytest.mark.skipif(K.TRITON_INTERPRETED or K.ctc_loss_triton is None, reason="needs triton; runs the interpreted test")
 def test_the_fused_ctc_step_in_a_subprocess():
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                           "-k", "test_fused_ctc_step_syncs_zero_times"], capture_output=True, text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "test_fused_ctc_step_syncs_zero_times",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
@@ -252,8 +294,9 @@ def test_the_ddp_stop_check_makes_no_host_sync(tmp_path):
     dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
     try:
         # a group of one stands in for the ranks (enabled: world_size > 1 takes the DDP path)
-        run = types.SimpleNamespace(dist=DistInfo(rank=0, world_size=2, host_group=None),
-                                    state=types.SimpleNamespace(step=3))  # fmt: skip
+        run = types.SimpleNamespace(
+            dist=DistInfo(rank=0, world_size=2, host_group=None), state=types.SimpleNamespace(step=3)
+        )
         stop = StopRequest()
         with HostSyncChecker() as syncs:
             keep_going = stop.should_stop(run)

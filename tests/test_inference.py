@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from hf_checkpoints import tiny_ctc_model
+
 from fastctc.cli import main
 from fastctc.data.text import CharVocab, DecoderVocab
 from fastctc.errors import CheckpointError
@@ -33,8 +33,9 @@ def _recipe_checkpoint(path, seed=0):
     index.update({"[UNK]": len(index), "[PAD]": len(index) + 1})
     path.mkdir()
     (path / "vocab_in.json").write_text(json.dumps(index))
-    tok = transformers.Wav2Vec2CTCTokenizer(str(path / "vocab_in.json"), unk_token="[UNK]", pad_token="[PAD]",
-                                            word_delimiter_token="|")
+    tok = transformers.Wav2Vec2CTCTokenizer(
+        str(path / "vocab_in.json"), unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|"
+    )
     (path / "vocab_in.json").unlink()
     assert len(tok) == len(index) + 2  # <s>, </s>: the recipe's case
     hf = tiny_ctc_model("wav2vec2-base", seed=seed, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
@@ -89,15 +90,18 @@ def test_eval_scores_a_recipe_checkpoint_as_jiwer_does_on_transformers_greedy_ou
     assert main(["eval", str(tmp_path / "ckpt"), "--data", str(tmp_path / "eval.jsonl"), "--batch-size", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["utterances"] == 3
-    assert result["wer"] == pytest.approx(jiwer.wer(refs, hyps)) and result["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+    assert result["wer"] == pytest.approx(jiwer.wer(refs, hyps)) and result["cer"] == pytest.approx(
+        jiwer.cer(refs, hyps)
+    )
 
 
 def test_read_pretrained_refuses_a_head_the_tokenizer_does_not_cover(tmp_path):
     _recipe_checkpoint(tmp_path / "ckpt")
     (tmp_path / "ckpt" / "added_tokens.json").unlink()
     config = json.loads((tmp_path / "ckpt" / "tokenizer_config.json").read_text())
-    config["added_tokens_decoder"] = {k: v for k, v in config["added_tokens_decoder"].items()
-                                      if v["content"] not in ("<s>", "</s>")}
+    config["added_tokens_decoder"] = {
+        k: v for k, v in config["added_tokens_decoder"].items() if v["content"] not in ("<s>", "</s>")
+    }
     (tmp_path / "ckpt" / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="tokenizer has 10 tokens .* but the CTC head 12"):
         read_pretrained(tmp_path / "ckpt")
@@ -127,12 +131,20 @@ def test_default_attention_mask_follows_the_feature_encoder_norm():
 
 def test_transcribe_a_missing_file_and_a_missing_model_say_so_in_one_line(tmp_path):
     _recipe_checkpoint(tmp_path / "ckpt")
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "transcribe", str(tmp_path / "ckpt"),
-                           str(tmp_path / "nope.wav")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastctc", "transcribe", str(tmp_path / "ckpt"), str(tmp_path / "nope.wav")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr == f"fastctc transcribe: skipping {tmp_path / 'nope.wav'}: no such file (check the path)\n"
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "transcribe", str(tmp_path / "none"),
-                           str(tmp_path / "nope.wav")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastctc", "transcribe", str(tmp_path / "none"), str(tmp_path / "nope.wav")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"fastctc transcribe: {tmp_path / 'none'}: no model here")

@@ -100,10 +100,12 @@ def test_arpa_words_reads_the_unigrams(arpa):
 
 def test_lm_fixes_what_the_acoustics_confuse(arpa):
     # acoustics prefer "cot" (o 0.55 over a 0.45) and "god" (g 0.55 over d 0.45): greedy says "cot god"
-    lp = confusing_stream([
-        [[("c", 0.95)], [("o", 0.55), ("a", 0.45)], [("t", 0.95)]],
-        [[("g", 0.55), ("d", 0.45)], [("o", 0.95)], [("d", 0.55), ("g", 0.45)]],
-    ])  # fmt: skip
+    lp = confusing_stream(
+        [
+            [[("c", 0.95)], [("o", 0.55), ("a", 0.45)], [("t", 0.95)]],
+            [[("g", 0.55), ("d", 0.45)], [("o", 0.95)], [("d", 0.55), ("g", 0.45)]],
+        ]
+    )
     n = torch.tensor([lp.shape[1]])
     assert text(greedy_ids(lp, n, BLANK)[0]) == "cot god"
     assert text(BeamDecoder(TOKENS, BLANK).decode_log_probs(lp, n)[0]) == "cot god"
@@ -156,7 +158,9 @@ def test_bad_options(kwargs):
 
 def test_uppercase_lm_words_match_a_lowercase_vocabulary(tmp_path):
     path = tmp_path / "upper.arpa"
-    path.write_text(ARPA.lstrip().replace("cat", "CAT").replace("cot", "COT").replace("dog", "DOG").replace("god", "GOD"))
+    path.write_text(
+        ARPA.lstrip().replace("cat", "CAT").replace("cot", "COT").replace("dog", "DOG").replace("god", "GOD")
+    )
     lp = confusing_stream([[[("c", 0.95)], [("a", 0.95)], [("g", 0.6), ("t", 0.4)]]])
     n = torch.tensor([lp.shape[1]])
     assert text(BeamDecoder(TOKENS, BLANK, lm=path).decode_log_probs(lp, n)[0]) == "cat"
@@ -168,10 +172,12 @@ def test_uppercase_lm_words_match_a_lowercase_vocabulary(tmp_path):
 def corpus_arpa(path, texts):
     """A bigram ARPA (uniform, every word pair) over the words of `texts`."""
     words = sorted({w for t in texts for w in t.split()})
-    uni = [f"-99\t<s>\t0", "-1\t</s>"] + [f"-1\t{w}\t0" for w in words]
+    uni = ["-99\t<s>\t0", "-1\t</s>"] + [f"-1\t{w}\t0" for w in words]
     bi = [f"-1\t<s> {w}" for w in words] + [f"-1\t{w} </s>" for w in words]
-    path.write_text("\\data\\\nngram 1=%d\nngram 2=%d\n\n\\1-grams:\n%s\n\n\\2-grams:\n%s\n\n\\end\\\n"
-                    % (len(uni), len(bi), "\n".join(uni), "\n".join(bi)))
+    path.write_text(
+        "\\data\\\nngram 1=%d\nngram 2=%d\n\n\\1-grams:\n%s\n\n\\2-grams:\n%s\n\n\\end\\\n"  # noqa: UP031
+        % (len(uni), len(bi), "\n".join(uni), "\n".join(bi))
+    )
     return path
 
 
@@ -206,8 +212,10 @@ def test_cli_missing_lm_file_is_one_line(tmp_path, capsys):
     manifest, _ = write_corpus(tmp_path / "corpus", n=1)
     assert main(["eval", str(model), "--data", str(manifest), "--lm", str(tmp_path / "missing.arpa")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"fastctc eval: language model file not found: {tmp_path / 'missing.arpa'} " \
-                  "(pass an ARPA or KenLM binary file to --lm)"
+    assert (
+        err == f"fastctc eval: language model file not found: {tmp_path / 'missing.arpa'} "
+        "(pass an ARPA or KenLM binary file to --lm)"
+    )
 
 
 def test_kenlm_binary_with_a_word_list_decodes_as_its_arpa(arpa, tmp_path):
@@ -215,10 +223,12 @@ def test_kenlm_binary_with_a_word_list_decodes_as_its_arpa(arpa, tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("cat\ncot\ndog\ngod\n")
     binary = Path(__file__).parent / "lm_words_bigram.klm"
-    lp = confusing_stream([
-        [[("c", 0.95)], [("o", 0.55), ("a", 0.45)], [("t", 0.95)]],
-        [[("g", 0.55), ("d", 0.45)], [("o", 0.95)], [("d", 0.55), ("g", 0.45)]],
-    ])  # fmt: skip
+    lp = confusing_stream(
+        [
+            [[("c", 0.95)], [("o", 0.55), ("a", 0.45)], [("t", 0.95)]],
+            [[("g", 0.55), ("d", 0.45)], [("o", 0.95)], [("d", 0.55), ("g", 0.45)]],
+        ]
+    )
     n = torch.tensor([lp.shape[1]])
     options = BeamOptions(beam=20, lm_weight=1.0)
     from_binary = BeamDecoder(TOKENS, BLANK, lm=binary, lexicon=words, options=options).decode_log_probs(lp, n)

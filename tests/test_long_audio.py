@@ -9,6 +9,7 @@ from fastctc.decoding import greedy_ids
 from fastctc.inference.chunking import ChunkingError, chunked_logits, plan_windows
 from fastctc.inference.model import load_model
 
+
 def saved_model(tmp_path, local: bool):
     """Saved and loaded back as `fastctc transcribe` loads it."""
     from tiny_inference_model import save_tiny_model
@@ -51,8 +52,16 @@ def test_chunked_equals_whole_file_for_a_model_that_sees_less_than_the_stride(tm
     assert len(audio) > 16_000 * 10
     whole = whole_logits(lm, audio)
     calls = []
-    chunked = chunked_logits(lm.model, audio, torch.device("cpu"), lm.do_normalize, chunk_s=4.0, stride_s=1.0, batch_size=3,
-                             progress=lambda done, total: calls.append((done, total)))
+    chunked = chunked_logits(
+        lm.model,
+        audio,
+        torch.device("cpu"),
+        lm.do_normalize,
+        chunk_s=4.0,
+        stride_s=1.0,
+        batch_size=3,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert chunked.shape == whole.shape
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-4)
     n = torch.tensor([whole.shape[0]])
@@ -67,7 +76,9 @@ def test_file_within_one_chunk_is_the_whole_file_computation(tmp_path):
     assert torch.equal(chunked, whole_logits(lm, audio).float())
 
 
-@pytest.mark.parametrize("chunk, stride, message", [(2.0, 1.0, "chunk > 2 x stride"), (2.0, 0.0, "stride >= one frame")])
+@pytest.mark.parametrize(
+    "chunk, stride, message", [(2.0, 1.0, "chunk > 2 x stride"), (2.0, 0.0, "stride >= one frame")]
+)
 def test_bad_chunk_settings(tmp_path, chunk, stride, message):
     lm = saved_model(tmp_path, local=True)
     with pytest.raises(ChunkingError, match=message):

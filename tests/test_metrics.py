@@ -88,7 +88,9 @@ def test_vocab_json_loads_in_transformers_tokenizer(tmp_path):
 
     vocab = CharVocab.from_transcripts(["the cat sat", "on a mat"])
     vocab.save(tmp_path / "vocab.json")
-    tok = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|")
+    tok = Wav2Vec2CTCTokenizer(
+        str(tmp_path / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|"
+    )
     assert tok.pad_token_id == vocab.blank
     assert tok("the cat").input_ids == vocab.encode("the cat")
     ids = vocab.encode("on a mat")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import torch
-
 from hf_checkpoints import tiny_ctc_model
+
 from fastctc.cli import main
 
 

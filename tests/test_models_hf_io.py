@@ -8,9 +8,9 @@ import json
 
 import pytest
 import torch
+from hf_checkpoints import FAMILIES, audio_batch, hf_config, perturb, tiny_ctc_model, transformers
 from safetensors.torch import save_file
 
-from hf_checkpoints import FAMILIES, audio_batch, hf_config, perturb, tiny_ctc_model, transformers
 from fastctc.models import CTCModel, EncoderConfig, load_pretrained, save_pretrained
 from fastctc.models.config import MODEL_TYPES
 from fastctc.models.convert import convert
@@ -43,7 +43,9 @@ def test_weight_norm_spellings(tmp_path):
     state = hf.state_dict()
     assert "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original0" in state
     old = {
-        k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
+        k.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): v
         for k, v in state.items()
     }
     for name, weights in (("new", state), ("old", old)):
@@ -194,10 +196,18 @@ def test_save_pretrained_round_trip(tmp_path, family):
 def test_save_pretrained_from_scratch_config(tmp_path):
     """A CTCModel built from an EncoderConfig (the from-scratch trainer's path) exports as well."""
     cfg = EncoderConfig(
-        vocab_size=len(VOCAB), hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40,
-        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=9,
-        num_conv_pos_embedding_groups=2, mask_time_prob=0.0,
-    )  # fmt: skip
+        vocab_size=len(VOCAB),
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+        conv_dim=(8, 8),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=9,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0,
+    )
     torch.manual_seed(0)
     model = CTCModel(cfg).eval()
     save_pretrained(model, tmp_path, VOCAB)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from hf_checkpoints import FAMILIES, audio_batch, base_model, tiny_ctc_model
+
 from fastctc.models import load_pretrained
 from fastctc.models.hf_io import native_key
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from hf_checkpoints import audio_batch, tiny_ctc_model, transformers
+
 from fastctc.models import CTCModel, EncoderConfig, load_pretrained
 from fastctc.models.masking import compute_span_mask, spec_augment
 
@@ -70,8 +70,13 @@ def checkpoint(tmp_path):
 
 
 NO_DROPOUT = dict(
-    hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0,
-    layerdrop=0.0, mask_feature_prob=0.0,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    feat_proj_dropout=0.0,
+    final_dropout=0.0,
+    layerdrop=0.0,
+    mask_feature_prob=0.0,
 )
 
 
@@ -102,8 +107,15 @@ def test_given_time_mask_matches_transformers_in_training(checkpoint, family):
 def test_dropout_placement_matches_transformers(checkpoint, family):
     """With every dropout at 0.2 and the same torch seed, both sides draw the same dropout masks in the
     same order only if every dropout sits where transformers puts it."""
-    p = dict(hidden_dropout=0.2, attention_dropout=0.2, activation_dropout=0.2, feat_proj_dropout=0.2,
-             final_dropout=0.2, layerdrop=0.0, mask_time_prob=0.0)  # fmt: skip
+    p = dict(
+        hidden_dropout=0.2,
+        attention_dropout=0.2,
+        activation_dropout=0.2,
+        feat_proj_dropout=0.2,
+        final_dropout=0.2,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+    )
     if family.startswith("wavlm"):
         # upstream WavLM attends through F.multi_head_attention_forward: its attention dropout draws the
         # mask differently from SDPA's, and its output is a (T, B, D) tensor transposed, so the hidden
@@ -122,10 +134,25 @@ def test_dropout_placement_matches_transformers(checkpoint, family):
 
 
 def tiny_config(**kw) -> EncoderConfig:
-    return EncoderConfig(**{**dict(
-        vocab_size=11, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=20,
-        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=2, num_buckets=16, max_bucket_distance=32), **kw})  # fmt: skip
+    return EncoderConfig(
+        **{
+            **dict(
+                vocab_size=11,
+                hidden_size=16,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                intermediate_size=20,
+                conv_dim=(8, 8),
+                conv_kernel=(10, 3),
+                conv_stride=(5, 2),
+                num_conv_pos_embeddings=8,
+                num_conv_pos_embedding_groups=2,
+                num_buckets=16,
+                max_bucket_distance=32,
+            ),
+            **kw,
+        }
+    )
 
 
 @pytest.mark.parametrize("model_type, expected", [("wav2vec2", 0), ("wavlm", 1)])
@@ -171,8 +198,9 @@ def test_freeze_feature_encoder():
 def test_training_forward_traces_without_graph_breaks(model_type):
     """SpecAugment (time + feature masks), padding and the encoder trace as one graph: no in-place masked
     write, no host sync (backend "eager" checks the tracing without paying for code generation)."""
-    cfg = tiny_config(model_type=model_type, mask_time_prob=0.3, mask_time_length=3, mask_feature_prob=0.2,
-                      mask_feature_length=2)  # fmt: skip
+    cfg = tiny_config(
+        model_type=model_type, mask_time_prob=0.3, mask_time_length=3, mask_feature_prob=0.2, mask_feature_length=2
+    )
     model = CTCModel(cfg).train()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     logits, lengths = compiled(torch.randn(2, 900), torch.tensor([900, 600]))

@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from hf_checkpoints import transformers
+
 from fastctc.models.parity import compare
 
-BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-            feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False)  # fmt: skip
-LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-             feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)  # fmt: skip
+BASE = dict(
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    feat_extract_norm="group",
+    do_stable_layer_norm=False,
+    conv_bias=False,
+)
+LARGE = dict(
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=True,
+)
 
 # the architectures of the five cards' starting checkpoints (their config.json values)
 CARDS = {

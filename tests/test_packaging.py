@@ -20,8 +20,21 @@ def test_installed_package_imports_fastctc_kernels_but_not_kernels(tmp_path):
 
 def test_built_wheel_maps_kernels_folder_into_fastctc(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     (wheel,) = tmp_path.glob("fastctc-*.whl")
@@ -34,4 +47,3 @@ def test_built_wheel_maps_kernels_folder_into_fastctc(tmp_path):
     top_level = [n for n in names if n.endswith("top_level.txt")]
     if top_level:
         assert zipfile.ZipFile(wheel).read(top_level[0]).decode().split() == ["fastctc"]
-

@@ -39,7 +39,9 @@ def test_per_utterance_counts_match_jiwer(seed):
         out = jiwer.process_words(r, h)
         assert u.word_errors == out.substitutions + out.deletions + out.insertions
         assert u.ref_words == out.hits + out.substitutions + out.deletions
-        assert u.char_errors == sum(jiwer.process_characters(r, h).__dict__[k] for k in ("substitutions", "deletions", "insertions"))
+        assert u.char_errors == sum(
+            jiwer.process_characters(r, h).__dict__[k] for k in ("substitutions", "deletions", "insertions")
+        )
         # the alignment rebuilds both sides
         assert [x for _, x, _ in ops if x is not None] == r.split()
         assert [y for _, _, y in ops if y is not None] == h.split()
@@ -123,11 +125,22 @@ def test_training_final_evaluation_writes_the_report(tmp_path):
     from fastctc.train.loop import train
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
-    tiny = ["model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64",
-            "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
-            "train.threads=1", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
-            "optim.warmup_steps=2", "data.synthetic_train_size=8", "data.synthetic_eval_size=4",
-            "train.batch_size=4", "train.max_steps=1"]  # fmt: skip
+    tiny = [
+        "model.hidden_size=32",
+        "model.num_attention_heads=2",
+        "model.intermediate_size=64",
+        "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]",
+        "model.num_conv_pos_embedding_groups=2",
+        "train.threads=1",
+        "train.log_every=1",
+        "train.eval_every=0",
+        "train.checkpoint_every=0",
+        "optim.warmup_steps=2",
+        "data.synthetic_train_size=8",
+        "data.synthetic_eval_size=4",
+        "train.batch_size=4",
+        "train.max_steps=1",
+    ]
     train(load_config(demo, tiny), tmp_path / "run")
     final = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     final = [e for e in final if e.get("event") == "eval" and e.get("final")][-1]

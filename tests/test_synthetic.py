@@ -10,7 +10,9 @@ def test_utterances_are_pure_functions_of_their_arguments():
     a, b = make_utterance(7, "train", 3), make_utterance(7, "train", 3)
     assert a.text == b.text and np.array_equal(a.audio, b.audio)
     assert a.audio.dtype == np.float32 and np.isfinite(a.audio).all()
-    assert make_utterance(8, "train", 3).text != a.text or not np.array_equal(make_utterance(8, "train", 3).audio, a.audio)
+    assert make_utterance(8, "train", 3).text != a.text or not np.array_equal(
+        make_utterance(8, "train", 3).audio, a.audio
+    )
 
 
 def test_held_out_split_shares_no_utterance_with_train():

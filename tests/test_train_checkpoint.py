@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from fastctc.config import OptimConfig
 from fastctc.train import checkpoint as ck
 from fastctc.train.optim import build_optimizer, linear_schedule
-from fastctc.config import OptimConfig
 
 
 def _setup(seed=0):

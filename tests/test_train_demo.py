@@ -4,6 +4,7 @@ import json
 import math
 
 import torch
+
 from fastctc.config import load_config
 from fastctc.data.text import CharVocab
 from fastctc.models import load_pretrained
@@ -12,10 +13,18 @@ from tests.test_config import DEMO
 
 
 def test_short_demo_run_learns_and_writes_run_directory(tmp_path):
-    cfg = load_config(DEMO, [
-        "data.synthetic_train_size=320", "data.synthetic_eval_size=24", "train.max_steps=60",
-        "train.log_every=10", "train.eval_every=30", "optim.warmup_steps=10", "train.threads=2",
-    ])
+    cfg = load_config(
+        DEMO,
+        [
+            "data.synthetic_train_size=320",
+            "data.synthetic_eval_size=24",
+            "train.max_steps=60",
+            "train.log_every=10",
+            "train.eval_every=30",
+            "optim.warmup_steps=10",
+            "train.threads=2",
+        ],
+    )
     out = tmp_path / "run"
     result = train(cfg, out)
 
@@ -51,14 +60,23 @@ def test_short_demo_run_learns_and_writes_run_directory(tmp_path):
     torch.testing.assert_close(hf_logits[1, :15], logits[1, :15], rtol=1e-4, atol=1e-4)
 
     # ...and a run can start from it (model.checkpoint), training every part but the frozen conv stack
-    cfg2 = load_config(DEMO, [
-        f"model.checkpoint={out / 'model'}", "data.synthetic_train_size=32", "data.synthetic_eval_size=8",
-        "train.max_steps=2", "train.log_every=1", "model.freeze_feature_encoder=true", "train.threads=2",
-    ])
+    cfg2 = load_config(
+        DEMO,
+        [
+            f"model.checkpoint={out / 'model'}",
+            "data.synthetic_train_size=32",
+            "data.synthetic_eval_size=8",
+            "train.max_steps=2",
+            "train.log_every=1",
+            "model.freeze_feature_encoder=true",
+            "train.threads=2",
+        ],
+    )
     result2 = train(cfg2, tmp_path / "run2")
     assert math.isfinite(result2["loss"])
     resumed = load_pretrained(tmp_path / "run2" / "model")
     before, after = model.state_dict(), resumed.state_dict()
-    assert torch.equal(before["feature_extractor.conv_layers.0.conv.weight"],
-                       after["feature_extractor.conv_layers.0.conv.weight"])
+    assert torch.equal(
+        before["feature_extractor.conv_layers.0.conv.weight"], after["feature_extractor.conv_layers.0.conv.weight"]
+    )
     assert not torch.equal(before["lm_head.weight"], after["lm_head.weight"])

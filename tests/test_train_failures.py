@@ -24,11 +24,19 @@ from fastctc.train.run_dir import resume_command
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.toml"
 TINY = [
-    "model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64",
-    "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
-    "train.threads=1", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
+    "model.hidden_size=32",
+    "model.num_attention_heads=2",
+    "model.intermediate_size=64",
+    "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]",
+    "model.num_conv_pos_embedding_groups=2",
+    "train.threads=1",
+    "train.log_every=1",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
     "optim.warmup_steps=2",
-    "data.synthetic_train_size=32", "data.synthetic_eval_size=4", "train.batch_size=8",
+    "data.synthetic_train_size=32",
+    "data.synthetic_eval_size=4",
+    "train.batch_size=8",
 ]
 
 
@@ -67,8 +75,9 @@ def _tmpfs(mount_point: Path, options: str):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mount_point.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -79,12 +88,17 @@ def _tmpfs(mount_point: Path, options: str):
 
 # 1. non-finite weights are never saved or exported
 
-@pytest.mark.parametrize("poison_after, max_steps, eval_every", [
-    (3, 6, 0),  # refused by the periodic save at step 4
-    (4, 4, 2),  # refused by the final evaluation (model/), after best/ was exported at step 2
-])
-def test_non_finite_weights_are_never_saved_or_exported(tmp_path, monkeypatch, capsys, poison_after, max_steps,
-                                                         eval_every):
+
+@pytest.mark.parametrize(
+    "poison_after, max_steps, eval_every",
+    [
+        (3, 6, 0),  # refused by the periodic save at step 4
+        (4, 4, 2),  # refused by the final evaluation (model/), after best/ was exported at step 2
+    ],
+)
+def test_non_finite_weights_are_never_saved_or_exported(
+    tmp_path, monkeypatch, capsys, poison_after, max_steps, eval_every
+):
     real = loop_module.optimizer_step
     calls = {"n": 0}
 
@@ -98,8 +112,10 @@ def test_non_finite_weights_are_never_saved_or_exported(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(loop_module, "optimizer_step", poisoning_step)
     out = tmp_path / "run"
-    code = main(["train", str(DEMO), "--out", str(out)] + _args(
-        f"train.max_steps={max_steps}", "train.checkpoint_every=2", f"train.eval_every={eval_every}"))
+    code = main(
+        ["train", str(DEMO), "--out", str(out)]
+        + _args(f"train.max_steps={max_steps}", "train.checkpoint_every=2", f"train.eval_every={eval_every}")
+    )
     line = _one_line(capsys)
     assert code == 2, line
     assert calls["n"] == 4, calls  # it ran on to the first save (or export) after the NaN, then stopped
@@ -116,6 +132,7 @@ def test_non_finite_weights_are_never_saved_or_exported(tmp_path, monkeypatch, c
 
 
 # 2. a full disk at a save
+
 
 def test_disk_full_at_a_save_leaves_the_last_checkpoint_and_no_partial_copy(tmp_path, monkeypatch, capsys):
     with _tmpfs(tmp_path / "disk", "size=2m") as disk:
@@ -152,6 +169,7 @@ def test_disk_full_at_a_save_leaves_the_last_checkpoint_and_no_partial_copy(tmp_
 
 # 3. the run directory
 
+
 def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     out.write_text("not a directory\n")
@@ -175,8 +193,10 @@ def test_out_on_a_read_only_file_system_is_refused_in_one_line(tmp_path, capsys,
 def test_a_failed_start_leaves_nothing_that_refuses_the_same_out(tmp_path, capsys):
     out = tmp_path / "run"
     missing = tmp_path / "no-such-corpus"
-    code = main(["train", str(DEMO), "--out", str(out)]
-                + _args("train.max_steps=2", "data.corpus=librispeech", f"data.root={missing}"))
+    code = main(
+        ["train", str(DEMO), "--out", str(out)]
+        + _args("train.max_steps=2", "data.corpus=librispeech", f"data.root={missing}")
+    )
     line = _one_line(capsys)
     assert code == 2 and str(missing) in line, line
     assert out.is_dir() and not list(out.iterdir())  # past the run directory's check; no config.toml, no metrics.jsonl
@@ -185,6 +205,7 @@ def test_a_failed_start_leaves_nothing_that_refuses_the_same_out(tmp_path, capsy
 
 
 # 4. --resume refusals
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
@@ -197,10 +218,13 @@ def _snapshot(run: Path) -> dict:
     return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("change, named", [
-    ("model.hidden_size=48", "model.hidden_size = 48 (the run's 32)"),
-    ("train.batch_size=4", "train.batch_size = 4 (the run's 8)"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("model.hidden_size=48", "model.hidden_size = 48 (the run's 32)"),
+        ("train.batch_size=4", "train.batch_size = 4 (the run's 8)"),
+    ],
+)
 def test_resume_refuses_a_changed_key_by_name(finished_run, capsys, change, named):
     before = _snapshot(finished_run)
     code = main(["train", str(finished_run / "config.toml"), "--resume", str(finished_run), "--set", change])
@@ -214,8 +238,9 @@ def test_resume_allows_a_resumable_key(finished_run, tmp_path, capsys):
     # the control for the refusals above: the same resume with a key a resume may change goes ahead
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    assert main(["train", str(run / "config.toml"), "--resume", str(run), "--set", "train.log_every=2"]) == 0, \
+    assert main(["train", str(run / "config.toml"), "--resume", str(run), "--set", "train.log_every=2"]) == 0, (
         capsys.readouterr().err
+    )
     assert _step(run) == 2
 
 

@@ -23,9 +23,15 @@ from fastctc.train.run import prepare_run
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.toml"
 TINY = [
-    "model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64",
-    "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
-    "train.threads=1", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
+    "model.hidden_size=32",
+    "model.num_attention_heads=2",
+    "model.intermediate_size=64",
+    "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]",
+    "model.num_conv_pos_embedding_groups=2",
+    "train.threads=1",
+    "train.log_every=1",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
     "optim.warmup_steps=2",
 ]
 
@@ -42,10 +48,19 @@ def _losses(run: Path) -> dict[int, float]:
 
 def test_resume_continues_exactly(tmp_path):
     # dropout and SpecAugment on, so the restored RNG state matters
-    cfg = load_config(DEMO, TINY + [
-        "data.synthetic_train_size=48", "data.synthetic_eval_size=4", "train.batch_size=8", "train.max_steps=8",
-        "model.hidden_dropout=0.1", "model.mask_time_prob=0.2", "model.mask_time_length=2",
-    ])
+    cfg = load_config(
+        DEMO,
+        TINY
+        + [
+            "data.synthetic_train_size=48",
+            "data.synthetic_eval_size=4",
+            "train.batch_size=8",
+            "train.max_steps=8",
+            "model.hidden_dropout=0.1",
+            "model.mask_time_prob=0.2",
+            "model.mask_time_length=2",
+        ],
+    )
     full = train(cfg, tmp_path / "full")
     assert _train_until(cfg, tmp_path / "split", stop_at_step=4) == {"stopped": 4}
     assert (tmp_path / "split" / "checkpoint" / "state.json").is_file()
@@ -68,8 +83,11 @@ def test_non_finite_step_is_skipped_and_weights_stay_finite(tmp_path, monkeypatc
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(steps, "ctc_loss", poisoned)
-    cfg = load_config(DEMO, TINY + ["data.synthetic_train_size=32", "data.synthetic_eval_size=4",
-                                    "train.batch_size=8", "train.max_steps=5"])
+    cfg = load_config(
+        DEMO,
+        TINY
+        + ["data.synthetic_train_size=32", "data.synthetic_eval_size=4", "train.batch_size=8", "train.max_steps=5"],
+    )
     result = train(cfg, tmp_path / "run")
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["event"] == "skip"] == [3]
@@ -84,10 +102,28 @@ def test_non_finite_step_is_skipped_and_weights_stay_finite(tmp_path, monkeypatc
 def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastctc", "train", str(DEMO), "--out", str(out), *sum((["--set", s] for s in TINY), []),
-         "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_eval_size=4",
-         "--set", "train.max_steps=100000", "--set", "train.batch_size=4"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "fastctc",
+            "train",
+            str(DEMO),
+            "--out",
+            str(out),
+            *sum((["--set", s] for s in TINY), []),
+            "--set",
+            "data.synthetic_train_size=64",
+            "--set",
+            "data.synthetic_eval_size=4",
+            "--set",
+            "train.max_steps=100000",
+            "--set",
+            "train.batch_size=4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
     )
     lines = []
     for line in proc.stdout:
@@ -105,9 +141,22 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path):
 
 
 def _start_training(out: Path, overrides: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fastctc", "train", str(DEMO), "--out", str(out),
-                             *sum((["--set", s] for s in overrides), [])],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out.parent)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastctc",
+            "train",
+            str(DEMO),
+            "--out",
+            str(out),
+            *sum((["--set", s] for s in overrides), []),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=out.parent,
+    )
 
 
 def _signal_at(proc: subprocess.Popen, step_line: str, signum: int) -> str:
@@ -125,8 +174,14 @@ def _signal_at(proc: subprocess.Popen, step_line: str, signum: int) -> str:
 def test_sigterm_saves_and_resumes_exactly_and_so_does_the_sigkill_after_it(tmp_path):
     # what a cluster sends: SIGTERM, which stops at the step's end like Ctrl-C (exit 143), then after a
     # grace period SIGKILL, after which the last periodic checkpoint resumes as exactly
-    overrides = TINY + ["data.synthetic_train_size=32", "data.synthetic_eval_size=4", "train.batch_size=8",
-                        "train.max_steps=12", "train.checkpoint_every=2", "model.hidden_dropout=0.1"]
+    overrides = TINY + [
+        "data.synthetic_train_size=32",
+        "data.synthetic_eval_size=4",
+        "train.batch_size=8",
+        "train.max_steps=12",
+        "train.checkpoint_every=2",
+        "model.hidden_dropout=0.1",
+    ]
     cfg = load_config(DEMO, overrides)
     train(cfg, tmp_path / "full")
     full = _losses(tmp_path / "full")
@@ -154,15 +209,17 @@ def test_sigterm_saves_and_resumes_exactly_and_so_does_the_sigkill_after_it(tmp_
 
 
 def test_a_second_sigterm_ends_the_process_at_once():
-    code = ("import os, signal, time\n"
-            "from fastctc.train.loop import StopRequest\n"
-            "with StopRequest().installed() as stop:\n"
-            "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "    time.sleep(0.5)\n"
-            "    assert stop.requested and stop.signum == signal.SIGTERM\n"
-            "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "    time.sleep(5)\n"
-            "print('still running')\n")
+    code = (
+        "import os, signal, time\n"
+        "from fastctc.train.loop import StopRequest\n"
+        "with StopRequest().installed() as stop:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.5)\n"
+        "    assert stop.requested and stop.signum == signal.SIGTERM\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "print('still running')\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGTERM, proc.stdout + proc.stderr
     assert "SIGTERM again to abort" in proc.stderr and "still running" not in proc.stdout
@@ -182,10 +239,12 @@ def _write_equal_length_manifest(root: Path, count: int) -> Path:
     return path
 
 
-def _ddp_worker(rank: int, world: int, port: int, overrides: list, out: str, resume: bool = False,
-                stop_at_step: int | None = None) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+def _ddp_worker(
+    rank: int, world: int, port: int, overrides: list, out: str, resume: bool = False, stop_at_step: int | None = None
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     _train_until(load_config(DEMO, overrides), Path(out), stop_at_step, resume)
 
 
@@ -195,12 +254,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("per_rank", [["train.batch_size=2"], ["train.batch_size=1", "train.grad_accum=2"]],
-                         ids=["batch2", "batch1-accum2"])
+@pytest.mark.parametrize(
+    "per_rank", [["train.batch_size=2"], ["train.batch_size=1", "train.grad_accum=2"]], ids=["batch2", "batch1-accum2"]
+)
 def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path, per_rank):
     manifest = _write_equal_length_manifest(tmp_path, 16)
-    common = TINY + ["data.corpus=manifest", f"data.train={manifest}", f"data.eval={manifest}", "data.num_workers=0",
-                     "train.max_steps=4", "train.device=cpu", "data.max_duration_s=0"]
+    common = TINY + [
+        "data.corpus=manifest",
+        f"data.train={manifest}",
+        f"data.eval={manifest}",
+        "data.num_workers=0",
+        "train.max_steps=4",
+        "train.device=cpu",
+        "data.max_duration_s=0",
+    ]
     single = tmp_path / "single"
     train(load_config(DEMO, common + ["train.batch_size=4"]), single)
     ddp = tmp_path / "ddp"
@@ -223,15 +290,37 @@ def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path, per_rank):
 def test_transcribe_and_eval_commands_on_a_run_directory(tmp_path):
     manifest = _write_equal_length_manifest(tmp_path, 6)
     run = tmp_path / "run"
-    train(load_config(DEMO, TINY + ["data.synthetic_train_size=16", "data.synthetic_eval_size=4",
-                                    "train.batch_size=8", "train.max_steps=2"]), run)
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "transcribe", str(run), str(tmp_path / "u0.wav"),
-                           str(tmp_path / "missing.wav")], capture_output=True, text=True, timeout=120)
+    train(
+        load_config(
+            DEMO,
+            TINY
+            + ["data.synthetic_train_size=16", "data.synthetic_eval_size=4", "train.batch_size=8", "train.max_steps=2"],
+        ),
+        run,
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastctc",
+            "transcribe",
+            str(run),
+            str(tmp_path / "u0.wav"),
+            str(tmp_path / "missing.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1  # one file could not be read; the other was still transcribed
     assert proc.stdout.startswith(f"{tmp_path / 'u0.wav'}\t")
     assert "skipping" in proc.stderr and "missing.wav" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "eval", str(run), "--data", str(manifest)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastctc", "eval", str(run), "--data", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["utterances"] == 6 and 0.0 <= result["cer"] and 0.0 <= result["wer"]
@@ -240,16 +329,26 @@ def test_transcribe_and_eval_commands_on_a_run_directory(tmp_path):
 def test_plot_writes_a_png_of_the_run(tmp_path):
     pytest.importorskip("matplotlib")
     run = tmp_path / "run"
-    train(load_config(DEMO, TINY + ["data.synthetic_train_size=16", "data.synthetic_eval_size=4",
-                                    "train.batch_size=8", "train.max_steps=3"]), run)
+    train(
+        load_config(
+            DEMO,
+            TINY
+            + ["data.synthetic_train_size=16", "data.synthetic_eval_size=4", "train.batch_size=8", "train.max_steps=3"],
+        ),
+        run,
+    )
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"event": "train", "step": 4, "lo')  # a line cut short by a crash
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "plot", str(run)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastctc", "plot", str(run)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     png = run / "curves.png"
     assert proc.stdout.strip() == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "skipping unreadable line" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "plot", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastctc", "plot", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0 and "metrics.jsonl not found" in proc.stderr
 
 
@@ -257,8 +356,13 @@ def test_plot_writes_a_png_of_the_run(tmp_path):
 def test_cpu_checks_of_the_gpu_paths(tmp_path, extra):
     # bf16 autocast and torch.compile are the CUDA defaults; both run on CPU and must learn the same way.
     # One batch of all 16 utterances: every step has the same shape, so inductor compiles once.
-    common = TINY + ["data.synthetic_train_size=16", "data.synthetic_eval_size=4", "train.batch_size=16",
-                     "train.max_steps=3", "optim.warmup_steps=1"]
+    common = TINY + [
+        "data.synthetic_train_size=16",
+        "data.synthetic_eval_size=4",
+        "train.batch_size=16",
+        "train.max_steps=3",
+        "optim.warmup_steps=1",
+    ]
     result = train(load_config(DEMO, common + extra), tmp_path / "run")
     losses = _losses(tmp_path / "run")
     assert sorted(losses) == [1, 2, 3] and all(math.isfinite(v) for v in losses.values())
@@ -276,9 +380,19 @@ def test_cpu_checks_of_the_gpu_paths(tmp_path, extra):
 
 def test_ddp_resume_restores_every_ranks_random_streams(tmp_path):
     manifest = _write_equal_length_manifest(tmp_path, 16)
-    common = TINY + ["data.corpus=manifest", f"data.train={manifest}", f"data.eval={manifest}", "data.num_workers=0",
-                     "train.max_steps=4", "train.device=cpu", "data.max_duration_s=0", "train.batch_size=2",
-                     "model.hidden_dropout=0.2", "model.mask_time_prob=0.3", "model.mask_time_length=2"]
+    common = TINY + [
+        "data.corpus=manifest",
+        f"data.train={manifest}",
+        f"data.eval={manifest}",
+        "data.num_workers=0",
+        "train.max_steps=4",
+        "train.device=cpu",
+        "data.max_duration_s=0",
+        "train.batch_size=2",
+        "model.hidden_dropout=0.2",
+        "model.mask_time_prob=0.3",
+        "model.mask_time_length=2",
+    ]
     spawn = torch.multiprocessing.spawn
     spawn(_ddp_worker, args=(2, _free_port(), common, str(tmp_path / "full")), nprocs=2, join=True)
     spawn(_ddp_worker, args=(2, _free_port(), common, str(tmp_path / "split"), False, 2), nprocs=2, join=True)
@@ -289,8 +403,9 @@ def test_ddp_resume_restores_every_ranks_random_streams(tmp_path):
         assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
 
 
-def _ddp_worker_failing_loads(rank: int, world: int, port: int, overrides: list, out: str, resume: bool = False,
-                              stop_at_step: int | None = None) -> None:
+def _ddp_worker_failing_loads(
+    rank: int, world: int, port: int, overrides: list, out: str, resume: bool = False, stop_at_step: int | None = None
+) -> None:
     # every file of rank 1's first batch fails to load (in every run and epoch)
     from fastctc.data import dataset
     from fastctc.data.batching import LengthBucketSampler
@@ -311,12 +426,24 @@ def test_ddp_rank_with_an_unloadable_batch_stays_in_step_and_resumes_exactly(tmp
     # The rank whose batch failed still takes part in that step (a stand-in with weight 0), so every
     # rank stays at the same position in the epoch and a resume puts each back where it was.
     manifest = _write_equal_length_manifest(tmp_path, 16)
-    common = TINY + ["data.corpus=manifest", f"data.train={manifest}", f"data.eval={manifest}", "data.num_workers=0",
-                     "train.max_steps=4", "train.device=cpu", "data.max_duration_s=0", "train.batch_size=2"]
+    common = TINY + [
+        "data.corpus=manifest",
+        f"data.train={manifest}",
+        f"data.eval={manifest}",
+        "data.num_workers=0",
+        "train.max_steps=4",
+        "train.device=cpu",
+        "data.max_duration_s=0",
+        "train.batch_size=2",
+    ]
     spawn = torch.multiprocessing.spawn
     spawn(_ddp_worker_failing_loads, args=(2, _free_port(), common, str(tmp_path / "full")), nprocs=2, join=True)
-    spawn(_ddp_worker_failing_loads, args=(2, _free_port(), common, str(tmp_path / "split"), False, 2), nprocs=2,
-          join=True)
+    spawn(
+        _ddp_worker_failing_loads,
+        args=(2, _free_port(), common, str(tmp_path / "split"), False, 2),
+        nprocs=2,
+        join=True,
+    )
     spawn(_ddp_worker_failing_loads, args=(2, _free_port(), common, str(tmp_path / "split"), True), nprocs=2, join=True)
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
@@ -337,8 +464,12 @@ def test_transcribe_any_transformers_ctc_checkpoint(tmp_path):
     (tmp_path / "ckpt" / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
     audio = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
     sf.write(tmp_path / "a.wav", audio, 16_000)
-    proc = subprocess.run([sys.executable, "-m", "fastctc", "transcribe", str(tmp_path / "ckpt"), str(tmp_path / "a.wav")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastctc", "transcribe", str(tmp_path / "ckpt"), str(tmp_path / "a.wav")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     path, text = proc.stdout.rstrip("\n").split("\t")
     # the same greedy decoding done by hand on transformers' own logits (no attention mask: group norm)
@@ -366,15 +497,31 @@ def test_zero_infinity_switch_reaches_the_loss(tmp_path, monkeypatch, zero_infin
             input_lengths[0] = 1
         loss = real(logits, targets, input_lengths, target_lengths, **kw)
         assert kw["zero_infinity"] is zero_infinity
-        ref = F.ctc_loss(logits.detach().double().log_softmax(-1).transpose(0, 1), targets, input_lengths,
-                         target_lengths, blank=kw["blank"], reduction="mean", zero_infinity=zero_infinity)
+        ref = F.ctc_loss(
+            logits.detach().double().log_softmax(-1).transpose(0, 1),
+            targets,
+            input_lengths,
+            target_lengths,
+            blank=kw["blank"],
+            reduction="mean",
+            zero_infinity=zero_infinity,
+        )
         torch.testing.assert_close(loss.detach().double(), ref, rtol=1e-5, atol=1e-5)
         losses.append(float(loss.detach()))
         return loss
 
     monkeypatch.setattr(steps, "ctc_loss", checked)
-    cfg = load_config(DEMO, TINY + ["data.synthetic_train_size=24", "data.synthetic_eval_size=4", "train.batch_size=8",
-                                    "train.max_steps=3", f"train.zero_infinity={str(zero_infinity).lower()}"])
+    cfg = load_config(
+        DEMO,
+        TINY
+        + [
+            "data.synthetic_train_size=24",
+            "data.synthetic_eval_size=4",
+            "train.batch_size=8",
+            "train.max_steps=3",
+            f"train.zero_infinity={str(zero_infinity).lower()}",
+        ],
+    )
     train(cfg, tmp_path / "run")
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert math.isfinite(losses[1]) is zero_infinity and all(math.isfinite(x) for x in losses[::2])
@@ -388,8 +535,17 @@ def test_recipe_exact_run_trains_and_exports_what_transformers_loads(tmp_path):
     from fastctc.config import RECIPE_EXACT
     from fastctc.data.batching import GroupByLengthSampler
 
-    cfg = load_config(DEMO, TINY + ["data.synthetic_train_size=24", "data.synthetic_eval_size=4",
-                                    "train.batch_size=8", "train.max_steps=3", *RECIPE_EXACT])
+    cfg = load_config(
+        DEMO,
+        TINY
+        + [
+            "data.synthetic_train_size=24",
+            "data.synthetic_eval_size=4",
+            "train.batch_size=8",
+            "train.max_steps=3",
+            *RECIPE_EXACT,
+        ],
+    )
     run = prepare_run(cfg, tmp_path / "run")
     assert isinstance(run.sampler, GroupByLengthSampler) and run.vocab.tokens[-3:] == ["[PAD]", "<s>", "</s>"]
     batch = next(iter(run.loader))

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from hf_checkpoints import FAMILIES, PREFIX, tiny_ctc_model
 
 from fastctc.config import OptimConfig
 from fastctc.models import load_pretrained
 from fastctc.models.hf_io import _hf_key
 from fastctc.train.optim import build_optimizer, decay_parameter_names
-from hf_checkpoints import FAMILIES, PREFIX, tiny_ctc_model
 
 transformers = pytest.importorskip("transformers")
 

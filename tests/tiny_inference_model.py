@@ -17,10 +17,20 @@ def save_tiny_model(directory, layers: int = 1, seed: int = 0, vocab=TOKENS, loc
     """A random wav2vec2-layout model (layer-norm features, 320 samples per frame). local: attention's
     output projection zeroed, so each frame sees only the conv receptive field and the 8-frame positional
     conv (under 0.2 s): chunked logits must then equal whole-file logits."""
-    cfg = EncoderConfig(vocab_size=len(vocab), pad_token_id=len(vocab) - 1, hidden_size=32,
-                        num_hidden_layers=layers, num_attention_heads=2, intermediate_size=48,
-                        conv_dim=(16,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
-                        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, mask_time_prob=0.0)  # fmt: skip
+    cfg = EncoderConfig(
+        vocab_size=len(vocab),
+        pad_token_id=len(vocab) - 1,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=48,
+        conv_dim=(16,) * 7,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0,
+    )
     torch.manual_seed(seed)
     model = CTCModel(cfg).eval()
     if local:

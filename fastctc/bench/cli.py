@@ -24,9 +24,13 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("bench", help="run a benchmark: " + ", ".join(BENCHMARKS),
-                              description=(OVERVIEW or "").strip(),
-                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = subparsers.add_parser(
+        "bench",
+        help="run a benchmark: " + ", ".join(BENCHMARKS),
+        description=(OVERVIEW or "").strip(),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("name", choices=BENCHMARKS, help="which benchmark")
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments (NAME --help lists them)")
     p.set_defaults(func=_main)

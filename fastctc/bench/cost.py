@@ -46,8 +46,12 @@ class GPU:
 
 
 H100_DATASHEET = GPU("H100 SXM datasheet", 989e12, 3.35e12, "NVIDIA datasheet: 989 TFLOP/s dense bf16, 3.35 TB/s HBM3")
-H100_MEASURED = GPU("H100 measured here", 798e12, 3.0e12,
-                    "this workplace's H100: a bf16 matmul at 798 TFLOP/s, a device copy at ~3.0 TB/s")  # fmt: skip
+H100_MEASURED = GPU(
+    "H100 measured here",
+    798e12,
+    3.0e12,
+    "this workplace's H100: a bf16 matmul at 798 TFLOP/s, a device copy at ~3.0 TB/s",
+)
 GPUS = {"h100": H100_DATASHEET, "h100-measured": H100_MEASURED}
 
 
@@ -80,24 +84,40 @@ class Card:
 
 
 CARDS = {
-    "wav2vec2-base-timit": Card("wav2vec2-base-timit", "wav2vec2-base", TIMIT, 32, 20, "32 min", 32 * 60,
-                                "1 x TITAN RTX"),
-    "distilhubert-timit": Card("distilhubert-timit", "distilhubert", TIMIT, 32, 20, "26 min", 26 * 60,
-                               "1 x TITAN RTX"),
-    "unispeech-large-timit": Card("unispeech-large-timit", "unispeech-large", TIMIT, 32, 20, "35 min", 35 * 60,
-                                  "1 x TITAN RTX"),
+    "wav2vec2-base-timit": Card(
+        "wav2vec2-base-timit", "wav2vec2-base", TIMIT, 32, 20, "32 min", 32 * 60, "1 x TITAN RTX"
+    ),
+    "distilhubert-timit": Card("distilhubert-timit", "distilhubert", TIMIT, 32, 20, "26 min", 26 * 60, "1 x TITAN RTX"),
+    "unispeech-large-timit": Card(
+        "unispeech-large-timit", "unispeech-large", TIMIT, 32, 20, "35 min", 35 * 60, "1 x TITAN RTX"
+    ),
     "wavlm-large-timit": Card("wavlm-large-timit", "wavlm-large", TIMIT, 32, 100, "", None, "", steps=12_500),
-    "hubert-large-librispeech100": Card("hubert-large-librispeech100", "hubert-large", LIBRISPEECH_100, 32, 3,
-                                        "1 h 30", 90 * 60, "8 x V100", steps=2_620),  # > 20 s dropped
-}  # fmt: skip
+    "hubert-large-librispeech100": Card(
+        "hubert-large-librispeech100",
+        "hubert-large",
+        LIBRISPEECH_100,
+        32,
+        3,
+        "1 h 30",
+        90 * 60,
+        "8 x V100",
+        steps=2_620,
+    ),  # > 20 s dropped
+}
 
 
 def card_config(family: str) -> EncoderConfig:
     """The native EncoderConfig of a family at its card's size with the recipe's settings."""
     fam = FAMILIES[family]
     fields = {f.name for f in dataclasses.fields(EncoderConfig)}
-    keys = {**fam.card_width, **fam.layout, **RECIPE, "model_type": fam.model_type, "vocab_size": VOCAB,
-            "pad_token_id": VOCAB - 1}  # fmt: skip
+    keys = {
+        **fam.card_width,
+        **fam.layout,
+        **RECIPE,
+        "model_type": fam.model_type,
+        "vocab_size": VOCAB,
+        "pad_token_id": VOCAB - 1,
+    }
     return EncoderConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in keys.items() if k in fields})
 
 
@@ -138,8 +158,9 @@ def _tensors(tree) -> list[torch.Tensor]:
     return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
 
 
-def step_cost(family: str, batch: int, seconds: float, gpus: dict[str, GPU] | None = None,
-              sample_rate: int = 16_000) -> dict:  # fmt: skip
+def step_cost(
+    family: str, batch: int, seconds: float, gpus: dict[str, GPU] | None = None, sample_rate: int = 16_000
+) -> dict:
     """FLOPs, bytes and per-GPU floor of one training step (forward, loss, backward, optimizer)."""
     gpus = gpus or GPUS
     cfg = card_config(family)
@@ -162,10 +183,18 @@ def step_cost(family: str, batch: int, seconds: float, gpus: dict[str, GPU] | No
     counter.add(B * T * V * 5 + B * T * S * 30, 3 * B * T * V * 2 + 2 * B * T * S * 4)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     counter.add(12 * trainable, 28 * trainable)  # fused AdamW, fp32 master weights and state
-    return {"family": family, "batch": batch, "seconds": seconds, "frames": T,
-            "params": sum(p.numel() for p in model.parameters()), "trainable": trainable,
-            "flops": counter.flops, "bytes": counter.bytes, "ops": counter.ops,
-            "floor_s": dict(counter.floor_s)}  # fmt: skip
+    return {
+        "family": family,
+        "batch": batch,
+        "seconds": seconds,
+        "frames": T,
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable": trainable,
+        "flops": counter.flops,
+        "bytes": counter.bytes,
+        "ops": counter.ops,
+        "floor_s": dict(counter.floor_s),
+    }
 
 
 def card_prediction(card: Card, mfus: list[float], gpus: dict[str, GPU] | None = None) -> dict:
@@ -175,10 +204,20 @@ def card_prediction(card: Card, mfus: list[float], gpus: dict[str, GPU] | None =
     step = step_cost(card.family, card.batch, seconds, gpus)
     steps_per_epoch = math.ceil(card.corpus.utterances / card.batch)
     run_steps = card.steps or steps_per_epoch * card.epochs
-    row = {"card": card.name, "corpus": card.corpus.name, "utterances": card.corpus.utterances,
-           "mean_seconds": seconds, "batch": card.batch, "epochs": card.epochs, "steps": run_steps,
-           "step": step, "published": card.published, "published_s": card.published_s,
-           "published_hw": card.published_hw, "gpus": {}}  # fmt: skip
+    row = {
+        "card": card.name,
+        "corpus": card.corpus.name,
+        "utterances": card.corpus.utterances,
+        "mean_seconds": seconds,
+        "batch": card.batch,
+        "epochs": card.epochs,
+        "steps": run_steps,
+        "step": step,
+        "published": card.published,
+        "published_s": card.published_s,
+        "published_hw": card.published_hw,
+        "gpus": {},
+    }
     for k, g in gpus.items():
         row["gpus"][k] = {
             "floor_step_s": step["floor_s"][k],
@@ -201,26 +240,38 @@ def fmt_time(s: float | None) -> str:
 def table(rows: list[dict], gpu: str, mfus: list[float]) -> str:
     """The README's table: one line per card."""
     mfu_heads = " | ".join(f"run at {m:.0%} MFU" for m in mfus)
-    lines = [f"| card | params | step (batch x mean s) | TFLOP / step | GB moved / step (eager) | floor / step | "
-             f"floor / run | {mfu_heads} | published (hardware) |",
-             "|---" * (8 + len(mfus)) + "|"]  # fmt: skip
+    lines = [
+        f"| card | params | step (batch x mean s) | TFLOP / step | GB moved / step (eager) | floor / step | "
+        f"floor / run | {mfu_heads} | published (hardware) |",
+        "|---" * (8 + len(mfus)) + "|",
+    ]
     for r in rows:
         s, g = r["step"], r["gpus"][gpu]
         mfu_cells = " | ".join(fmt_time(g["mfu"][f"{m:g}"]) for m in mfus)
         pub = f"{r['published']} ({r['published_hw']})" if r["published"] else "not published"
-        lines.append(f"| {r['card']} | {s['params'] / 1e6:.0f} M | {r['batch']} x {r['mean_seconds']:.1f} s, "
-                     f"{r['steps']:,} steps | {s['flops'] / 1e12:.2f} | {s['bytes'] / 1e9:.1f} | "
-                     f"{g['floor_step_s'] * 1e3:.1f} ms | {fmt_time(g['floor_run_s'])} | {mfu_cells} | {pub} |")
+        lines.append(
+            f"| {r['card']} | {s['params'] / 1e6:.0f} M | {r['batch']} x {r['mean_seconds']:.1f} s, "
+            f"{r['steps']:,} steps | {s['flops'] / 1e12:.2f} | {s['bytes'] / 1e9:.1f} | "
+            f"{g['floor_step_s'] * 1e3:.1f} ms | {fmt_time(g['floor_run_s'])} | {mfu_cells} | {pub} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="fastctc bench cost", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="fastctc bench cost",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     ap.add_argument("--cards", nargs="+", choices=list(CARDS), default=list(CARDS))
-    ap.add_argument("--mfu", nargs="+", type=float, default=[0.6, 0.4, 0.25],
-                    help="MFU levels (fractions of each table's bf16 peak) to predict at (default 0.6 0.4 0.25)")
+    ap.add_argument(
+        "--mfu",
+        nargs="+",
+        type=float,
+        default=[0.6, 0.4, 0.25],
+        help="MFU levels (fractions of each table's bf16 peak) to predict at (default 0.6 0.4 0.25)",
+    )
     args = ap.parse_args(argv)
     if any(not 0 < m <= 1 for m in args.mfu):
         raise SystemExit(f"--mfu: each level must be in (0, 1], got {args.mfu}")
@@ -228,11 +279,17 @@ def main(argv: list[str] | None = None) -> dict:
     for key, gpu in GPUS.items():
         print(f"\n{gpu.name} ({gpu.source}); predicted, not measured:\n")
         print(table(rows, key, args.mfu))
-    print("\nfloor: every op at its own roofline on that GPU, summed (eager: no fusion; launches and host not "
-          "counted); an MFU time below it is reachable only with fusion (torch.compile). Run times: training "
-          "steps only (no evaluation, no data loading); MFU = the fraction of that table's bf16 peak.")
-    report = {"bench": "cost", "gpus": {k: dataclasses.asdict(g) for k, g in GPUS.items()}, "mfu": args.mfu,
-              "results": rows}  # fmt: skip
+    print(
+        "\nfloor: every op at its own roofline on that GPU, summed (eager: no fusion; launches and host not "
+        "counted); an MFU time below it is reachable only with fusion (torch.compile). Run times: training "
+        "steps only (no evaluation, no data loading); MFU = the fraction of that table's bf16 peak."
+    )
+    report = {
+        "bench": "cost",
+        "gpus": {k: dataclasses.asdict(g) for k, g in GPUS.items()},
+        "mfu": args.mfu,
+        "results": rows,
+    }
     print(json.dumps(report))
     return report
 

@@ -115,11 +115,14 @@ def check_vs_float64(logits, labels, il, tl, blank, compiled: bool) -> dict:
     with torch.backends.cudnn.flags(enabled=False):
         ours = run(lambda x: ctc_loss_triton(x, labels, il, tl, blank=blank, zero_infinity=True), logits)
         t32 = run(lambda x: ctc_loss_reference(x, labels, il, tl, blank, "mean", True), logits.float())
-        ref = run(lambda x: F.ctc_loss(x.log_softmax(-1).transpose(0, 1), labels, il, tl, blank=blank,
-                                       zero_infinity=True), logits.double())  # fmt: skip
+        ref = run(
+            lambda x: F.ctc_loss(x.log_softmax(-1).transpose(0, 1), labels, il, tl, blank=blank, zero_infinity=True),
+            logits.double(),
+        )
     T, V = logits.shape[1:]
-    loss_extra, grad_extra = (tolerance.compiled_exp_allowance(T, V, il, tl, "mean", torch.tensor(1.0))
-                              if compiled else (0.0, 0.0))  # fmt: skip
+    loss_extra, grad_extra = (
+        tolerance.compiled_exp_allowance(T, V, il, tl, "mean", torch.tensor(1.0)) if compiled else (0.0, 0.0)
+    )
     loss_err, loss_err_torch, scale = tolerance.fp32_errors(ours[0], t32[0], ref[0])
     loss_bound = tolerance.fp32_bound(loss_err_torch, scale, loss_extra)
     if logits.dtype == torch.float32:
@@ -129,8 +132,13 @@ def check_vs_float64(logits, labels, il, tl, blank, compiled: bool) -> dict:
         grad_err = float((ours[1] - ref[1]).abs().max())
         excess, _ = tolerance.low_precision_grad_excess(ours[1], ref[1], t32[1], logits.dtype, grad_extra)
         grad_excess = float(excess.max())
-    return {"loss_err": loss_err, "loss_bound": loss_bound, "grad_max_err": grad_err,
-            "grad_worst_excess": grad_excess, "ok": loss_err <= loss_bound and grad_excess <= 0}  # fmt: skip
+    return {
+        "loss_err": loss_err,
+        "loss_bound": loss_bound,
+        "grad_max_err": grad_err,
+        "grad_worst_excess": grad_excess,
+        "ok": loss_err <= loss_bound and grad_excess <= 0,
+    }
 
 
 def time_cuda(B, T, L, V, dtype, blank, device="cuda"):
@@ -143,9 +151,12 @@ def time_cuda(B, T, L, V, dtype, blank, device="cuda"):
     calls = {name: (fn, labels, il, tl) for name, fn in fns.items()}
     cud = cudnn_case(logits, labels.cpu(), tl.cpu(), L, blank)
     if cud is not None:  # cuDNN's path: its own blank-0 labels; the cost does not depend on ids
-        calls["cudnn"] = (lambda x, tg, a, b: F.ctc_loss(x.float().log_softmax(-1).transpose(0, 1),
-                                                         tg, a, b, blank=0, zero_infinity=True),
-                          *cud)  # fmt: skip
+        calls["cudnn"] = (
+            lambda x, tg, a, b: F.ctc_loss(
+                x.float().log_softmax(-1).transpose(0, 1), tg, a, b, blank=0, zero_infinity=True
+            ),
+            *cud,
+        )
 
     check = check_vs_float64(logits, labels, il, tl, blank, compiled=True)  # at the real shape
 
@@ -168,9 +179,18 @@ def time_cuda(B, T, L, V, dtype, blank, device="cuda"):
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() - base
             moved = bytes_model(name, mode, B, T, L, V, logits.element_size())
-            rows.append(dict(provider=name, mode=mode, median_ms=med, p20_ms=p20, p80_ms=p80,
-                             peak_extra_mb=peak / 2**20, model_mb=moved / 2**20,
-                             gb_per_s=moved / (med * 1e-3) / 1e9))  # fmt: skip
+            rows.append(
+                dict(
+                    provider=name,
+                    mode=mode,
+                    median_ms=med,
+                    p20_ms=p20,
+                    p80_ms=p80,
+                    peak_extra_mb=peak / 2**20,
+                    model_mb=moved / 2**20,
+                    gb_per_s=moved / (med * 1e-3) / 1e9,
+                )
+            )
             x.grad = None
             if mode == "backward":
                 del loss
@@ -189,10 +209,16 @@ def correctness(device: str, B=2, T=60, L=20, V=32) -> dict:
 
 def failed_checks(report: dict) -> list[str]:
     """Which correctness checks of a report missed (an interpreted run that crashed counts)."""
-    failed = [f"small case {k}" for k, v in report.get("correctness", {}).items()
-              if not isinstance(v, dict) or not v.get("ok")]  # fmt: skip
-    failed += [f"{e['card']} B={e['B']} T={e['T']} L={e['L']}" for e in report["shapes"]
-               if "vs_float64" in e and not e["vs_float64"]["ok"]]  # fmt: skip
+    failed = [
+        f"small case {k}"
+        for k, v in report.get("correctness", {}).items()
+        if not isinstance(v, dict) or not v.get("ok")
+    ]
+    failed += [
+        f"{e['card']} B={e['B']} T={e['T']} L={e['L']}"
+        for e in report["shapes"]
+        if "vs_float64" in e and not e["vs_float64"]["ok"]
+    ]
     return failed
 
 
@@ -220,19 +246,24 @@ def main(argv: list[str] | None = None) -> None:
     e = torch.tensor([], dtype=dtype).element_size()
     shapes = [s for s in SHAPES if s[0] in args.cards]
     cuda = torch.cuda.is_available()
-    report = {"bench": "ctc", "dtype": args.dtype, "cuda": cuda,
-              "device": torch.cuda.get_device_name() if cuda else "cpu", "shapes": []}  # fmt: skip
+    report = {
+        "bench": "ctc",
+        "dtype": args.dtype,
+        "cuda": cuda,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "shapes": [],
+    }
 
     print(f"bytes-moved model, {args.dtype} logits (MB; see the docstring)")
-    print(f"{'card':12s} {'B':>3s} {'T':>5s} {'L':>4s} {'V':>4s} {'provider':>8s} "
-          f"{'fwd':>8s} {'bwd':>8s} {'fwd+bwd':>8s}")  # fmt: skip
+    print(
+        f"{'card':12s} {'B':>3s} {'T':>5s} {'L':>4s} {'V':>4s} {'provider':>8s} {'fwd':>8s} {'bwd':>8s} {'fwd+bwd':>8s}"
+    )
     for card, B, T, L, V in shapes:
         entry = {"card": card, "B": B, "T": T, "L": L, "V": V, "bytes_model": {}}
         for p in ("fastctc", "torch"):
             mb = {m: bytes_model(p, m, B, T, L, V, e) for m in MODES}
             entry["bytes_model"][p] = mb
-            print(f"{card:12s} {B:3d} {T:5d} {L:4d} {V:4d} {p:>8s} "
-                  + " ".join(f"{mb[m] / 2**20:8.2f}" for m in MODES))  # fmt: skip
+            print(f"{card:12s} {B:3d} {T:5d} {L:4d} {V:4d} {p:>8s} " + " ".join(f"{mb[m] / 2**20:8.2f}" for m in MODES))
         report["shapes"].append(entry)
 
     if not cuda:
@@ -246,20 +277,23 @@ def main(argv: list[str] | None = None) -> None:
 
     report["correctness"] = correctness("cuda")
     print(f"\ncorrectness vs float64 (B=2, T=60, L=20, V=32): {report['correctness']}")
-    print(f"\n{'card':12s} {'B':>3s} {'T':>5s} {'L':>4s} {'mode':>16s} {'provider':>8s} "
-          f"{'median':>8s} {'p20':>8s} {'p80':>8s} {'peak MB':>8s} {'GB/s':>7s}")  # fmt: skip
+    print(
+        f"\n{'card':12s} {'B':>3s} {'T':>5s} {'L':>4s} {'mode':>16s} {'provider':>8s} "
+        f"{'median':>8s} {'p20':>8s} {'p80':>8s} {'peak MB':>8s} {'GB/s':>7s}"
+    )
     for entry in report["shapes"]:
         B, T, L, V = entry["B"], entry["T"], entry["L"], entry["V"]
         rows, check = time_cuda(B, T, L, V, dtype, blank=V - 1)  # the recipe's blank: last id
         entry["timings"], entry["vs_float64"] = rows, check
         for r in rows:
-            print(f"{entry['card']:12s} {B:3d} {T:5d} {L:4d} {r['mode']:>16s} {r['provider']:>8s} "
-                  f"{r['median_ms']:8.3f} {r['p20_ms']:8.3f} {r['p80_ms']:8.3f} "
-                  f"{r['peak_extra_mb']:8.1f} {r['gb_per_s']:7.1f}")  # fmt: skip
+            print(
+                f"{entry['card']:12s} {B:3d} {T:5d} {L:4d} {r['mode']:>16s} {r['provider']:>8s} "
+                f"{r['median_ms']:8.3f} {r['p20_ms']:8.3f} {r['p80_ms']:8.3f} "
+                f"{r['peak_extra_mb']:8.1f} {r['gb_per_s']:7.1f}"
+            )
         fb = {r["provider"]: r["median_ms"] for r in rows if r["mode"] == "forward+backward"}
         entry["speedup_fwd_bwd_vs_torch"] = fb["torch"] / fb["fastctc"]
-        print(f"  fwd+bwd speedup vs torch: {entry['speedup_fwd_bwd_vs_torch']:.2f}x; "
-              f"check vs float64: {check}")  # fmt: skip
+        print(f"  fwd+bwd speedup vs torch: {entry['speedup_fwd_bwd_vs_torch']:.2f}x; check vs float64: {check}")
         print(json.dumps({"bench": "ctc", "shape": entry}), flush=True)  # kept if a later shape times out
     finish(report)
 
@@ -269,8 +303,10 @@ def finish(report: dict) -> None:
     report["failed_checks"] = failed_checks(report)
     print(json.dumps(report), flush=True)
     if report["failed_checks"]:
-        raise KernelCheckError(f"fastctc bench ctc: the fused kernel missed the float64 tolerance at "
-                               f"{', '.join(report['failed_checks'])} (see the check lines above)")  # fmt: skip
+        raise KernelCheckError(
+            f"fastctc bench ctc: the fused kernel missed the float64 tolerance at "
+            f"{', '.join(report['failed_checks'])} (see the check lines above)"
+        )
 
 
 if __name__ == "__main__":

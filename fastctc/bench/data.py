@@ -97,14 +97,23 @@ def padding_rows(name: str, durations: np.ndarray, seeds: int, batch: int = 32) 
     for label, b, seconds in ((f"batch {batch}", batch, 0.0), (f"{budget:.0f} s budget", batch, budget)):
         sampler = LengthBucketSampler(durations, 0, b, seconds)
         L = sampler.lengths
-        ours = [padded_fraction([x for step in sampler.epoch_batches(e) for x in step], L, padded_length)
-                for e in range(seeds)]  # fmt: skip
+        ours = [
+            padded_fraction([x for step in sampler.epoch_batches(e) for x in step], L, padded_length)
+            for e in range(seeds)
+        ]
         b_equal = max(1, round(len(L) / len(sampler))) if seconds else b  # same number of batches
         gbl = [padded_fraction(group_by_length_batches(L, b_equal, s), L) for s in range(seeds)]
         rnd = [padded_fraction(random_batches(len(L), b_equal, s), L) for s in range(seeds)]
-        row = {"durations": name, "utterances": len(L), "batching": label, "batches": len(sampler),
-               "other_batch_size": b_equal, "fastctc": spread(ours), "group_by_length": spread(gbl),
-               "random": spread(rnd)}  # fmt: skip
+        row = {
+            "durations": name,
+            "utterances": len(L),
+            "batching": label,
+            "batches": len(sampler),
+            "other_batch_size": b_equal,
+            "fastctc": spread(ours),
+            "group_by_length": spread(gbl),
+            "random": spread(rnd),
+        }
         row["ratio_to_group_by_length"] = row["fastctc"]["median"] / row["group_by_length"]["median"]
         rows.append(row)
     return rows
@@ -112,21 +121,29 @@ def padding_rows(name: str, durations: np.ndarray, seeds: int, batch: int = 32) 
 
 def bench_padding(root: Path | None, seeds: int, scale: float, log=print) -> list[dict]:
     rng = np.random.default_rng(0)
-    sets = {"timit-like": timit_like(int(SIZES["timit"] * scale), rng),
-            "librispeech-like": librispeech_like(int(SIZES["librispeech"] * scale), rng)}  # fmt: skip
+    sets = {
+        "timit-like": timit_like(int(SIZES["timit"] * scale), rng),
+        "librispeech-like": librispeech_like(int(SIZES["librispeech"] * scale), rng),
+    }
     for corpus, utts in (recordings(root) if root else {}).items():
         real = np.array([probe(u.path).duration for u in utts])
         sets[f"{corpus} recordings ({len(real)})"] = rng.choice(real, int(SIZES[corpus] * scale))
     rows = []
-    log(f"{'durations':28s} {'N':>6s} {'batching':>14s} {'fastctc':>22s} {'group_by_length':>22s} "
-        f"{'random':>22s} {'ratio':>6s}")  # fmt: skip
+    log(
+        f"{'durations':28s} {'N':>6s} {'batching':>14s} {'fastctc':>22s} {'group_by_length':>22s} "
+        f"{'random':>22s} {'ratio':>6s}"
+    )
     for name, d in sets.items():
         for row in padding_rows(name, d, seeds):
             rows.append(row)
-            cells = " ".join(f"{row[k]['median']:7.2%} ({row[k]['p20']:5.2%}-{row[k]['p80']:5.2%})"
-                             for k in ("fastctc", "group_by_length", "random"))  # fmt: skip
-            log(f"{name:28s} {row['utterances']:6d} {row['batching']:>14s} {cells} "
-                f"{row['ratio_to_group_by_length']:6.2f}")
+            cells = " ".join(
+                f"{row[k]['median']:7.2%} ({row[k]['p20']:5.2%}-{row[k]['p80']:5.2%})"
+                for k in ("fastctc", "group_by_length", "random")
+            )
+            log(
+                f"{name:28s} {row['utterances']:6d} {row['batching']:>14s} {cells} "
+                f"{row['ratio_to_group_by_length']:6.2f}"
+            )
     return rows
 
 
@@ -158,8 +175,9 @@ def transformers_collate(ds: SpeechDataset, batches: list[list[int]]):
     """The recipe's path: decode each file, Wav2Vec2FeatureExtractor normalises and pads the batch."""
     import transformers
 
-    fe = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
-                                               do_normalize=True, return_attention_mask=False)  # fmt: skip
+    fe = transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    )
 
     def epoch():
         for b in batches:
@@ -198,11 +216,22 @@ def bench_loader(sources: dict[str, SpeechDataset], repeats: int, batch: int, lo
             timings = alternate(providers, repeats, warmup=1, log=log)
             for provider, t in timings.items():
                 rtf = audio_s / (t["median_ms"] / 1e3)
-                rows.append(dict(source=name, files=len(ds), audio_s=audio_s, provider=provider,
-                                 realtime_x=rtf, realtime_x_p20=audio_s / (t["p80_ms"] / 1e3),
-                                 realtime_x_p80=audio_s / (t["p20_ms"] / 1e3), **t))  # fmt: skip
-                log(f"  {provider:32s} median {t['median_ms']:8.1f} ms per epoch  {rtf:8.0f}x real time "
-                    f"(p20-p80 {rows[-1]['realtime_x_p20']:.0f}-{rows[-1]['realtime_x_p80']:.0f}x)")
+                rows.append(
+                    dict(
+                        source=name,
+                        files=len(ds),
+                        audio_s=audio_s,
+                        provider=provider,
+                        realtime_x=rtf,
+                        realtime_x_p20=audio_s / (t["p80_ms"] / 1e3),
+                        realtime_x_p80=audio_s / (t["p20_ms"] / 1e3),
+                        **t,
+                    )
+                )
+                log(
+                    f"  {provider:32s} median {t['median_ms']:8.1f} ms per epoch  {rtf:8.0f}x real time "
+                    f"(p20-p80 {rows[-1]['realtime_x_p20']:.0f}-{rows[-1]['realtime_x_p80']:.0f}x)"
+                )
     finally:
         torch.set_num_threads(threads)
     return rows
@@ -219,19 +248,30 @@ def loader_sources(root: Path | None, audio: str, files: int, tmp: Path) -> dict
         else:
             n = files or 24
             sources[f"generated {fmt} ({corpus}-like durations)"] = dataset_of(
-                generated_files(tmp, fmt, [float(x) for x in draw(n * 2, rng)[:n]]))
+                generated_files(tmp, fmt, [float(x) for x in draw(n * 2, rng)[:n]])
+            )
     return sources
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="fastctc bench data", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="fastctc bench data",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     ap.add_argument("--part", choices=("all", "padding", "loader"), default="all")
-    ap.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
-                    help="folder holding timit-sample/ and librispeech-mini/ (optional; default ../shared/data)")
-    ap.add_argument("--audio", choices=("recordings", "generated"), default="recordings",
-                    help="loader input: the recordings under --data-root when there, else generated files")
+    ap.add_argument(
+        "--data-root",
+        default=str(DEFAULT_DATA_ROOT),
+        help="folder holding timit-sample/ and librispeech-mini/ (optional; default ../shared/data)",
+    )
+    ap.add_argument(
+        "--audio",
+        choices=("recordings", "generated"),
+        default="recordings",
+        help="loader input: the recordings under --data-root when there, else generated files",
+    )
     ap.add_argument("--files", type=int, default=0, help="loader: at most this many files per format (0 = all)")
     ap.add_argument("--batch", type=int, default=8, help="loader batch size (default 8)")
     ap.add_argument("--repeats", type=int, default=5, help="loader: timed epochs per provider (default 5)")
@@ -249,8 +289,12 @@ def main(argv: list[str] | None = None) -> dict:
         at32 = [r for r in rows if r["batching"] == "batch 32"]
         worst = max(at32, key=lambda r: r["ratio_to_group_by_length"])
         ratio = worst["ratio_to_group_by_length"]
-        goals["padding_vs_group_by_length_at_32"] = {"worst": ratio, "durations": worst["durations"],
-                                                     "target": PADDING_GOAL, "met": ratio <= PADDING_GOAL}
+        goals["padding_vs_group_by_length_at_32"] = {
+            "worst": ratio,
+            "durations": worst["durations"],
+            "target": PADDING_GOAL,
+            "met": ratio <= PADDING_GOAL,
+        }
     if args.part in ("all", "loader"):
         print("\nloader: audio seconds per wall second, one torch thread")
         with tempfile.TemporaryDirectory() as tmp:
@@ -259,15 +303,21 @@ def main(argv: list[str] | None = None) -> dict:
         report["loader"] = rows
         ours = [r for r in rows if r["provider"].startswith("fastctc")]
         worst = min(ours, key=lambda r: r["realtime_x"])
-        goals["loader_realtime_per_core"] = {"worst": worst["realtime_x"], "source": worst["source"],
-                                             "provider": worst["provider"], "target": LOADER_GOAL,
-                                             "met": worst["realtime_x"] >= LOADER_GOAL}  # fmt: skip
+        goals["loader_realtime_per_core"] = {
+            "worst": worst["realtime_x"],
+            "source": worst["source"],
+            "provider": worst["provider"],
+            "target": LOADER_GOAL,
+            "met": worst["realtime_x"] >= LOADER_GOAL,
+        }
     report["goals"] = goals
     report["wall_s"] = time.time() - t0
     print("\ngoals:")
     for name, g in goals.items():
-        print(f"  {name}: {g['worst']:.3g} (target {'<=' if 'padding' in name else '>='} {g['target']:g}): "
-              f"{'met' if g['met'] else 'MISSED'}")
+        print(
+            f"  {name}: {g['worst']:.3g} (target {'<=' if 'padding' in name else '>='} {g['target']:g}): "
+            f"{'met' if g['met'] else 'MISSED'}"
+        )
     print(json.dumps(report))
     return report
 

@@ -31,8 +31,18 @@ MODES = ("forward", "forward+backward")
 GOALS = {"native": 1.0, "native-compiled": 1.3}  # forward+backward speedup over transformers eager
 
 
-def bench_family(family: str, size: str, batch: int, seconds: float, repeats: int, warmup: int,
-                 compiled: bool, device: torch.device, profile: int = 0, log=print) -> list[dict]:  # fmt: skip
+def bench_family(
+    family: str,
+    size: str,
+    batch: int,
+    seconds: float,
+    repeats: int,
+    warmup: int,
+    compiled: bool,
+    device: torch.device,
+    profile: int = 0,
+    log=print,
+) -> list[dict]:
     hf, native = build_pair(family, size)
     hf, native = hf.to(device), native.to(device)
     waves, lengths = audio_batch(batch, seconds)
@@ -45,8 +55,10 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
     torch._dynamo.reset()
     step_model = torch.compile(native) if compiled else None
     params = sum(p.numel() for p in native.parameters())
-    log(f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers, "
-        f"{params / 1e6:.1f} M parameters), batch {batch} x {seconds:g} s, attention mask {'on' if masked else 'off'}")
+    log(
+        f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers, "
+        f"{params / 1e6:.1f} M parameters), batch {batch} x {seconds:g} s, attention mask {'on' if masked else 'off'}"
+    )
 
     with torch.no_grad():
         T = native(waves, native_lengths)[0].shape[1]
@@ -64,19 +76,25 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
         native.train(training)
         sides = {"native": forward_of(native, False), "transformers": forward_of(hf, True)}
         if step_model is not None:
-            sides = {"native": sides["native"], "native-compiled": forward_of(step_model, False),
-                     "transformers": sides["transformers"]}  # fmt: skip
+            sides = {
+                "native": sides["native"],
+                "native-compiled": forward_of(step_model, False),
+                "transformers": sides["transformers"],
+            }
 
         def provider(fwd, model):
             if not training:
+
                 def run():
                     with torch.no_grad():
                         fwd()
+
                 return run
 
             def run():
                 model.zero_grad(set_to_none=True)
                 fwd().backward(cotangent)
+
             return run
 
         providers = {name: provider(fwd, hf if name == "transformers" else native) for name, fwd in sides.items()}
@@ -85,10 +103,22 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
         ref = timings["transformers"]["median_ms"]
         for name, t in timings.items():
             speedup = ref / t["median_ms"]
-            rows.append(dict(family=family, size=size, batch=batch, seconds=seconds, mode=mode, provider=name,
-                             speedup_vs_transformers=speedup, **t))  # fmt: skip
-            log(f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
-                f"{speedup:5.2f}x transformers")
+            rows.append(
+                dict(
+                    family=family,
+                    size=size,
+                    batch=batch,
+                    seconds=seconds,
+                    mode=mode,
+                    provider=name,
+                    speedup_vs_transformers=speedup,
+                    **t,
+                )
+            )
+            log(
+                f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
+                f"{speedup:5.2f}x transformers"
+            )
         for name in providers if profile else ():
             log(f"-- profile: {family} {mode} {name}\n{profile_table(providers[name], device, profile)}")
     return rows
@@ -96,15 +126,23 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
 
 def main(argv: list[str] | None = None) -> dict:
     cuda = torch.cuda.is_available()
-    ap = argparse.ArgumentParser(prog="fastctc bench encoder", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="fastctc bench encoder",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
-    ap.add_argument("--size", choices=SIZES, default="card" if cuda else "base",
-                    help="tiny (smoke test), base (base width; the CPU default), card (the cards' sizes; GPU default)")
+    ap.add_argument(
+        "--size",
+        choices=SIZES,
+        default="card" if cuda else "base",
+        help="tiny (smoke test), base (base width; the CPU default), card (the cards' sizes; GPU default)",
+    )
     ap.add_argument("--batch", type=int, default=None, help="rows (default: the card's batch at card size, else 2)")
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="audio per row (default: the card's at card size, else 1.0)")
+    ap.add_argument(
+        "--seconds", type=float, default=None, help="audio per row (default: the card's at card size, else 1.0)"
+    )
     add_run_args(ap, "timed runs per provider and mode")
     args = ap.parse_args(argv)
     device = setup_device(args)
@@ -114,8 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
         fam = FAMILIES[family]
         batch = args.batch or (fam.card_batch if args.size == "card" else 2)
         seconds = args.seconds or (fam.card_seconds if args.size == "card" else 1.0)
-        report["results"] += bench_family(family, args.size, batch, seconds, args.repeats, args.warmup,
-                                          args.compile == "on", device, args.profile)  # fmt: skip
+        report["results"] += bench_family(
+            family, args.size, batch, seconds, args.repeats, args.warmup, args.compile == "on", device, args.profile
+        )
 
     goals = {}
     for provider, target in GOALS.items():
@@ -123,8 +162,11 @@ def main(argv: list[str] | None = None) -> dict:
         if rows:
             worst = min(rows, key=lambda r: r["speedup_vs_transformers"])
             goals[f"fwd_bwd_{provider}_vs_transformers"] = {
-                "worst": worst["speedup_vs_transformers"], "family": worst["family"], "target": target,
-                "met": worst["speedup_vs_transformers"] >= target}  # fmt: skip
+                "worst": worst["speedup_vs_transformers"],
+                "family": worst["family"],
+                "target": target,
+                "met": worst["speedup_vs_transformers"] >= target,
+            }
     report["goals"] = goals
     print_goals(goals, "\ngoals (forward+backward, worst family):")
     print(json.dumps(report))

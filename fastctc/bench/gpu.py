@@ -85,22 +85,71 @@ def part_command(name: str, smoke: bool, out: Path) -> list[str]:
     """The command line of a part; --smoke shrinks each to its smallest configuration."""
     fastctc = [sys.executable, "-m", "fastctc"]
     if name == "tests":
-        return [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
-                str(REPO / "tests" / "test_cuda.py"), f"--junitxml={out / 'cuda-tests.xml'}"]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "cuda",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            str(REPO / "tests" / "test_cuda.py"),
+            f"--junitxml={out / 'cuda-tests.xml'}",
+        ]
     if name == "ctc":
         return fastctc + ["bench", "ctc", "--dtype", "bfloat16"] + (["--cards", "timit"] if smoke else [])
     if name == "encoder":
-        size = ["--size", "tiny", "--batch", "2", "--seconds", "0.2", "--repeats", "2", "--warmup", "1",
-                "--compile", "off"] if smoke else ["--size", "card", "--repeats", "5", "--warmup", "2"]  # fmt: skip
+        size = (
+            [
+                "--size",
+                "tiny",
+                "--batch",
+                "2",
+                "--seconds",
+                "0.2",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--compile",
+                "off",
+            ]
+            if smoke
+            else ["--size", "card", "--repeats", "5", "--warmup", "2"]
+        )
         return fastctc + ["bench", "encoder", "--families", "wav2vec2-base", "wavlm-large", *size]
     if name == "step":
-        size = ["--size", "tiny", "--batch", "2", "--seconds", "0.2", "--repeats", "2", "--warmup", "1",
-                "--compile", "off", "--precision", "fp32"] if smoke else \
-            ["--size", "card", "--precision", "bf16", "--repeats", "5", "--warmup", "2"]  # fmt: skip
+        size = (
+            [
+                "--size",
+                "tiny",
+                "--batch",
+                "2",
+                "--seconds",
+                "0.2",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--compile",
+                "off",
+                "--precision",
+                "fp32",
+            ]
+            if smoke
+            else ["--size", "card", "--precision", "bf16", "--repeats", "5", "--warmup", "2"]
+        )
         return fastctc + ["bench", "step", "--families", "wav2vec2-base", "hubert-large", *size]
     if name == "train":
-        return fastctc + ["train", str(REPO / "configs" / "demo.toml"), "--out", str(out / "train-run"),
-                          *train_overrides(smoke)]  # fmt: skip
+        return fastctc + [
+            "train",
+            str(REPO / "configs" / "demo.toml"),
+            "--out",
+            str(out / "train-run"),
+            *train_overrides(smoke),
+        ]
     if name == "cost":
         return fastctc + ["bench", "cost"] + (["--cards", "wav2vec2-base-timit"] if smoke else [])
     raise ValueError(name)
@@ -109,20 +158,47 @@ def part_command(name: str, smoke: bool, out: Path) -> list[str]:
 def train_overrides(smoke: bool) -> list[str]:
     """wav2vec2-base's layout on generated audio (the demo corpus), bf16, compiled; --smoke: tiny, CPU."""
     if smoke:
-        keys = ["model.hidden_size=32", "model.num_attention_heads=2", "model.intermediate_size=64",
-                "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]", "model.num_conv_pos_embedding_groups=2",
-                "data.synthetic_train_size=16", "data.synthetic_eval_size=4", "train.batch_size=8",
-                "train.max_steps=4", "train.log_every=2", "train.eval_every=0", "train.threads=1",
-                "train.precision=fp32", "train.compile=off"]  # fmt: skip
+        keys = [
+            "model.hidden_size=32",
+            "model.num_attention_heads=2",
+            "model.intermediate_size=64",
+            "model.conv_dim=[16, 16, 16, 16, 16, 16, 16]",
+            "model.num_conv_pos_embedding_groups=2",
+            "data.synthetic_train_size=16",
+            "data.synthetic_eval_size=4",
+            "train.batch_size=8",
+            "train.max_steps=4",
+            "train.log_every=2",
+            "train.eval_every=0",
+            "train.threads=1",
+            "train.precision=fp32",
+            "train.compile=off",
+        ]
     else:
-        keys = ["model.hidden_size=768", "model.num_hidden_layers=12", "model.num_attention_heads=12",
-                "model.intermediate_size=3072", "model.conv_dim=[512, 512, 512, 512, 512, 512, 512]",
-                "model.num_conv_pos_embeddings=128", "model.num_conv_pos_embedding_groups=16",
-                "model.feat_extract_norm=group", "model.do_stable_layer_norm=false", "model.freeze_feature_encoder=true",
-                "model.mask_time_prob=0.05", "model.mask_time_length=10",
-                "data.synthetic_train_size=2560", "data.synthetic_eval_size=64", "train.batch_size=32",
-                "train.max_steps=80", "train.log_every=20", "train.eval_every=0", "train.precision=bf16",
-                "train.compile=on", "optim.lr=1e-4", "optim.warmup_steps=20"]  # fmt: skip
+        keys = [
+            "model.hidden_size=768",
+            "model.num_hidden_layers=12",
+            "model.num_attention_heads=12",
+            "model.intermediate_size=3072",
+            "model.conv_dim=[512, 512, 512, 512, 512, 512, 512]",
+            "model.num_conv_pos_embeddings=128",
+            "model.num_conv_pos_embedding_groups=16",
+            "model.feat_extract_norm=group",
+            "model.do_stable_layer_norm=false",
+            "model.freeze_feature_encoder=true",
+            "model.mask_time_prob=0.05",
+            "model.mask_time_length=10",
+            "data.synthetic_train_size=2560",
+            "data.synthetic_eval_size=64",
+            "train.batch_size=32",
+            "train.max_steps=80",
+            "train.log_every=20",
+            "train.eval_every=0",
+            "train.precision=bf16",
+            "train.compile=on",
+            "optim.lr=1e-4",
+            "optim.warmup_steps=20",
+        ]
     return [a for k in keys for a in ("--set", k)]
 
 
@@ -135,8 +211,16 @@ def run_part(part: Part, cmd: list[str], limit_s: float, log) -> dict:
     log.flush()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out: list[str] = []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            env=env, cwd=REPO, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+    )
 
     def pump():
         for line in proc.stdout:
@@ -173,8 +257,10 @@ def red_reason(name: str, res: dict) -> str | None:
         return f"CUDA tests failed: {res['counts']}"
     if name == "ctc":
         failed = res.get("json", {}).get("failed_checks") or [
-            f"{s['shape']['card']} T={s['shape']['T']}" for s in res.get("lines", [])
-            if "shape" in s and not s["shape"].get("vs_float64", {}).get("ok", True)]  # fmt: skip
+            f"{s['shape']['card']} T={s['shape']['T']}"
+            for s in res.get("lines", [])
+            if "shape" in s and not s["shape"].get("vs_float64", {}).get("ok", True)
+        ]
         if failed:
             return f"fused CTC missed the float64 tolerance at {', '.join(failed)}"
     if not res["status"].startswith("ok"):
@@ -215,39 +301,69 @@ def figures(results: dict) -> list[dict]:
         name = f"{s['card']} B={s['B']} T={s['T']} L={s['L']}"
         check = s.get("vs_float64")
         if check is not None:
-            rows.append({"figure": f"CTC kernel vs float64 (loss and gradient), {name}",
-                         "value": f"loss err {check['loss_err']:.2e}, grad err {check['grad_max_err']:.2e}",
-                         "goal": "the tests' tolerance rule", "met": bool(check["ok"])})  # fmt: skip
+            rows.append(
+                {
+                    "figure": f"CTC kernel vs float64 (loss and gradient), {name}",
+                    "value": f"loss err {check['loss_err']:.2e}, grad err {check['grad_max_err']:.2e}",
+                    "goal": "the tests' tolerance rule",
+                    "met": bool(check["ok"]),
+                }
+            )
         if "speedup_fwd_bwd_vs_torch" in s:
             v = s["speedup_fwd_bwd_vs_torch"]
             ok = check is None or bool(check["ok"])  # a wrong kernel's speed is no figure
-            rows.append({"figure": f"CTC fwd+bwd vs log_softmax + torch ctc_loss, {name}", "value": f"{v:.2f}x",
-                         "goal": ">= 3x" + ("" if ok else ", and correct"),
-                         "met": ok and v >= GOALS["ctc_fwd_bwd_vs_torch"]})  # fmt: skip
+            rows.append(
+                {
+                    "figure": f"CTC fwd+bwd vs log_softmax + torch ctc_loss, {name}",
+                    "value": f"{v:.2f}x",
+                    "goal": ">= 3x" + ("" if ok else ", and correct"),
+                    "met": ok and v >= GOALS["ctc_fwd_bwd_vs_torch"],
+                }
+            )
     enc = results.get("encoder", {}).get("json", {})
     for name, g in enc.get("goals", {}).items():
-        rows.append({"figure": f"encoder {name} (worst: {g['family']})", "value": f"{g['worst']:.2f}x",
-                     "goal": f">= {g['target']}x", "met": g["met"]})  # fmt: skip
+        rows.append(
+            {
+                "figure": f"encoder {name} (worst: {g['family']})",
+                "value": f"{g['worst']:.2f}x",
+                "goal": f">= {g['target']}x",
+                "met": g["met"],
+            }
+        )
     step = results.get("step", {}).get("json", {})
     for r in step.get("results", []):
         if r["provider"] == "trainer":
             continue
-        rows.append({"figure": f"step {r['family']} {r['provider']} {r['precision']} vs Trainer-equivalent "
-                               f"(batch {r['batch']} x {r['seconds']:g} s)", "value": f"{r['speedup_vs_trainer']:.2f}x",
-                     "goal": ">= 2x" if r["precision"] == "bf16" else "bf16 only",
-                     "met": r["speedup_vs_trainer"] >= GOALS["step_vs_trainer_bf16"] if r["precision"] == "bf16"
-                     else None})  # fmt: skip
+        rows.append(
+            {
+                "figure": f"step {r['family']} {r['provider']} {r['precision']} vs Trainer-equivalent "
+                f"(batch {r['batch']} x {r['seconds']:g} s)",
+                "value": f"{r['speedup_vs_trainer']:.2f}x",
+                "goal": ">= 2x" if r["precision"] == "bf16" else "bf16 only",
+                "met": r["speedup_vs_trainer"] >= GOALS["step_vs_trainer_bf16"] if r["precision"] == "bf16" else None,
+            }
+        )
         if r.get("model_flops"):
             mfu = r["model_flops"] / (r["median_ms"] / 1e3) / H100_PEAK
-            rows.append({"figure": f"step {r['family']} {r['provider']}: MFU (cost model FLOPs / median time / "
-                                   f"989 TFLOP/s)", "value": f"{mfu:.1%}",
-                         "goal": f"cost-model floor {r['floor_ms']:.1f} ms vs {r['median_ms']:.1f} ms measured",
-                         "met": None})  # fmt: skip
+            rows.append(
+                {
+                    "figure": f"step {r['family']} {r['provider']}: MFU (cost model FLOPs / median time / 989 TFLOP/s)",
+                    "value": f"{mfu:.1%}",
+                    "goal": f"cost-model floor {r['floor_ms']:.1f} ms vs {r['median_ms']:.1f} ms measured",
+                    "met": None,
+                }
+            )
     tr = results.get("train", {}).get("summary", {})
     if tr.get("last_progress"):
         p = tr["last_progress"]
-        rows.append({"figure": "training run: audio seconds per second (last progress window)",
-                     "value": f"{p.get('audio_s_per_s', 0):.0f}", "goal": "—", "met": None})  # fmt: skip
+        rows.append(
+            {
+                "figure": "training run: audio seconds per second (last progress window)",
+                "value": f"{p.get('audio_s_per_s', 0):.0f}",
+                "goal": "—",
+                "met": None,
+            }
+        )
     return rows
 
 
@@ -264,20 +380,34 @@ def add_cost_to_steps(results: dict) -> None:
 
 def markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [f"# fastctc on {env['device']}: one GPU run", "",
-             f"{env['date_utc']} UTC; torch {env['torch']}, transformers {env.get('transformers')}, "
-             f"Python {env['python']}; {report['total_s']:.0f} s in all (budget {report['budget_s']:.0f} s)"
-             + ("; --smoke (smallest sizes)" if report["smoke"] else ""), "",
-             "## Figures and goals", "", "| figure | value | goal | |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# fastctc on {env['device']}: one GPU run",
+        "",
+        f"{env['date_utc']} UTC; torch {env['torch']}, transformers {env.get('transformers')}, "
+        f"Python {env['python']}; {report['total_s']:.0f} s in all (budget {report['budget_s']:.0f} s)"
+        + ("; --smoke (smallest sizes)" if report["smoke"] else ""),
+        "",
+        "## Figures and goals",
+        "",
+        "| figure | value | goal | |",
+        "|---|---|---|---|",
+    ]
     for f in report["figures"]:
         verdict = "—" if f["met"] is None else ("met" if f["met"] else "**missed**")
         lines.append(f"| {f['figure']} | {f['value']} | {f['goal']} | {verdict} |")
     if not report["figures"]:
         lines.append("| (no GPU figures: see the parts below) | | | |")
     limits = " + ".join(f"{p['limit_s']:.0f}" for p in report["parts"])
-    lines += ["", "## Parts", "", f"Time limits {limits} s = {sum(p['limit_s'] for p in report['parts']):.0f} s "
-              f"<= budget {report['budget_s']:.0f} s.", "",
-              "| part | what | status | seconds | limit s |", "|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Parts",
+        "",
+        f"Time limits {limits} s = {sum(p['limit_s'] for p in report['parts']):.0f} s "
+        f"<= budget {report['budget_s']:.0f} s.",
+        "",
+        "| part | what | status | seconds | limit s |",
+        "|---|---|---|---|---|",
+    ]
     for p in report["parts"]:
         status = f"**red**: {p['red']}" if p.get("red") else p["status"]
         lines.append(f"| {p['name']} | {p['what']} | {status} | {p.get('seconds', 0):.0f} | {p['limit_s']:.0f} |")
@@ -286,19 +416,30 @@ def markdown(report: dict) -> str:
         lines += ["", f"CUDA tests: {tests['counts']}"]
     cost_json = report["results"].get("cost", {}).get("json")
     if cost_json:
-        lines += ["", "## Cost model (predicted, not measured)", "",
-                  cost.table(cost_json["results"], "h100", cost_json["mfu"])]  # fmt: skip
+        lines += [
+            "",
+            "## Cost model (predicted, not measured)",
+            "",
+            cost.table(cost_json["results"], "h100", cost_json["mfu"]),
+        ]
     lines += ["", f"Every part's full output: {report['log']}", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="fastctc bench gpu", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="fastctc bench gpu",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     ap.add_argument("--out", type=Path, default=Path("gpu-report"), help="folder for report.md, report.json, log.txt")
-    ap.add_argument("--budget-s", type=float, default=BUDGET_S,
-                    help=f"wall-clock budget for all parts; their limits sum to at most it (default {BUDGET_S:.0f})")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=BUDGET_S,
+        help=f"wall-clock budget for all parts; their limits sum to at most it (default {BUDGET_S:.0f})",
+    )
     ap.add_argument("--parts", nargs="+", choices=[p.name for p in PARTS], default=[p.name for p in PARTS])
     ap.add_argument("--smoke", action="store_true", help="each part at its smallest size, on any device (CI)")
     args = ap.parse_args(argv)
@@ -312,9 +453,17 @@ def main(argv: list[str] | None = None) -> dict:
     env = environment("cuda" if cuda else "cpu")
 
     def write_report() -> dict:  # after every part: a run stopped from outside keeps what ended
-        report = {"bench": "gpu", "environment": env, "smoke": args.smoke, "budget_s": args.budget_s,
-                  "total_s": time.time() - t0, "parts": parts, "results": results, "goals": GOALS,
-                  "log": str(log_path)}  # fmt: skip
+        report = {
+            "bench": "gpu",
+            "environment": env,
+            "smoke": args.smoke,
+            "budget_s": args.budget_s,
+            "total_s": time.time() - t0,
+            "parts": parts,
+            "results": results,
+            "goals": GOALS,
+            "log": str(log_path),
+        }
         add_cost_to_steps(results)
         report["figures"] = figures(results)
         (args.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -335,19 +484,28 @@ def main(argv: list[str] | None = None) -> dict:
                 if part.name == "tests":
                     res["counts"] = pytest_counts(res["tail"])
                     if not cuda:
-                        res["status"] += " (every test skipped: no CUDA device)" if res["counts"].get("skipped") \
-                            and not res["counts"].get("passed") else ""  # fmt: skip
+                        res["status"] += (
+                            " (every test skipped: no CUDA device)"
+                            if res["counts"].get("skipped") and not res["counts"].get("passed")
+                            else ""
+                        )
                 if part.name == "train":
                     res["summary"] = train_summary(args.out.resolve() / "train-run")
                 results[part.name] = res
                 row.update(status=res["status"], seconds=res["seconds"])
                 if (why := red_reason(part.name, res)) is not None:
                     row["red"] = why
-            print(f"[{time.time() - t0:5.0f} s] {part.name}: {row.get('red') and 'RED: ' or ''}{row['status']}",
-                  flush=True)  # fmt: skip
+            print(
+                f"[{time.time() - t0:5.0f} s] {part.name}: {row.get('red') and 'RED: ' or ''}{row['status']}",
+                flush=True,
+            )
             parts.append(row)
-            print(json.dumps({"bench": "gpu", "part": row, "lines": results.get(part.name, {}).get("lines", [])},
-                             default=str), flush=True)  # fmt: skip
+            print(
+                json.dumps(
+                    {"bench": "gpu", "part": row, "lines": results.get(part.name, {}).get("lines", [])}, default=str
+                ),
+                flush=True,
+            )
             write_report()
     report = write_report()
     print(f"\nwrote {args.out / 'report.md'} and {args.out / 'report.json'}")

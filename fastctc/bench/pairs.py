@@ -28,12 +28,30 @@ BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, inter
 LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
 GROUP_POST_LN = dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False)
 LAYER_PRE_LN = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-            conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
-            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)  # fmt: skip
-RECIPE = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
-              final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.05, mask_time_length=10,
-              mask_time_min_masks=2, ctc_loss_reduction="mean", ctc_zero_infinity=True)  # fmt: skip
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    conv_dim=(16, 16, 16),
+    conv_kernel=(10, 3, 3),
+    conv_stride=(5, 2, 2),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
+RECIPE = dict(
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    feat_proj_dropout=0.0,
+    final_dropout=0.0,
+    layerdrop=0.0,
+    mask_time_prob=0.05,
+    mask_time_length=10,
+    mask_time_min_masks=2,
+    ctc_loss_reduction="mean",
+    ctc_zero_infinity=True,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +66,9 @@ class Family:
 # The five model cards (RECIPE.md): TIMIT utterances ~3 s at batch 32; LibriSpeech ~15 s at 4 per GPU.
 FAMILIES = {
     "wav2vec2-base": Family("wav2vec2", GROUP_POST_LN, BASE, 32, 3.0),
-    "distilhubert": Family("hubert", dict(GROUP_POST_LN, feat_proj_layer_norm=False, num_hidden_layers=2),
-                           BASE, 32, 3.0),
+    "distilhubert": Family(
+        "hubert", dict(GROUP_POST_LN, feat_proj_layer_norm=False, num_hidden_layers=2), BASE, 32, 3.0
+    ),
     "unispeech-large": Family("unispeech", LAYER_PRE_LN, LARGE, 32, 3.0),
     "wavlm-large": Family("wavlm", LAYER_PRE_LN, LARGE, 32, 3.0),
     "hubert-large": Family("hubert", LAYER_PRE_LN, LARGE, 4, 15.0),

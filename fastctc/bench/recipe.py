@@ -85,10 +85,12 @@ MAPPING: dict[str, str] = {
     "train.zero_infinity": "fastctc only: the reference's config.ctc_zero_infinity is false (--recipe-exact sets it false)",
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
-REFERENCE_FIXED = ("args.train_sampling_strategy = group_by_length, args.length_column_name = input_length, "
-                   "args.optim = adamw_torch_fused, config.ctc_loss_reduction = mean, config.ctc_zero_infinity = false, "
-                   "vocabulary from train + eval transcripts with <s>/</s> added, "
-                   "args.report_to = none, args.disable_tqdm = true")
+REFERENCE_FIXED = (
+    "args.train_sampling_strategy = group_by_length, args.length_column_name = input_length, "
+    "args.optim = adamw_torch_fused, config.ctc_loss_reduction = mean, config.ctc_zero_infinity = false, "
+    "vocabulary from train + eval transcripts with <s>/</s> added, "
+    "args.report_to = none, args.disable_tqdm = true"
+)
 
 SIDES = ("reference", "fastctc")
 
@@ -118,7 +120,12 @@ def _checkpoint_path(config: str, overrides: list[str]) -> str:
 
 def _run_process(cmd: list[str], log_path: Path, threads: int) -> tuple[int, float, float, int]:
     """(exit code, launch time, wall seconds, peak RSS bytes of the process and its reaped children)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     with open(log_path, "w") as log:
         launch = time.time()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -133,11 +140,23 @@ def _tail(path: Path, n: int = 15) -> str:
     return "\n".join("    " + line for line in lines[-n:])
 
 
-def score(model_dir: Path, config: str, overrides: list[str], batch_size: int, threads: int, device: str,
-          log_path: Path) -> dict:
+def score(
+    model_dir: Path, config: str, overrides: list[str], batch_size: int, threads: int, device: str, log_path: Path
+) -> dict:
     """fastctc's evaluation of a final model on CONFIG's eval split ({"wer", "cer", ...} or {"error"})."""
-    cmd = [sys.executable, "-m", "fastctc", "eval", str(model_dir), "--data", config, "--batch-size", str(batch_size),
-           "--device", device] + [a for s in overrides for a in ("--set", s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastctc",
+        "eval",
+        str(model_dir),
+        "--data",
+        config,
+        "--batch-size",
+        str(batch_size),
+        "--device",
+        device,
+    ] + [a for s in overrides for a in ("--set", s)]
     code, _, wall, _ = _run_process(cmd, log_path, threads)
     lines = log_path.read_text(errors="replace").splitlines()
     for line in reversed(lines):
@@ -159,8 +178,20 @@ def run_reference(config: str, overrides: list[str], out: Path, threads: int, de
     """The reference side in its own process; its result.json, with times from our launch."""
     log = out.parent / f"{out.name}.log"
     t0 = time.time()
-    cmd = [sys.executable, "-m", "fastctc.bench.recipe_reference", config, "--out", str(out), "--threads", str(threads),
-           "--device", device, "--t0", repr(t0)] + [a for s in overrides for a in ("--set", s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastctc.bench.recipe_reference",
+        config,
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+        "--device",
+        device,
+        "--t0",
+        repr(t0),
+    ] + [a for s in overrides for a in ("--set", s)]
     code, _, wall, rss = _run_process(cmd, log, threads)
     result_file = out / "result.json"
     if code != 0 or not result_file.is_file():
@@ -168,15 +199,33 @@ def run_reference(config: str, overrides: list[str], out: Path, threads: int, de
     r = json.loads(result_file.read_text())
     t = r["times"]
     final = r["evals"][-1] if r["evals"] else {}
-    return {"side": "reference", "wall_s": wall, "startup_s": t["startup"],
-            "startup_parts": {"imports": t["imports"], "listing": t["listing"], "preprocessing": t["preprocessing"],
-                              "model_load": t["model_load"]},
-            "train_s": t["train"], "eval_s": t["eval"], "compile_s": 0.0, "steps": r["steps"], "losses": r["losses"],
-            "evals": [{"step": e["step"], "wer": e["wer"], "elapsed_s": e["elapsed_s"]} for e in r["evals"]],
-            "own_wer": r["recipe_wer"], "own_cer": r["recipe_cer"], "final_loss": final.get("loss"),
-            "peak_rss_bytes": max(rss, r.get("peak_rss_bytes") or 0), "cuda_peak_bytes": r.get("cuda_peak_bytes"),
-            "model_dir": str(out), "log": str(log), "vocab_size": r["vocab_size"],
-            "utterances": [r["train_utterances"], r["eval_utterances"]], "versions": r.get("versions", {})}
+    return {
+        "side": "reference",
+        "wall_s": wall,
+        "startup_s": t["startup"],
+        "startup_parts": {
+            "imports": t["imports"],
+            "listing": t["listing"],
+            "preprocessing": t["preprocessing"],
+            "model_load": t["model_load"],
+        },
+        "train_s": t["train"],
+        "eval_s": t["eval"],
+        "compile_s": 0.0,
+        "steps": r["steps"],
+        "losses": r["losses"],
+        "evals": [{"step": e["step"], "wer": e["wer"], "elapsed_s": e["elapsed_s"]} for e in r["evals"]],
+        "own_wer": r["recipe_wer"],
+        "own_cer": r["recipe_cer"],
+        "final_loss": final.get("loss"),
+        "peak_rss_bytes": max(rss, r.get("peak_rss_bytes") or 0),
+        "cuda_peak_bytes": r.get("cuda_peak_bytes"),
+        "model_dir": str(out),
+        "log": str(log),
+        "vocab_size": r["vocab_size"],
+        "utterances": [r["train_utterances"], r["eval_utterances"]],
+        "versions": r.get("versions", {}),
+    }
 
 
 def run_fastctc(config: str, overrides: list[str], out: Path, threads: int, device: str) -> dict:
@@ -185,8 +234,9 @@ def run_fastctc(config: str, overrides: list[str], out: Path, threads: int, devi
     import re
 
     log = out.parent / f"{out.name}.log"
-    cmd = [sys.executable, "-m", "fastctc", "train", config, "--out", str(out)] + \
-          [a for s in overrides + [f"train.device={device}"] for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "fastctc", "train", config, "--out", str(out)] + [
+        a for s in overrides + [f"train.device={device}"] for a in ("--set", s)
+    ]
     code, launch, wall, rss = _run_process(cmd, log, threads)
     events = _jsonl(out / "metrics.jsonl")
     evals = [e for e in events if e.get("event") == "eval"]
@@ -212,13 +262,25 @@ def run_fastctc(config: str, overrides: list[str], out: Path, threads: int, devi
         compile_s = trains[-1].get("compile_s", 0.0) if trains else 0.0
         train_s = final["time"] - launch - startup - eval_s
     mem = [float(x) for x in re.findall(r"\| mem ([\d.]+) GiB", text)]
-    return {"side": "fastctc", "wall_s": wall, "startup_s": startup, "startup_parts": {}, "train_s": train_s,
-            "eval_s": eval_s, "compile_s": compile_s, "steps": final["step"],
-            "losses": [[e["step"], e["loss"]] for e in trains],
-            "evals": [{"step": e["step"], "wer": e["wer"], "elapsed_s": e["time"] - launch} for e in evals],
-            "own_wer": final["wer"], "own_cer": final["cer"], "final_loss": final.get("loss"),
-            "peak_rss_bytes": rss, "cuda_peak_bytes": int(max(mem) * 2**30) if mem else None,
-            "model_dir": str(out / "model"), "log": str(log)}
+    return {
+        "side": "fastctc",
+        "wall_s": wall,
+        "startup_s": startup,
+        "startup_parts": {},
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "compile_s": compile_s,
+        "steps": final["step"],
+        "losses": [[e["step"], e["loss"]] for e in trains],
+        "evals": [{"step": e["step"], "wer": e["wer"], "elapsed_s": e["time"] - launch} for e in evals],
+        "own_wer": final["wer"],
+        "own_cer": final["cer"],
+        "final_loss": final.get("loss"),
+        "peak_rss_bytes": rss,
+        "cuda_peak_bytes": int(max(mem) * 2**30) if mem else None,
+        "model_dir": str(out / "model"),
+        "log": str(log),
+    }
 
 
 def time_to_wer(evals: list[dict], target: float | None) -> float | None:
@@ -248,15 +310,19 @@ def _ratio(a, b):
 
 def report_seed(seed: int, runs: dict[str, dict], say=print) -> None:
     say(f"\nseed {seed}")
-    say(f"  {'side':<10} {'start-up s':>10} {'train s':>9} {'eval s':>8} {'total s':>9} {'steps':>6} {'WER':>7} {'CER':>7}"
-        f" {'own WER':>8} {'peak RSS MiB':>12}{'  CUDA peak MiB' if any(r.get('cuda_peak_bytes') for r in runs.values()) else ''}")
+    say(
+        f"  {'side':<10} {'start-up s':>10} {'train s':>9} {'eval s':>8} {'total s':>9} {'steps':>6} {'WER':>7} {'CER':>7}"
+        f" {'own WER':>8} {'peak RSS MiB':>12}{'  CUDA peak MiB' if any(r.get('cuda_peak_bytes') for r in runs.values()) else ''}"
+    )
     for side, r in runs.items():
         s = r["score"]
         wer_s = f"{s['wer']:.4f}" if "wer" in s else "n/a"
         cer_s = f"{s['cer']:.4f}" if "cer" in s else "n/a"
         cuda = f"  {r['cuda_peak_bytes'] / 2**20:>14.0f}" if r.get("cuda_peak_bytes") else ""
-        say(f"  {side:<10} {r['startup_s']:>10.1f} {r['train_s']:>9.1f} {r['eval_s']:>8.1f} {r['wall_s']:>9.1f} "
-            f"{r['steps']:>6} {wer_s:>7} {cer_s:>7} {r['own_wer']:>8.4f} {r['peak_rss_bytes'] / 2**20:>12.0f}{cuda}")
+        say(
+            f"  {side:<10} {r['startup_s']:>10.1f} {r['train_s']:>9.1f} {r['eval_s']:>8.1f} {r['wall_s']:>9.1f} "
+            f"{r['steps']:>6} {wer_s:>7} {cer_s:>7} {r['own_wer']:>8.4f} {r['peak_rss_bytes'] / 2**20:>12.0f}{cuda}"
+        )
         if r["startup_parts"]:
             say("  " + " " * 10 + " start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["startup_parts"].items()))
         if "error" in s:
@@ -265,20 +331,27 @@ def report_seed(seed: int, runs: dict[str, dict], say=print) -> None:
         ref_loss, fc_loss = dict(runs["reference"]["losses"]), dict(runs["fastctc"]["losses"])
         common = sorted(set(ref_loss) & set(fc_loss))
         shown = common[:: max(1, len(common) // 10)][:10] + common[-1:] if common else []
-        say("  train loss at matching steps: " + ", ".join(f"{k}: {ref_loss[k]:.3f} / {fc_loss[k]:.3f}"
-                                                          for k in dict.fromkeys(shown)) + "  (reference / fastctc)")
+        say(
+            "  train loss at matching steps: "
+            + ", ".join(f"{k}: {ref_loss[k]:.3f} / {fc_loss[k]:.3f}" for k in dict.fromkeys(shown))
+            + "  (reference / fastctc)"
+        )
         ref_wer = runs["reference"]["score"].get("wer")
         ttw = runs["fastctc"].get("time_to_recipe_wer_s")
         if ref_wer is None:
             say("  time to the recipe's WER: n/a (the reference's model was not scored by fastctc)")
         elif ref_wer >= 1.0:
-            say(f"  time to the recipe's WER: not meaningful, the recipe's model did not learn (WER {ref_wer:.4f}); "
-                "train longer (train.epochs)")
+            say(
+                f"  time to the recipe's WER: not meaningful, the recipe's model did not learn (WER {ref_wer:.4f}); "
+                "train longer (train.epochs)"
+            )
         elif ttw is None:
             say(f"  time to the recipe's WER ({ref_wer:.4f}): fastctc never reached it at its evaluations")
         else:
-            say(f"  time to the recipe's WER ({ref_wer:.4f}): fastctc {ttw:.1f} s vs the reference's total "
-                f"{runs['reference']['wall_s']:.1f} s: {runs['reference']['wall_s'] / ttw:.2f}x")
+            say(
+                f"  time to the recipe's WER ({ref_wer:.4f}): fastctc {ttw:.1f} s vs the reference's total "
+                f"{runs['reference']['wall_s']:.1f} s: {runs['reference']['wall_s'] / ttw:.2f}x"
+            )
 
 
 def same_distribution_agreement(n: int, draws: int = 20_000) -> float:
@@ -291,7 +364,9 @@ def same_distribution_agreement(n: int, draws: int = 20_000) -> float:
     return float(np.mean(np.abs(m[:, 0] - m[:, 1]) <= sd.max(-1)))
 
 
-def curve_overlap(seeds: list[int], runs: dict[int, dict[str, dict]], parts: int = 4, slack: float = 0.20) -> dict | None:
+def curve_overlap(
+    seeds: list[int], runs: dict[int, dict[str, dict]], parts: int = 4, slack: float = 0.20
+) -> dict | None:
     """Do the two sides' train-loss curves overlap within seed noise (>= 2 seeds)?
 
     At each step that every run logged: the mean and sd over seeds of log(loss) per side. The step agrees when
@@ -315,29 +390,49 @@ def curve_overlap(seeds: list[int], runs: dict[int, dict[str, dict]], parts: int
     agree = np.abs(gap) <= sd
     in_band = ((f >= r.min(0)) & (f <= r.max(0))).mean(0)  # (steps,) share of fastctc's seeds in the band
     null = same_distribution_agreement(len(seeds))
-    segments = [{"steps": [steps[sel[0]], steps[sel[-1]]], "points": len(sel), "agree": float(agree[sel].mean()),
-                 "in_band": float(in_band[sel].mean()), "gap": float(gap[sel].mean()), "sd": float(sd[sel].mean())}
-                for sel in np.array_split(np.arange(len(steps)), parts)]
-    return {"points": len(steps), "agree": float(agree.mean()), "in_band": float(in_band.mean()), "null_agree": null,
-            "segments": segments, "overlap": all(s["agree"] >= null - slack for s in segments),
-            "criterion": f"per logged step |mean gap| <= max seed sd of log loss; overlap = each {len(segments)}th of "
-                         f"the run agrees at >= {null:.2f} (one distribution, {len(seeds)} seeds each) - {slack:.2f}"}
+    segments = [
+        {
+            "steps": [steps[sel[0]], steps[sel[-1]]],
+            "points": len(sel),
+            "agree": float(agree[sel].mean()),
+            "in_band": float(in_band[sel].mean()),
+            "gap": float(gap[sel].mean()),
+            "sd": float(sd[sel].mean()),
+        }
+        for sel in np.array_split(np.arange(len(steps)), parts)
+    ]
+    return {
+        "points": len(steps),
+        "agree": float(agree.mean()),
+        "in_band": float(in_band.mean()),
+        "null_agree": null,
+        "segments": segments,
+        "overlap": all(s["agree"] >= null - slack for s in segments),
+        "criterion": f"per logged step |mean gap| <= max seed sd of log loss; overlap = each {len(segments)}th of "
+        f"the run agrees at >= {null:.2f} (one distribution, {len(seeds)} seeds each) - {slack:.2f}",
+    }
 
 
 def report_overlap(o: dict, say=print) -> None:
-    say(f"\ntrain-loss curves, {o['points']} logged steps x seeds (log loss; gap = fastctc - reference): steps within "
+    say(
+        f"\ntrain-loss curves, {o['points']} logged steps x seeds (log loss; gap = fastctc - reference): steps within "
         f"seed noise {o['agree']:.0%} (one distribution would give {o['null_agree']:.0%}), fastctc's points in the "
-        f"reference's min-max band {o['in_band']:.0%}")
+        f"reference's min-max band {o['in_band']:.0%}"
+    )
     for s in o["segments"]:
-        say(f"  steps {s['steps'][0]:>5}-{s['steps'][1]:<5} within noise {s['agree']:>4.0%} | in band {s['in_band']:>4.0%} "
-            f"| mean gap {s['gap']:+.3f} (x{math.exp(s['gap']):.2f}) | seed sd {s['sd']:.3f}")
+        say(
+            f"  steps {s['steps'][0]:>5}-{s['steps'][1]:<5} within noise {s['agree']:>4.0%} | in band {s['in_band']:>4.0%} "
+            f"| mean gap {s['gap']:+.3f} (x{math.exp(s['gap']):.2f}) | seed sd {s['sd']:.3f}"
+        )
     say(f"  {'overlap' if o['overlap'] else 'no overlap'} ({o['criterion']})")
 
 
-OWN_WER_NOTE = ("own WER = what each side reports itself: fastctc's final evaluation; the recipe's compute_metrics, "
-                "inflated in transformers 5 (argmax ids padded across eval batches with -100 decode as a trailing "
-                "[UNK] word on every utterance shorter than the longest; RECIPE.md). WER/CER = fastctc eval of each "
-                "side's final model on the same eval split: the comparable figures.")
+OWN_WER_NOTE = (
+    "own WER = what each side reports itself: fastctc's final evaluation; the recipe's compute_metrics, "
+    "inflated in transformers 5 (argmax ids padded across eval batches with -100 decode as a trailing "
+    "[UNK] word on every utterance shorter than the longest; RECIPE.md). WER/CER = fastctc eval of each "
+    "side's final model on the same eval split: the comparable figures."
+)
 
 
 def summarise(config: str, device: str, threads: int, seeds: list[int], runs: dict[int, dict[str, dict]]) -> dict:
@@ -346,13 +441,19 @@ def summarise(config: str, device: str, threads: int, seeds: list[int], runs: di
     for side in sides:
         rs = [runs[seed][side] for seed in seeds]
         per_side[side] = {
-            "wer": [r["score"].get("wer") for r in rs], "cer": [r["score"].get("cer") for r in rs],
+            "wer": [r["score"].get("wer") for r in rs],
+            "cer": [r["score"].get("cer") for r in rs],
             "own_wer": [r["own_wer"] for r in rs],
             "wer_mean": _mean([r["score"].get("wer") for r in rs]),
-            "wer_sd": statistics.stdev([r["score"]["wer"] for r in rs]) if len(rs) > 1 and all("wer" in r["score"] for r in rs) else None,
-            "total_s": [r["wall_s"] for r in rs], "train_s": [r["train_s"] for r in rs],
-            "startup_s": [r["startup_s"] for r in rs], "eval_s": [r["eval_s"] for r in rs],
-            "steps": [r["steps"] for r in rs], "peak_rss_mib": max(r["peak_rss_bytes"] for r in rs) / 2**20,
+            "wer_sd": statistics.stdev([r["score"]["wer"] for r in rs])
+            if len(rs) > 1 and all("wer" in r["score"] for r in rs)
+            else None,
+            "total_s": [r["wall_s"] for r in rs],
+            "train_s": [r["train_s"] for r in rs],
+            "startup_s": [r["startup_s"] for r in rs],
+            "eval_s": [r["eval_s"] for r in rs],
+            "steps": [r["steps"] for r in rs],
+            "peak_rss_mib": max(r["peak_rss_bytes"] for r in rs) / 2**20,
             "cuda_peak_mib": max((r.get("cuda_peak_bytes") or 0) for r in rs) / 2**20 or None,
         }
     out = {"bench": "recipe", "config": config, "device": device, "threads": threads, "seeds": seeds, "sides": per_side}
@@ -361,14 +462,17 @@ def summarise(config: str, device: str, threads: int, seeds: list[int], runs: di
         out["ratios"] = {k: _ratio(_mean(ref[k]), _mean(fc[k])) for k in ("total_s", "train_s", "startup_s", "eval_s")}
         ttw = [runs[s]["fastctc"].get("time_to_recipe_wer_s") for s in seeds]
         learned = all(w is not None and w < 1.0 for w in ref["wer"])  # WER 1 is reached by any untrained model
-        out["time_to_recipe_wer"] = {"fastctc_s": ttw, "reference_total_s": ref["total_s"],
-                                     "ratio": _ratio(_mean(ref["total_s"]), _mean(ttw))
-                                     if learned and all(t is not None for t in ttw) else None}
+        out["time_to_recipe_wer"] = {
+            "fastctc_s": ttw,
+            "reference_total_s": ref["total_s"],
+            "ratio": _ratio(_mean(ref["total_s"]), _mean(ttw)) if learned and all(t is not None for t in ttw) else None,
+        }
     return out
 
 
-def plot(path: Path, seeds: list[int], runs: dict[int, dict[str, dict]],
-         title: str = "fastctc vs the Transformers recipe") -> None:
+def plot(
+    path: Path, seeds: list[int], runs: dict[int, dict[str, dict]], title: str = "fastctc vs the Transformers recipe"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -388,15 +492,27 @@ def plot(path: Path, seeds: list[int], runs: dict[int, dict[str, dict]],
                 own = "recipe's own WER (inflated)" if side == "reference" else "WER"
                 wer_ax.plot(*zip(*pts), "o:", color=c, alpha=0.6, label=f"{tag}: {own}")
             if "wer" in r["score"]:
-                wer_ax.plot([r["steps"]], [r["score"]["wer"]], "*", color=c, markersize=14,
-                            label=f"{tag}: final WER (fastctc eval)")
+                wer_ax.plot(
+                    [r["steps"]],
+                    [r["score"]["wer"]],
+                    "*",
+                    color=c,
+                    markersize=14,
+                    label=f"{tag}: final WER (fastctc eval)",
+                )
     for side, c in colors.items():  # each side's min-max band over seeds, at the steps every seed logged
         curves = [dict(runs[s][side]["losses"]) for s in seeds if side in runs[s] and runs[s][side]["losses"]]
         if len(curves) > 1:
             common = sorted(set.intersection(*(set(x) for x in curves)))
-            ax.fill_between(common, [min(x[k] for x in curves) for k in common],
-                            [max(x[k] for x in curves) for k in common], color=c, alpha=0.15, linewidth=0,
-                            label=f"{side}: min-max over seeds")
+            ax.fill_between(
+                common,
+                [min(x[k] for x in curves) for k in common],
+                [max(x[k] for x in curves) for k in common],
+                color=c,
+                alpha=0.15,
+                linewidth=0,
+                label=f"{side}: min-max over seeds",
+            )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("train loss (CTC, mean over target lengths)")
     ax.set_yscale("log")
@@ -416,36 +532,60 @@ def _warn_min_masks(cfg, say) -> None:
     ckpt = json.loads(config_file.read_text()).get("mask_time_min_masks", 2)  # Wav2Vec2Config's default
     ours = cfg.model.encoder.get("mask_time_min_masks", ckpt)  # unset: the checkpoint's on both sides
     if ckpt != ours:
-        say(f"fastctc bench recipe: warning: model.mask_time_min_masks={ours} but {config_file} "
-            f"says {ckpt}; the recipe script has no flag for it, so the reference uses {ckpt} and the two sides mask differently")
+        say(
+            f"fastctc bench recipe: warning: model.mask_time_min_masks={ours} but {config_file} "
+            f"says {ckpt}; the recipe script has no flag for it, so the reference uses {ckpt} and the two sides mask differently"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastctc bench recipe", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="examples:\n  fastctc bench recipe configs/mini-fsdd-scratch.toml --make-checkpoint --sizes configs/tiny-scratch.toml\n"
-                                       "  fastctc bench recipe configs/mini-fsdd-scratch.toml --seeds 42,43,44 --plot recipe.png\n"
-                                       "  fastctc bench recipe configs/wav2vec2-base-timit.toml --set model.checkpoint=/ckpt/wav2vec2-base "
-                                       "--set data.root=/data/TIMIT --device cuda\n"
-                                       "  fastctc bench recipe --show-mapping")
+    p = argparse.ArgumentParser(
+        prog="fastctc bench recipe",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  fastctc bench recipe configs/mini-fsdd-scratch.toml --make-checkpoint --sizes configs/tiny-scratch.toml\n"
+        "  fastctc bench recipe configs/mini-fsdd-scratch.toml --seeds 42,43,44 --plot recipe.png\n"
+        "  fastctc bench recipe configs/wav2vec2-base-timit.toml --set model.checkpoint=/ckpt/wav2vec2-base "
+        "--set data.root=/data/TIMIT --device cuda\n"
+        "  fastctc bench recipe --show-mapping",
+    )
     p.add_argument("config", nargs="?", help="a fastctc TOML config; both sides read it")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key (both sides)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key (both sides)"
+    )
     p.add_argument("--out", help="folder for both sides' runs (default runs/bench-recipe-CONFIG-TIMESTAMP)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for each side (default 2)")
-    p.add_argument("--seeds", default="", help="comma-separated seeds, each side run once per seed (default: CONFIG's train.seed)")
+    p.add_argument(
+        "--seeds", default="", help="comma-separated seeds, each side run once per seed (default: CONFIG's train.seed)"
+    )
     p.add_argument("--sides", default="reference,fastctc", help="which sides to run (default both)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--recipe-exact", action="store_true",
-                   help="train both sides with the recipe's conventions where fastctc's defaults depart from them: "
-                        + " ".join(f"--set {o}" for o in RECIPE_EXACT) + " (the reference ignores them but for the "
-                        "screen; a later --set overrides one)")
+    p.add_argument(
+        "--recipe-exact",
+        action="store_true",
+        help="train both sides with the recipe's conventions where fastctc's defaults depart from them: "
+        + " ".join(f"--set {o}" for o in RECIPE_EXACT)
+        + " (the reference ignores them but for the "
+        "screen; a later --set overrides one)",
+    )
     p.add_argument("--plot", metavar="PNG", help="draw both sides' loss curves and WER points in one PNG")
-    p.add_argument("--show-mapping", action="store_true", help="print how each CONFIG key reaches the reference and exit")
-    p.add_argument("--make-checkpoint", nargs="?", const="", default=None, metavar="DIR",
-                   help="write a random-init Transformers wav2vec2 checkpoint at the --sizes config's [model] sizes to DIR "
-                        "and exit; without DIR, write CONFIG's model.checkpoint when it does not exist yet, then run")
-    p.add_argument("--sizes", metavar="TOML", help="a from-scratch config whose [model] sizes --make-checkpoint uses "
-                                                  "(e.g. configs/tiny-scratch.toml)")
+    p.add_argument(
+        "--show-mapping", action="store_true", help="print how each CONFIG key reaches the reference and exit"
+    )
+    p.add_argument(
+        "--make-checkpoint",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="write a random-init Transformers wav2vec2 checkpoint at the --sizes config's [model] sizes to DIR "
+        "and exit; without DIR, write CONFIG's model.checkpoint when it does not exist yet, then run",
+    )
+    p.add_argument(
+        "--sizes",
+        metavar="TOML",
+        help="a from-scratch config whose [model] sizes --make-checkpoint uses (e.g. configs/tiny-scratch.toml)",
+    )
     p.add_argument("--seed", type=int, default=0, help="the initialisation seed of --make-checkpoint (default 0)")
     return p
 
@@ -464,12 +604,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     def sizes():
         """The encoder sizes for --make-checkpoint: the [model] section of the from-scratch config --sizes names."""
         if not args.sizes:
-            raise SystemExit("fastctc bench recipe: --make-checkpoint needs --sizes TOML, a from-scratch config whose "
-                             "[model] gives the encoder's sizes, e.g. --sizes configs/tiny-scratch.toml")
+            raise SystemExit(
+                "fastctc bench recipe: --make-checkpoint needs --sizes TOML, a from-scratch config whose "
+                "[model] gives the encoder's sizes, e.g. --sizes configs/tiny-scratch.toml"
+            )
         try:
             return load_config(args.sizes, ["model.checkpoint="]).model
         except ConfigError as e:
-            raise SystemExit(f"fastctc bench recipe: --sizes {args.sizes}: config error: {e}")
+            raise SystemExit(f"fastctc bench recipe: --sizes {args.sizes}: config error: {e}") from None
 
     if args.make_checkpoint:
         say(f"wrote {write_checkpoint(sizes(), args.make_checkpoint, args.seed)} (random init, seed {args.seed})")
@@ -478,36 +620,42 @@ def main(argv: list[str] | None = None) -> dict | None:
         args.set = [*RECIPE_EXACT, *args.set]
     checkpoint = _checkpoint_path(args.config, args.set)
     if not checkpoint:
-        raise SystemExit("fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "
-                         "(set it with --set model.checkpoint=DIR, or add --make-checkpoint to write a random-init one)")
+        raise SystemExit(
+            "fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "
+            "(set it with --set model.checkpoint=DIR, or add --make-checkpoint to write a random-init one)"
+        )
     if not (Path(checkpoint) / "config.json").is_file():
         if args.make_checkpoint is None:
-            raise SystemExit(f"fastctc bench recipe: model.checkpoint {checkpoint!r} holds no config.json; point it at a "
-                             "Transformers-format checkpoint, or add --make-checkpoint --sizes SIZES.toml to write a "
-                             "random-init one there")
+            raise SystemExit(
+                f"fastctc bench recipe: model.checkpoint {checkpoint!r} holds no config.json; point it at a "
+                "Transformers-format checkpoint, or add --make-checkpoint --sizes SIZES.toml to write a "
+                "random-init one there"
+            )
         say(f"writing a random-init checkpoint at the [model] sizes of {args.sizes} to {checkpoint} (seed {args.seed})")
         write_checkpoint(sizes(), checkpoint, args.seed)
     checkpoint = str(Path(checkpoint).resolve())
     try:
         cfg = load_config(args.config, args.set + [f"model.checkpoint={checkpoint}"])
     except ConfigError as e:
-        raise SystemExit(f"fastctc bench recipe: config error: {e}")
+        raise SystemExit(f"fastctc bench recipe: config error: {e}") from None
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not sides or any(s not in SIDES for s in sides):
         raise SystemExit(f"fastctc bench recipe: --sides takes {','.join(SIDES)} or one of them, got {args.sides!r}")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [cfg.train.seed]
     except ValueError:
-        raise SystemExit(f"fastctc bench recipe: --seeds takes comma-separated integers, got {args.seeds!r}")
+        raise SystemExit(f"fastctc bench recipe: --seeds takes comma-separated integers, got {args.seeds!r}") from None
     import torch
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or f"runs/bench-recipe-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     _warn_min_masks(cfg, say)
-    say(f"fastctc bench recipe: {args.config} | checkpoint {checkpoint} | {device}, {args.threads} threads each, "
+    say(
+        f"fastctc bench recipe: {args.config} | checkpoint {checkpoint} | {device}, {args.threads} threads each, "
         f"{cfg.data.num_workers} loader workers | seeds {seeds} | sides {', '.join(sides)} | runs in {out}"
-        + (f" | fastctc recipe-exact ({', '.join(RECIPE_EXACT)})" if args.recipe_exact else ""))
+        + (f" | fastctc recipe-exact ({', '.join(RECIPE_EXACT)})" if args.recipe_exact else "")
+    )
     runs: dict[int, dict[str, dict]] = {}
     for seed in seeds:
         overrides = args.set + [f"model.checkpoint={checkpoint}", f"train.seed={seed}", f"train.threads={args.threads}"]
@@ -524,42 +672,69 @@ def main(argv: list[str] | None = None) -> dict | None:
             try:
                 r = runner(args.config, overrides, side_out, args.threads, device)
             except RecipeBenchError as e:
-                raise SystemExit(f"fastctc bench recipe: {e}")
-            r["score"] = score(Path(r["model_dir"]), args.config, overrides, cfg.train.eval_batch_size, args.threads,
-                               device, side_out.parent / f"{side}.eval.log")
-            say(f"seed {seed}: {side} done in {r['wall_s']:.1f} s; fastctc eval of its model: "
-                + (f"WER {r['score']['wer']:.4f}" if "wer" in r["score"] else r["score"]["error"]))
+                raise SystemExit(f"fastctc bench recipe: {e}") from None
+            r["score"] = score(
+                Path(r["model_dir"]),
+                args.config,
+                overrides,
+                cfg.train.eval_batch_size,
+                args.threads,
+                device,
+                side_out.parent / f"{side}.eval.log",
+            )
+            say(
+                f"seed {seed}: {side} done in {r['wall_s']:.1f} s; fastctc eval of its model: "
+                + (f"WER {r['score']['wer']:.4f}" if "wer" in r["score"] else r["score"]["error"])
+            )
             runs[seed][side] = r
         if "reference" in runs[seed] and "fastctc" in runs[seed]:
-            runs[seed]["fastctc"]["time_to_recipe_wer_s"] = time_to_wer(runs[seed]["fastctc"]["evals"],
-                                                                        runs[seed]["reference"]["score"].get("wer"))
+            runs[seed]["fastctc"]["time_to_recipe_wer_s"] = time_to_wer(
+                runs[seed]["fastctc"]["evals"], runs[seed]["reference"]["score"].get("wer")
+            )
         report_seed(seed, runs[seed], say)
     say("\n" + OWN_WER_NOTE)
     result = summarise(args.config, device, args.threads, seeds, runs)
     if len(seeds) > 1:
         say("\nover seeds " + ", ".join(map(str, seeds)) + ": mean ± sd (min-max)")
         for side, s in result["sides"].items():
-            say(f"  {side:<10} WER {_mean_spread(s['wer'])} | total {_mean_spread(s['total_s'])} s | "
-                f"train {_mean_spread(s['train_s'])} s")
+            say(
+                f"  {side:<10} WER {_mean_spread(s['wer'])} | total {_mean_spread(s['total_s'])} s | "
+                f"train {_mean_spread(s['train_s'])} s"
+            )
     if "ratios" in result:
         r = result["ratios"]
         say("\nreference / fastctc: " + ", ".join(f"{k[:-2]} {v:.2f}x" for k, v in r.items() if v is not None))
         t = result["time_to_recipe_wer"]
         if t["ratio"] is not None:
-            say(f"time to the recipe's WER: {t['ratio']:.2f}x (reference total {_mean(t['reference_total_s']):.1f} s, "
-                f"fastctc {_mean(t['fastctc_s']):.1f} s)")
+            say(
+                f"time to the recipe's WER: {t['ratio']:.2f}x (reference total {_mean(t['reference_total_s']):.1f} s, "
+                f"fastctc {_mean(t['fastctc_s']):.1f} s)"
+            )
     result["recipe_exact"] = args.recipe_exact
     result["curve_overlap"] = curve_overlap(seeds, runs)
     if result["curve_overlap"] is not None:
         report_overlap(result["curve_overlap"], say)
     if args.plot:
-        plot(Path(args.plot), seeds, runs, title="fastctc (recipe-exact) vs the Transformers recipe" if args.recipe_exact
-             else "fastctc vs the Transformers recipe")
+        plot(
+            Path(args.plot),
+            seeds,
+            runs,
+            title="fastctc (recipe-exact) vs the Transformers recipe"
+            if args.recipe_exact
+            else "fastctc vs the Transformers recipe",
+        )
         say(f"plot: {args.plot}")
-    result["runs"] = {str(seed): {side: {k: r[k] for k in ("wall_s", "startup_s", "train_s", "eval_s", "steps", "own_wer",
-                                                          "peak_rss_bytes", "model_dir")}
-                                  | {"score": r["score"], "time_to_recipe_wer_s": r.get("time_to_recipe_wer_s")}
-                                  for side, r in per.items()} for seed, per in runs.items()}
+    result["runs"] = {
+        str(seed): {
+            side: {
+                k: r[k]
+                for k in ("wall_s", "startup_s", "train_s", "eval_s", "steps", "own_wer", "peak_rss_bytes", "model_dir")
+            }
+            | {"score": r["score"], "time_to_recipe_wer_s": r.get("time_to_recipe_wer_s")}
+            for side, r in per.items()
+        }
+        for seed, per in runs.items()
+    }
     print(json.dumps(result), flush=True)
     return result
 

@@ -48,26 +48,62 @@ def model_overrides(encoder) -> dict:
     """The script's `config.update({...})` with CONFIG's values (see MAPPING in recipe.py): `encoder` is
     CONFIG's resolved encoder (config.resolve_encoder: the script's flag defaults, then [model]), as the
     fastctc side builds it; pad_token_id and vocab_size are added once the tokenizer exists."""
-    keys = ("feat_proj_dropout", "attention_dropout", "hidden_dropout", "final_dropout", "mask_time_prob",
-            "mask_time_length", "mask_feature_prob", "mask_feature_length", "layerdrop", "activation_dropout")
-    return {**{k: getattr(encoder, k) for k in keys},
-            "ctc_loss_reduction": "mean", "ctc_zero_infinity": False, "add_adapter": False}  # script defaults
+    keys = (
+        "feat_proj_dropout",
+        "attention_dropout",
+        "hidden_dropout",
+        "final_dropout",
+        "mask_time_prob",
+        "mask_time_length",
+        "mask_feature_prob",
+        "mask_feature_length",
+        "layerdrop",
+        "activation_dropout",
+    )
+    return {
+        **{k: getattr(encoder, k) for k in keys},
+        "ctc_loss_reduction": "mean",
+        "ctc_zero_infinity": False,
+        "add_adapter": False,
+    }  # script defaults
 
 
 def training_arguments(cfg: RunConfig, out: Path, device: str) -> dict:
     """TrainingArguments as the recipe sets them, with CONFIG's values (see MAPPING in recipe.py)."""
     t, o = cfg.train, cfg.optim
     cuda = device == "cuda"
-    args = dict(output_dir=str(out), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
-                gradient_accumulation_steps=t.grad_accum, num_train_epochs=t.epochs, learning_rate=o.lr,
-                warmup_steps=o.warmup_steps, weight_decay=o.weight_decay, adam_beta1=o.betas[0], adam_beta2=o.betas[1],
-                adam_epsilon=o.eps, max_grad_norm=o.max_grad_norm, lr_scheduler_type="linear", optim="adamw_torch_fused",
-                train_sampling_strategy="group_by_length", length_column_name="input_length", seed=t.seed,
-                logging_steps=t.log_every, save_steps=t.checkpoint_every or 10**9, save_strategy="steps",
-                eval_strategy="steps" if t.eval_every else "no", eval_steps=t.eval_every or None,
-                dataloader_num_workers=cfg.data.num_workers,
-                fp16=cuda and t.precision in ("auto", "fp16"), bf16=cuda and t.precision == "bf16",
-                use_cpu=not cuda, report_to="none", disable_tqdm=True, do_train=True, do_eval=True)
+    args = dict(
+        output_dir=str(out),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs,
+        learning_rate=o.lr,
+        warmup_steps=o.warmup_steps,
+        weight_decay=o.weight_decay,
+        adam_beta1=o.betas[0],
+        adam_beta2=o.betas[1],
+        adam_epsilon=o.eps,
+        max_grad_norm=o.max_grad_norm,
+        lr_scheduler_type="linear",
+        optim="adamw_torch_fused",
+        train_sampling_strategy="group_by_length",
+        length_column_name="input_length",
+        seed=t.seed,
+        logging_steps=t.log_every,
+        save_steps=t.checkpoint_every or 10**9,
+        save_strategy="steps",
+        eval_strategy="steps" if t.eval_every else "no",
+        eval_steps=t.eval_every or None,
+        dataloader_num_workers=cfg.data.num_workers,
+        fp16=cuda and t.precision in ("auto", "fp16"),
+        bf16=cuda and t.precision == "bf16",
+        use_cpu=not cuda,
+        report_to="none",
+        disable_tqdm=True,
+        do_train=True,
+        do_eval=True,
+    )
     if t.max_steps:
         args["max_steps"] = t.max_steps
     if cfg.model.gradient_checkpointing:  # passed only when on: transformers 5 warns on the flag's old name
@@ -94,9 +130,12 @@ class DataCollatorCTCWithPadding:
     tokenizer: object
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.feature_extractor.pad([{"input_values": f["input_values"]} for f in features],
-                                           padding="longest", return_tensors="pt")
-        labels = self.tokenizer.pad([{"input_ids": f["labels"]} for f in features], padding="longest", return_tensors="pt")
+        batch = self.feature_extractor.pad(
+            [{"input_values": f["input_values"]} for f in features], padding="longest", return_tensors="pt"
+        )
+        labels = self.tokenizer.pad(
+            [{"input_ids": f["labels"]} for f in features], padding="longest", return_tensors="pt"
+        )
         batch["labels"] = labels["input_ids"].masked_fill(labels.attention_mask.ne(1), -100)
         if "attention_mask" in batch:
             batch["attention_mask"] = batch["attention_mask"].to(torch.long)
@@ -114,8 +153,15 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
     import datasets
     import jiwer
     import transformers
-    from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoConfig,
+        AutoFeatureExtractor,
+        AutoModelForCTC,
+        AutoTokenizer,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     torch.set_num_threads(threads)
     transformers.utils.logging.set_verbosity_warning()
@@ -128,10 +174,14 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
     t = time.time()
     encoder = resolve_encoder(cfg.model, read_encoder_config(cfg.model.checkpoint))  # the fastctc side's screen
     train_ds, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder))
-    raw = {split: datasets.Dataset.from_dict({"path": [u.path for u in ds.utterances], "text": list(ds.texts)})
-           for split, ds in (("train", train_ds), ("eval", eval_ds))}
+    raw = {
+        split: datasets.Dataset.from_dict({"path": [u.path for u in ds.utterances], "text": list(ds.texts)})
+        for split, ds in (("train", train_ds), ("eval", eval_ds))
+    }
     # remove_special_characters: the characters are already gone (fastctc's normalise); the script adds " "
-    raw = {split: d.map(lambda b: {"target_text": b["text"] + " "}, remove_columns=["text"]) for split, d in raw.items()}
+    raw = {
+        split: d.map(lambda b: {"target_text": b["text"] + " "}, remove_columns=["text"]) for split, d in raw.items()
+    }
     times["listing"] = time.time() - t
 
     # 2-3. vocabulary, tokenizer, feature extractor, model
@@ -140,9 +190,14 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
     (out / "vocab.json").write_text(json.dumps(vocab))
     config = AutoConfig.from_pretrained(cfg.model.checkpoint)
     tokenizer_class = getattr(config, "tokenizer_class", None)  # transformers 5 configs may lack the attribute
-    tokenizer = AutoTokenizer.from_pretrained(str(out), config=config if tokenizer_class is not None else None,
-                                              tokenizer_type=config.model_type if tokenizer_class is None else None,
-                                              unk_token=UNK, pad_token=PAD, word_delimiter_token=DELIMITER)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(out),
+        config=config if tokenizer_class is not None else None,
+        tokenizer_type=config.model_type if tokenizer_class is None else None,
+        unk_token=UNK,
+        pad_token=PAD,
+        word_delimiter_token=DELIMITER,
+    )
     feature_extractor = AutoFeatureExtractor.from_pretrained(cfg.model.checkpoint)
     config.update({**model_overrides(encoder), "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)})
     model = AutoModelForCTC.from_pretrained(cfg.model.checkpoint, config=config)
@@ -162,8 +217,12 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
         return batch
 
     max_input_length = (cfg.data.max_duration_s or float("inf")) * rate
-    vectorized = {s: d.map(prepare_dataset, remove_columns=d.column_names).filter(
-        lambda n: 0 < n < max_input_length, input_columns=["input_length"]) for s, d in raw.items()}
+    vectorized = {
+        s: d.map(prepare_dataset, remove_columns=d.column_names).filter(
+            lambda n: 0 < n < max_input_length, input_columns=["input_length"]
+        )
+        for s, d in raw.items()
+    }
     times["preprocessing"] = time.time() - t
 
     # 5. metrics as the script computes them
@@ -187,14 +246,28 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             metrics = metrics or {}
-            log["evals"].append({"step": state.global_step, "wer": metrics.get("eval_wer"), "cer": metrics.get("eval_cer"),
-                                 "loss": metrics.get("eval_loss"), "runtime_s": metrics.get("eval_runtime", 0.0),
-                                 "elapsed_s": time.time() - t0})
+            log["evals"].append(
+                {
+                    "step": state.global_step,
+                    "wer": metrics.get("eval_wer"),
+                    "cer": metrics.get("eval_cer"),
+                    "loss": metrics.get("eval_loss"),
+                    "runtime_s": metrics.get("eval_runtime", 0.0),
+                    "elapsed_s": time.time() - t0,
+                }
+            )
 
-    trainer = Trainer(model=model, data_collator=DataCollatorCTCWithPadding(feature_extractor, tokenizer),
-                      args=TrainingArguments(**training_arguments(cfg, out, device)), compute_metrics=compute_metrics,
-                      preprocess_logits_for_metrics=preprocess_logits_for_metrics, train_dataset=vectorized["train"],
-                      eval_dataset=vectorized["eval"], processing_class=feature_extractor, callbacks=[Record()])
+    trainer = Trainer(
+        model=model,
+        data_collator=DataCollatorCTCWithPadding(feature_extractor, tokenizer),
+        args=TrainingArguments(**training_arguments(cfg, out, device)),
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        train_dataset=vectorized["train"],
+        eval_dataset=vectorized["eval"],
+        processing_class=feature_extractor,
+        callbacks=[Record()],
+    )
     feature_extractor.save_pretrained(out)  # the script saves the processor pieces before training
     tokenizer.save_pretrained(out)
     times["startup"] = time.time() - t0
@@ -212,13 +285,28 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
     times["train"] = train_wall - in_train_eval
     times["eval"] = in_train_eval + times["final_eval"]
     times["total"] = time.time() - t0
-    return {"side": "reference", "seed": cfg.train.seed, "times": times, "losses": log["losses"], "evals": log["evals"],
-            "recipe_wer": final.get("eval_wer"), "recipe_cer": final.get("eval_cer"), "final_loss": final.get("eval_loss"),
-            "model_dir": str(out), "vocab_size": len(tokenizer), "steps": trainer.state.global_step,
-            "train_utterances": len(vectorized["train"]), "eval_utterances": len(vectorized["eval"]),
-            "peak_rss_bytes": peak_rss_bytes(),
-            "cuda_peak_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
-            "versions": {"transformers": transformers.__version__, "datasets": datasets.__version__, "torch": torch.__version__}}
+    return {
+        "side": "reference",
+        "seed": cfg.train.seed,
+        "times": times,
+        "losses": log["losses"],
+        "evals": log["evals"],
+        "recipe_wer": final.get("eval_wer"),
+        "recipe_cer": final.get("eval_cer"),
+        "final_loss": final.get("eval_loss"),
+        "model_dir": str(out),
+        "vocab_size": len(tokenizer),
+        "steps": trainer.state.global_step,
+        "train_utterances": len(vectorized["train"]),
+        "eval_utterances": len(vectorized["eval"]),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "cuda_peak_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
+        "versions": {
+            "transformers": transformers.__version__,
+            "datasets": datasets.__version__,
+            "torch": torch.__version__,
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     result = run(cfg, out, args.threads, t0, args.device)
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"reference: {result['steps']} steps | recipe's own WER {result['recipe_wer']:.4f} | {result['times']['total']:.1f} s")
+    print(
+        f"reference: {result['steps']} steps | recipe's own WER {result['recipe_wer']:.4f} | {result['times']['total']:.1f} s"
+    )
     return 0
 
 

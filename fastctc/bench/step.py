@@ -53,8 +53,9 @@ def fastctc_step(model, step_model, waves, lengths, targets, target_lengths, use
     def step():
         with precision.autocast():
             logits, logit_lengths = step_model(waves, lengths if use_mask else None)
-        loss = ctc_loss(logits, targets, logit_lengths, target_lengths, blank=blank, reduction="mean",
-                        zero_infinity=True)  # fmt: skip
+        loss = ctc_loss(
+            logits, targets, logit_lengths, target_lengths, blank=blank, reduction="mean", zero_infinity=True
+        )
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         skipped = ~torch.isfinite(grad_norm)
@@ -95,8 +96,19 @@ def trainer_step(hf, waves, mask, labels, precision, device):
     return step
 
 
-def bench_family(family: str, size: str, batch: int, seconds: float, repeats: int, warmup: int, compiled: bool,
-                 precision_name: str, device: torch.device, profile: int = 0, log=print) -> list[dict]:  # fmt: skip
+def bench_family(
+    family: str,
+    size: str,
+    batch: int,
+    seconds: float,
+    repeats: int,
+    warmup: int,
+    compiled: bool,
+    precision_name: str,
+    device: torch.device,
+    profile: int = 0,
+    log=print,
+) -> list[dict]:
     precision = resolve_precision(precision_name, device)
     hf, native = build_pair(family, size)
     hf, native = hf.to(device), native.to(device)
@@ -105,17 +117,22 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
     waves, lengths, targets, target_lengths = (t.to(device) for t in (waves, lengths, targets, target_lengths))
     use_mask = uses_attention_mask(native)
     mask = (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None]).long() if use_mask else None
-    labels = targets.masked_fill(torch.arange(targets.shape[1], device=device)[None, :] >= target_lengths[:, None],
-                                 -100)  # fmt: skip
-    log(f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers), "
-        f"batch {batch} x {seconds:g} s, {precision.name}, attention mask {'on' if use_mask else 'off'}")
+    labels = targets.masked_fill(
+        torch.arange(targets.shape[1], device=device)[None, :] >= target_lengths[:, None], -100
+    )
+    log(
+        f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers), "
+        f"batch {batch} x {seconds:g} s, {precision.name}, attention mask {'on' if use_mask else 'off'}"
+    )
 
     torch._dynamo.reset()  # a fresh dynamo cache per family (see bench.encoder: the recompile limit)
-    providers = {"fastctc": fastctc_step(native, native, waves, lengths, targets, target_lengths, use_mask,
-                                         precision, device)}  # fmt: skip
+    providers = {
+        "fastctc": fastctc_step(native, native, waves, lengths, targets, target_lengths, use_mask, precision, device)
+    }
     if compiled:
-        providers["fastctc-compiled"] = fastctc_step(native, torch.compile(native), waves, lengths, targets,
-                                                     target_lengths, use_mask, precision, device)  # fmt: skip
+        providers["fastctc-compiled"] = fastctc_step(
+            native, torch.compile(native), waves, lengths, targets, target_lengths, use_mask, precision, device
+        )
     providers["trainer"] = trainer_step(hf, waves, mask, labels, precision, device)
     timings = alternate(providers, repeats, warmup, device, log)
     ref = timings["trainer"]["median_ms"]
@@ -123,10 +140,23 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
     for name, t in timings.items():
         peak = peak_memory_mb(providers[name], device)
         speedup = ref / t["median_ms"]
-        rows.append(dict(family=family, size=size, batch=batch, seconds=seconds, precision=precision.name,
-                         provider=name, speedup_vs_trainer=speedup, peak_mb=peak, **t))  # fmt: skip
-        log(f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
-            f"{speedup:5.2f}x trainer  peak " + (f"{peak:8.1f} MiB" if peak is not None else "n/a"))
+        rows.append(
+            dict(
+                family=family,
+                size=size,
+                batch=batch,
+                seconds=seconds,
+                precision=precision.name,
+                provider=name,
+                speedup_vs_trainer=speedup,
+                peak_mb=peak,
+                **t,
+            )
+        )
+        log(
+            f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
+            f"{speedup:5.2f}x trainer  peak " + (f"{peak:8.1f} MiB" if peak is not None else "n/a")
+        )
     for name in providers if profile else ():
         log(f"-- profile: {family} step {name}\n{profile_table(providers[name], device, profile)}")
     return rows
@@ -134,18 +164,25 @@ def bench_family(family: str, size: str, batch: int, seconds: float, repeats: in
 
 def main(argv: list[str] | None = None) -> dict:
     cuda = torch.cuda.is_available()
-    ap = argparse.ArgumentParser(prog="fastctc bench step", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="fastctc bench step",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=["wav2vec2-base"])
     ap.add_argument("--size", choices=SIZES, default="card" if cuda else "base")
     ap.add_argument("--batch", type=int, default=None, help="rows (default: the card's batch at card size, else 4)")
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="audio per row (default: the card's at card size, else 1.5)")
+    ap.add_argument(
+        "--seconds", type=float, default=None, help="audio per row (default: the card's at card size, else 1.5)"
+    )
     ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16" if cuda else "fp32")
     add_run_args(ap, "timed steps per provider")
-    ap.add_argument("--model-cost", action="store_true",
-                    help="time nothing: print the cost model of every card's step (fastctc bench cost) and exit")
+    ap.add_argument(
+        "--model-cost",
+        action="store_true",
+        help="time nothing: print the cost model of every card's step (fastctc bench cost) and exit",
+    )
     args, rest = ap.parse_known_args(argv)
     if args.model_cost:
         from . import cost
@@ -155,14 +192,30 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     device = setup_device(args)
 
-    report = {"bench": "step", **environment(device), "size": args.size, "precision": args.precision,
-              "repeats": args.repeats, "results": []}  # fmt: skip
+    report = {
+        "bench": "step",
+        **environment(device),
+        "size": args.size,
+        "precision": args.precision,
+        "repeats": args.repeats,
+        "results": [],
+    }
     for family in args.families:
         fam = FAMILIES[family]
         batch = args.batch or (fam.card_batch if args.size == "card" else 4)
         seconds = args.seconds or (fam.card_seconds if args.size == "card" else 1.5)
-        report["results"] += bench_family(family, args.size, batch, seconds, args.repeats, args.warmup,
-                                          args.compile == "on", args.precision, device, args.profile)  # fmt: skip
+        report["results"] += bench_family(
+            family,
+            args.size,
+            batch,
+            seconds,
+            args.repeats,
+            args.warmup,
+            args.compile == "on",
+            args.precision,
+            device,
+            args.profile,
+        )
 
     goal_precision, target = GOALS[device.type]
     goals = {}
@@ -172,11 +225,18 @@ def main(argv: list[str] | None = None) -> dict:
             if rows:
                 worst = min(rows, key=lambda r: r["speedup_vs_trainer"])
                 goals[f"step_{provider}_vs_trainer"] = {
-                    "worst": worst["speedup_vs_trainer"], "family": worst["family"], "target": target,
-                    "met": worst["speedup_vs_trainer"] >= target}  # fmt: skip
+                    "worst": worst["speedup_vs_trainer"],
+                    "family": worst["family"],
+                    "target": target,
+                    "met": worst["speedup_vs_trainer"] >= target,
+                }
     report["goals"] = goals
-    print_goals(goals, f"\ngoals ({goal_precision} on {device.type}, worst family):" if goals else
-                f"\nno goal at {args.precision} on {device.type} (the goal is {goal_precision})")
+    print_goals(
+        goals,
+        f"\ngoals ({goal_precision} on {device.type}, worst family):"
+        if goals
+        else f"\nno goal at {args.precision} on {device.type} (the goal is {goal_precision})",
+    )
     print(json.dumps(report))
     return report
 

@@ -13,7 +13,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -51,12 +51,21 @@ def quantile(values: list[float], q: float) -> float:
 
 def summary(seconds: list[float]) -> dict:
     """Median and p20/p80 in milliseconds, and the number of timed runs."""
-    return {"median_ms": 1e3 * statistics.median(seconds), "p20_ms": 1e3 * quantile(seconds, 0.2),
-            "p80_ms": 1e3 * quantile(seconds, 0.8), "runs": len(seconds)}  # fmt: skip
+    return {
+        "median_ms": 1e3 * statistics.median(seconds),
+        "p20_ms": 1e3 * quantile(seconds, 0.2),
+        "p80_ms": 1e3 * quantile(seconds, 0.8),
+        "runs": len(seconds),
+    }
 
 
-def alternate(providers: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-              device: torch.device | str = "cpu", log=print) -> dict[str, dict]:  # fmt: skip
+def alternate(
+    providers: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+    log=print,
+) -> dict[str, dict]:
     """Time each provider `repeats` times, alternating the order every round, after `warmup` untimed
     calls each (a compiled provider compiles there: the first warm-up call is reported as first_call_s).
 
@@ -126,10 +135,14 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device | str) -> floa
 def environment(device: torch.device | str) -> dict:
     """Machine and versions, for the report line and the README table."""
     device = torch.device(device)
-    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "cpu": cpu_model_name(), "threads": torch.get_num_threads(),
-           "python": platform.python_version(), "torch": torch.__version__,
-           "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}  # fmt: skip
+    env = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cpu": cpu_model_name(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
     try:
         import transformers
 
@@ -168,8 +181,13 @@ def add_run_args(ap, repeats_help: str) -> None:
     ap.add_argument("--repeats", type=int, default=7, help=f"{repeats_help} (default 7)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs per provider first (default 2)")
     ap.add_argument("--compile", choices=("on", "off"), default="on", help="also time fastctc under torch.compile")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="after timing, print the N ops with the most self time per provider (torch.profiler)")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, print the N ops with the most self time per provider (torch.profiler)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
@@ -188,5 +206,6 @@ def setup_device(args) -> torch.device:
 def print_goals(goals: dict, heading: str) -> None:
     print(heading)
     for name, g in goals.items():
-        print(f"  {name}: {g['worst']:.2f}x ({g['family']}), target >= {g['target']}x: "
-              f"{'met' if g['met'] else 'MISSED'}")
+        print(
+            f"  {name}: {g['worst']:.2f}x ({g['family']}), target >= {g['target']}x: {'met' if g['met'] else 'MISSED'}"
+        )

@@ -75,10 +75,16 @@ def read_audio(path: str, sample_rate: int, max_samples: int = 0) -> tuple[np.nd
             frames = total if max_samples <= 0 else min(total, math.ceil(max_samples * sr_in / sample_rate))
             x = f.read(frames, dtype="float32", always_2d=True)  # (N, C)
     except sf.LibsndfileError as e:
-        what = (f"not audio soundfile can read ({e.error_string.rstrip('.')})" if os.path.getsize(path)
-                else "an empty file (0 bytes)")
-        raise AudioError(str(path), f"{what}; soundfile reads WAV, FLAC, NIST SPHERE and OGG: convert it, e.g. "
-                                    "ffmpeg -i FILE -ar 16000 -ac 1 FILE.wav, or leave it out") from None
+        what = (
+            f"not audio soundfile can read ({e.error_string.rstrip('.')})"
+            if os.path.getsize(path)
+            else "an empty file (0 bytes)"
+        )
+        raise AudioError(
+            str(path),
+            f"{what}; soundfile reads WAV, FLAC, NIST SPHERE and OGG: convert it, e.g. "
+            "ffmpeg -i FILE -ar 16000 -ac 1 FILE.wav, or leave it out",
+        ) from None
     x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]  # down-mix: the mean keeps the level of a mono source
     x = resample(np.ascontiguousarray(x), sr_in, sample_rate)
     if max_samples > 0:
@@ -98,11 +104,18 @@ def check_waveform(audio: np.ndarray, name: str, encoder: EncoderConfig) -> None
     or fewer samples than one frame of the conv stack needs. Inference calls it on every file."""
     bad = int(np.count_nonzero(~np.isfinite(audio)))
     if bad:
-        raise AudioError(name, f"{bad} non-finite samples (NaN or inf) of {audio.size}; the file is damaged: "
-                               "export it again, or leave it out", "non_finite")
+        raise AudioError(
+            name,
+            f"{bad} non-finite samples (NaN or inf) of {audio.size}; the file is damaged: "
+            "export it again, or leave it out",
+            "non_finite",
+        )
     if frame_count(audio.size, encoder) < 1:
-        raise AudioError(name, f"shorter than one frame ({audio.size} samples; the conv stack needs "
-                               f"{min_samples(encoder)})", "too_short")
+        raise AudioError(
+            name,
+            f"shorter than one frame ({audio.size} samples; the conv stack needs {min_samples(encoder)})",
+            "too_short",
+        )
 
 
 def normalise_audio(x: np.ndarray) -> np.ndarray:

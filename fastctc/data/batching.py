@@ -38,8 +38,8 @@ steps run from long to short inside each megabatch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -110,9 +110,19 @@ class LengthBucketSampler:
     bounds the padded lengths to that many; rank / world_size: this process's share under DDP.
     """
 
-    def __init__(self, durations: Sequence[float], seed: int, batch_size: int = 32, batch_seconds: float = 0.0,
-                 pad_lengths: int = 0, rank: int = 0, world_size: int = 1, sample_rate: int = 16_000,
-                 accum: int = 1, frame: int = DEFAULT_FRAME):
+    def __init__(
+        self,
+        durations: Sequence[float],
+        seed: int,
+        batch_size: int = 32,
+        batch_seconds: float = 0.0,
+        pad_lengths: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        sample_rate: int = 16_000,
+        accum: int = 1,
+        frame: int = DEFAULT_FRAME,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"LengthBucketSampler: rank {rank} outside world_size {world_size}")
         if len(durations) < world_size * accum:
@@ -121,7 +131,9 @@ class LengthBucketSampler:
         self.frame = frame
         self.frames = frames(self.lengths, frame)  # (N,) the sort key
         self.ladder = pad_ladder(self.lengths, pad_lengths, frame) if pad_lengths else None
-        self.padded = np.array([padded_length(n, self.ladder, frame=frame) for n in self.lengths], dtype=np.int64)  # (N,)
+        self.padded = np.array(
+            [padded_length(n, self.ladder, frame=frame) for n in self.lengths], dtype=np.int64
+        )  # (N,)
         self.seed, self.batch_size, self.rank, self.world_size = seed, batch_size, rank, world_size
         # gradient accumulation: an optimizer step takes `accum` consecutive batches from each rank.
         # They are cut from one group of world_size * accum neighbouring batches, so a step sees the
@@ -186,9 +198,19 @@ class GroupByLengthSampler(LengthBucketSampler):
     """The recipe's batches (transformers' group_by_length; the module doc's second recipe), with
     LengthBucketSampler's interface: per-epoch seeding, set_epoch(epoch, start) resume, DDP/accum steps."""
 
-    def __init__(self, durations: Sequence[float], seed: int, batch_size: int = 32, batch_seconds: float = 0.0,
-                 pad_lengths: int = 0, rank: int = 0, world_size: int = 1, sample_rate: int = 16_000,
-                 accum: int = 1, frame: int = DEFAULT_FRAME):
+    def __init__(
+        self,
+        durations: Sequence[float],
+        seed: int,
+        batch_size: int = 32,
+        batch_seconds: float = 0.0,
+        pad_lengths: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        sample_rate: int = 16_000,
+        accum: int = 1,
+        frame: int = DEFAULT_FRAME,
+    ):
         if batch_seconds:
             raise ValueError("GroupByLengthSampler: batches are batch_size utterances; batch_seconds must be 0")
         super().__init__(durations, seed, batch_size, 0.0, pad_lengths, rank, world_size, sample_rate, accum, frame)
@@ -225,13 +247,19 @@ class Batch:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (reason, what) of items changed when loaded
     unknown_chars: int = 0  # transcript characters mapped to [UNK]
 
-    def pin_memory(self) -> "Batch":  # called by DataLoader(pin_memory=True)
-        return replace(self, waveforms=self.waveforms.pin_memory(), lengths=self.lengths.pin_memory(),
-                                   targets=self.targets.pin_memory(), target_lengths=self.target_lengths.pin_memory())
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
+        return replace(
+            self,
+            waveforms=self.waveforms.pin_memory(),
+            lengths=self.lengths.pin_memory(),
+            targets=self.targets.pin_memory(),
+            target_lengths=self.target_lengths.pin_memory(),
+        )
 
 
-def pad_waveforms(audios: Sequence[np.ndarray], do_normalize: bool = True,
-                  length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_waveforms(
+    audios: Sequence[np.ndarray], do_normalize: bool = True, length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Audio (N_i,) -> waveforms (B, N) zero-padded to `length` (default: the longest), each row
     normalised first when do_normalize; and lengths (B,) in samples."""
     n = max((len(a) for a in audios), default=0) if length is None else length
@@ -241,8 +269,15 @@ def pad_waveforms(audios: Sequence[np.ndarray], do_normalize: bool = True,
     return waveforms, torch.tensor([len(a) for a in audios], dtype=torch.long)
 
 
-def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab, do_normalize: bool = True,
-            ladder: np.ndarray | None = None, frame: int = DEFAULT_FRAME, trailing_delimiter: bool = False) -> Batch:
+def collate(
+    audios: Sequence[np.ndarray],
+    texts: Sequence[str],
+    vocab: CharVocab,
+    do_normalize: bool = True,
+    ladder: np.ndarray | None = None,
+    frame: int = DEFAULT_FRAME,
+    trailing_delimiter: bool = False,
+) -> Batch:
     """Audio (N_i,) and transcripts -> a Batch padded to the ladder rung of the longest (or to it,
     rounded up to whole frames of `frame` samples). trailing_delimiter: each target ends with `|`, as
     the recipe's appended space gives (texts stay as they are: references are scored without it).
@@ -268,18 +303,33 @@ def collate(audios: Sequence[np.ndarray], texts: Sequence[str], vocab: CharVocab
 class Collator:
     """DataLoader collate_fn: Items -> Batch; items that failed to load are left out and listed."""
 
-    def __init__(self, vocab: CharVocab, do_normalize: bool = True, ladder: np.ndarray | None = None,
-                 frame: int = DEFAULT_FRAME, trailing_delimiter: bool = False):
+    def __init__(
+        self,
+        vocab: CharVocab,
+        do_normalize: bool = True,
+        ladder: np.ndarray | None = None,
+        frame: int = DEFAULT_FRAME,
+        trailing_delimiter: bool = False,
+    ):
         if trailing_delimiter and vocab is not None and WORD_DELIMITER not in vocab.index:
-            raise ValueError(f"data.trailing_delimiter: the vocabulary has no {WORD_DELIMITER!r} to end targets "
-                             f"with ({len(vocab)} tokens); build it with the delimiter, or set it false")
+            raise ValueError(
+                f"data.trailing_delimiter: the vocabulary has no {WORD_DELIMITER!r} to end targets "
+                f"with ({len(vocab)} tokens); build it with the delimiter, or set it false"
+            )
         self.vocab, self.do_normalize, self.ladder, self.frame = vocab, do_normalize, ladder, frame
         self.trailing_delimiter = trailing_delimiter
 
     def __call__(self, items: Sequence[Item]) -> Batch:
         good = [it for it in items if it.audio is not None]
-        batch = collate([it.audio for it in good], [it.text for it in good], self.vocab, self.do_normalize, self.ladder,
-                        frame=self.frame, trailing_delimiter=self.trailing_delimiter)
+        batch = collate(
+            [it.audio for it in good],
+            [it.text for it in good],
+            self.vocab,
+            self.do_normalize,
+            self.ladder,
+            frame=self.frame,
+            trailing_delimiter=self.trailing_delimiter,
+        )
         batch.ids = [it.id for it in good]
         batch.failures = [(it.reason or "unreadable", it.error) for it in items if it.audio is None]
         batch.notes = [(it.reason, it.error) for it in good if it.reason]
@@ -293,8 +343,14 @@ class BatchLoader:
 
     keep_empty = False
 
-    def __init__(self, loader: torch.utils.data.DataLoader, sampler: LengthBucketSampler, report: DataReport,
-                 split: str, verbose: bool):
+    def __init__(
+        self,
+        loader: torch.utils.data.DataLoader,
+        sampler: LengthBucketSampler,
+        report: DataReport,
+        split: str,
+        verbose: bool,
+    ):
         self.loader, self.sampler, self.report, self.split, self.verbose = loader, sampler, report, split, verbose
 
     def __len__(self) -> int:
@@ -308,27 +364,45 @@ class BatchLoader:
             for reason, why in batch.notes:
                 self.report.add(self.split, reason, why)
             if batch.unknown_chars:
-                self.report.add(self.split, "unknown_chars", f"{batch.ids[0] if batch.ids else '?'} and others",
-                                n=batch.unknown_chars)
+                self.report.add(
+                    self.split,
+                    "unknown_chars",
+                    f"{batch.ids[0] if batch.ids else '?'} and others",
+                    n=batch.unknown_chars,
+                )
             seen, failed, unknown = seen + len(batch.texts), failed + len(batch.failures), unknown + batch.unknown_chars
             if batch.texts or self.keep_empty:
                 yield batch
         if self.verbose:  # reached only when the epoch ran to its end
-            print(f"fastctc data: {self.split} epoch {self.sampler.epoch}: {seen} utterances, {failed} failed to load, "
-                  f"{unknown} characters mapped to [UNK]; all so far: {self.report.summary(self.split)}", flush=True)
+            print(
+                f"fastctc data: {self.split} epoch {self.sampler.epoch}: {seen} utterances, {failed} failed to load, "
+                f"{unknown} characters mapped to [UNK]; all so far: {self.report.summary(self.split)}",
+                flush=True,
+            )
 
 
-def make_loader(dataset, sampler: LengthBucketSampler, vocab: CharVocab, cfg=None, pin_memory: bool = False,
-                report: DataReport | None = None, split: str = "train") -> BatchLoader:
+def make_loader(
+    dataset,
+    sampler: LengthBucketSampler,
+    vocab: CharVocab,
+    cfg=None,
+    pin_memory: bool = False,
+    report: DataReport | None = None,
+    split: str = "train",
+) -> BatchLoader:
     """A BatchLoader over `dataset` in `sampler`'s batches, with cfg's (a DataConfig) workers,
     prefetch and normalisation. In-memory datasets load in the calling process (nothing to read)."""
     cfg = cfg or DataConfig()
     workers = 0 if dataset.in_memory else cfg.num_workers
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler,
-        collate_fn=Collator(vocab, cfg.do_normalize, sampler.ladder, frame=sampler.frame,
-                            trailing_delimiter=cfg.trailing_delimiter),
-        num_workers=workers, pin_memory=pin_memory, prefetch_factor=cfg.prefetch_factor if workers else None,
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=Collator(
+            vocab, cfg.do_normalize, sampler.ladder, frame=sampler.frame, trailing_delimiter=cfg.trailing_delimiter
+        ),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=cfg.prefetch_factor if workers else None,
         persistent_workers=workers > 0,
         # its own generator: a DataLoader otherwise draws a base seed from torch's global RNG at every
         # iter(), which would shift dropout and SpecAugment draws after a resume

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..config import DataConfig
 from . import synthetic
@@ -38,8 +38,15 @@ def ctc_min_frames(labels: Sequence) -> int:
     return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
 
 
-def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cache: DurationCache | None,
-           report: DataReport, frames_of: Callable[[int], int] | None, crop: bool) -> SpeechDataset:
+def screen(
+    utterances: Sequence[UtteranceInfo],
+    split: str,
+    cfg: DataConfig,
+    cache: DurationCache | None,
+    report: DataReport,
+    frames_of: Callable[[int], int] | None,
+    crop: bool,
+) -> SpeechDataset:
     """The usable utterances of `utterances` as a dataset; everything else counted in `report`."""
     cap = cfg.max_duration_s if split == "train" else 0.0  # the recipe caps training audio only
     kept, texts, durations = [], [], []
@@ -48,8 +55,12 @@ def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cac
         if fold is not None:  # space-separated labels, folded to data.phone_set (q dropped)
             labels, unknown = to_phone_set(u.text.split(), cfg.phone_set, fold)
             if unknown is not None:
-                report.add(split, "unknown_phone", f"{u.id}: {unknown!r} is not a TIMIT phone label nor one of "
-                                                   f"the {cfg.phone_set}-phone set ({u.path})")
+                report.add(
+                    split,
+                    "unknown_phone",
+                    f"{u.id}: {unknown!r} is not a TIMIT phone label nor one of "
+                    f"the {cfg.phone_set}-phone set ({u.path})",
+                )
                 continue
             text = " ".join(labels)
         else:
@@ -99,8 +110,13 @@ def screen(utterances: Sequence[UtteranceInfo], split: str, cfg: DataConfig, cac
     return SpeechDataset(kept, texts, durations, cfg.sample_rate, max_seconds=cap, crop=crop)
 
 
-def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] | None = None,
-                   verbose: bool = True, splits: tuple[str, ...] = ("train", "eval")) -> tuple:
+def build_datasets(
+    cfg: DataConfig,
+    seed: int,
+    frames_of: Callable[[int], int] | None = None,
+    verbose: bool = True,
+    splits: tuple[str, ...] = ("train", "eval"),
+) -> tuple:
     """(train_ds, eval_ds, report); a split not in `splits` is None and never read (`fastctc eval` reads
     its eval split alone). `frames_of(samples)` is the encoder's frame count, for the receptive-field
     and CTC-length checks (None skips them). Raises CorpusError for a bad root/split."""
@@ -109,8 +125,11 @@ def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] |
         made = []
         for name, size in (("train", cfg.synthetic_train_size), ("eval", cfg.synthetic_eval_size)):
             utts = synthetic.make_split(seed, name, size)
-            made.append(InMemoryDataset([u.id for u in utts], [u.audio for u in utts], [u.text for u in utts],
-                                        synthetic.SAMPLE_RATE))
+            made.append(
+                InMemoryDataset(
+                    [u.id for u in utts], [u.audio for u in utts], [u.text for u in utts], synthetic.SAMPLE_RATE
+                )
+            )
         return made[0], made[1], report
     if cfg.corpus not in READERS:
         raise ValueError(f"data.corpus: unknown corpus {cfg.corpus!r}")
@@ -127,11 +146,16 @@ def build_datasets(cfg: DataConfig, seed: int, frames_of: Callable[[int], int] |
         ds = screen(listed, split, cfg, cache, report, frames_of, crop=cfg.long_utterances == "crop")
         cache.save()
         if len(ds) == 0:
-            raise CorpusError(f"data.{split}: none of the {len(listed)} utterances listed for {spec!r} under "
-                              f"{cfg.root or '.'} is usable: {report.summary(split)}")
+            raise CorpusError(
+                f"data.{split}: none of the {len(listed)} utterances listed for {spec!r} under "
+                f"{cfg.root or '.'} is usable: {report.summary(split)}"
+            )
         if verbose:
-            print(f"fastctc data: {split} ({spec}): {len(ds)} utterances, {sum(ds.durations) / 3600:.2f} h; "
-                  f"{report.summary(split)}", file=sys.stderr, flush=True)
+            print(
+                f"fastctc data: {split} ({spec}): {len(ds)} utterances, {sum(ds.durations) / 3600:.2f} h; "
+                f"{report.summary(split)}",
+                file=sys.stderr,
+                flush=True,
+            )
         datasets.append(ds)
     return datasets[0], datasets[1], report
-

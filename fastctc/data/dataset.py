@@ -7,8 +7,9 @@ disk (in DataLoader workers); `InMemoryDataset` holds generated audio (the synth
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -47,8 +48,15 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     in_memory = False
 
-    def __init__(self, utterances: Sequence[UtteranceInfo], texts: Sequence[str], durations: Sequence[float],
-                 sample_rate: int, max_seconds: float = 0.0, crop: bool = False):
+    def __init__(
+        self,
+        utterances: Sequence[UtteranceInfo],
+        texts: Sequence[str],
+        durations: Sequence[float],
+        sample_rate: int,
+        max_seconds: float = 0.0,
+        crop: bool = False,
+    ):
         if not (len(utterances) == len(texts) == len(durations)):
             raise ValueError("SpeechDataset: utterances, texts and durations must have the same length")
         self.utterances = list(utterances)
@@ -76,8 +84,10 @@ class SpeechDataset(torch.utils.data.Dataset):
         if bad:
             return Item(u.id, None, self.texts[i], f"{u.path}: {bad} non-finite samples (NaN or inf)", "non_finite")
         if cap and length > cap:
-            why = (f"{u.path}: {length / self.sample_rate:.1f} s in the file, {self.durations[i]:.1f} s listed, "
-                   f"over data.max_duration_s={self.max_seconds:g}")
+            why = (
+                f"{u.path}: {length / self.sample_rate:.1f} s in the file, {self.durations[i]:.1f} s listed, "
+                f"over data.max_duration_s={self.max_seconds:g}"
+            )
             if not self.crop:
                 return Item(u.id, None, self.texts[i], why, "too_long_when_loaded")
             if round(self.durations[i] * self.sample_rate) < cap:  # else the screen cropped and counted it

@@ -57,9 +57,14 @@ class DurationCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text("".join(f"{p}\t{s}\t{m}\t{i.frames}\t{i.sample_rate}\t{i.channels}\n"
-                                   for p, (s, m, i) in self.entries.items()
-                                   if "\t" not in p and "\n" not in p), encoding="utf-8")  # TSV-safe paths only
+            tmp.write_text(
+                "".join(
+                    f"{p}\t{s}\t{m}\t{i.frames}\t{i.sample_rate}\t{i.channels}\n"
+                    for p, (s, m, i) in self.entries.items()
+                    if "\t" not in p and "\n" not in p
+                ),
+                encoding="utf-8",
+            )  # TSV-safe paths only
             tmp.replace(self.path)
             self._dirty = False
         except OSError as e:  # a read-only home must not stop training: listing is only slower next time

@@ -41,8 +41,10 @@ def read_fsdd(root: str | Path, spec: str, report: DataReport, split: str) -> li
             continue
         out.append(UtteranceInfo(id=name[:-4], path=str(folder / name), text=DIGITS[digit], speaker=speaker))
     if speakers - seen:
-        raise CorpusError(f"data.{split}: no FSDD speaker {', '.join(sorted(speakers - seen))} under {folder} "
-                          f"(found: {', '.join(sorted(seen)) or 'nothing'})")
+        raise CorpusError(
+            f"data.{split}: no FSDD speaker {', '.join(sorted(speakers - seen))} under {folder} "
+            f"(found: {', '.join(sorted(seen)) or 'nothing'})"
+        )
     if not out:
         raise CorpusError(f"data.{split}: {folder} holds no {spec} recordings; expected {LAYOUT}")
     return out

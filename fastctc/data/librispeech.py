@@ -48,8 +48,10 @@ def read_librispeech(root: str | Path, spec: str, report: DataReport, split: str
         folder = root / subset
         if not folder.is_dir():
             found = [p.name for p in _subdirs(root)]
-            raise CorpusError(f"data.{split}: no subset {subset!r} under {root} (found: {', '.join(found) or 'nothing'}); "
-                              f"expected {LAYOUT}")
+            raise CorpusError(
+                f"data.{split}: no subset {subset!r} under {root} (found: {', '.join(found) or 'nothing'}); "
+                f"expected {LAYOUT}"
+            )
         n_before = len(out)
         for speaker in _subdirs(folder):
             for chapter in _subdirs(speaker):

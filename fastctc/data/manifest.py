@@ -30,8 +30,10 @@ def _text(path: Path, split: str) -> str:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         fixed = path.with_name(f"{path.stem}.utf8{path.suffix}")
-        raise CorpusError(f"data.{split}: {path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); manifests are UTF-8: "
-                          f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > {fixed}") from None
+        raise CorpusError(
+            f"data.{split}: {path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); manifests are UTF-8: "
+            f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > {fixed}"
+        ) from None
 
 
 def _rows(path: Path, split: str):
@@ -48,8 +50,10 @@ def _rows(path: Path, split: str):
     elif path.suffix.lower() in (".tsv", ".txt"):
         reader = csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
         if not reader.fieldnames or not ({"audio", "path"} & set(reader.fieldnames)) or "text" not in reader.fieldnames:
-            raise CorpusError(f"data.{split}: {path}: the TSV header must name audio (or path) and text columns, "
-                              f"got {reader.fieldnames}; expected {LAYOUT}")
+            raise CorpusError(
+                f"data.{split}: {path}: the TSV header must name audio (or path) and text columns, "
+                f"got {reader.fieldnames}; expected {LAYOUT}"
+            )
         for n, row in enumerate(reader, 2):
             yield n, row
     else:
@@ -76,14 +80,21 @@ def read_manifest(root: str | Path, spec: str, report: DataReport, split: str) -
         audio_path = Path(audio) if Path(audio).is_absolute() else path.parent / audio
         uid = str(row.get("id") or f"{path.stem}-{n:07d}")
         # the same file (or id) twice would weigh it twice in training and count it twice in a WER
-        again = next(((what, seen[key]) for what, key in (("audio", str(audio_path)), ("id", f"id:{uid}"))
-                      if key in seen), None)
+        again = next(
+            ((what, seen[key]) for what, key in (("audio", str(audio_path)), ("id", f"id:{uid}")) if key in seen), None
+        )
         if again is not None:
-            report.add(split, "duplicate", f"{where}: {again[0]} {(audio if again[0] == 'audio' else uid)!r} "
-                                           f"already listed on line {again[1]}")
+            report.add(
+                split,
+                "duplicate",
+                f"{where}: {again[0]} {(audio if again[0] == 'audio' else uid)!r} already listed on line {again[1]}",
+            )
             continue
         seen.setdefault(str(audio_path), n)
         seen.setdefault(f"id:{uid}", n)
-        out.append(UtteranceInfo(id=uid, path=str(audio_path), text=text,
-                                 speaker=str(row.get("speaker") or ""), duration=duration))
+        out.append(
+            UtteranceInfo(
+                id=uid, path=str(audio_path), text=text, speaker=str(row.get("speaker") or ""), duration=duration
+            )
+        )
     return out

@@ -18,30 +18,75 @@ training (see `to_phone_set`), so encode() never meets one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..vocab import read_vocab_json, write_vocab_json
 from .text import PAD
 
 # TIMIT label -> (48-set phone, 39-set phone); None: removed (q). Lee & Hon (1989), Table I.
 LEE_HON = {
-    "aa": ("aa", "aa"), "ae": ("ae", "ae"), "ah": ("ah", "ah"), "ao": ("ao", "aa"),
-    "aw": ("aw", "aw"), "ax": ("ax", "ah"), "ax-h": ("ax", "ah"), "axr": ("er", "er"),
-    "ay": ("ay", "ay"), "b": ("b", "b"), "bcl": ("vcl", "sil"), "ch": ("ch", "ch"),
-    "d": ("d", "d"), "dcl": ("vcl", "sil"), "dh": ("dh", "dh"), "dx": ("dx", "dx"),
-    "eh": ("eh", "eh"), "el": ("el", "l"), "em": ("m", "m"), "en": ("en", "n"),
-    "eng": ("ng", "ng"), "epi": ("epi", "sil"), "er": ("er", "er"), "ey": ("ey", "ey"),
-    "f": ("f", "f"), "g": ("g", "g"), "gcl": ("vcl", "sil"), "h#": ("sil", "sil"),
-    "hh": ("hh", "hh"), "hv": ("hh", "hh"), "ih": ("ih", "ih"), "ix": ("ix", "ih"),
-    "iy": ("iy", "iy"), "jh": ("jh", "jh"), "k": ("k", "k"), "kcl": ("cl", "sil"),
-    "l": ("l", "l"), "m": ("m", "m"), "n": ("n", "n"), "ng": ("ng", "ng"),
-    "nx": ("n", "n"), "ow": ("ow", "ow"), "oy": ("oy", "oy"), "p": ("p", "p"),
-    "pau": ("sil", "sil"), "pcl": ("cl", "sil"), "q": None, "r": ("r", "r"),
-    "s": ("s", "s"), "sh": ("sh", "sh"), "t": ("t", "t"), "tcl": ("cl", "sil"),
-    "th": ("th", "th"), "uh": ("uh", "uh"), "uw": ("uw", "uw"), "ux": ("uw", "uw"),
-    "v": ("v", "v"), "w": ("w", "w"), "y": ("y", "y"), "z": ("z", "z"),
+    "aa": ("aa", "aa"),
+    "ae": ("ae", "ae"),
+    "ah": ("ah", "ah"),
+    "ao": ("ao", "aa"),
+    "aw": ("aw", "aw"),
+    "ax": ("ax", "ah"),
+    "ax-h": ("ax", "ah"),
+    "axr": ("er", "er"),
+    "ay": ("ay", "ay"),
+    "b": ("b", "b"),
+    "bcl": ("vcl", "sil"),
+    "ch": ("ch", "ch"),
+    "d": ("d", "d"),
+    "dcl": ("vcl", "sil"),
+    "dh": ("dh", "dh"),
+    "dx": ("dx", "dx"),
+    "eh": ("eh", "eh"),
+    "el": ("el", "l"),
+    "em": ("m", "m"),
+    "en": ("en", "n"),
+    "eng": ("ng", "ng"),
+    "epi": ("epi", "sil"),
+    "er": ("er", "er"),
+    "ey": ("ey", "ey"),
+    "f": ("f", "f"),
+    "g": ("g", "g"),
+    "gcl": ("vcl", "sil"),
+    "h#": ("sil", "sil"),
+    "hh": ("hh", "hh"),
+    "hv": ("hh", "hh"),
+    "ih": ("ih", "ih"),
+    "ix": ("ix", "ih"),
+    "iy": ("iy", "iy"),
+    "jh": ("jh", "jh"),
+    "k": ("k", "k"),
+    "kcl": ("cl", "sil"),
+    "l": ("l", "l"),
+    "m": ("m", "m"),
+    "n": ("n", "n"),
+    "ng": ("ng", "ng"),
+    "nx": ("n", "n"),
+    "ow": ("ow", "ow"),
+    "oy": ("oy", "oy"),
+    "p": ("p", "p"),
+    "pau": ("sil", "sil"),
+    "pcl": ("cl", "sil"),
+    "q": None,
+    "r": ("r", "r"),
+    "s": ("s", "s"),
+    "sh": ("sh", "sh"),
+    "t": ("t", "t"),
+    "tcl": ("cl", "sil"),
+    "th": ("th", "th"),
+    "uh": ("uh", "uh"),
+    "uw": ("uw", "uw"),
+    "ux": ("uw", "uw"),
+    "v": ("v", "v"),
+    "w": ("w", "w"),
+    "y": ("y", "y"),
+    "z": ("z", "z"),
     "zh": ("zh", "sh"),
 }
 
@@ -95,7 +140,7 @@ class PhoneVocab:
         self.blank = self.index[PAD]
 
     @classmethod
-    def for_set(cls, phone_set: int) -> "PhoneVocab":
+    def for_set(cls, phone_set: int) -> PhoneVocab:
         if phone_set not in PHONE_SETS:
             raise ValueError(f"phone set must be 61, 48 or 39, got {phone_set}")
         return cls([*PHONE_SETS[phone_set], PAD])
@@ -109,8 +154,9 @@ class PhoneVocab:
         try:
             return [self.index[p] for p in text.split()]
         except KeyError as e:
-            raise ValueError(f"PhoneVocab: phone {e.args[0]!r} is not in the vocabulary "
-                             f"({len(self.tokens) - 1} phones)") from None
+            raise ValueError(
+                f"PhoneVocab: phone {e.args[0]!r} is not in the vocabulary ({len(self.tokens) - 1} phones)"
+            ) from None
 
     def count_unknown(self, text: str) -> int:
         return sum(p not in self.index for p in text.split())
@@ -123,7 +169,7 @@ class PhoneVocab:
         write_vocab_json(path, self.tokens)
 
     @classmethod
-    def load(cls, path: str | Path) -> "PhoneVocab":
+    def load(cls, path: str | Path) -> PhoneVocab:
         return cls(read_vocab_json(path))
 
 
@@ -137,7 +183,7 @@ class PhoneDecoder:
     specials: frozenset[int] = frozenset()
 
     @classmethod
-    def of(cls, vocab) -> "PhoneDecoder":
+    def of(cls, vocab) -> PhoneDecoder:
         return cls(list(vocab.tokens), vocab.blank, frozenset(getattr(vocab, "specials", ())))
 
     def __len__(self) -> int:

@@ -53,8 +53,11 @@ class DataReport:
             self._warned.add(key)
             tail = "" if reason in KEPT else "; skipped"
             further = "each file is named once" if name_each else "further ones are counted, not shown"
-            print(f"fastctc data: warning: {split}: {REASONS[reason]}: {example}{tail} ({further})",
-                  file=self.stream or sys.stderr, flush=True)
+            print(
+                f"fastctc data: warning: {split}: {REASONS[reason]}: {example}{tail} ({further})",
+                file=self.stream or sys.stderr,
+                flush=True,
+            )
 
     def skipped(self, split: str) -> int:
         return sum(n for r, n in self.counts.get(split, Counter()).items() if r not in KEPT)

@@ -7,7 +7,7 @@ random batching and to transformers' group_by_length (the recipe's), both padded
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -54,28 +54,42 @@ def stats(cfg: RunConfig) -> str:
     train_ds, eval_ds, report = build_datasets(d, cfg.train.seed, lambda n: frame_count(n, encoder), verbose=False)
     vocab = vocab_for(d, train_ds.texts + eval_ds.texts)  # what training would build
     lines = [f"corpus {d.corpus}" + (f" at {d.root}" if d.root else "")]
-    for split, spec, ds, batch_size in (("train", d.train, train_ds, cfg.train.batch_size),
-                                        ("eval", d.eval, eval_ds, cfg.train.eval_batch_size)):
+    for split, spec, ds, batch_size in (
+        ("train", d.train, train_ds, cfg.train.batch_size),
+        ("eval", d.eval, eval_ds, cfg.train.eval_batch_size),
+    ):
         lines.append(f"[{split}] {spec if d.corpus != 'synthetic' else 'synthetic'}")
-        lines.append(f"  utterances    {len(ds)} ({len(set(ds.speakers) - {''})} speakers), "
-                     f"{sum(ds.durations) / 3600:.3f} h")
+        lines.append(
+            f"  utterances    {len(ds)} ({len(set(ds.speakers) - {''})} speakers), {sum(ds.durations) / 3600:.3f} h"
+        )
         lines.append(f"  duration s    {_spread(ds.durations, '.2f')}")
-        lines.append(f"  transcript    {_spread([len(t) for t in ds.texts], '.0f')} characters; "
-                     f"{_spread([len(t.split()) for t in ds.texts], '.0f')} words")
+        lines.append(
+            f"  transcript    {_spread([len(t) for t in ds.texts], '.0f')} characters; "
+            f"{_spread([len(t.split()) for t in ds.texts], '.0f')} words"
+        )
         lines.append(f"  skipped       {report.summary(split)}")
         budget = d.batch_seconds if split == "train" else 0.0
-        sampler = LengthBucketSampler(ds.durations, cfg.train.seed, batch_size, budget, d.pad_lengths,
-                                      sample_rate=d.sample_rate, frame=encoder.frame_stride)
+        sampler = LengthBucketSampler(
+            ds.durations,
+            cfg.train.seed,
+            batch_size,
+            budget,
+            d.pad_lengths,
+            sample_rate=d.sample_rate,
+            frame=encoder.frame_stride,
+        )
         ours = [b for step in sampler.epoch_batches(0) for b in step]
         L = sampler.lengths
         size = f"{budget:g} s of audio" if budget else f"{batch_size} utterances"
         pad = lambda n: padded_length(n, sampler.ladder, encoder.frame_stride)  # noqa: E731
         shapes = len({pad(int(L[b].max())) for b in ours})
-        lines.append(f"  padded        {padded_fraction(ours, L, pad):.2%} "
-                     f"fastctc ({len(ours)} batches of {size}, {shapes} padded lengths) | "
-                     f"{padded_fraction(group_by_length_batches(L, batch_size, cfg.train.seed), L):.2%} "
-                     f"group_by_length | {padded_fraction(random_batches(len(L), batch_size, cfg.train.seed), L):.2%} "
-                     f"random (batch {batch_size})")
+        lines.append(
+            f"  padded        {padded_fraction(ours, L, pad):.2%} "
+            f"fastctc ({len(ours)} batches of {size}, {shapes} padded lengths) | "
+            f"{padded_fraction(group_by_length_batches(L, batch_size, cfg.train.seed), L):.2%} "
+            f"group_by_length | {padded_fraction(random_batches(len(L), batch_size, cfg.train.seed), L):.2%} "
+            f"random (batch {batch_size})"
+        )
     symbols = [t for t in vocab.tokens if t not in ("[UNK]", "[PAD]")]
     lines.append(f"vocabulary    {len(vocab)} tokens (blank = [PAD] = {vocab.blank}): {' '.join(symbols)}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..config import RECIPE_CHARS_TO_IGNORE
+
 # the vocabulary, re-exported: the data layer and its tests name it from here
 from ..vocab import PAD, UNK, WORD_DELIMITER, CharVocab, DecoderVocab, ids_to_text  # noqa: F401
 

@@ -38,20 +38,24 @@ _NLTK_SPEAKER = re.compile(r"^(dr\d)-(\w+)$", re.IGNORECASE)
 
 # The core test set: TIMIT's testset.doc (LDC93S1, 1990), Table 1, two male and one female speaker
 # per dialect region (DR1..DR8), the sex letter prefixed as in the corpus's speaker folders.
-CORE_TEST_SPEAKERS = frozenset("""
+CORE_TEST_SPEAKERS = frozenset(
+    """
     mdab0 mwbt0 felc0  mtas1 mwew0 fpas0  mjmp0 mlnt0 fpkt0  mlll0 mtls0 fjlm0
     mbpm0 mklt0 fnlp0  mcmj0 mjdh0 fmgd0  mgrt0 mnjm0 fdhc0  mjln0 mpam0 fmld0
-""".split())
+""".split()
+)
 # The 50-speaker development set: A. K. Halberstadt, "Heterogeneous acoustic measurements and multiple
 # classifiers for speech recognition", PhD thesis, MIT, 1998, as Kaldi lists it
 # (egs/timit/s5/conf/dev_spk.list; SpeechBrain's TIMIT recipe has the same 50). TEST speakers outside
 # the core test set.
-DEV_SPEAKERS = frozenset("""
+DEV_SPEAKERS = frozenset(
+    """
     faks0 fdac1 fjem0 mgwt0 mjar0 mmdb1 mmdm2 mpdf0 fcmh0 fkms0 mbdg0 mbwm0 mcsh0
     fadg0 fdms0 fedw0 mgjf0 mglb0 mrtk0 mtaa0 mtdt0 mthc0 mwjg0 fnmr0 frew0 fsem0
     mbns0 mmjr0 mdls0 mdlf0 mdvc0 mers0 fmah0 fdrw0 mrcs0 mrjm4 fcal1 mmwh0 fjsj0
     majc0 mjsw0 mreb0 fgjd0 fjmg0 mroa0 mteb0 mjfc0 mrjr0 fmml0 mrws1
-""".split())
+""".split()
+)
 # split name -> (LDC folder, speakers (None = all), leave out the SA sentences)
 SPLITS = {
     "train": ("train", None, False),
@@ -87,8 +91,15 @@ def _phones(phn: Path) -> tuple[str, str | None]:
     return " ".join(labels), None
 
 
-def _speaker_utterances(folder: Path, id_prefix: str, speaker: str, split: str, report: DataReport,
-                        targets: str = "chars", drop_sa: bool = False) -> list[UtteranceInfo]:
+def _speaker_utterances(
+    folder: Path,
+    id_prefix: str,
+    speaker: str,
+    split: str,
+    report: DataReport,
+    targets: str = "chars",
+    drop_sa: bool = False,
+) -> list[UtteranceInfo]:
     label_ext = ".phn" if targets == "phones" else ".txt"
     wavs, labels = {}, {}
     for e in os.scandir(folder):
@@ -125,8 +136,9 @@ def _ldc_base(root: Path) -> Path | None:
     return None
 
 
-def read_timit(root: str | Path, spec: str, report: DataReport, split: str,
-               targets: str = "chars") -> list[UtteranceInfo]:
+def read_timit(
+    root: str | Path, spec: str, report: DataReport, split: str, targets: str = "chars"
+) -> list[UtteranceInfo]:
     """Utterances of `spec` (see the module doc) under `root`, in a stable order; `targets` chars (the
     .TXT transcript) or phones (the .PHN labels, space-separated)."""
     root = Path(root)
@@ -139,13 +151,16 @@ def read_timit(root: str | Path, spec: str, report: DataReport, split: str,
         out = []
         for part in wanted:
             if part not in SPLITS:
-                raise CorpusError(f"data.{split}: TIMIT split {part!r}: the LDC layout has train and test (the "
-                                  f"cards' splits, joined with '+' if wanted) and the protocol's train-nosa, dev, "
-                                  f"core-test and test-nosa; found under {base}")
+                raise CorpusError(
+                    f"data.{split}: TIMIT split {part!r}: the LDC layout has train and test (the "
+                    f"cards' splits, joined with '+' if wanted) and the protocol's train-nosa, dev, "
+                    f"core-test and test-nosa; found under {base}"
+                )
             folder, speakers, drop_sa = SPLITS[part]
             if folder not in names:
-                raise CorpusError(f"data.{split}: {base} has no {folder.upper()} folder (needed by {part!r}); "
-                                  f"expected {LDC_LAYOUT}")
+                raise CorpusError(
+                    f"data.{split}: {base} has no {folder.upper()} folder (needed by {part!r}); expected {LDC_LAYOUT}"
+                )
             found = set()
             for dr_name, dr in sorted(_children(names[folder]).items()):
                 if not _DR.match(dr_name) or not dr.is_dir():
@@ -153,27 +168,36 @@ def read_timit(root: str | Path, spec: str, report: DataReport, split: str,
                 for spk_name, spk in sorted(_children(dr).items()):
                     if spk.is_dir() and (speakers is None or spk_name in speakers):
                         found.add(spk_name)
-                        out += _speaker_utterances(spk, f"{folder}-{dr_name}-{spk_name}", spk_name, split, report,
-                                                   targets, drop_sa)
+                        out += _speaker_utterances(
+                            spk, f"{folder}-{dr_name}-{spk_name}", spk_name, split, report, targets, drop_sa
+                        )
             if speakers is not None and found != speakers:
                 missing = sorted(speakers - found)
-                print(f"fastctc data: warning: data.{split}={part}: {len(missing)} of its {len(speakers)} speakers "
-                      f"are not under {names[folder]} ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
-                      f"the split is incomplete", file=sys.stderr, flush=True)
+                print(
+                    f"fastctc data: warning: data.{split}={part}: {len(missing)} of its {len(speakers)} speakers "
+                    f"are not under {names[folder]} ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
+                    f"the split is incomplete",
+                    file=sys.stderr,
+                    flush=True,
+                )
         return out
 
     speakers = {n: p for n, p in _children(root).items() if _NLTK_SPEAKER.match(n) and p.is_dir()}
     if not speakers:
-        raise CorpusError(f"data.root: {root} does not look like TIMIT: no TRAIN/TEST folder and no drN-speaker "
-                          f"folders; expected {LDC_LAYOUT}, or {NLTK_LAYOUT}")
+        raise CorpusError(
+            f"data.root: {root} does not look like TIMIT: no TRAIN/TEST folder and no drN-speaker "
+            f"folders; expected {LDC_LAYOUT}, or {NLTK_LAYOUT}"
+        )
     chosen = set()
     for part in wanted:
         match = {n for n in speakers if part == "all" or n == part or n.split("-")[0] == part}
         if not match:
             hint = " (the NLTK sample has no train/test split)" if part in SPLITS else ""
-            raise CorpusError(f"data.{split}: {part!r} selects nothing in the NLTK TIMIT sample at {root}{hint}; "
-                              f"use 'all', dialect regions like 'dr1+dr2' or speaker folders like "
-                              f"{sorted(speakers)[0]!r}")
+            raise CorpusError(
+                f"data.{split}: {part!r} selects nothing in the NLTK TIMIT sample at {root}{hint}; "
+                f"use 'all', dialect regions like 'dr1+dr2' or speaker folders like "
+                f"{sorted(speakers)[0]!r}"
+            )
         chosen |= match
     out = []
     for name in sorted(chosen):

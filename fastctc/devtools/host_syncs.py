@@ -63,11 +63,29 @@ _ALWAYS = {
 }
 # ops that wait only with a boolean index (the kernel runs nonzero on it)
 _INDEXING = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
-_FACTORIES = {torch.arange, torch.zeros, torch.ones, torch.full, torch.empty, torch.rand, torch.randn,
-              torch.randint, torch.randperm, torch.tensor, torch.as_tensor, torch.linspace, torch.eye,
-              torch.from_numpy, torch.scalar_tensor}  # fmt: skip
-_TO_HOST = {torch.Tensor.cpu: ".cpu()", torch.Tensor.tolist: ".tolist()", torch.Tensor.numpy: ".numpy()",
-            torch.Tensor.__array__: "numpy conversion"}  # fmt: skip
+_FACTORIES = {
+    torch.arange,
+    torch.zeros,
+    torch.ones,
+    torch.full,
+    torch.empty,
+    torch.rand,
+    torch.randn,
+    torch.randint,
+    torch.randperm,
+    torch.tensor,
+    torch.as_tensor,
+    torch.linspace,
+    torch.eye,
+    torch.from_numpy,
+    torch.scalar_tensor,
+}
+_TO_HOST = {
+    torch.Tensor.cpu: ".cpu()",
+    torch.Tensor.tolist: ".tolist()",
+    torch.Tensor.numpy: ".numpy()",
+    torch.Tensor.__array__: "numpy conversion",
+}
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
 
@@ -86,9 +104,12 @@ class HostSync:
 
 
 def _user_stack(limit: int = 8) -> list[str]:
-    frames = [f for f in traceback.extract_stack()[:-3]
-              if not f.filename.startswith((_HERE, _TORCH))
-              and not any(s in f.filename for s in ("/contextlib.py", "/_pytest/", "/pluggy/", "<frozen"))]  # fmt: skip
+    frames = [
+        f
+        for f in traceback.extract_stack()[:-3]
+        if not f.filename.startswith((_HERE, _TORCH))
+        and not any(s in f.filename for s in ("/contextlib.py", "/_pytest/", "/pluggy/", "<frozen"))
+    ]
     return [f"{f.filename}:{f.lineno} in {f.name}: {f.line}" for f in frames[-limit:]]
 
 
@@ -128,8 +149,9 @@ class HostSyncChecker:
     # -- what lives where ------------------------------------------------------------------------
     def host(self, *tensors) -> None:
         """Declare tensors (or structures of them, e.g. a dataclass's fields) to live on the host."""
-        fields = [[getattr(x, f.name) for f in dataclasses.fields(x)] if dataclasses.is_dataclass(x) else x
-                  for x in tensors]  # fmt: skip
+        fields = [
+            [getattr(x, f.name) for f in dataclasses.fields(x)] if dataclasses.is_dataclass(x) else x for x in tensors
+        ]
         for t in _tensors(fields):
             self._host[t] = True
 
@@ -161,7 +183,7 @@ class HostSyncChecker:
             return "no host syncs"
         return f"{len(self.events)} host sync(s):\n" + "\n".join(f"{i + 1}. {e}" for i, e in enumerate(self.events))
 
-    def __enter__(self) -> "HostSyncChecker":
+    def __enter__(self) -> HostSyncChecker:
         for m in self._modes:
             m.__enter__()
         return self
@@ -200,16 +222,18 @@ class _FunctionMode(TorchFunctionMode):
 
     def _to(self, func, args, kwargs):
         c, src = self.c, args[0]
-        target = torch.device("cuda") if func is torch.Tensor.cuda and _target_device(args, kwargs) is None \
-            else _target_device(args, kwargs)  # fmt: skip
+        target = (
+            torch.device("cuda")
+            if func is torch.Tensor.cuda and _target_device(args, kwargs) is None
+            else _target_device(args, kwargs)
+        )
         non_blocking = bool(kwargs.get("non_blocking", False))
         to_device = target is not None and (target.type != "cpu" or (c.emulated and not c.on_device(src)))
         if to_device and not c.on_device(src):  # the hand-off to the device
             if not non_blocking:
                 c._record("blocking host-to-device copy (pass non_blocking=True from pinned memory)", "Tensor.to")
             elif not c.emulated and not src.is_pinned():
-                c._record("host-to-device copy from pageable memory (pin it: DataLoader(pin_memory=True))",
-                          "Tensor.to")  # fmt: skip
+                c._record("host-to-device copy from pageable memory (pin it: DataLoader(pin_memory=True))", "Tensor.to")
         c._quiet += 1
         try:
             out = func(*args, **kwargs)
@@ -242,8 +266,11 @@ class _DispatchMode(TorchDispatchMode):
             elif kind is None and func is aten.repeat_interleave.Tensor and kwargs.get("output_size") is None:
                 kind = "repeat_interleave without output_size (data-dependent shape)"
             elif kind is None and not c.emulated and func in (aten._to_copy.default, aten.copy_.default):
-                src, dst_cpu = (args[0], kwargs.get("device") == torch.device("cpu")) if func is aten._to_copy.default \
-                    else (args[1], args[0].device.type == "cpu")  # fmt: skip
+                src, dst_cpu = (
+                    (args[0], kwargs.get("device") == torch.device("cpu"))
+                    if func is aten._to_copy.default
+                    else (args[1], args[0].device.type == "cpu")
+                )
                 if src.device.type != "cpu" and dst_cpu and not kwargs.get("non_blocking", False):
                     kind = "copy to host"
             if kind is not None:
@@ -261,4 +288,3 @@ def assert_no_host_syncs(checker: HostSyncChecker, allowed: int = 0, what: str =
     """Raise AssertionError listing every sync (with its stack) when more than `allowed` happened."""
     if checker.count() > allowed:
         raise AssertionError(f"{what}: {checker.count()} host sync(s), at most {allowed} allowed\n{checker.report()}")
-

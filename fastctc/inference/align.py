@@ -53,8 +53,9 @@ class Alignment:
 
     def ctm(self, utt_id: str, channel: str = "1") -> str:
         """Word times as NIST CTM lines: `utt channel start duration word confidence`."""
-        return "".join(f"{utt_id} {channel} {w.start:.3f} {w.end - w.start:.3f} {w.text} {w.score:.4f}\n"
-                       for w in self.words)  # fmt: skip
+        return "".join(
+            f"{utt_id} {channel} {w.start:.3f} {w.end - w.start:.3f} {w.text} {w.score:.4f}\n" for w in self.words
+        )
 
 
 def encode_transcript(text: str, tokens: list[str], name: str = "transcript") -> tuple[str, list[int]]:
@@ -68,8 +69,9 @@ def encode_transcript(text: str, tokens: list[str], name: str = "transcript") ->
     for form in (" ".join(words), " ".join(words).lower(), " ".join(words).upper()):
         missing = sorted({c for c in form if c != " " and c not in index})
         if not missing:
-            return form, [index[c] if c != " " else index[WORD_DELIMITER] for c in form
-                          if c != " " or WORD_DELIMITER in index]
+            return form, [
+                index[c] if c != " " else index[WORD_DELIMITER] for c in form if c != " " or WORD_DELIMITER in index
+            ]
     missing = sorted({c for c in " ".join(words) if c != " " and c not in index and c.lower() not in index})
     known = "".join(t for t in tokens if len(t) == 1 and t != WORD_DELIMITER)
     raise AlignmentError(
@@ -82,8 +84,9 @@ def min_frames(ids: list[int]) -> int:
     return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
 
 
-def align_logits(logits: torch.Tensor, text: str, tokens: list[str], blank: int, frame_s: float,
-                 audio: str = "") -> Alignment:  # fmt: skip
+def align_logits(
+    logits: torch.Tensor, text: str, tokens: list[str], blank: int, frame_s: float, audio: str = ""
+) -> Alignment:
     """logits (T, V) of one file and its transcript -> Alignment."""
     text, ids = encode_transcript(text, tokens, audio or "transcript")
     T = logits.shape[0]
@@ -115,20 +118,35 @@ def align_logits(logits: torch.Tensor, text: str, tokens: list[str], blank: int,
         if c == " ":
             continue  # the delimiter's frames belong to no word
         k = i if has_delimiter else i - text[:i].count(" ")  # target index of text[i]
-        seg = Segment(c, float(round(first[k] * frame_s, 6)), float(round((last[k] + 1) * frame_s, 6)),
-                      float(sums[k] / counts[k]))
+        seg = Segment(
+            c, float(round(first[k] * frame_s, 6)), float(round((last[k] + 1) * frame_s, 6)), float(sums[k] / counts[k])
+        )
         chars.append(seg)
         word.append((seg, k))
         if i + 1 == len(text) or text[i + 1] == " ":
             ks = [j for _, j in word]
-            words.append(Segment("".join(s.text for s, _ in word), word[0][0].start, word[-1][0].end,
-                                 float(sums[ks].sum() / counts[ks].sum())))  # fmt: skip
+            words.append(
+                Segment(
+                    "".join(s.text for s, _ in word),
+                    word[0][0].start,
+                    word[-1][0].end,
+                    float(sums[ks].sum() / counts[ks].sum()),
+                )
+            )
             word = []
     return Alignment(audio, text, T, frame_s, float(score[0]), chars, words)
 
 
-def align_audio(lm: LoadedModel, audio: np.ndarray, text: str, device: torch.device, name: str = "",
-                chunk_s: float = 30.0, stride_s: float | None = None, progress=None) -> Alignment:  # fmt: skip
+def align_audio(
+    lm: LoadedModel,
+    audio: np.ndarray,
+    text: str,
+    device: torch.device,
+    name: str = "",
+    chunk_s: float = 30.0,
+    stride_s: float | None = None,
+    progress=None,
+) -> Alignment:
     """16 kHz mono audio and its transcript -> Alignment (long files in chunks of chunk_s seconds).
     Raises AudioError for audio the model cannot take (non-finite samples, shorter than one frame)."""
     encode_transcript(text, lm.vocab.tokens, name or "transcript")  # a bad transcript fails before the model runs

@@ -21,8 +21,8 @@ is one window: exactly the whole-file computation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -76,9 +76,16 @@ def plan_windows(n_samples: int, n_frames: int, chunk: int, stride: int, hop: in
 
 
 @torch.no_grad()
-def chunked_logits(model, audio: np.ndarray, device: torch.device, do_normalize: bool, chunk_s: float = 30.0,
-                   stride_s: float | None = None, batch_size: int = 4,
-                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:  # fmt: skip
+def chunked_logits(
+    model,
+    audio: np.ndarray,
+    device: torch.device,
+    do_normalize: bool,
+    chunk_s: float = 30.0,
+    stride_s: float | None = None,
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """16 kHz mono audio (N,) -> a CTCModel's logits (T, V) float32 on the CPU, T the whole file's frames.
 
     Windows run `batch_size` at a time through exact_logits (each as it computes alone, so the shorter
@@ -113,8 +120,15 @@ def chunked_logits(model, audio: np.ndarray, device: torch.device, do_normalize:
     return out
 
 
-def transcribe_long(lm: LoadedModel, paths, device: torch.device, chunk_s: float = 30.0,
-                    stride_s: float | None = None, decoder=None, progress=None):  # fmt: skip
+def transcribe_long(
+    lm: LoadedModel,
+    paths,
+    device: torch.device,
+    chunk_s: float = 30.0,
+    stride_s: float | None = None,
+    decoder=None,
+    progress=None,
+):
     """Yield (path, text, None) per file, or (path, None, AudioError) for one the model cannot take (as
     transcribe_files): each file's logits in chunks (one window when it fits), then greedy or `decoder`
     (fastctc.inference.lm)."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -54,9 +54,20 @@ class SplitOutput:
 
 
 @torch.no_grad()
-def run_split(model, dataset, device: torch.device, decode_vocab, *, batch_size: int, data: DataConfig,
-              loss_vocab=None, keep_logits: bool = False, autocast: Callable = contextlib.nullcontext,
-              chunk_s: float = 30.0, report: DataReport | None = None) -> SplitOutput:  # fmt: skip
+def run_split(
+    model,
+    dataset,
+    device: torch.device,
+    decode_vocab,
+    *,
+    batch_size: int,
+    data: DataConfig,
+    loss_vocab=None,
+    keep_logits: bool = False,
+    autocast: Callable = contextlib.nullcontext,
+    chunk_s: float = 30.0,
+    report: DataReport | None = None,
+) -> SplitOutput:
     """Every readable utterance of `dataset` through `exact_logits`, in length-sorted batches of
     `batch_size` (data's workers and normalisation), then greedy-decoded by `decode_vocab` or kept
     (`keep_logits`, for beam search). `loss_vocab` (the training vocabulary) adds the eval loss.
@@ -74,17 +85,24 @@ def run_split(model, dataset, device: torch.device, decode_vocab, *, batch_size:
     loss_sum = torch.zeros((), device=device)  # stays on the device: read once, at the end
     scored = 0
     if len(short):
-        sampler = LengthBucketSampler(short.durations, 0, batch_size, pad_lengths=data.pad_lengths,
-                                      frame=model.config.frame_stride)
-        for batch in make_loader(short, sampler, loss_vocab, data, pin_memory=device.type == "cuda", report=report,
-                                 split="eval"):  # fmt: skip
+        sampler = LengthBucketSampler(
+            short.durations, 0, batch_size, pad_lengths=data.pad_lengths, frame=model.config.frame_stride
+        )
+        for batch in make_loader(
+            short, sampler, loss_vocab, data, pin_memory=device.type == "cuda", report=report, split="eval"
+        ):
             waves, lengths = (t.to(device, non_blocking=True) for t in (batch.waveforms, batch.lengths))
             with autocast():
                 logits, frames = exact_logits(model, waves, lengths)
             if loss_vocab is not None:
-                loss = ctc_loss(logits.float(), batch.targets.to(device, non_blocking=True), frames,
-                                batch.target_lengths.to(device, non_blocking=True), blank=loss_vocab.blank,
-                                reduction="mean")  # fmt: skip
+                loss = ctc_loss(
+                    logits.float(),
+                    batch.targets.to(device, non_blocking=True),
+                    frames,
+                    batch.target_lengths.to(device, non_blocking=True),
+                    blank=loss_vocab.blank,
+                    reduction="mean",
+                )
                 loss_sum += loss * len(batch.texts)
                 scored += len(batch.texts)
             _collect(out, batch.ids, batch.texts, logits, frames, batch.lengths, decode_vocab, keep_logits, model)
@@ -95,8 +113,17 @@ def run_split(model, dataset, device: torch.device, decode_vocab, *, batch_size:
             continue
         logits = chunked_logits(model, item.audio, device, data.do_normalize, chunk_s)[None]  # (1, T, V)
         frames = torch.tensor([logits.shape[1]])
-        _collect(out, [item.id], [item.text], logits, frames, torch.tensor([len(item.audio)]), decode_vocab,
-                 keep_logits, model)  # fmt: skip
+        _collect(
+            out,
+            [item.id],
+            [item.text],
+            logits,
+            frames,
+            torch.tensor([len(item.audio)]),
+            decode_vocab,
+            keep_logits,
+            model,
+        )
     model.train(was_training)
     out.skipped = report.skipped("eval")
     if loss_vocab is not None:
@@ -180,8 +207,6 @@ def phone_vocab(vocab, fold: Fold | None):
     return PhoneDecoder.of(vocab)
 
 
-
-
 def sweep_lm(logits: list[torch.Tensor], refs: list[str], vocab, decoder, lm_weights, word_scores) -> list[dict]:
     """WER/CER of the kept logits for every (lm_weight, word_score) pair; the LM and lexicon load once."""
     rows = []
@@ -200,8 +225,19 @@ def unemittable_chars(refs: list[str], tokens: list[str]) -> tuple[int, str]:
     return len(missing), "".join(sorted(set(missing)))[:20]
 
 
-def evaluate_loaded(lm, eval_ds, device: torch.device, data: DataConfig, *, batch_size: int = 8, fold: Fold | None = None,
-                    decoder=None, sweep: tuple | None = None, report_dir=None, chunk_s: float = 30.0) -> dict:  # fmt: skip
+def evaluate_loaded(
+    lm,
+    eval_ds,
+    device: torch.device,
+    data: DataConfig,
+    *,
+    batch_size: int = 8,
+    fold: Fold | None = None,
+    decoder=None,
+    sweep: tuple | None = None,
+    report_dir=None,
+    chunk_s: float = 30.0,
+) -> dict:
     """`fastctc eval`: a loaded checkpoint (fastctc.inference.model) over `eval_ds` under the checkpoint's
     own normalisation, greedy or with `decoder` (beam search); `sweep` = (lm_weights, word_scores) picks
     the best pair first. Returns the result JSON (with "sweep" rows when swept)."""
@@ -211,9 +247,17 @@ def evaluate_loaded(lm, eval_ds, device: torch.device, data: DataConfig, *, batc
         n, example = unemittable_chars(list(eval_ds.texts), lm.vocab.tokens)
         if n:
             report.add("eval", "unknown_chars", f"references hold {example!r}, which the model cannot output", n=n)
-    split = run_split(lm.model, eval_ds, device, vocab, batch_size=batch_size,
-                      data=dataclasses.replace(data, do_normalize=lm.do_normalize), keep_logits=decoder is not None,
-                      chunk_s=chunk_s, report=report)  # fmt: skip
+    split = run_split(
+        lm.model,
+        eval_ds,
+        device,
+        vocab,
+        batch_size=batch_size,
+        data=dataclasses.replace(data, do_normalize=lm.do_normalize),
+        keep_logits=decoder is not None,
+        chunk_s=chunk_s,
+        report=report,
+    )
     result: dict = {"utterances": len(split.refs), "skipped": split.skipped}
     if sweep is not None:
         result["sweep"] = sweep_lm(split.logits, split.refs, vocab, decoder, *sweep)
@@ -224,13 +268,22 @@ def evaluate_loaded(lm, eval_ds, device: torch.device, data: DataConfig, *, batc
     else:
         hyps, decode_s = decode_logits(split.logits, vocab, decoder)
     result.update(score(split.refs, hyps, fold))
-    result.update(decoder="greedy" if decoder is None else "beam", audio_s=split.audio_s, model_s=split.model_s,
-                  decode_s=decode_s, seconds=split.model_s + decode_s,
-                  audio_s_per_s=split.audio_s / (split.model_s + decode_s) if split.model_s + decode_s > 0 else None)
+    result.update(
+        decoder="greedy" if decoder is None else "beam",
+        audio_s=split.audio_s,
+        model_s=split.model_s,
+        decode_s=decode_s,
+        seconds=split.model_s + decode_s,
+        audio_s_per_s=split.audio_s / (split.model_s + decode_s) if split.model_s + decode_s > 0 else None,
+    )
     if decoder is not None:
-        result.update(beam=decoder.options.beam, lm=str(decoder.lm_path) if decoder.lm_path else None,
-                      lm_weight=decoder.options.lm_weight, word_score=decoder.options.word_score,
-                      decode_audio_s_per_s=split.audio_s / decode_s if decode_s > 0 else None)
+        result.update(
+            beam=decoder.options.beam,
+            lm=str(decoder.lm_path) if decoder.lm_path else None,
+            lm_weight=decoder.options.lm_weight,
+            word_score=decoder.options.word_score,
+            decode_audio_s_per_s=split.audio_s / decode_s if decode_s > 0 else None,
+        )
     if report_dir is not None:
         write_scored_report(report_dir, split.ids, split.refs, hyps, fold)
         result["report"] = str(report_dir)

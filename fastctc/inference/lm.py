@@ -18,9 +18,9 @@ Without an LM the decoder is lexicon-free (any character sequence) with a zero L
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -186,12 +186,19 @@ class BeamDecoder:
             )
             return fl.LexiconFreeDecoder(opts, self.lm, self.sil, self.blank, [])
         opts = fl.LexiconDecoderOptions(
-            o.beam, beam_tokens, o.beam_threshold, o.lm_weight, o.word_score,
-            float("-inf"), 0.0, False, fl.CriterionType.CTC,
-        )  # fmt: skip
+            o.beam,
+            beam_tokens,
+            o.beam_threshold,
+            o.lm_weight,
+            o.word_score,
+            float("-inf"),
+            0.0,
+            False,
+            fl.CriterionType.CTC,
+        )
         return fl.LexiconDecoder(opts, self.trie, self.lm, self.sil, self.blank, self.unk_word, [], False)
 
-    def with_options(self, **changes) -> "BeamDecoder":
+    def with_options(self, **changes) -> BeamDecoder:
         """The same LM and lexicon with other weights (for a sweep: the LM is loaded once)."""
         options = BeamOptions(**{**self.options.__dict__, **changes})
         options.check()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from ..vocab import DecoderVocab
 from ..errors import CheckpointError
 from ..models.hf_io import Pretrained, read_pretrained
+from ..vocab import DecoderVocab
 
 LoadedModel = Pretrained  # what inference works with: the model, its vocabulary and conventions
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import FastCTCError
 from ..metrics import _words, edit_distance
@@ -48,8 +48,11 @@ class Utterance:
         return self.subs + self.dels + self.ins
 
     def row(self) -> dict:
-        return {**asdict(self), "wer": self.word_errors / self.ref_words if self.ref_words else None,
-                "cer": self.char_errors / self.ref_chars if self.ref_chars else None}  # fmt: skip
+        return {
+            **asdict(self),
+            "wer": self.word_errors / self.ref_words if self.ref_words else None,
+            "cer": self.char_errors / self.ref_chars if self.ref_chars else None,
+        }
 
 
 def align_words(ref: list[str], hyp: list[str]) -> list[tuple[str, str | None, str | None]]:
@@ -82,8 +85,9 @@ def score_utterance(uid: str, ref: str, hyp: str) -> tuple[Utterance, list]:
     ops = align_words(_words(ref), _words(hyp))
     count = Counter(op for op, _, _ in ops)
     rc, hc = ref.strip(), hyp.strip()
-    u = Utterance(uid, ref, hyp, len(_words(ref)), count["C"], count["S"], count["D"], count["I"],
-                  len(rc), edit_distance(rc, hc))  # fmt: skip
+    u = Utterance(
+        uid, ref, hyp, len(_words(ref)), count["C"], count["S"], count["D"], count["I"], len(rc), edit_distance(rc, hc)
+    )
     return u, ops
 
 
@@ -114,13 +118,19 @@ def build_report(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str]) -
         raise ValueError("report: the references hold no words")
     subs, dels, ins = (sum(getattr(u, k) for u in us) for k in ("subs", "dels", "ins"))
     summary = {
-        "utterances": len(us), "ref_words": words, "hits": sum(u.hits for u in us),
-        "subs": subs, "dels": dels, "ins": ins, "word_errors": subs + dels + ins,
-        "wer": (subs + dels + ins) / words, "ref_chars": chars,
+        "utterances": len(us),
+        "ref_words": words,
+        "hits": sum(u.hits for u in us),
+        "subs": subs,
+        "dels": dels,
+        "ins": ins,
+        "word_errors": subs + dels + ins,
+        "wer": (subs + dels + ins) / words,
+        "ref_chars": chars,
         "char_errors": sum(u.char_errors for u in us),
         "cer": sum(u.char_errors for u in us) / chars if chars else None,
         "utterances_with_errors": sum(u.word_errors > 0 for u in us),
-    }  # fmt: skip
+    }
     return scored, summary
 
 
@@ -135,8 +145,9 @@ def check_report_dir(out_dir: str | Path) -> None:
         raise ReportError(f"--report {out}: {parent} is not writable (choose another path)")
 
 
-def write_report(out_dir: str | Path, ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str],
-                 top: int = 20) -> dict:  # fmt: skip
+def write_report(
+    out_dir: str | Path, ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str], top: int = 20
+) -> dict:
     """Write the report files (see the module docstring) into out_dir; returns the summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,8 +175,10 @@ def write_report(out_dir: str | Path, ids: Sequence[str], refs: Sequence[str], h
     lines += ["", f"insertions ({summary['ins']}): count  hyp word"]
     lines += [f"{n:6d}  {h}" for h, n in ins.most_common(top)]
     (out / "confusions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    worst = sorted((u for u, _ in scored if u.word_errors),
-                   key=lambda u: (-u.word_errors, -u.word_errors / max(u.ref_words, 1), u.id))
+    worst = sorted(
+        (u for u, _ in scored if u.word_errors),
+        key=lambda u: (-u.word_errors, -u.word_errors / max(u.ref_words, 1), u.id),
+    )
     lines = ["errors  WER     id  |  REF  |  HYP"]
     for u in worst[:top]:
         rate = "    -" if not u.ref_words else f"{u.word_errors / u.ref_words:.3f}"

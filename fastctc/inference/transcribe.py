@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +23,9 @@ def transcribe_arrays(lm: LoadedModel, audios: list[np.ndarray], device: torch.d
     return [lm.vocab.decode(ids) for ids in greedy_ids(logits, logit_lengths, lm.vocab.blank)]
 
 
-def transcribe_files(lm: LoadedModel, paths: Sequence[str | Path], device: torch.device,
-                     batch_size: int = 8) -> Iterator[tuple[str | Path, str | None, Exception | None]]:
+def transcribe_files(
+    lm: LoadedModel, paths: Sequence[str | Path], device: torch.device, batch_size: int = 8
+) -> Iterator[tuple[str | Path, str | None, Exception | None]]:
     """Yield (path, text, None) per file in order, or (path, None, AudioError) for a file the model cannot
     take (missing, unreadable, non-finite samples, shorter than one frame): one bad file never stops the others."""
     for start in range(0, len(paths), batch_size):

@@ -9,5 +9,14 @@ from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
 from .hf_io import Pretrained, default_attention_mask, load_pretrained, read_pretrained, save_pretrained
 
-__all__ = ["EncoderConfig", "CTCModel", "Pretrained", "load_pretrained", "read_pretrained", "save_pretrained", "default_attention_mask",
-           "config_from_hf", "config_to_hf"]
+__all__ = [
+    "EncoderConfig",
+    "CTCModel",
+    "Pretrained",
+    "load_pretrained",
+    "read_pretrained",
+    "save_pretrained",
+    "default_attention_mask",
+    "config_from_hf",
+    "config_to_hf",
+]

@@ -68,7 +68,9 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         self.conv_dim, self.conv_kernel, self.conv_stride = (
-            tuple(self.conv_dim), tuple(self.conv_kernel), tuple(self.conv_stride)
+            tuple(self.conv_dim),
+            tuple(self.conv_kernel),
+            tuple(self.conv_stride),
         )
         problem = encoder_problem(vars(self))
         if problem:
@@ -87,24 +89,64 @@ class EncoderConfig:
 # network's shape. Every other field is the checkpoint's (an error to set alongside one), and
 # vocab_size / pad_token_id come from the run's vocabulary.
 FINE_TUNING_FIELDS = (
-    "hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout", "layerdrop",
-    "apply_spec_augment", "mask_time_prob", "mask_time_length", "mask_time_min_masks",
-    "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks", "initializer_range",
-)  # fmt: skip
+    "hidden_dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "feat_proj_dropout",
+    "final_dropout",
+    "layerdrop",
+    "apply_spec_augment",
+    "mask_time_prob",
+    "mask_time_length",
+    "mask_time_min_masks",
+    "mask_feature_prob",
+    "mask_feature_length",
+    "mask_feature_min_masks",
+    "initializer_range",
+)
 # Of those, the ones run_speech_recognition_ctc.py always passes in its config.update (its flags'
 # defaults replace the checkpoint's values): dropouts 0.0, layerdrop 0.0, time masks p=0.05 x 10, feature
 # masks p=0.0 x 10 (RECIPE.md). fastctc's defaults are these values, so a checkpoint gets them unless the
 # config says otherwise. mask_time_min_masks is not among them: the script has no flag for it, so it
 # stays the checkpoint's.
-RECIPE_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
-                 "layerdrop", "mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
+RECIPE_FIELDS = (
+    "hidden_dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "feat_proj_dropout",
+    "final_dropout",
+    "layerdrop",
+    "mask_time_prob",
+    "mask_time_length",
+    "mask_feature_prob",
+    "mask_feature_length",
+)
 VOCAB_FIELDS = ("vocab_size", "pad_token_id")
 
-_POSITIVE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-             "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "mask_time_length", "mask_feature_length",
-             "num_buckets", "max_bucket_distance", "layer_norm_eps")
-_PROBABILITIES = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
-                  "layerdrop", "mask_time_prob", "mask_feature_prob")
+_POSITIVE = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "mask_time_length",
+    "mask_feature_length",
+    "num_buckets",
+    "max_bucket_distance",
+    "layer_norm_eps",
+)
+_PROBABILITIES = (
+    "hidden_dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "feat_proj_dropout",
+    "final_dropout",
+    "layerdrop",
+    "mask_time_prob",
+    "mask_feature_prob",
+)
 
 
 def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
@@ -114,8 +156,10 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     k = lambda name: prefix + name  # noqa: E731
     n_conv = (len(v["conv_dim"]), len(v["conv_kernel"]), len(v["conv_stride"]))
     if not n_conv[0] == n_conv[1] == n_conv[2] > 0:
-        return (f"{k('conv_dim')}: {k('conv_dim')}, conv_kernel and conv_stride need the same number (>0) of "
-                f"entries, one per conv layer, got {n_conv[0]}, {n_conv[1]} and {n_conv[2]}")
+        return (
+            f"{k('conv_dim')}: {k('conv_dim')}, conv_kernel and conv_stride need the same number (>0) of "
+            f"entries, one per conv layer, got {n_conv[0]}, {n_conv[1]} and {n_conv[2]}"
+        )
     if not all(x > 0 for x in (*v["conv_dim"], *v["conv_kernel"], *v["conv_stride"])):
         return f"{k('conv_dim')}: conv sizes, kernels and strides must all be > 0"
     for name in _POSITIVE:
@@ -127,8 +171,12 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     for name in ("mask_time_min_masks", "mask_feature_min_masks", "pad_token_id"):
         if v[name] is not None and v[name] < 0:  # some config.json files carry pad_token_id null
             return f"{k(name)}: must be >= 0, got {v[name]}"
-    choices = {"model_type": tuple(MODEL_TYPES), "feat_extract_norm": _NORMS, "hidden_act": _ACTIVATIONS,
-               "feat_extract_activation": _ACTIVATIONS}
+    choices = {
+        "model_type": tuple(MODEL_TYPES),
+        "feat_extract_norm": _NORMS,
+        "hidden_act": _ACTIVATIONS,
+        "feat_extract_activation": _ACTIVATIONS,
+    }
     for name, allowed in choices.items():
         if v[name] not in allowed:
             return f"{k(name)}: must be one of {allowed}, got {v[name]!r}"
@@ -185,9 +233,7 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
     """EncoderConfig from a Transformers config.json dict; unsupported values raise, naming the key."""
     model_type = hf.get("model_type")
     if model_type not in MODEL_TYPES:
-        raise ValueError(
-            f"{source}: model_type {model_type!r} is not supported; fastctc loads {tuple(MODEL_TYPES)}"
-        )
+        raise ValueError(f"{source}: model_type {model_type!r} is not supported; fastctc loads {tuple(MODEL_TYPES)}")
     for key, allowed in _HF_REQUIRED.items():
         if hf.get(key) not in allowed:
             raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (expected one of {allowed})")

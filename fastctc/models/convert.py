@@ -26,10 +26,13 @@ def _tensors(bin_file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{bin_file}: refused: the pickle calls {called.group(1) if called else 'code'}, not only tensors, and "
             "fastctc never runs code from a checkpoint; get the checkpoint as model.safetensors, or a "
-            "pytorch_model.bin that holds only its state_dict") from None
+            "pytorch_model.bin that holds only its state_dict"
+        ) from None
     except Exception as e:  # truncated or not a checkpoint: torch raises EOFError, OSError, RuntimeError, KeyError
         why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        raise CheckpointError(f"{bin_file}: damaged or not a PyTorch checkpoint ({why}); download or copy it again") from None
+        raise CheckpointError(
+            f"{bin_file}: damaged or not a PyTorch checkpoint ({why}); download or copy it again"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{bin_file}: expected a flat dict of tensors (a state_dict)")
     # safetensors refuses tensors that share storage; old checkpoints can hold views of one buffer

@@ -53,7 +53,9 @@ class CTCModel(nn.Module):
         if padding_invariant and lengths is None:
             raise ValueError("CTCModel: padding_invariant needs each row's lengths")
         lengths = None if lengths is None else lengths.to(waveforms.device).long()
-        features = self.feature_extractor(waveforms, lengths if padding_invariant else None).transpose(1, 2)  # (B, T, C)
+        features = self.feature_extractor(waveforms, lengths if padding_invariant else None).transpose(
+            1, 2
+        )  # (B, T, C)
         T = features.shape[1]
         if lengths is None:
             logit_lengths = torch.full((B,), T, dtype=torch.long, device=waveforms.device)
@@ -69,10 +71,16 @@ class CTCModel(nn.Module):
             mask_lengths = None if frame_mask is None or cfg.model_type == "hubert" else logit_lengths
             time_prob = 0.0 if mask_time_indices is not None else cfg.mask_time_prob
             x = spec_augment(
-                x, self.masked_spec_embed, mask_lengths,
-                time_prob, cfg.mask_time_length, cfg.mask_time_min_masks,
-                cfg.mask_feature_prob, cfg.mask_feature_length, cfg.mask_feature_min_masks,
-            )  # fmt: skip
+                x,
+                self.masked_spec_embed,
+                mask_lengths,
+                time_prob,
+                cfg.mask_time_length,
+                cfg.mask_time_min_masks,
+                cfg.mask_feature_prob,
+                cfg.mask_feature_length,
+                cfg.mask_feature_min_masks,
+            )
         x = self.encoder(x, frame_mask)
         return self.lm_head(self.dropout(x)), logit_lengths
 

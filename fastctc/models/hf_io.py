@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..vocab import DecoderVocab
 from ..errors import CheckpointError
+from ..vocab import DecoderVocab
 from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
 
@@ -102,9 +102,9 @@ def native_key(key: str, model_type: str) -> tuple[str | None, bool]:
     """(native name or None, known) for a checkpoint key; known is False for a key not in WEIGHT_MAP."""
     prefix = model_type + "."
     if key.startswith(prefix):
-        key = key[len(prefix):]
+        key = key[len(prefix) :]
     m = _INDEX.search(key)
-    template = key if m is None else key[: m.start()] + ".{}." + key[m.end():]
+    template = key if m is None else key[: m.start()] + ".{}." + key[m.end() :]
     if template not in WEIGHT_MAP:
         return None, False
     target = WEIGHT_MAP[template]
@@ -249,7 +249,9 @@ def read_preprocessing(path) -> Preprocessing:
     if not file.is_file():
         return Preprocessing()
     pre = _read_json(file)
-    return Preprocessing(*(None if pre.get(k) is None else bool(pre[k]) for k in ("do_normalize", "return_attention_mask")))
+    return Preprocessing(
+        *(None if pre.get(k) is None else bool(pre[k]) for k in ("do_normalize", "return_attention_mask"))
+    )
 
 
 def _token_name(value) -> str | None:
@@ -269,8 +271,10 @@ def read_vocab(path, blank: int | None = None) -> DecoderVocab | None:
         return None
     index = _read_json(vocab_file)
     if not all(isinstance(i, int) for i in index.values()):
-        raise CheckpointError(f"{vocab_file}: expected {{token: id}}; a per-language (nested) vocabulary "
-                              "is not supported, save the one language's tokenizer")
+        raise CheckpointError(
+            f"{vocab_file}: expected {{token: id}}; a per-language (nested) vocabulary "
+            "is not supported, save the one language's tokenizer"
+        )
     tok_file, added_file = path / "tokenizer_config.json", path / "added_tokens.json"
     tok = _read_json(tok_file) if tok_file.is_file() else {}
     added = [(t, i, added_file) for t, i in (_read_json(added_file) if added_file.is_file() else {}).items()]
@@ -280,16 +284,19 @@ def read_vocab(path, blank: int | None = None) -> DecoderVocab | None:
         if by_id.setdefault(i, token) != token:
             raise CheckpointError(f"{source}: id {i} is {token!r} there but {by_id[i]!r} in {vocab_file.name}")
     if sorted(by_id) != list(range(len(by_id))):
-        raise CheckpointError(f"{vocab_file}: token ids (added tokens included) must be 0..{len(by_id) - 1} "
-                              "without gaps")
+        raise CheckpointError(
+            f"{vocab_file}: token ids (added tokens included) must be 0..{len(by_id) - 1} without gaps"
+        )
     tokens = [by_id[i] for i in range(len(by_id))]
     ids = {t: i for i, t in enumerate(tokens)}
     if blank is None:
         pad = _token_name(tok.get("pad_token"))
         blank = ids.get(pad, ids.get("[PAD]", ids.get("<pad>")))
     if blank is None:
-        raise CheckpointError(f"{path}: cannot tell the CTC blank: config.json has no pad_token_id and the "
-                              "tokenizer no pad token ([PAD]/<pad>)")
+        raise CheckpointError(
+            f"{path}: cannot tell the CTC blank: config.json has no pad_token_id and the "
+            "tokenizer no pad token ([PAD]/<pad>)"
+        )
     names = {*_NON_TEXT, *(_token_name(tok.get(k)) for k in ("bos_token", "eos_token", "unk_token"))}
     return DecoderVocab(tokens, int(blank), frozenset(ids[t] for t in names if t in ids))
 
@@ -298,8 +305,10 @@ def read_encoder_config(path) -> EncoderConfig:
     """The EncoderConfig of the checkpoint directory `path` (its config.json)."""
     file = Path(path) / "config.json"
     if not file.is_file():
-        raise CheckpointError(f"{path}: no config.json; expected a Transformers-format checkpoint directory "
-                              "(config.json + model.safetensors)")
+        raise CheckpointError(
+            f"{path}: no config.json; expected a Transformers-format checkpoint directory "
+            "(config.json + model.safetensors)"
+        )
     try:
         return config_from_hf(_read_json(file), source=str(file))
     except (TypeError, ValueError) as e:
@@ -319,8 +328,10 @@ def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     path = Path(path)
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"{path}: no config.json; expected a Transformers-format checkpoint directory "
-                              "(config.json + model.safetensors)")
+        raise CheckpointError(
+            f"{path}: no config.json; expected a Transformers-format checkpoint directory "
+            "(config.json + model.safetensors)"
+        )
     pad_token_id = _read_json(config_file).get("pad_token_id")
     preprocessing = read_preprocessing(path)
     vocab = read_vocab(path, pad_token_id) if vocab_size is None else None
@@ -329,16 +340,21 @@ def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     except (KeyError, ValueError, OSError, SafetensorError) as e:
         raise CheckpointError(e.args[0] if e.args else str(e)) from e
     if vocab is not None and len(vocab) != model.config.vocab_size:
-        raise CheckpointError(f"{path}: the tokenizer has {len(vocab)} tokens (vocab.json and its added tokens) "
-                              f"but the CTC head {model.config.vocab_size}")
+        raise CheckpointError(
+            f"{path}: the tokenizer has {len(vocab)} tokens (vocab.json and its added tokens) "
+            f"but the CTC head {model.config.vocab_size}"
+        )
     blank = vocab.blank if vocab is not None else model.config.pad_token_id
     return Pretrained(
         model=model,
         vocab=vocab,
         blank=blank,
         do_normalize=True if preprocessing.do_normalize is None else preprocessing.do_normalize,
-        attention_mask=(default_attention_mask(model.config) if preprocessing.return_attention_mask is None
-                        else preprocessing.return_attention_mask),
+        attention_mask=(
+            default_attention_mask(model.config)
+            if preprocessing.return_attention_mask is None
+            else preprocessing.return_attention_mask
+        ),
         preprocessing=preprocessing,
         path=path,
     )
@@ -347,15 +363,16 @@ def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
 def _hf_key(native: str) -> str:
     """The checkpoint key save_pretrained writes for a native parameter (without the model prefix)."""
     m = _INDEX.search(native)
-    template = native if m is None else native[: m.start()] + ".{}." + native[m.end():]
+    template = native if m is None else native[: m.start()] + ".{}." + native[m.end() :]
     for ck, target in WEIGHT_MAP.items():
         if target == template:
             return ck.format(*([m.group(1)] if m else []))
     raise KeyError(f"{native} has no entry in WEIGHT_MAP (fastctc/models/hf_io.py)")
 
 
-def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True,
-                    return_attention_mask: bool | None = None) -> None:
+def save_pretrained(
+    model: CTCModel, directory, vocab, do_normalize: bool = True, return_attention_mask: bool | None = None
+) -> None:
     """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
     preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
 
@@ -405,7 +422,8 @@ def save_pretrained(model: CTCModel, directory, vocab, do_normalize: bool = True
         "padding_value": 0.0,
         "padding_side": "right",
         "do_normalize": do_normalize,
-        "return_attention_mask": (default_attention_mask(cfg) if return_attention_mask is None
-                                  else return_attention_mask),
+        "return_attention_mask": (
+            default_attention_mask(cfg) if return_attention_mask is None else return_attention_mask
+        ),
     }
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")

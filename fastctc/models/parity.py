@@ -45,8 +45,17 @@ def _step(run, repeats: int):
     return out, statistics.median(times)
 
 
-def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats: int = 1, seed: int = 0,
-            per_tensor: bool = True, float64: bool = False, log=print) -> dict:  # fmt: skip
+def compare(
+    path,
+    vocab_size=None,
+    seconds: float = 2.0,
+    batch: int = 2,
+    repeats: int = 1,
+    seed: int = 0,
+    per_tensor: bool = True,
+    float64: bool = False,
+    log=print,
+) -> dict:
     try:
         native = load_pretrained(path, vocab_size=vocab_size)
     except CheckpointError:
@@ -89,7 +98,9 @@ def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats
             model.zero_grad(set_to_none=True)
             dtype = next(model.parameters()).dtype
             logits = model(x.to(dtype), attention_mask=mask).logits
-            in_lengths = model._get_feat_extract_output_lengths(mask.sum(-1) if use_lengths else torch.full((batch,), N))
+            in_lengths = model._get_feat_extract_output_lengths(
+                mask.sum(-1) if use_lengths else torch.full((batch,), N)
+            )
             _ctc_loss(logits.to(dtype), in_lengths, targets, blank).backward()
             return logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
@@ -125,10 +136,14 @@ def compare(path, vocab_size=None, seconds: float = 2.0, batch: int = 2, repeats
                 if per_tensor:
                     log(line)
             result.update(grad_abs=worst_abs, grad_rel=worst_rel, grad_worst=worst_name, grad_tensors=len(ref_grads))
-            log(f"gradients ({len(ref_grads)} tensors): max abs diff {worst_abs:.3e}, max rel diff {worst_rel:.3e} ({worst_name})")
+            log(
+                f"gradients ({len(ref_grads)} tensors): max abs diff {worst_abs:.3e}, max rel diff {worst_rel:.3e} ({worst_name})"
+            )
             if grads64 is not None:
                 result.update(grad_rel_f64_native=worst64_native, grad_rel_f64_transformers=worst64_hf)
-                log(f"gradients against transformers in float64: native max rel {worst64_native:.3e}, "
-                    f"transformers float32 max rel {worst64_hf:.3e}")  # fmt: skip
+                log(
+                    f"gradients against transformers in float64: native max rel {worst64_native:.3e}, "
+                    f"transformers float32 max rel {worst64_hf:.3e}"
+                )
         summary["cases"][case] = result
     return summary

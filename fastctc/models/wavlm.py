@@ -27,9 +27,12 @@ def relative_position_buckets(T: int, num_buckets: int, max_distance: int, devic
     rel = rel.abs()
     max_exact = half // 2
     # clamp(min=1) only avoids log(0) on the exact branch, which torch.where discards anyway
-    large = max_exact + (
-        torch.log(rel.clamp(min=1).float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
-    ).long()
+    large = (
+        max_exact
+        + (
+            torch.log(rel.clamp(min=1).float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
+        ).long()
+    )
     large = large.clamp(max=half - 1)
     return buckets + torch.where(rel < max_exact, rel, large)
 
@@ -67,7 +70,8 @@ class WavLMAttention(nn.Module):
             # padded keys get -inf, added in the same pass as the gating: one (B, H, T, T) write, and no
             # backward pass for the mask (a masked_fill would cost one of each)
             key_bias = torch.zeros(key_mask.shape, dtype=gate.dtype, device=gate.device).masked_fill(
-                ~key_mask, float("-inf"))[:, None, None, :]  # (B, 1, 1, T)  # fmt: skip
+                ~key_mask, float("-inf")
+            )[:, None, None, :]  # (B, 1, 1, T)
             bias = torch.addcmul(key_bias, gate, position_bias[None])  # (B, H, T, T)
 
         def heads(t: torch.Tensor) -> torch.Tensor:

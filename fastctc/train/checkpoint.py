@@ -149,13 +149,16 @@ def _write(tmp: Path, model, optimizer, scheduler, scaler, state: dict, rng_stat
     _save_tensors(tmp / "rng.safetensors", {f"rank{r}.{k}": v for r, (t, _) in enumerate(ranks) for k, v in t.items()})
     rng_meta = [meta for _, meta in ranks]
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    _write_json(tmp / "state.json", {
-        **state,
-        "optimizer": opt_meta,
-        "scheduler": sched,
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "rng": rng_meta,
-    })
+    _write_json(
+        tmp / "state.json",
+        {
+            **state,
+            "optimizer": opt_meta,
+            "scheduler": sched,
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+            "rng": rng_meta,
+        },
+    )
     _fsync_dir(tmp)
 
 
@@ -184,10 +187,14 @@ def _read(file: Path, read):
         return read(file)
     except (OSError, ValueError, SafetensorError) as e:  # truncated, corrupted or missing
         previous = file.parent.parent / f"{file.parent.name}.old"
-        offer = (f"; the previous checkpoint {previous} is intact: move it to {file.parent} to resume from it"
-                 if previous != file.parent and find_checkpoint(previous) == previous else
-                 "; no earlier checkpoint is kept, so start the run again (without --resume)")
-        raise CheckpointError(f"{file} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}){offer}") from None
+        offer = (
+            f"; the previous checkpoint {previous} is intact: move it to {file.parent} to resume from it"
+            if previous != file.parent and find_checkpoint(previous) == previous
+            else "; no earlier checkpoint is kept, so start the run again (without --resume)"
+        )
+        raise CheckpointError(
+            f"{file} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}){offer}"
+        ) from None
 
 
 def load_checkpoint(
@@ -204,19 +211,26 @@ def load_checkpoint(
     meta = read_state(directory)
     found = find_checkpoint(directory)
     if len(meta["rng"]) != world_size:
-        raise CheckpointError(f"{found} was saved by {len(meta['rng'])} processes, and this run has {world_size}: "
-                              f"the per-process batches and random streams follow that number; resume with "
-                              f"{len(meta['rng'])} (torchrun --nproc_per_node {len(meta['rng'])})")
+        raise CheckpointError(
+            f"{found} was saved by {len(meta['rng'])} processes, and this run has {world_size}: "
+            f"the per-process batches and random streams follow that number; resume with "
+            f"{len(meta['rng'])} (torchrun --nproc_per_node {len(meta['rng'])})"
+        )
     device = next(model.parameters()).device
     weights = _read(found / "model.safetensors", lambda f: load_file(str(f), device=str(device)))
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:  # shapes or names from another model (the run's config.toml edited by hand)
-        raise CheckpointError(f"{found / 'model.safetensors'} does not fit this run's model "
-                              f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); "
-                              "resume with the run's own config.toml") from None
-    optimizer_from_flat(optimizer, _read(found / "optimizer.safetensors", lambda f: load_file(str(f), device=str(device))),
-                        meta.pop("optimizer"))
+        raise CheckpointError(
+            f"{found / 'model.safetensors'} does not fit this run's model "
+            f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); "
+            "resume with the run's own config.toml"
+        ) from None
+    optimizer_from_flat(
+        optimizer,
+        _read(found / "optimizer.safetensors", lambda f: load_file(str(f), device=str(device))),
+        meta.pop("optimizer"),
+    )
     scheduler.load_state_dict({**scheduler.state_dict(), **meta.pop("scheduler")})
     scaler_state = meta.pop("scaler")
     if scaler is not None and scaler_state is not None:
@@ -224,6 +238,6 @@ def load_checkpoint(
     rng_meta = meta.pop("rng")
     prefix = f"rank{rank}."
     rng = _read(found / "rng.safetensors", lambda f: load_file(str(f)))
-    tensors = {k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}
+    tensors = {k[len(prefix) :]: v for k, v in rng.items() if k.startswith(prefix)}
     set_rng_state(tensors, rng_meta[rank])
     return meta

@@ -12,15 +12,28 @@ from ..data.phones import score_fold
 from ..inference.evaluate import run_split, score, write_scored_report
 
 
-def evaluate(model, dataset, vocab, batch_size: int, device: torch.device, data: DataConfig | None = None,
-             report_dir=None, autocast=contextlib.nullcontext) -> dict:  # fmt: skip
+def evaluate(
+    model,
+    dataset,
+    vocab,
+    batch_size: int,
+    device: torch.device,
+    data: DataConfig | None = None,
+    report_dir=None,
+    autocast=contextlib.nullcontext,
+) -> dict:
     """{"loss", "wer", "cer", ("per",) "examples"} of `model` on `dataset`, each utterance computed as
     it is alone (the cards' eval_batch_size 1), in batches of `batch_size`. `data` sets the loading
     (workers, do_normalize) and, for phone targets, the scoring set. report_dir: also write the report."""
     data = data or DataConfig()
     fold = score_fold(data)
-    split = run_split(model, dataset, device, vocab, batch_size=batch_size, data=data, loss_vocab=vocab,
-                      autocast=autocast)  # fmt: skip
+    split = run_split(
+        model, dataset, device, vocab, batch_size=batch_size, data=data, loss_vocab=vocab, autocast=autocast
+    )
     if report_dir is not None:
         write_scored_report(report_dir, split.ids, split.refs, split.hyps, fold)
-    return {"loss": split.loss, **score(split.refs, split.hyps, fold), "examples": list(zip(split.refs[:3], split.hyps[:3]))}
+    return {
+        "loss": split.loss,
+        **score(split.refs, split.hyps, fold),
+        "examples": list(zip(split.refs[:3], split.hyps[:3])),
+    }

@@ -63,8 +63,15 @@ def loop(run: Run, stop: StopRequest) -> dict:
         state.step += 1
         if run.compiled and dynamo_graphs() != graphs:  # this step compiled (a new shape alone may not)
             clock.compile_s += time.time() - t_step
-        window.add(state.step, loss_sum, len(micro_batches), sum(len(b.texts) for b in micro_batches),
-                   sum(float(b.lengths.sum()) for b in micro_batches) / cfg.data.sample_rate, grad_norm, skipped)
+        window.add(
+            state.step,
+            loss_sum,
+            len(micro_batches),
+            sum(len(b.texts) for b in micro_batches),
+            sum(float(b.lengths.sum()) for b in micro_batches) / cfg.data.sample_rate,
+            grad_norm,
+            skipped,
+        )
 
         last = state.step == run.total_steps
         if state.step % cfg.train.log_every == 0 or last:
@@ -102,11 +109,23 @@ def report_progress(run: Run, window: Window, first_step: int) -> Window:
     lr = run.schedule.get_last_lr()[0]
     utt_s, audio_s = window.utterances * dist.world_size / dt, window.audio_s * dist.world_size / dt
     mem = f" | mem {torch.cuda.max_memory_allocated(run.device) / 2**30:.1f} GiB" if run.device.type == "cuda" else ""
-    run.say(f"step {state.step}/{run.total_steps} | epoch {state.epoch + 1} | loss {mean_loss:.4f} | lr {lr:.2e} | "
-            f"grad {grad_norm:.2f} | {utt_s:.1f} utt/s | {audio_s:.0f} audio s/s{mem} | ETA {format_seconds(eta)}")
-    run.log.write("train", step=state.step, epoch=state.epoch + 1, loss=mean_loss, lr=lr, grad_norm=grad_norm,
-                  utt_per_s=utt_s, audio_s_per_s=audio_s, skipped=state.skipped, elapsed_s=clock.elapsed(),
-                  compile_s=clock.compile_s)
+    run.say(
+        f"step {state.step}/{run.total_steps} | epoch {state.epoch + 1} | loss {mean_loss:.4f} | lr {lr:.2e} | "
+        f"grad {grad_norm:.2f} | {utt_s:.1f} utt/s | {audio_s:.0f} audio s/s{mem} | ETA {format_seconds(eta)}"
+    )
+    run.log.write(
+        "train",
+        step=state.step,
+        epoch=state.epoch + 1,
+        loss=mean_loss,
+        lr=lr,
+        grad_norm=grad_norm,
+        utt_per_s=utt_s,
+        audio_s_per_s=audio_s,
+        skipped=state.skipped,
+        elapsed_s=clock.elapsed(),
+        compile_s=clock.compile_s,
+    )
     return Window(t0=now)
 
 
@@ -127,16 +146,36 @@ def evaluate_and_export(run: Run, final: bool = False) -> dict:
         return {}
     t0 = time.time()
     cfg, state = run.cfg, run.state
-    result = evaluate(run.model, run.eval_ds, run.vocab, cfg.train.eval_batch_size, run.device, data=cfg.data,
-                      report_dir=run.out_dir / "report" if final else None, autocast=run.precision.autocast)
+    result = evaluate(
+        run.model,
+        run.eval_ds,
+        run.vocab,
+        cfg.train.eval_batch_size,
+        run.device,
+        data=cfg.data,
+        report_dir=run.out_dir / "report" if final else None,
+        autocast=run.precision.autocast,
+    )
     run.clock.eval_s += time.time() - t0
     tag = "final eval" if final else f"eval step {state.step}"
     per = {"per": result["per"]} if "per" in result else {}  # phone targets: PER picks best/
-    scores = (f"PER {result['per']:.4f} ({cfg.data.score_phone_set} phones)" if per
-              else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}")
+    scores = (
+        f"PER {result['per']:.4f} ({cfg.data.score_phone_set} phones)"
+        if per
+        else f"WER {result['wer']:.4f} | CER {result['cer']:.4f}"
+    )
     run.say(f"{tag} ({len(run.eval_ds)} utterances) | loss {result['loss']:.4f} | {scores}")
-    run.log.write("eval", step=state.step, loss=result["loss"], wer=result["wer"], cer=result["cer"], **per,
-                  elapsed_s=run.clock.elapsed(), eval_s=run.clock.eval_s, **({"final": True} if final else {}))
+    run.log.write(
+        "eval",
+        step=state.step,
+        loss=result["loss"],
+        wer=result["wer"],
+        cer=result["cer"],
+        **per,
+        elapsed_s=run.clock.elapsed(),
+        eval_s=run.clock.eval_s,
+        **({"final": True} if final else {}),
+    )
     score = result.get("per", result["wer"])
     if state.best_wer is None or score < state.best_wer:
         state.best_wer = score
@@ -149,8 +188,9 @@ def export(run: Run, directory: Path) -> None:
     tmp = directory.parent / f"{directory.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     with writing(run, f"{directory.name}/", tmp):
-        save_pretrained(run.model, tmp, run.vocab.tokens, do_normalize=run.cfg.data.do_normalize,
-                        return_attention_mask=run.use_mask)
+        save_pretrained(
+            run.model, tmp, run.vocab.tokens, do_normalize=run.cfg.data.do_normalize, return_attention_mask=run.use_mask
+        )
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 
@@ -165,8 +205,15 @@ def save(run: Run, window: Window) -> None:
         torch.distributed.all_gather_object(rng_states, rng_state())
     if run.main:
         with writing(run, "checkpoint/"):  # save_checkpoint removes its own partial copy
-            save_checkpoint(run.out_dir / "checkpoint", run.model, run.optimizer, run.schedule, run.scaler,
-                            vars(run.state), rng_states)
+            save_checkpoint(
+                run.out_dir / "checkpoint",
+                run.model,
+                run.optimizer,
+                run.schedule,
+                run.scaler,
+                vars(run.state),
+                rng_states,
+            )
     barrier(run.dist)
 
 
@@ -177,9 +224,11 @@ def refuse_non_finite(run: Run) -> None:
     finite = torch.stack([torch.isfinite(w).all() for w in weights if w.is_floating_point()]).all()
     if not finite.item():
         lr = run.schedule.get_last_lr()[0]
-        raise TrainingError(f"step {run.state.step}: the model's weights are no longer finite (NaN or inf; lr {lr:.2e}, "
-                            f"{run.state.skipped} steps skipped so far), so nothing is saved or exported at this step; "
-                            f"{intact(run.out_dir)} (lower optim.lr or raise optim.warmup_steps to start afresh)")
+        raise TrainingError(
+            f"step {run.state.step}: the model's weights are no longer finite (NaN or inf; lr {lr:.2e}, "
+            f"{run.state.skipped} steps skipped so far), so nothing is saved or exported at this step; "
+            f"{intact(run.out_dir)} (lower optim.lr or raise optim.warmup_steps to start afresh)"
+        )
 
 
 @contextlib.contextmanager
@@ -194,8 +243,9 @@ def writing(run: Run, what: str, tmp: Path | None = None):
         if not isinstance(e, (OSError, SafetensorError)):
             raise
         reason = e.strerror if isinstance(e, OSError) and e.strerror else _io_reason(str(e))
-        raise TrainingError(f"step {run.state.step}: writing {run.out_dir / what} failed ({reason}); "
-                            f"{intact(run.out_dir)}") from None
+        raise TrainingError(
+            f"step {run.state.step}: writing {run.out_dir / what} failed ({reason}); {intact(run.out_dir)}"
+        ) from None
 
 
 def _io_reason(message: str) -> str:
@@ -208,8 +258,11 @@ def _io_reason(message: str) -> str:
 def stopped(run: Run, stop: StopRequest) -> dict:
     run.log.close()
     if run.main:
-        print(f"fastctc: stopped at step {run.state.step}/{run.total_steps}; checkpoint saved. Resume with:\n  "
-              f"{resume_command(run.out_dir)}", flush=True)
+        print(
+            f"fastctc: stopped at step {run.state.step}/{run.total_steps}; checkpoint saved. Resume with:\n  "
+            f"{resume_command(run.out_dir)}",
+            flush=True,
+        )
     shutdown(run.dist)
     return {"stopped": run.state.step, **({"signal": stop.signum} if stop.signum else {})}
 
@@ -226,15 +279,32 @@ def finish(run: Run, window: Window) -> dict:
         for ref, hyp in result["examples"]:
             print(f"  ref: {ref}\n  hyp: {hyp}")
         steady = train_s - clock.compile_s
-        print(f"fastctc: {state.step} steps in {format_seconds(train_wall)}"
-              + (f" ({format_seconds(clock.compile_s)} compiling over {len(clock.shapes)} shapes, "
-                 f"{format_seconds(steady)} steady)" if run.compiled else "")
-              + f" | skipped steps {state.skipped} | {format_seconds(clock.elapsed())} total", flush=True)
+        print(
+            f"fastctc: {state.step} steps in {format_seconds(train_wall)}"
+            + (
+                f" ({format_seconds(clock.compile_s)} compiling over {len(clock.shapes)} shapes, "
+                f"{format_seconds(steady)} steady)"
+                if run.compiled
+                else ""
+            )
+            + f" | skipped steps {state.skipped} | {format_seconds(clock.elapsed())} total",
+            flush=True,
+        )
         print(f"run directory: {run.out_dir}")
-        run.log.write("final", step=state.step, wer=result["wer"], cer=result["cer"], loss=result["loss"],
-                      **({"per": result["per"]} if "per" in result else {}),
-                      skipped=state.skipped, startup_s=clock.startup_s, train_s=train_s,
-                      compile_s=clock.compile_s, eval_s=clock.eval_s, total_s=clock.elapsed())
+        run.log.write(
+            "final",
+            step=state.step,
+            wer=result["wer"],
+            cer=result["cer"],
+            loss=result["loss"],
+            **({"per": result["per"]} if "per" in result else {}),
+            skipped=state.skipped,
+            startup_s=clock.startup_s,
+            train_s=train_s,
+            compile_s=clock.compile_s,
+            eval_s=clock.eval_s,
+            total_s=clock.elapsed(),
+        )
     run.log.close()
     shutdown(run.dist)
     return result
@@ -261,8 +331,12 @@ class StopRequest:
             if self.requested:
                 raise KeyboardInterrupt
             self.requested, self.signum = True, signum
-            print(f"\nfastctc: {self.NAMES[signum]}: saving a checkpoint at the end of this step "
-                  f"({self.NAMES[signum]} again to abort)", file=sys.stderr, flush=True)
+            print(
+                f"\nfastctc: {self.NAMES[signum]}: saving a checkpoint at the end of this step "
+                f"({self.NAMES[signum]} again to abort)",
+                file=sys.stderr,
+                flush=True,
+            )
 
         try:
             previous = {s: signal.signal(s, handler) for s in self.NAMES}

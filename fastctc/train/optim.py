@@ -17,11 +17,17 @@ _NO_DECAY_NAMES = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm
 
 
 def decay_parameter_names(model: nn.Module) -> set[str]:
-    in_layer_norm = {f"{m_name}.{p_name}" if m_name else p_name
-                     for m_name, module in model.named_modules() if isinstance(module, nn.LayerNorm)
-                     for p_name, _ in module.named_parameters(recurse=False)}
-    return {name for name, _ in model.named_parameters()
-            if name not in in_layer_norm and not _NO_DECAY_NAMES.search(name.lower())}
+    in_layer_norm = {
+        f"{m_name}.{p_name}" if m_name else p_name
+        for m_name, module in model.named_modules()
+        if isinstance(module, nn.LayerNorm)
+        for p_name, _ in module.named_parameters(recurse=False)
+    }
+    return {
+        name
+        for name, _ in model.named_parameters()
+        if name not in in_layer_norm and not _NO_DECAY_NAMES.search(name.lower())
+    }
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -35,8 +41,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     # one kernel for the whole update: on CUDA, and on CPU since torch 2.4, where it reads and writes
     # each tensor once instead of once per elementwise op (4x faster on 85 M fp32 parameters, 1 thread)
     fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                             fused=fused)
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused
+    )
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):

@@ -68,8 +68,16 @@ class Window:
     grad_norm: torch.Tensor | float = 0.0  # the last step's (device)
     skips: list = field(default_factory=list)  # (step, device bool: its gradient was not finite)
 
-    def add(self, step: int, loss_sum: torch.Tensor, micro_batches: int, utterances: int, audio_s: float,
-            grad_norm: torch.Tensor, skipped: torch.Tensor) -> None:
+    def add(
+        self,
+        step: int,
+        loss_sum: torch.Tensor,
+        micro_batches: int,
+        utterances: int,
+        audio_s: float,
+        grad_norm: torch.Tensor,
+        skipped: torch.Tensor,
+    ) -> None:
         self.loss_sum = self.loss_sum + loss_sum
         self.micro_batches += micro_batches
         self.utterances += utterances
@@ -82,8 +90,9 @@ class Window:
         dropped (a checkpoint may fetch mid-window), the sums kept."""
         if not self.skips:
             return float(self.loss_sum), float(self.grad_norm), []
-        values = torch.stack([torch.as_tensor(self.loss_sum).float(), self.grad_norm.float(),
-                              *(bad.float() for _, bad in self.skips)]).tolist()  # host sync: once per line
+        values = torch.stack(
+            [torch.as_tensor(self.loss_sum).float(), self.grad_norm.float(), *(bad.float() for _, bad in self.skips)]
+        ).tolist()  # host sync: once per line
         skipped = [step for (step, _), bad in zip(self.skips, values[2:]) if bad]
         self.skips = []
         return values[0], values[1], skipped

@@ -19,13 +19,13 @@ from ..data.batching import SAMPLER_CLASSES, LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets
 from ..data.phones import PhoneVocab
 from ..data.text import CharVocab
+from ..device import device_for
 from ..errors import ConfigError, TrainingError
 from ..models import CTCModel, EncoderConfig, default_attention_mask, read_pretrained
 from ..models.config import FINE_TUNING_FIELDS
 from ..models.feature_encoder import frame_count
 from ..models.hf_io import Preprocessing, read_encoder_config, read_preprocessing, read_vocab
 from .checkpoint import load_checkpoint
-from ..device import device_for
 from .distributed import DistInfo, init_distributed
 from .optim import build_optimizer, linear_schedule
 from .precision import Precision, resolve_precision
@@ -44,7 +44,7 @@ class RunState:
     best_wer: float | None = None  # the best eval WER so far (PER for phone targets): best/ holds it
 
     @classmethod
-    def from_checkpoint(cls, meta: dict) -> "RunState":
+    def from_checkpoint(cls, meta: dict) -> RunState:
         return cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls) if f.name in meta})
 
 
@@ -111,8 +111,10 @@ def resolve_model(cfg: RunConfig, say) -> tuple[RunConfig, EncoderConfig, Prepro
     encoder = resolve_encoder(cfg.model, read_encoder_config(checkpoint) if checkpoint else None)
     pre = read_preprocessing(checkpoint) if checkpoint else Preprocessing()
     if pre.do_normalize is not None and pre.do_normalize != cfg.data.do_normalize:
-        say(f"fastctc: the checkpoint's preprocessor_config.json says do_normalize={str(pre.do_normalize).lower()}; "
-            f"using it instead of data.do_normalize={str(cfg.data.do_normalize).lower()}")
+        say(
+            f"fastctc: the checkpoint's preprocessor_config.json says do_normalize={str(pre.do_normalize).lower()}; "
+            f"using it instead of data.do_normalize={str(cfg.data.do_normalize).lower()}"
+        )
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, do_normalize=pre.do_normalize))
     return cfg, encoder, pre
 
@@ -121,8 +123,9 @@ def build_model(cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab) -> CTC
     """The checkpoint's weights (a fresh CTC head unless its own fits `vocab`), or a from-scratch encoder."""
     if cfg.model.checkpoint:
         tuned = {k: getattr(encoder, k) for k in FINE_TUNING_FIELDS}
-        return read_pretrained(cfg.model.checkpoint, vocab_size=len(vocab),
-                               overrides={**tuned, "pad_token_id": vocab.blank}).model
+        return read_pretrained(
+            cfg.model.checkpoint, vocab_size=len(vocab), overrides={**tuned, "pad_token_id": vocab.blank}
+        ).model
     return CTCModel(dataclasses.replace(encoder, vocab_size=len(vocab), pad_token_id=vocab.blank))
 
 
@@ -145,12 +148,15 @@ def run_vocabulary(cfg: RunConfig, texts: list[str], say) -> CharVocab:
             theirs = read_vocab(cfg.model.checkpoint)
             vocab = CharVocab(theirs.tokens) if theirs is not None else vocab
         except ValueError as e:  # another tokenizer's vocabulary: build ours, the head must then be fresh
-            say(f"fastctc: not reusing {cfg.model.checkpoint}'s vocabulary ({e}); vocabulary built from the transcripts")
+            say(
+                f"fastctc: not reusing {cfg.model.checkpoint}'s vocabulary ({e}); vocabulary built from the transcripts"
+            )
     return vocab
 
 
-def prepare_model(cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab, device: torch.device,
-                  dist: DistInfo) -> CTCModel:
+def prepare_model(
+    cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab, device: torch.device, dist: DistInfo
+) -> CTCModel:
     model = build_model(cfg, encoder, vocab).to(device)
     if dist.enabled:  # same initial weights everywhere; then each rank draws its own dropout and masks
         torch.manual_seed(cfg.train.seed + dist.rank)
@@ -169,8 +175,10 @@ def wrap_model(cfg: RunConfig, model: CTCModel, dist: DistInfo, device: torch.de
     step_model = model
     if dist.enabled:
         step_model = ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=model.config.layerdrop > 0)  # a dropped layer leaves its parameters unused
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=model.config.layerdrop > 0,
+        )  # a dropped layer leaves its parameters unused
     compiled = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
     if compiled:  # compiling the DDP module lets dynamo split graphs at gradient-bucket boundaries
         step_model = torch.compile(step_model)
@@ -203,19 +211,31 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     say(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
     # the encoder's frames per utterance screen out audio too short for its transcript
     train_ds, eval_ds, data_report = build_datasets(
-        cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder), verbose=dist.is_main)
+        cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder), verbose=dist.is_main
+    )
     vocab = run_vocabulary(cfg, train_ds.texts + eval_ds.texts, say)  # train + eval, as the recipe
     model = prepare_model(cfg, encoder, vocab, device, dist)
     use_mask = uses_attention_mask(cfg, encoder, preprocessing)
-    say(f"fastctc: {len(train_ds)} train ({sum(train_ds.durations) / 3600:.2f} h) / {len(eval_ds)} eval utterances, "
+    say(
+        f"fastctc: {len(train_ds)} train ({sum(train_ds.durations) / 3600:.2f} h) / {len(eval_ds)} eval utterances, "
         f"vocab {len(vocab)}, model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
         f"device {device} x {dist.world_size}, precision {precision.name}, attention mask {'on' if use_mask else 'off'} "
-        f"({time.time() - clock.start:.1f} s)", flush=True)
+        f"({time.time() - clock.start:.1f} s)",
+        flush=True,
+    )
 
     accum = cfg.train.grad_accum
-    sampler = SAMPLER_CLASSES[cfg.data.sampler](train_ds.durations, cfg.train.seed, cfg.train.batch_size, cfg.data.batch_seconds,
-                                                cfg.data.pad_lengths, rank=dist.rank, world_size=dist.world_size,
-                                                accum=accum, frame=encoder.frame_stride)
+    sampler = SAMPLER_CLASSES[cfg.data.sampler](
+        train_ds.durations,
+        cfg.train.seed,
+        cfg.train.batch_size,
+        cfg.data.batch_seconds,
+        cfg.data.pad_lengths,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        accum=accum,
+        frame=encoder.frame_stride,
+    )
     loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
     loader.keep_empty = dist.enabled  # the step stands in for a rank's empty batch (steps.py)
     steps_per_epoch = len(sampler) // accum
@@ -230,8 +250,9 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
 
     state = RunState()
     if resume:
-        meta = load_checkpoint(out_dir / "checkpoint", model, optimizer, schedule, scaler, rank=dist.rank,
-                               world_size=dist.world_size)
+        meta = load_checkpoint(
+            out_dir / "checkpoint", model, optimizer, schedule, scaler, rank=dist.rank, world_size=dist.world_size
+        )
         state = RunState.from_checkpoint(meta)
         say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state.step}", flush=True)
     step_model, ddp, compiled = wrap_model(cfg, model, dist, device)
@@ -240,8 +261,29 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
             (out_dir / "config.toml").write_text(dump_config(cfg))
         log = MetricsLog(out_dir / "metrics.jsonl", enabled=dist.is_main)
     except OSError as e:
-        raise TrainingError(f"run directory {out_dir}: cannot write {e.filename or 'config.toml'} ({e.strerror})") from None
-    return Run(cfg=cfg, out_dir=out_dir, dist=dist, device=device, precision=precision, model=model,
-               step_model=step_model, ddp=ddp, compiled=compiled, vocab=vocab, use_mask=use_mask, sampler=sampler,
-               loader=loader, eval_ds=eval_ds, optimizer=optimizer, schedule=schedule, scaler=scaler,
-               total_steps=total, log=log, state=state, clock=clock)
+        raise TrainingError(
+            f"run directory {out_dir}: cannot write {e.filename or 'config.toml'} ({e.strerror})"
+        ) from None
+    return Run(
+        cfg=cfg,
+        out_dir=out_dir,
+        dist=dist,
+        device=device,
+        precision=precision,
+        model=model,
+        step_model=step_model,
+        ddp=ddp,
+        compiled=compiled,
+        vocab=vocab,
+        use_mask=use_mask,
+        sampler=sampler,
+        loader=loader,
+        eval_ds=eval_ds,
+        optimizer=optimizer,
+        schedule=schedule,
+        scaler=scaler,
+        total_steps=total,
+        log=log,
+        state=state,
+        clock=clock,
+    )

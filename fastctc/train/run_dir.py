@@ -23,12 +23,21 @@ from .checkpoint import find_checkpoint, read_state
 # Keys a resume may change: they decide what is logged, evaluated or saved, and how files are read,
 # never what a training step computes. Any other change (the model, the batch, the schedule, the seed,
 # the precision, the device) would make the resumed run differ from the uninterrupted one.
-RESUMABLE = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.eval_batch_size",
-             "data.num_workers", "data.prefetch_factor", "data.cache_dir")
+RESUMABLE = (
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.eval_batch_size",
+    "data.num_workers",
+    "data.prefetch_factor",
+    "data.cache_dir",
+)
 
 
 def resume_command(out_dir: Path) -> str:
-    return " ".join(shlex.quote(a) for a in ["fastctc", "train", str(out_dir / "config.toml"), "--resume", str(out_dir)])
+    return " ".join(
+        shlex.quote(a) for a in ["fastctc", "train", str(out_dir / "config.toml"), "--resume", str(out_dir)]
+    )
 
 
 def check_new_run_dir(out_dir: Path) -> None:
@@ -36,8 +45,10 @@ def check_new_run_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainingError(f"run directory {out_dir} is a file; choose another with --out")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise TrainingError(f"run directory {out_dir} already holds files; choose another with --out, "
-                            f"or continue it with --resume {out_dir}")
+        raise TrainingError(
+            f"run directory {out_dir} already holds files; choose another with --out, "
+            f"or continue it with --resume {out_dir}"
+        )
     make_writable_dir(out_dir)
 
 
@@ -45,10 +56,14 @@ def make_writable_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TrainingError(f"run directory {out_dir} cannot be created ({e.strerror}); choose another with --out") from None
+        raise TrainingError(
+            f"run directory {out_dir} cannot be created ({e.strerror}); choose another with --out"
+        ) from None
     if not os.access(out_dir, os.W_OK):  # a read-only file system or bind mount, or no permission
-        raise TrainingError(f"run directory {out_dir} is not writable (read-only file system or no permission); "
-                            "choose another with --out")
+        raise TrainingError(
+            f"run directory {out_dir} is not writable (read-only file system or no permission); "
+            "choose another with --out"
+        )
 
 
 def check_resume(out_dir: Path) -> None:
@@ -80,9 +95,11 @@ def changed_keys(saved: RunConfig, saved_encoder: EncoderConfig, cfg: RunConfig,
 
 def refuse_changes(out_dir: Path, differ: list[str]) -> None:
     if differ:
-        raise TrainingError(f"--resume {out_dir}: {', '.join(differ)} differs from {out_dir / 'config.toml'}; a resume "
-                            "continues the run exactly as configured (only " + ", ".join(RESUMABLE) + " may change): "
-                            f"drop the change ({resume_command(out_dir)}) or start a new run with --out")
+        raise TrainingError(
+            f"--resume {out_dir}: {', '.join(differ)} differs from {out_dir / 'config.toml'}; a resume "
+            "continues the run exactly as configured (only " + ", ".join(RESUMABLE) + " may change): "
+            f"drop the change ({resume_command(out_dir)}) or start a new run with --out"
+        )
 
 
 def intact(out_dir: Path) -> str:

@@ -5,7 +5,7 @@ host, and the progress line fetches what it reports once per line (progress.py).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -43,8 +43,13 @@ def steps(run: Run) -> Iterator[list[Batch]]:
 def stand_in_batch(sample_rate: int) -> Batch:
     """One second of silence with an empty target: under DDP a rank whose every file failed to load
     still takes part in the step's all-reduce, its loss weighted 0."""
-    return Batch(torch.zeros(1, sample_rate), torch.tensor([sample_rate]), torch.zeros(1, 1, dtype=torch.long),
-                 torch.zeros(1, dtype=torch.long), [])
+    return Batch(
+        torch.zeros(1, sample_rate),
+        torch.tensor([sample_rate]),
+        torch.zeros(1, 1, dtype=torch.long),
+        torch.zeros(1, dtype=torch.long),
+        [],
+    )
 
 
 def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
@@ -59,9 +64,15 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
             logits, logit_lengths = run.step_model(waves, lengths if run.use_mask else None)
     if not run.use_mask and not run.cfg.train.padding_invariant and run.cfg.train.ctc_true_lengths:
         logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
-    return ctc_loss(logits, batch.targets.to(device, non_blocking=True), logit_lengths,
-                    batch.target_lengths.to(device, non_blocking=True), blank=run.vocab.blank, reduction="mean",
-                    zero_infinity=run.cfg.train.zero_infinity)
+    return ctc_loss(
+        logits,
+        batch.targets.to(device, non_blocking=True),
+        logit_lengths,
+        batch.target_lengths.to(device, non_blocking=True),
+        blank=run.vocab.blank,
+        reduction="mean",
+        zero_infinity=run.cfg.train.zero_infinity,
+    )
 
 
 def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
