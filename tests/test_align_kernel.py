@@ -127,6 +127,8 @@ def test_triton_align_kernel_under_interpreter():
         "-q",
         "-p",
         "no:cacheprovider",
+        "-n",
+        "0",  # one process: the repository's addopts run the suite on two xdist workers
         "-rs",
     ]
     proc = subprocess.run(cmd, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600)

@@ -182,6 +182,8 @@ def _run_interpreted(marker: str, timeout: int) -> None:
         "-q",
         "-p",
         "no:cacheprovider",
+        "-n",
+        "0",  # one process: the repository's addopts run the suite on two xdist workers
         "-m",
         marker,
         "-rs",

@@ -270,6 +270,8 @@ def test_the_fused_ctc_step_in_a_subprocess():
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",  # one process: the repository's addopts run the suite on two xdist workers
             __file__,
             "-k",
             "test_fused_ctc_step_syncs_zero_times",

@@ -95,6 +95,8 @@ def part_command(name: str, smoke: bool, out: Path) -> list[str]:
             "-rs",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",  # one process: the repository's addopts run the suite on two xdist workers
             str(REPO / "tests" / "test_cuda.py"),
             f"--junitxml={out / 'cuda-tests.xml'}",
         ]
