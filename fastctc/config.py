@@ -414,7 +414,7 @@ def dump_config(cfg: RunConfig) -> str:
 
 def resolve_encoder(model: ModelConfig, checkpoint: EncoderConfig | None = None) -> EncoderConfig:
     """The run's one description of the encoder: EncoderConfig's defaults, or the checkpoint's
-    config.json (`checkpoint`, as hf_io.read_encoder_config reads it) with the recipe's fine-tuning
+    config.json (`checkpoint`, as hf_weights.read_encoder_config reads it) with the recipe's fine-tuning
     values (RECIPE_FIELDS: its script passes them, overriding the checkpoint's); then what [model]
     sets. vocab_size and pad_token_id are the vocabulary's, set when the model is built."""
     if checkpoint is None:

@@ -215,7 +215,7 @@ def _checkpoint_dir(tmp_path, **changes):
 
 def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tmp_path):
     from fastctc.config import resolve_encoder
-    from fastctc.models.hf_io import read_encoder_config
+    from fastctc.models.hf_weights import read_encoder_config
 
     ckpt = _checkpoint_dir(
         tmp_path, hidden_dropout=0.1, attention_dropout=0.1, mask_time_min_masks=5, mask_feature_prob=0.2
@@ -242,7 +242,7 @@ def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tm
 )
 def test_shape_keys_beside_a_checkpoint_must_be_its_own(tmp_path, key, ours, theirs):
     from fastctc.config import resolve_encoder
-    from fastctc.models.hf_io import read_encoder_config
+    from fastctc.models.hf_weights import read_encoder_config
 
     ckpt = _checkpoint_dir(tmp_path)
     toml = tmp_path / "run.toml"

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from fastctc.kernels.ctc_reference import ctc_loss_reference
 
 from ..errors import CheckpointError
-from .hf_io import load_pretrained, native_key
+from .hf_weights import load_pretrained, native_key
 
 
 def _ctc_loss(logits: torch.Tensor, logit_lengths: torch.Tensor, targets: torch.Tensor, blank: int) -> torch.Tensor:

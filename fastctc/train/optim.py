@@ -11,7 +11,7 @@ from ..config import OptimConfig
 
 # The Trainer's rule for which parameters get no weight decay (transformers' Trainer.get_decay_parameter_names):
 # those inside an nn.LayerNorm, and those whose lower-cased name matches one of these patterns. Native
-# parameter names are the checkpoint's (models/hf_io.py), so the same names fall out the same way: biases,
+# parameter names are the checkpoint's (models/hf_weights.py), so the same names fall out the same way: biases,
 # every LayerNorm, and the group norm of the first conv layer (named layer_norm).
 _NO_DECAY_NAMES = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
 
