@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import tomllib
 
@@ -22,12 +25,47 @@ from .models.config import FINE_TUNING_FIELDS, RECIPE_FIELDS, VOCAB_FIELDS, Enco
 RECIPE_CHARS_TO_IGNORE = ',?.!-;:"“%‘”�'
 
 
-# [model] sets the run's model settings (ModelConfig's fields) and any field of the encoder's one
+# A field whose type is a Literal takes one of its values, and load_config checks it against them: the
+# choices are declared once, on the field.
+Sampler = Literal["buckets", "group_by_length"]  # fastctc/data/batching.py: SAMPLER_CLASSES
+SAMPLERS = typing.get_args(Sampler)
+
+# [model] sets the run's model settings (ModelConfig's own fields) and any field of the encoder's one
 # description, EncoderConfig (fastctc/models/config.py declares and documents each field once), but
 # the two the run's vocabulary sets.
 ENCODER_KEYS = tuple(f.name for f in dataclasses.fields(EncoderConfig) if f.name not in VOCAB_FIELDS)
 _ENCODER_TYPES = typing.get_type_hints(EncoderConfig)
 _ENCODER_DEFAULTS = dataclasses.asdict(EncoderConfig())
+
+
+class _GivenKeys(Mapping):
+    """EncoderKeys read as a mapping: the keys [model] sets (those not None), as given."""
+
+    def __getitem__(self, key: str) -> object:
+        value = getattr(self, key) if key in ENCODER_KEYS else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return (k for k in ENCODER_KEYS if getattr(self, k) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _toml_form(annotation: object) -> object:
+    """A field type as TOML writes its values: a tuple is a list."""
+    return list[typing.get_args(annotation)[0]] if typing.get_origin(annotation) is tuple else annotation
+
+
+# [model]'s encoder keys: one field per ENCODER_KEYS, typed as EncoderConfig's field (as TOML writes it),
+# or None: not set, so the encoder keeps EncoderConfig's default or, beside a checkpoint, its config.json's.
+EncoderKeys = dataclasses.make_dataclass(
+    "EncoderKeys",
+    [(k, _toml_form(_ENCODER_TYPES[k]) | None, field(default=None)) for k in ENCODER_KEYS],
+    bases=(_GivenKeys,),
+)
 
 
 @dataclass
@@ -38,19 +76,19 @@ class ModelConfig:
     checkpoint: str = ""
     freeze_feature_encoder: bool = True
     # auto: the checkpoint's convention (layer-norm feature encoders get the attention mask, group-norm
-    # ones see padding as audio, as their preprocessor's return_attention_mask=False); on | off
-    attention_mask: str = "auto"
+    # ones see padding as audio, as their preprocessor's return_attention_mask=False)
+    attention_mask: Literal["auto", "on", "off"] = "auto"
     gradient_checkpointing: bool = False  # recompute transformer layers in backward to save memory
     # true: the head gets <s> and </s> outputs after [PAD], as the recipe's tokenizer adds them (head =
     # vocabulary + 2; never a target). false (fastctc): no outputs that no target ever asks for
     bos_eos_tokens: bool = False
-    # The EncoderConfig fields [model] sets, as given (type-checked); resolve_encoder applies them
-    encoder: dict = field(default_factory=dict)
+    # The EncoderConfig fields [model] sets: in TOML, keys of [model] itself; resolve_encoder applies them
+    encoder: EncoderKeys = field(default_factory=EncoderKeys)
 
 
 @dataclass
 class DataConfig:
-    corpus: str = "synthetic"  # synthetic | timit | librispeech | manifest | fsdd
+    corpus: Literal["synthetic", "timit", "librispeech", "manifest", "fsdd"] = "synthetic"
     # timit / librispeech: the corpus folder as distributed; manifest: "" (paths are used as given)
     # or a folder the manifest paths are relative to
     root: str = ""
@@ -60,12 +98,12 @@ class DataConfig:
     # synthetic: ignored
     train: str = "train"
     eval: str = "eval"
-    # targets: chars (the transcript) | phones (timit: each utterance's .PHN; manifest: the text holds
-    # space-separated phones). phone_set: the training set (61 | 48 | 39, Lee & Hon's foldings);
+    # targets: chars (the transcript) or phones (timit: each utterance's .PHN; manifest: the text holds
+    # space-separated phones). phone_set: the training set (Lee & Hon's foldings of TIMIT's 61);
     # score_phone_set: the set PER is computed on (the standard protocol trains on 48, scores on 39)
-    targets: str = "chars"
-    phone_set: int = 48
-    score_phone_set: int = 39
+    targets: Literal["chars", "phones"] = "chars"
+    phone_set: Literal[61, 48, 39] = 48
+    score_phone_set: Literal[61, 48, 39] = 39
     # synthetic corpus only: how many utterances each split holds
     synthetic_train_size: int = 2000
     synthetic_eval_size: int = 200
@@ -79,7 +117,7 @@ class DataConfig:
     max_channels: int = 2  # files with more channels are skipped; fewer are down-mixed to mono
     # utterances longer than this (seconds; 0 = no cap) are skipped (the recipe) or cropped
     max_duration_s: float = 20.0
-    long_utterances: str = "skip"  # skip | crop (training split only; eval keeps every utterance)
+    long_utterances: Literal["skip", "crop"] = "skip"  # training split only; eval keeps every utterance
     # batching: batch_seconds > 0 fills each batch up to this much padded audio instead of
     # train.batch_size utterances. Batches are padded to their longest utterance in whole frames
     # (a fixed set of shapes, at most one per batch); pad_lengths > 0 bounds the shapes to that
@@ -90,7 +128,7 @@ class DataConfig:
     # by length, cut into batches, batches shuffled (batching.py);
     # group_by_length: the recipe's megabatches (random chunks of min(N / 4B, 50) x B utterances, each
     # sorted longest first, cut into batches, in their random order); needs batch_seconds = 0
-    sampler: str = "buckets"
+    sampler: Sampler = "buckets"
     # true: every target ends with one `|` (the recipe's remove_special_characters appends " " to each
     # transcript, so `|` is in the vocabulary even for one-word corpora). false (fastctc): targets as written
     trailing_delimiter: bool = False
@@ -119,11 +157,11 @@ class TrainConfig:
     seed: int = 42
     log_every: int = 10
     eval_every: int = 0  # 0 = evaluate only at the end
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     # auto: bf16 autocast on GPUs that support it, else fp16 + GradScaler; fp32 on CPU
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    compile: str = "auto"  # torch.compile the model: auto (on for CUDA, off on CPU) | on | off
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile the model; auto: on for CUDA, off on CPU
     grad_accum: int = 1  # micro-batches per optimizer step
     checkpoint_every: int = 500  # steps between resumable checkpoints (also at each eval, the end and Ctrl-C)
     # The recipe feeds group-norm checkpoints no attention mask, and then uses the padded length as
@@ -148,11 +186,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 _SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
-
-CORPORA = ("synthetic", "timit", "librispeech", "manifest", "fsdd")
-SAMPLERS = ("buckets", "group_by_length")  # data.sampler; fastctc/data/batching.py: SAMPLER_CLASSES
+_HINTS = {section: typing.get_type_hints(cls) for section, cls in _SECTION_CLASSES.items()}
+_ENCODER_KEY_HINTS = typing.get_type_hints(EncoderKeys)
 
 # The recipe's conventions where fastctc's defaults depart from them, as --set overrides: `fastctc bench
 # recipe --recipe-exact` trains the fastctc side with these (README: what each departure buys)
@@ -169,11 +205,36 @@ def _nearest(name: str, options: typing.Iterable[str]) -> str:
     return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(sorted(options))}"
 
 
+def _spelled(choices: typing.Sequence[object]) -> str:
+    """'a, b or c'."""
+    words = [str(c) for c in choices]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _choice_problem(key: str, value: object, choices: typing.Sequence[object]) -> str | None:
+    """What is wrong with `value` for a field whose type is Literal[*choices], or None. A name close to
+    one of the choices reads as a misspelling of it."""
+    if value in choices:
+        return None
+    near = (
+        difflib.get_close_matches(value, [str(c) for c in choices], n=1, cutoff=0.5) if isinstance(value, str) else []
+    )
+    if near:
+        name = key.rpartition(".")[2]
+        return f"{key}: unknown {name} {value!r}; did you mean {near[0]!r}? (must be {_spelled(choices)})"
+    return f"{key}: must be {_spelled(choices)}, got {value!r}"
+
+
 def _coerce(key: str, value: object, annotation: object) -> object:
     """Check `value` against the field's type; ints are accepted where a float is expected, and floats
-    must be finite (TOML spells inf and nan, and 1e999 reads as inf: a learning rate of inf trains NaNs)."""
+    must be finite (TOML spells inf and nan, and 1e999 reads as inf: a learning rate of inf trains NaNs).
+    A Literal field's value is checked for its type here, for its choices by _validate."""
+    if typing.get_origin(annotation) is types.UnionType:  # an encoder key's `T | None`; TOML has no null
+        (annotation,) = (a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is Literal:
+        annotation = type(typing.get_args(annotation)[0])
     origin = typing.get_origin(annotation)
-    if origin in (list, tuple):  # EncoderConfig's tuple[int, ...] is a TOML list too
+    if origin in (list, tuple):
         item_type = typing.get_args(annotation)[0]
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list of {item_type.__name__}, got {value!r}")
@@ -197,16 +258,27 @@ def _parse_override_value(raw: str) -> object:
         return raw
 
 
-def _validate(cfg: RunConfig) -> None:
-    def need(ok: bool, key: str, what: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: {what}")
+def _need(ok: bool, key: str, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {what}")
 
-    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
+
+def _check_choices(cfg: RunConfig) -> None:
+    """Every Literal-typed field holds one of its declared values."""
+    for section, hints in _HINTS.items():
+        for key, annotation in hints.items():
+            if typing.get_origin(annotation) is Literal:
+                problem = _choice_problem(
+                    f"{section}.{key}", getattr(getattr(cfg, section), key), typing.get_args(annotation)
+                )
+                if problem:
+                    raise ConfigError(problem)
+
+
+def _check_model(m: ModelConfig) -> None:
     if m.checkpoint:
-        path = Path(m.checkpoint)
-        need(
-            path.is_dir(),
+        _need(
+            Path(m.checkpoint).is_dir(),
             "model.checkpoint",
             f"{m.checkpoint!r} is not a directory; point it at a Transformers-format checkpoint folder "
             "(config.json + model.safetensors), or leave it empty to train from scratch",
@@ -217,125 +289,120 @@ def _validate(cfg: RunConfig) -> None:
     problem = encoder_problem({**_ENCODER_DEFAULTS, **given}, prefix="model.", run=True)
     if problem:
         raise ConfigError(problem)
-    need(d.corpus in CORPORA, "data.corpus", f"unknown corpus {d.corpus!r}{_nearest(d.corpus, CORPORA)}")
-    need(d.synthetic_train_size > 0, "data.synthetic_train_size", f"must be > 0, got {d.synthetic_train_size}")
-    need(d.synthetic_eval_size > 0, "data.synthetic_eval_size", f"must be > 0, got {d.synthetic_eval_size}")
-    need(d.sample_rate == 16_000, "data.sample_rate", f"the encoders expect 16000 Hz, got {d.sample_rate}")
+
+
+def _check_corpus(d: DataConfig, m: ModelConfig) -> None:
+    """The corpus, its splits and its targets (and the head that suits them)."""
+    _need(d.synthetic_train_size > 0, "data.synthetic_train_size", f"must be > 0, got {d.synthetic_train_size}")
+    _need(d.synthetic_eval_size > 0, "data.synthetic_eval_size", f"must be > 0, got {d.synthetic_eval_size}")
+    _need(d.sample_rate == 16_000, "data.sample_rate", f"the encoders expect 16000 Hz, got {d.sample_rate}")
     if d.corpus in ("timit", "librispeech", "fsdd"):
-        need(
+        _need(
             bool(d.root),
             "data.root",
             f"data.corpus={d.corpus!r} needs the corpus folder, e.g. --set data.root=/data/{d.corpus}",
         )
     for key in ("train", "eval"):
-        need(
+        _need(
             d.corpus == "synthetic" or bool(getattr(d, key)), f"data.{key}", "must name a split, subsets or a manifest"
         )
-    need(d.targets in ("chars", "phones"), "data.targets", f"must be chars or phones, got {d.targets!r}")
-    need(
+    _need(
         d.targets == "chars" or d.corpus in ("timit", "manifest"),
         "data.targets",
         f"phones come from TIMIT's .PHN files or a manifest of phone strings; data.corpus={d.corpus!r} has none",
     )
-    for key in ("phone_set", "score_phone_set"):
-        need(getattr(d, key) in (61, 48, 39), f"data.{key}", f"must be 61, 48 or 39, got {getattr(d, key)}")
-    need(
+    _need(
         d.score_phone_set <= d.phone_set,
         "data.score_phone_set",
         f"must be data.phone_set={d.phone_set} or a smaller set folded from it (61 -> 48 -> 39), "
         f"got {d.score_phone_set}",
     )
-    need(d.max_channels >= 1, "data.max_channels", f"must be >= 1, got {d.max_channels}")
-    need(d.max_duration_s >= 0, "data.max_duration_s", f"must be >= 0 (0 = no cap), got {d.max_duration_s}")
-    need(
-        d.long_utterances in ("skip", "crop"),
-        "data.long_utterances",
-        f"must be skip or crop, got {d.long_utterances!r}",
-    )
-    need(
-        d.long_utterances == "skip" or d.max_duration_s > 0,
-        "data.long_utterances",
-        "crop needs a cap: set data.max_duration_s > 0",
-    )
-    need(
-        d.batch_seconds >= 0,
-        "data.batch_seconds",
-        f"must be >= 0 (0 = train.batch_size utterances), got {d.batch_seconds}",
-    )
-    need(
-        d.batch_seconds == 0 or d.max_duration_s == 0 or d.batch_seconds >= d.max_duration_s,
-        "data.batch_seconds",
-        f"must hold one utterance of data.max_duration_s={d.max_duration_s}, got {d.batch_seconds}",
-    )
-    need(d.pad_lengths >= 0, "data.pad_lengths", f"must be >= 0 (0 = one per batch), got {d.pad_lengths}")
-    need(d.sampler in SAMPLERS, "data.sampler", f"unknown sampler {d.sampler!r}{_nearest(d.sampler, SAMPLERS)}")
-    need(
-        d.sampler != "group_by_length" or d.batch_seconds == 0,
-        "data.sampler",
-        "group_by_length cuts batches of train.batch_size utterances; set data.batch_seconds = 0",
-    )
-    need(
+    _need(
         not d.trailing_delimiter or d.targets == "chars",
         "data.trailing_delimiter",
         "phone targets have no word delimiter; set it false",
     )
-    need(
+    _need(
         not m.bos_eos_tokens or d.targets == "chars",
         "model.bos_eos_tokens",
         "phone targets use the fixed phone set + blank; set it false",
     )
-    need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
-    need(d.prefetch_factor >= 1, "data.prefetch_factor", f"must be >= 1, got {d.prefetch_factor}")
-    need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
-    need(
+
+
+def _check_loading(d: DataConfig) -> None:
+    """Audio screening, batching and the loader."""
+    _need(d.max_channels >= 1, "data.max_channels", f"must be >= 1, got {d.max_channels}")
+    _need(d.max_duration_s >= 0, "data.max_duration_s", f"must be >= 0 (0 = no cap), got {d.max_duration_s}")
+    _need(
+        d.long_utterances == "skip" or d.max_duration_s > 0,
+        "data.long_utterances",
+        "crop needs a cap: set data.max_duration_s > 0",
+    )
+    _need(
+        d.batch_seconds >= 0,
+        "data.batch_seconds",
+        f"must be >= 0 (0 = train.batch_size utterances), got {d.batch_seconds}",
+    )
+    _need(
+        d.batch_seconds == 0 or d.max_duration_s == 0 or d.batch_seconds >= d.max_duration_s,
+        "data.batch_seconds",
+        f"must hold one utterance of data.max_duration_s={d.max_duration_s}, got {d.batch_seconds}",
+    )
+    _need(d.pad_lengths >= 0, "data.pad_lengths", f"must be >= 0 (0 = one per batch), got {d.pad_lengths}")
+    _need(
+        d.sampler != "group_by_length" or d.batch_seconds == 0,
+        "data.sampler",
+        "group_by_length cuts batches of train.batch_size utterances; set data.batch_seconds = 0",
+    )
+    _need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    _need(d.prefetch_factor >= 1, "data.prefetch_factor", f"must be >= 1, got {d.prefetch_factor}")
+
+
+def _check_optim_and_train(o: OptimConfig, t: TrainConfig) -> None:
+    _need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _need(
         len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas),
         "optim.betas",
         f"must be two values in [0, 1), got {o.betas}",
     )
-    need(o.eps > 0, "optim.eps", f"must be > 0, got {o.eps}")
-    need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
-    need(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
-    need(o.max_grad_norm > 0, "optim.max_grad_norm", f"must be > 0, got {o.max_grad_norm}")
-    need(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
-    need(t.max_steps >= 0, "train.max_steps", f"must be >= 0 (0 = no cap), got {t.max_steps}")
-    need(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
-    need(t.eval_batch_size > 0, "train.eval_batch_size", f"must be > 0, got {t.eval_batch_size}")
-    need(t.log_every > 0, "train.log_every", f"must be > 0, got {t.log_every}")
-    need(t.eval_every >= 0, "train.eval_every", f"must be >= 0 (0 = only at the end), got {t.eval_every}")
-    need(t.device in ("auto", "cpu", "cuda"), "train.device", f"must be auto, cpu or cuda, got {t.device!r}")
-    need(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
-    need(
-        t.precision in ("auto", "fp32", "bf16", "fp16"),
-        "train.precision",
-        f"must be auto, fp32, bf16 or fp16, got {t.precision!r}",
-    )
-    need(t.compile in ("auto", "on", "off"), "train.compile", f"must be auto, on or off, got {t.compile!r}")
-    need(t.grad_accum > 0, "train.grad_accum", f"must be > 0, got {t.grad_accum}")
-    need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
-    need(
-        m.attention_mask in ("auto", "on", "off"),
-        "model.attention_mask",
-        f"must be auto, on or off, got {m.attention_mask!r}",
-    )
+    _need(o.eps > 0, "optim.eps", f"must be > 0, got {o.eps}")
+    _need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _need(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+    _need(o.max_grad_norm > 0, "optim.max_grad_norm", f"must be > 0, got {o.max_grad_norm}")
+    _need(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
+    _need(t.max_steps >= 0, "train.max_steps", f"must be >= 0 (0 = no cap), got {t.max_steps}")
+    _need(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
+    _need(t.eval_batch_size > 0, "train.eval_batch_size", f"must be > 0, got {t.eval_batch_size}")
+    _need(t.log_every > 0, "train.log_every", f"must be > 0, got {t.log_every}")
+    _need(t.eval_every >= 0, "train.eval_every", f"must be >= 0 (0 = only at the end), got {t.eval_every}")
+    _need(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
+    _need(t.grad_accum > 0, "train.grad_accum", f"must be > 0, got {t.grad_accum}")
+    _need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
+
+
+def _validate(cfg: RunConfig) -> None:
+    """The whole config, once every file and --set value is applied (a later value wins over an earlier one)."""
+    _check_choices(cfg)
+    _check_model(cfg.model)
+    _check_corpus(cfg.data, cfg.model)
+    _check_loading(cfg.data)
+    _check_optim_and_train(cfg.optim, cfg.train)
 
 
 def _apply(cfg: RunConfig, section: str, key: str, value: object, where: str) -> None:
     if section not in _SECTION_CLASSES:
         raise ConfigError(f"{where}unknown section [{section}]{_nearest(section, _SECTION_CLASSES)}")
-    target = getattr(cfg, section)
-    hints = typing.get_type_hints(type(target))
-    if section == "model":  # its own keys, then the encoder's (see ModelConfig)
-        hints = {k: t for k, t in hints.items() if k != "encoder"} | {k: _ENCODER_TYPES[k] for k in ENCODER_KEYS}
+    target, hints = getattr(cfg, section), _HINTS[section]
+    if section == "model":  # its own keys, then the encoder's (see ModelConfig.encoder)
+        hints = {k: t for k, t in hints.items() if k != "encoder"} | _ENCODER_KEY_HINTS
+        target = cfg.model.encoder if key in _ENCODER_KEY_HINTS else target
     if key not in hints:
         raise ConfigError(f"{where}unknown key {section}.{key}{_nearest(key, hints)}")
     try:
         value = _coerce(f"{section}.{key}", value, hints[key])
     except ConfigError as e:  # name where the value came from, as for an unknown key
         raise ConfigError(f"{where}{e}") from None
-    if section == "model" and key in ENCODER_KEYS:
-        target.encoder[key] = value
-    else:
-        setattr(target, key, value)
+    setattr(target, key, value)
 
 
 def _parse_toml(path: Path) -> dict:
@@ -414,7 +481,7 @@ def dump_config(cfg: RunConfig) -> str:
 
 def resolve_encoder(model: ModelConfig, checkpoint: EncoderConfig | None = None) -> EncoderConfig:
     """The run's one description of the encoder: EncoderConfig's defaults, or the checkpoint's
-    config.json (`checkpoint`, as hf_io.read_encoder_config reads it) with the recipe's fine-tuning
+    config.json (`checkpoint`, as hf_weights.read_encoder_config reads it) with the recipe's fine-tuning
     values (RECIPE_FIELDS: its script passes them, overriding the checkpoint's); then what [model]
     sets. vocab_size and pad_token_id are the vocabulary's, set when the model is built."""
     if checkpoint is None:

@@ -14,13 +14,25 @@ import warnings
 
 import torch
 
-from .ctc_reference import ctc_loss_reference
+from .ctc_reference import REDUCTIONS, ctc_loss_reference
+from .ctc_viterbi_reference import ctc_align_reference, padded_targets
 
 try:
     from .ctc import ctc_loss_triton
+    from .ctc_viterbi import ctc_align_triton
 except ImportError as err:  # no triton on this platform (e.g. macOS, Windows)
-    ctc_loss_triton = None
+    ctc_loss_triton = ctc_align_triton = None
     _TRITON_IMPORT_ERROR = err
+
+__all__ = [
+    "ctc_loss",
+    "ctc_loss_reference",
+    "ctc_loss_triton",
+    "ctc_align",
+    "ctc_align_reference",
+    "ctc_align_triton",
+    "TRITON_INTERPRETED",
+]
 
 # Triton reads the flag when the kernels are defined (import time), so it is read here once.
 TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -42,9 +54,6 @@ def _use_triton(logits: torch.Tensor) -> bool:
             _warned_fallback = True
         return False
     return True
-
-
-_REDUCTIONS = ("none", "sum", "mean")
 
 
 def ctc_loss(
@@ -72,8 +81,8 @@ def ctc_loss(
     """
     if logits.dim() != 3:
         raise ValueError(f"ctc_loss: logits must be (B, T, V), got shape {tuple(logits.shape)}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"ctc_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"ctc_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not 0 <= blank < logits.shape[-1]:
         raise ValueError(f"ctc_loss: blank={blank} is outside the vocabulary [0, {logits.shape[-1]})")
     if not _use_triton(logits) or logits.numel() == 0:
@@ -84,17 +93,7 @@ def ctc_loss(
     return ctc_loss_triton(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity)
 
 
-__all__ = ["ctc_loss", "ctc_loss_reference", "ctc_loss_triton", "TRITON_INTERPRETED"]
-
-
 # ---- forced alignment (Viterbi): kernels/ctc_viterbi.py, same dispatch rule as ctc_loss ----------
-
-from .ctc_viterbi_reference import ctc_align_reference, padded_targets  # noqa: E402
-
-try:
-    from .ctc_viterbi import ctc_align_triton
-except ImportError:
-    ctc_align_triton = None
 
 
 @torch.no_grad()
@@ -118,7 +117,7 @@ def ctc_align(logits, targets, input_lengths, target_lengths, blank: int = 0):
     input_lengths = torch.as_tensor(input_lengths, device=device).contiguous()
     target_lengths = torch.as_tensor(target_lengths, device=device).contiguous()
     targets = torch.as_tensor(targets, device=device)
-    use_kernel = _use_triton(logits) and ctc_align_triton is not None and logits.numel() > 0
+    use_kernel = _use_triton(logits) and logits.numel() > 0
     align = ctc_align_triton if use_kernel else ctc_align_reference
     states, score, lse = align(logits, targets, input_lengths, target_lengths, blank)
     states, score, lse = states.to(device).long(), score.to(device), lse.to(device)
@@ -130,6 +129,3 @@ def ctc_align(logits, targets, input_lengths, target_lengths, blank: int = 0):
     x = logits.gather(2, labels.clamp(min=0)[..., None])[..., 0].float()  # (B, T): no (B, T, V) copy
     frame_lp = torch.where(states >= 0, x - lse, 0.0)
     return states, labels, frame_lp, score
-
-
-__all__ += ["ctc_align", "ctc_align_reference", "ctc_align_triton"]

@@ -83,6 +83,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .ctc_reference import reduce_losses
+
 NEG_INF = tl.constexpr(float("-inf"))  # jit code may read only constexpr globals
 
 
@@ -107,7 +109,7 @@ def _to_output_dtype(x, dtype: tl.constexpr):
 
 
 # Sizes that change from batch to batch (T and what it multiplies) are not specialised on
-# divisibility by 16 or == 1: each distinct specialisation is another compile (1-3 s, per rank, in
+# divisibility by 16 or == 1: each distinct specialisation is another compile (per rank, in
 # epoch 1). The recursions step through one frame at a time and gain nothing from it. The row
 # log-sum-exp kernel keeps its strides specialised, so its V-wide rows vectorise (bandwidth-bound).
 @triton.jit(do_not_specialize=["n_rows", "T"])
@@ -487,14 +489,6 @@ def _ctc_backward(logits, targets, input_lengths, target_lengths, blank, saved, 
     return grad
 
 
-def _reduce(loss, target_lengths, reduction):
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return loss.sum()
-    return (loss / target_lengths.clamp(min=1).to(loss.dtype)).mean()  # torch's "mean"
-
-
 def _row_scale(grad_out, target_lengths, reduction, B):
     """Incoming gradient of each row's loss, (B,) float32."""
     g = grad_out.to(torch.float32)
@@ -516,7 +510,7 @@ class CTCLossFunction(torch.autograd.Function):
         ctx.save_for_backward(logits, targets, input_lengths, target_lengths, *saved[:4])
         ctx.stride_tgt, ctx.s_cap = saved[4], saved[5]
         ctx.blank, ctx.reduction = blank, reduction
-        return _reduce(loss, target_lengths, reduction)
+        return reduce_losses(loss, target_lengths, reduction)
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -11,6 +11,18 @@ breaks the graph, whereas the op's output shapes follow from its inputs' shapes 
 import torch
 import torch.nn.functional as F
 
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def reduce_losses(loss: torch.Tensor, target_lengths: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-row losses (B,) reduced as torch's ctc_loss reduces them: "mean" divides each row's loss by
+    its target length (at least 1), then averages over the batch."""
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return (loss / target_lengths.clamp(min=1).to(loss.dtype)).mean()
+
 
 def ctc_loss_reference(
     logits: torch.Tensor,  # (B, T, V) raw scores, any float dtype
@@ -71,8 +83,8 @@ def _register_once():
     repository root is on sys.path (`python -m pytest`, `python -m fastctc`), and transformers'
     is_kernels_available imports it as a top-level `kernels` package. A second custom_op call would
     destroy the first registration, while the first module's op handle still points at the freed
-    operator entry: every later compile then read freed memory in dynamo's fake-tensor pass
-    (ValueError('basic_string::_M_create'), MemoryError('std::bad_alloc'); CI, 2026-11-22)."""
+    operator entry: every later compile then reads freed memory in dynamo's fake-tensor pass (it shows
+    as ValueError('basic_string::_M_create') or MemoryError('std::bad_alloc'))."""
     if hasattr(torch.ops.fastctc, "ctc_loss_rows"):
         return torch.ops.fastctc.ctc_loss_rows.default
     op = torch.library.custom_op("fastctc::ctc_loss_rows", _ctc_loss_rows, mutates_args=())
@@ -86,8 +98,4 @@ ctc_loss_rows = _register_once()
 
 def _compiled_reference(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
     rows, _ = ctc_loss_rows(logits, targets, input_lengths, target_lengths, blank, zero_infinity)
-    if reduction == "none":
-        return rows
-    if reduction == "sum":
-        return rows.sum()
-    return (rows / target_lengths.clamp(min=1).to(rows.dtype)).mean()  # torch's "mean"
+    return reduce_losses(rows, target_lengths, reduction)

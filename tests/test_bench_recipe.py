@@ -253,7 +253,7 @@ def test_fsdd_reader(tmp_path):
 
 def test_curve_overlap_tells_seed_noise_from_a_gap(capsys):
     """The overlap criterion on made-up curves: two sides drawn from one distribution overlap; the same with
-    fastctc's loss 30% lower from step 600 on (the gap the plain mini card shows) do not."""
+    fastctc's loss 30% lower from step 600 on (a gap of the plain mini card's kind) do not."""
     pytest.importorskip("numpy")
     from fastctc.bench.recipe import curve_overlap, report_overlap, same_distribution_agreement
 

@@ -2,8 +2,8 @@
 durations (4,620 utterances, batch 32: 145 batches), with the default batching and with
 data.pad_lengths; dynamo's counters must show no graph break and a small, stated number of compiles.
 
-Measured (torch 2.13, tiny encoder with the cards' 320-sample frame, backend aot_eager, forward and
-backward of every batch; /tmp runs of this file's `epoch_compiles`, 2026-11-22):
+What this file's `epoch_compiles` counts (torch 2.13, tiny encoder with the cards' 320-sample frame,
+backend aot_eager, forward and backward of every batch):
 
 | batching | distinct (B, N, S) shapes | dynamic | frames compiled | graph breaks |
 |---|---|---|---|---|
@@ -214,10 +214,10 @@ torch.testing.assert_close(f(x, *args), K.ctc_loss(x, *args))
 
 
 def test_a_second_import_of_the_kernels_package_keeps_the_op_registration():
-    """The CI flake (2026-11-22: every compile of the op failed in dynamo's fake-tensor pass with
-    basic_string::_M_create or std::bad_alloc after earlier test files): transformers imported kernels/
-    a second time as a top-level package, whose custom_op call destroyed the op that fastctc.kernels
-    still held. Run from the repository root, in a fresh interpreter, as `python -m pytest` runs."""
+    """A second import must not break compiles of the op (they failed in dynamo's fake-tensor pass with
+    basic_string::_M_create or std::bad_alloc after earlier test files): transformers imports kernels/
+    a second time as a top-level package, and a second custom_op call would destroy the op that
+    fastctc.kernels still holds. Run from the repository root, in a fresh interpreter, as `python -m pytest` runs."""
     pytest.importorskip("transformers")
     proc = subprocess.run(
         [sys.executable, "-c", _SECOND_IMPORT],

@@ -215,7 +215,7 @@ def _checkpoint_dir(tmp_path, **changes):
 
 def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tmp_path):
     from fastctc.config import resolve_encoder
-    from fastctc.models.hf_io import read_encoder_config
+    from fastctc.models.hf_weights import read_encoder_config
 
     ckpt = _checkpoint_dir(
         tmp_path, hidden_dropout=0.1, attention_dropout=0.1, mask_time_min_masks=5, mask_feature_prob=0.2
@@ -242,7 +242,7 @@ def test_encoder_resolves_from_the_checkpoint_then_the_recipe_then_model_keys(tm
 )
 def test_shape_keys_beside_a_checkpoint_must_be_its_own(tmp_path, key, ours, theirs):
     from fastctc.config import resolve_encoder
-    from fastctc.models.hf_io import read_encoder_config
+    from fastctc.models.hf_weights import read_encoder_config
 
     ckpt = _checkpoint_dir(tmp_path)
     toml = tmp_path / "run.toml"
@@ -336,3 +336,36 @@ def load_config_text(text: str):
         path = Path(d) / "c.toml"
         path.write_text(text)
         return load_config(path)
+
+
+def test_a_choice_is_checked_from_its_declared_type_and_the_message_lists_the_choices():
+    """Literal-typed fields: a value outside the declared choices names the key, the value and every
+    choice; a near miss also reads as a misspelling; the type is checked when the value is set."""
+    import typing
+
+    from fastctc.config import DataConfig, TrainConfig
+
+    for override, message in [
+        ("train.device=gpu", "train.device: unknown device 'gpu'; did you mean 'cpu'? (must be auto, cpu or cuda)"),
+        ("train.precision=double", "train.precision: must be auto, fp32, bf16 or fp16, got 'double'"),
+        ("data.phone_set=50", "data.phone_set: must be 61, 48 or 39, got 50"),
+        ("model.attention_mask=yes", "model.attention_mask: must be auto, on or off, got 'yes'"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_config(DEMO, [override])
+        assert str(err.value) == message
+    with pytest.raises(ConfigError, match=r"^--set: data.phone_set: expected int, got str '48'$"):
+        load_config(DEMO, ['data.phone_set="48"'])
+    # the choices the check uses are the declared ones, whatever the default
+    assert typing.get_args(typing.get_type_hints(TrainConfig)["device"]) == ("auto", "cpu", "cuda")
+    assert load_config(DEMO, ["data.phone_set=61"]).data.phone_set == 61 and DataConfig().phone_set == 48
+
+
+def test_encoder_keys_are_typed_fields_read_as_the_mapping_of_those_set():
+    cfg = load_config(DEMO, ["model.hidden_dropout=0", "model.conv_bias=true"])
+    enc = cfg.model.encoder
+    assert enc.hidden_dropout == 0.0 and isinstance(enc.hidden_dropout, float)  # an int literal, as a float
+    assert enc.conv_bias is True and enc.hidden_act is None  # not set: None
+    assert "hidden_act" not in enc and enc.get("hidden_act", "unset") == "unset"
+    assert {"hidden_dropout", "conv_bias"} <= set(enc) and enc["conv_bias"] is True
+    assert "model.hidden_act" not in dump_config(cfg) and "conv_bias = true" in dump_config(cfg)

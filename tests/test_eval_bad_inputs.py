@@ -1,5 +1,5 @@
-"""`fastctc eval` on bad inputs (the cluster issue's probes): every utterance is scored or named, and a
-wrong argument is one line before any work."""
+"""`fastctc eval` on bad inputs (NaN samples, long files, references the model cannot spell, wrong
+arguments): every utterance is scored or named, and a wrong argument is one line before any work."""
 
 from __future__ import annotations
 

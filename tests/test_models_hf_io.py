@@ -218,6 +218,36 @@ def test_save_pretrained_from_scratch_config(tmp_path):
     assert load_pretrained(tmp_path).config == dataclasses.replace(cfg, pad_token_id=len(VOCAB) - 1)
 
 
+def test_save_pretrained_takes_a_token_to_id_dict_and_refuses_gaps(tmp_path):
+    """A {token: id} vocabulary is written as the same tokenizer as its list in id order; ids with a gap
+    cannot index a CTC head and are refused."""
+    from fastctc.models.hf_tokenizer import read_vocab
+
+    cfg = EncoderConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        conv_dim=(4,),
+        conv_kernel=(10,),
+        conv_stride=(5,),
+        num_conv_pos_embeddings=3,
+        num_conv_pos_embedding_groups=2,
+    )
+    model = CTCModel(cfg).eval()
+    shuffled = dict(sorted({t: i for i, t in enumerate(VOCAB)}.items()))  # not in id order
+    save_pretrained(model, tmp_path / "dict", shuffled)
+    save_pretrained(model, tmp_path / "list", VOCAB)
+    assert read_vocab(tmp_path / "dict") == read_vocab(tmp_path / "list")
+    assert read_vocab(tmp_path / "dict").tokens == VOCAB
+    tokenizer = transformers.Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "dict")
+    assert tokenizer.convert_ids_to_tokens(list(range(len(VOCAB)))) == VOCAB
+    gap = {t: i + (i >= 3) for i, t in enumerate(VOCAB)}
+    with pytest.raises(ValueError, match=r"save_pretrained: vocab ids must be 0\.\.10 without gaps"):
+        save_pretrained(model, tmp_path / "gap", gap)
+
+
 def test_config_map_edges(tmp_path):
     """Keys only one family reads; unknown keys warn by name; export refuses what transformers can't build."""
     from fastctc.models import config_from_hf, config_to_hf

@@ -1,11 +1,21 @@
 """kernels/ ships as fastctc.kernels, never as a top-level `kernels` (transformers probes that name)."""
 
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def readme_subpackages() -> set[str]:
+    """The package folders the README's Layout section names (`models/`, `fastctc/devtools/`, ...):
+    those with an __init__.py under fastctc/, and kernels/ (shipped as fastctc.kernels)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    folders = {m.rstrip("/").rpartition("/")[2] for m in re.findall(r"`((?:fastctc/)?\w+/)", layout)}
+    return {f for f in folders if f == "kernels" or (REPO / "fastctc" / f / "__init__.py").is_file()}
 
 
 def test_installed_package_imports_fastctc_kernels_but_not_kernels(tmp_path):
@@ -44,6 +54,13 @@ def test_built_wheel_maps_kernels_folder_into_fastctc(tmp_path):
     # pyproject lists packages by hand: every subpackage of fastctc/ must be in the wheel
     subpackages = {f"fastctc/{p.parent.name}/__init__.py" for p in (REPO / "fastctc").glob("*/__init__.py")}
     assert subpackages and subpackages <= set(names), sorted(subpackages - set(names))
+    # every module ships, and so does every subpackage the README's Layout section names
+    modules = {f"fastctc/{p.relative_to(REPO / 'fastctc').as_posix()}" for p in (REPO / "fastctc").rglob("*.py")}
+    modules |= {f"fastctc/kernels/{p.name}" for p in (REPO / "kernels").glob("*.py")}
+    assert modules <= set(names), sorted(modules - set(names))
+    named = readme_subpackages()
+    assert {"models", "data", "train", "inference", "kernels", "bench", "devtools"} <= named, named
+    assert {f"fastctc/{name}/__init__.py" for name in named} <= set(names)
     top_level = [n for n in names if n.endswith("top_level.txt")]
     if top_level:
         assert zipfile.ZipFile(wheel).read(top_level[0]).decode().split() == ["fastctc"]

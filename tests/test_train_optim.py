@@ -6,7 +6,7 @@ from hf_checkpoints import FAMILIES, PREFIX, tiny_ctc_model
 
 from fastctc.config import OptimConfig
 from fastctc.models import load_pretrained
-from fastctc.models.hf_io import _hf_key
+from fastctc.models.hf_weights import checkpoint_key as _hf_key
 from fastctc.train.optim import build_optimizer, decay_parameter_names
 
 transformers = pytest.importorskip("transformers")

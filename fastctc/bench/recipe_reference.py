@@ -39,7 +39,7 @@ from ..config import RunConfig, load_config, resolve_encoder
 from ..data.audio import load_audio
 from ..data.corpora import build_datasets
 from ..models.feature_encoder import frame_count
-from ..models.hf_io import read_encoder_config
+from ..models.hf_weights import read_encoder_config
 
 UNK, PAD, DELIMITER = "[UNK]", "[PAD]", "|"  # the script's defaults for --unk_token --pad_token --word_delimiter_token
 

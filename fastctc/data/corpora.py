@@ -38,6 +38,64 @@ def ctc_min_frames(labels: Sequence) -> int:
     return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
 
 
+def _transcript(u: UtteranceInfo, split: str, cfg: DataConfig, fold, report: DataReport) -> tuple | None:
+    """(text, the CTC labels collate builds from it), or None (counted in `report`) when there are none."""
+    if fold is not None:  # space-separated labels, folded to data.phone_set (q dropped)
+        labels, unknown = to_phone_set(u.text.split(), cfg.phone_set, fold)
+        if unknown is not None:
+            report.add(
+                split,
+                "unknown_phone",
+                f"{u.id}: {unknown!r} is not a TIMIT phone label nor one of the {cfg.phone_set}-phone set ({u.path})",
+            )
+            return None
+        text = " ".join(labels)
+    else:
+        text = normalise(u.text, cfg.chars_to_ignore, cfg.lowercase)
+        labels = text + " " if cfg.trailing_delimiter else text
+    if not text:
+        report.add(split, "empty_transcript", f"{u.id} ({u.path})")
+        return None
+    return text, labels
+
+
+def _samples(u: UtteranceInfo, split: str, cfg: DataConfig, cache: DurationCache, report: DataReport) -> int | None:
+    """The audio's length in samples at data.sample_rate, or None (counted in `report`) when the file is
+    missing, unreadable, or has a channel count or sample rate the config refuses."""
+    if u.duration > 0:  # the manifest says; only check the file is there
+        if not os.path.isfile(u.path):
+            report.add(split, "missing_audio", u.path)
+            return None
+        return round(u.duration * cfg.sample_rate)
+    try:
+        info = cache.info(u.path)
+    except FileNotFoundError:
+        report.add(split, "missing_audio", u.path)
+        return None
+    except Exception as e:  # soundfile raises several types for a bad header; all mean the same here
+        report.add(split, "unreadable", f"{u.path} ({type(e).__name__}: {e})")
+        return None
+    if info.channels > cfg.max_channels:
+        report.add(split, "channels", f"{u.path} ({info.channels} channels)")
+        return None
+    if info.sample_rate != cfg.sample_rate and not cfg.resample:
+        report.add(split, "sample_rate", f"{u.path} ({info.sample_rate} Hz)")
+        return None
+    return resampled_length(info.frames, info.sample_rate, cfg.sample_rate)
+
+
+def _enough_frames(u: UtteranceInfo, samples: int, labels, split: str, report: DataReport, frames_of) -> bool:
+    """Whether the encoder gives the audio any frame at all, and enough for its labels under CTC."""
+    frames = frames_of(samples)
+    if frames <= 0:
+        report.add(split, "too_short", f"{u.path} ({samples} samples)")
+        return False
+    if frames < ctc_min_frames(labels):
+        report.add(split, "ctc_infeasible", f"{u.id}: {frames} frames for {ctc_min_frames(labels)} labels")
+        return False
+    return True
+
+
 def screen(
     utterances: Sequence[UtteranceInfo],
     split: str,
@@ -52,58 +110,19 @@ def screen(
     kept, texts, durations = [], [], []
     fold = fold_map(cfg.phone_set) if cfg.targets == "phones" else None
     for u in utterances:
-        if fold is not None:  # space-separated labels, folded to data.phone_set (q dropped)
-            labels, unknown = to_phone_set(u.text.split(), cfg.phone_set, fold)
-            if unknown is not None:
-                report.add(
-                    split,
-                    "unknown_phone",
-                    f"{u.id}: {unknown!r} is not a TIMIT phone label nor one of "
-                    f"the {cfg.phone_set}-phone set ({u.path})",
-                )
-                continue
-            text = " ".join(labels)
-        else:
-            text = normalise(u.text, cfg.chars_to_ignore, cfg.lowercase)
-            labels = text + " " if cfg.trailing_delimiter else text  # the target collate builds
-        if not text:
-            report.add(split, "empty_transcript", f"{u.id} ({u.path})")
+        target = _transcript(u, split, cfg, fold, report)
+        samples = None if target is None else _samples(u, split, cfg, cache, report)
+        if samples is None:
             continue
-        if u.duration > 0:  # the manifest says; only check the file is there
-            if not os.path.isfile(u.path):
-                report.add(split, "missing_audio", u.path)
-                continue
-            samples = round(u.duration * cfg.sample_rate)
-        else:
-            try:
-                info = cache.info(u.path)
-            except FileNotFoundError:
-                report.add(split, "missing_audio", u.path)
-                continue
-            except Exception as e:  # soundfile raises several types for a bad header; all mean the same here
-                report.add(split, "unreadable", f"{u.path} ({type(e).__name__}: {e})")
-                continue
-            if info.channels > cfg.max_channels:
-                report.add(split, "channels", f"{u.path} ({info.channels} channels)")
-                continue
-            if info.sample_rate != cfg.sample_rate and not cfg.resample:
-                report.add(split, "sample_rate", f"{u.path} ({info.sample_rate} Hz)")
-                continue
-            samples = resampled_length(info.frames, info.sample_rate, cfg.sample_rate)
+        text, labels = target
         if cap and samples > cap * cfg.sample_rate:
             if not crop:
                 report.add(split, "too_long", f"{u.path} ({samples / cfg.sample_rate:.1f} s)")
                 continue
             report.add(split, "cropped", f"{u.path} ({samples / cfg.sample_rate:.1f} s)")
             samples = int(cap * cfg.sample_rate)
-        if frames_of is not None:
-            frames = frames_of(samples)
-            if frames <= 0:
-                report.add(split, "too_short", f"{u.path} ({samples} samples)")
-                continue
-            if frames < ctc_min_frames(labels):
-                report.add(split, "ctc_infeasible", f"{u.id}: {frames} frames for {ctc_min_frames(labels)} labels")
-                continue
+        if frames_of is not None and not _enough_frames(u, samples, labels, split, report, frames_of):
+            continue
         kept.append(u)
         texts.append(text)
         durations.append(samples / cfg.sample_rate)

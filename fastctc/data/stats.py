@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import RunConfig, resolve_encoder
 from ..models.feature_encoder import frame_count
-from ..models.hf_io import read_encoder_config
+from ..models.hf_weights import read_encoder_config
 from .batching import LengthBucketSampler, padded_length
 from .corpora import build_datasets
 from .phones import vocab_for

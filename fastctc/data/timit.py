@@ -136,52 +136,45 @@ def _ldc_base(root: Path) -> Path | None:
     return None
 
 
-def read_timit(
-    root: str | Path, spec: str, report: DataReport, split: str, targets: str = "chars"
-) -> list[UtteranceInfo]:
-    """Utterances of `spec` (see the module doc) under `root`, in a stable order; `targets` chars (the
-    .TXT transcript) or phones (the .PHN labels, space-separated)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise CorpusError(f"data.root: TIMIT folder {str(root)!r} does not exist; expected {LDC_LAYOUT}")
-    wanted = [s.strip().lower() for s in spec.split("+") if s.strip()]
-    base = _ldc_base(root)
-    if base is not None:
-        names = _children(base)
-        out = []
-        for part in wanted:
-            if part not in SPLITS:
-                raise CorpusError(
-                    f"data.{split}: TIMIT split {part!r}: the LDC layout has train and test (the "
-                    f"cards' splits, joined with '+' if wanted) and the protocol's train-nosa, dev, "
-                    f"core-test and test-nosa; found under {base}"
+def _ldc_part(base: Path, part: str, split: str, report: DataReport, targets: str) -> list[UtteranceInfo]:
+    """One split of the LDC layout (`train`, `core-test`, ...); a protocol split with speakers missing
+    from the copy is read anyway, with a warning."""
+    names = _children(base)
+    if part not in SPLITS:
+        raise CorpusError(
+            f"data.{split}: TIMIT split {part!r}: the LDC layout has train and test (the "
+            f"cards' splits, joined with '+' if wanted) and the protocol's train-nosa, dev, "
+            f"core-test and test-nosa; found under {base}"
+        )
+    folder, speakers, drop_sa = SPLITS[part]
+    if folder not in names:
+        raise CorpusError(
+            f"data.{split}: {base} has no {folder.upper()} folder (needed by {part!r}); expected {LDC_LAYOUT}"
+        )
+    out, found = [], set()
+    for dr_name, dr in sorted(_children(names[folder]).items()):
+        if not _DR.match(dr_name) or not dr.is_dir():
+            continue
+        for spk_name, spk in sorted(_children(dr).items()):
+            if spk.is_dir() and (speakers is None or spk_name in speakers):
+                found.add(spk_name)
+                out += _speaker_utterances(
+                    spk, f"{folder}-{dr_name}-{spk_name}", spk_name, split, report, targets, drop_sa
                 )
-            folder, speakers, drop_sa = SPLITS[part]
-            if folder not in names:
-                raise CorpusError(
-                    f"data.{split}: {base} has no {folder.upper()} folder (needed by {part!r}); expected {LDC_LAYOUT}"
-                )
-            found = set()
-            for dr_name, dr in sorted(_children(names[folder]).items()):
-                if not _DR.match(dr_name) or not dr.is_dir():
-                    continue
-                for spk_name, spk in sorted(_children(dr).items()):
-                    if spk.is_dir() and (speakers is None or spk_name in speakers):
-                        found.add(spk_name)
-                        out += _speaker_utterances(
-                            spk, f"{folder}-{dr_name}-{spk_name}", spk_name, split, report, targets, drop_sa
-                        )
-            if speakers is not None and found != speakers:
-                missing = sorted(speakers - found)
-                print(
-                    f"fastctc data: warning: data.{split}={part}: {len(missing)} of its {len(speakers)} speakers "
-                    f"are not under {names[folder]} ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
-                    f"the split is incomplete",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        return out
+    if speakers is not None and found != speakers:
+        missing = sorted(speakers - found)
+        print(
+            f"fastctc data: warning: data.{split}={part}: {len(missing)} of its {len(speakers)} speakers "
+            f"are not under {names[folder]} ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
+            f"the split is incomplete",
+            file=sys.stderr,
+            flush=True,
+        )
+    return out
 
+
+def _read_nltk(root: Path, wanted: list[str], split: str, report: DataReport, targets: str) -> list[UtteranceInfo]:
+    """The NLTK sample's speakers that `wanted` selects: all, dialect regions (dr1) or speaker folders."""
     speakers = {n: p for n, p in _children(root).items() if _NLTK_SPEAKER.match(n) and p.is_dir()}
     if not speakers:
         raise CorpusError(
@@ -203,3 +196,18 @@ def read_timit(
     for name in sorted(chosen):
         out += _speaker_utterances(speakers[name], name, _NLTK_SPEAKER.match(name).group(2), split, report, targets)
     return out
+
+
+def read_timit(
+    root: str | Path, spec: str, report: DataReport, split: str, targets: str = "chars"
+) -> list[UtteranceInfo]:
+    """Utterances of `spec` (see the module doc) under `root`, in a stable order; `targets` chars (the
+    .TXT transcript) or phones (the .PHN labels, space-separated)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"data.root: TIMIT folder {str(root)!r} does not exist; expected {LDC_LAYOUT}")
+    wanted = [s.strip().lower() for s in spec.split("+") if s.strip()]
+    base = _ldc_base(root)
+    if base is None:
+        return _read_nltk(root, wanted, split, report, targets)
+    return [u for part in wanted for u in _ldc_part(base, part, split, report, targets)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ..models.hf_io import Pretrained, read_pretrained
+from ..models.hf_weights import Pretrained, read_pretrained
 from ..vocab import DecoderVocab
 
 LoadedModel = Pretrained  # what inference works with: the model, its vocabulary and conventions

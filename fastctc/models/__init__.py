@@ -7,7 +7,9 @@ with its vocabulary, blank, normalisation and attention-mask convention; `save_p
 
 from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
-from .hf_io import Pretrained, default_attention_mask, load_pretrained, read_pretrained, save_pretrained
+from .hf_export import save_pretrained
+from .hf_tokenizer import default_attention_mask
+from .hf_weights import Pretrained, load_pretrained, read_pretrained
 
 __all__ = [
     "EncoderConfig",

@@ -24,11 +24,10 @@ class ConvLayer(nn.Module):
     A "layer" conv layer runs on (B, C, 1, T) tensors in channels-last memory, i.e. (B, T, C) in memory:
     the conv is the Conv1d's weight applied as a (1, k) conv2d, which oneDNN and cuDNN run natively in
     that layout, and the LayerNorm over channels is a plain layer_norm of a contiguous (B, 1, T, C) view,
-    so nothing is transposed or copied between layers. (transformers' (B, C, T) layout needs two
-    transposing copies per layer, forward and backward: the mini card's unfrozen training step took
-    39 ms that way and 28 ms this way, 2 CPU threads.) The other layers stay (B, C, T): with no
-    LayerNorm there is nothing to save, and their frozen 512-channel forward (wav2vec2-base) measured
-    0.90x transformers' channels-last against 0.99x this way.
+    so nothing is transposed or copied between layers (transformers' (B, C, T) layout needs two
+    transposing copies per layer, forward and backward; README, "fastctc vs the Transformers recipe",
+    has the step time each way). The other layers stay (B, C, T): with no LayerNorm there is no copy
+    to save, and channels-last made their frozen forward slower, not faster.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, bias: bool, norm: str | None, act: str):

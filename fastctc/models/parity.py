@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from fastctc.kernels.ctc_reference import ctc_loss_reference
 
 from ..errors import CheckpointError
-from .hf_io import load_pretrained, native_key
+from .hf_weights import load_pretrained, native_key
 
 
 def _ctc_loss(logits: torch.Tensor, logit_lengths: torch.Tensor, targets: torch.Tensor, blank: int) -> torch.Tensor:
@@ -45,6 +45,80 @@ def _step(run, repeats: int):
     return out, statistics.median(times)
 
 
+def _load_both(path, vocab_size, log) -> tuple:
+    """(native model, transformers' model or None when transformers is not installed), the same head."""
+    try:
+        native = load_pretrained(path, vocab_size=vocab_size)
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, OSError, SafetensorError) as e:  # not a model folder, or not one fastctc reads
+        raise CheckpointError(e.args[0] if e.args else str(e)) from None
+    try:
+        import transformers
+    except ImportError:
+        log("transformers is not installed: running the native model only")
+        return native, None
+    hf = transformers.AutoModelForCTC.from_pretrained(path, vocab_size=native.config.vocab_size, dtype=torch.float32)
+    with torch.no_grad():  # a checkpoint without a CTC head: both sides get the native fresh head
+        hf.lm_head.weight.copy_(native.lm_head.weight)
+        hf.lm_head.bias.copy_(native.lm_head.bias)
+    return native, hf.eval()
+
+
+def _run_native(native, x, lengths, targets, blank):
+    """One forward+backward of the native model: (logits, {parameter: gradient})."""
+    native.zero_grad(set_to_none=True)
+    logits, logit_lengths = native(x, lengths)
+    _ctc_loss(logits, logit_lengths, targets, blank).backward()
+    return logits.detach(), {n: p.grad for n, p in native.named_parameters() if p.grad is not None}
+
+
+def _run_hf(model, x, mask, targets, blank):
+    """One forward+backward of a transformers model in its own dtype: (logits, {parameter: gradient})."""
+    model.zero_grad(set_to_none=True)
+    dtype = next(model.parameters()).dtype
+    logits = model(x.to(dtype), attention_mask=mask).logits
+    samples = mask.sum(-1) if mask is not None else torch.full((x.shape[0],), x.shape[1])
+    in_lengths = model._get_feat_extract_output_lengths(samples)
+    _ctc_loss(logits.to(dtype), in_lengths, targets, blank).backward()
+    return logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _compare_grads(grads, ref_grads, grads64, model_type: str, per_tensor: bool, log) -> dict:
+    """The worst gradient differences, native against transformers (and each against float64 if given)."""
+    worst_abs = worst_rel = worst64_native = worst64_hf = 0.0
+    worst_name = ""
+    for name, g_ref in ref_grads.items():
+        target, known = native_key(name, model_type)
+        if not known or target not in grads:
+            raise KeyError(f"parity: transformers parameter {name} has no native gradient ({target})")
+        a, r = _diff(grads[target], g_ref)
+        # a key bias shifts every score of a query alike, which softmax cancels: its gradient is
+        # zero in exact arithmetic and both sides hold rounding noise, so no relative figure
+        noise = name.endswith("attention.k_proj.bias")
+        line = f"  grad {name:<72} abs {a:.3e}  rel {'(exact gradient is 0)' if noise else f'{r:.3e}'}"
+        worst_abs = max(worst_abs, a)
+        if not noise and r > worst_rel:
+            worst_rel, worst_name = r, name
+        if grads64 is not None and not noise:
+            r_native, r_hf = _diff(grads[target], grads64[name])[1], _diff(g_ref, grads64[name])[1]
+            worst64_native, worst64_hf = max(worst64_native, r_native), max(worst64_hf, r_hf)
+            line += f"  vs float64: native rel {r_native:.3e}, transformers rel {r_hf:.3e}"
+        if per_tensor:
+            log(line)
+    result = dict(grad_abs=worst_abs, grad_rel=worst_rel, grad_worst=worst_name, grad_tensors=len(ref_grads))
+    log(
+        f"gradients ({len(ref_grads)} tensors): max abs diff {worst_abs:.3e}, max rel diff {worst_rel:.3e} ({worst_name})"
+    )
+    if grads64 is not None:
+        result.update(grad_rel_f64_native=worst64_native, grad_rel_f64_transformers=worst64_hf)
+        log(
+            f"gradients against transformers in float64: native max rel {worst64_native:.3e}, "
+            f"transformers float32 max rel {worst64_hf:.3e}"
+        )
+    return result
+
+
 def compare(
     path,
     vocab_size=None,
@@ -56,24 +130,8 @@ def compare(
     float64: bool = False,
     log=print,
 ) -> dict:
-    try:
-        native = load_pretrained(path, vocab_size=vocab_size)
-    except CheckpointError:
-        raise
-    except (KeyError, ValueError, OSError, SafetensorError) as e:  # not a model folder, or not one fastctc reads
-        raise CheckpointError(e.args[0] if e.args else str(e)) from None
+    native, hf = _load_both(path, vocab_size, log)
     cfg = native.config
-    try:
-        import transformers
-    except ImportError:
-        transformers = None
-        log("transformers is not installed: running the native model only")
-    hf = None
-    if transformers is not None:
-        hf = transformers.AutoModelForCTC.from_pretrained(path, vocab_size=cfg.vocab_size, dtype=torch.float32).eval()
-        with torch.no_grad():  # a checkpoint without a CTC head: both sides get the native fresh head
-            hf.lm_head.weight.copy_(native.lm_head.weight)
-            hf.lm_head.bias.copy_(native.lm_head.bias)
     hf64 = copy.deepcopy(hf).double() if float64 and hf is not None else None
 
     g = torch.Generator().manual_seed(seed)
@@ -88,62 +146,18 @@ def compare(
         T = int(native.feature_extractor.output_lengths(torch.tensor(N)))
         targets = torch.randint(0, blank, (batch, max(1, T // 8)), generator=g)
 
-        def run_native():
-            native.zero_grad(set_to_none=True)
-            logits, logit_lengths = native(x, lengths if use_lengths else None)
-            _ctc_loss(logits, logit_lengths, targets, blank).backward()
-            return logits.detach(), {n: p.grad for n, p in native.named_parameters() if p.grad is not None}
-
-        def run_hf(model=hf):
-            model.zero_grad(set_to_none=True)
-            dtype = next(model.parameters()).dtype
-            logits = model(x.to(dtype), attention_mask=mask).logits
-            in_lengths = model._get_feat_extract_output_lengths(
-                mask.sum(-1) if use_lengths else torch.full((batch,), N)
-            )
-            _ctc_loss(logits.to(dtype), in_lengths, targets, blank).backward()
-            return logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-
-        (logits, grads), t_native = _step(run_native, repeats)
+        run_lengths = lengths if use_lengths else None
+        (logits, grads), t_native = _step(lambda: _run_native(native, x, run_lengths, targets, blank), repeats)
         result = {"native_s": round(t_native, 4)}
         log(f"== {case}: batch {batch} x {N} samples ({N / 16000:.2f} s), {logits.shape[1]} frames")
         log(f"native forward+backward {t_native:.3f} s")
         if hf is not None:
-            (ref_logits, ref_grads), t_hf = _step(run_hf, repeats)
-            grads64 = run_hf(hf64)[1] if hf64 is not None else None
+            (ref_logits, ref_grads), t_hf = _step(lambda: _run_hf(hf, x, mask, targets, blank), repeats)
+            grads64 = _run_hf(hf64, x, mask, targets, blank)[1] if hf64 is not None else None
             result["transformers_s"] = round(t_hf, 4)
             log(f"transformers forward+backward {t_hf:.3f} s  (native speedup {t_hf / t_native:.2f}x)")
             result["logits_abs"], result["logits_rel"] = _diff(logits, ref_logits)
             log(f"logits: max abs diff {result['logits_abs']:.3e}, max rel diff {result['logits_rel']:.3e}")
-            worst_abs = worst_rel = worst64_native = worst64_hf = 0.0
-            worst_name = ""
-            for name, g_ref in ref_grads.items():
-                target, known = native_key(name, cfg.model_type)
-                if not known or target not in grads:
-                    raise KeyError(f"parity: transformers parameter {name} has no native gradient ({target})")
-                a, r = _diff(grads[target], g_ref)
-                # a key bias shifts every score of a query alike, which softmax cancels: its gradient is
-                # zero in exact arithmetic and both sides hold rounding noise, so no relative figure
-                noise = name.endswith("attention.k_proj.bias")
-                line = f"  grad {name:<72} abs {a:.3e}  rel {'(exact gradient is 0)' if noise else f'{r:.3e}'}"
-                worst_abs = max(worst_abs, a)
-                if not noise and r > worst_rel:
-                    worst_rel, worst_name = r, name
-                if grads64 is not None and not noise:
-                    r_native, r_hf = _diff(grads[target], grads64[name])[1], _diff(g_ref, grads64[name])[1]
-                    worst64_native, worst64_hf = max(worst64_native, r_native), max(worst64_hf, r_hf)
-                    line += f"  vs float64: native rel {r_native:.3e}, transformers rel {r_hf:.3e}"
-                if per_tensor:
-                    log(line)
-            result.update(grad_abs=worst_abs, grad_rel=worst_rel, grad_worst=worst_name, grad_tensors=len(ref_grads))
-            log(
-                f"gradients ({len(ref_grads)} tensors): max abs diff {worst_abs:.3e}, max rel diff {worst_rel:.3e} ({worst_name})"
-            )
-            if grads64 is not None:
-                result.update(grad_rel_f64_native=worst64_native, grad_rel_f64_transformers=worst64_hf)
-                log(
-                    f"gradients against transformers in float64: native max rel {worst64_native:.3e}, "
-                    f"transformers float32 max rel {worst64_hf:.3e}"
-                )
+            result.update(_compare_grads(grads, ref_grads, grads64, cfg.model_type, per_tensor, log))
         summary["cases"][case] = result
     return summary

@@ -24,7 +24,8 @@ from ..errors import ConfigError, TrainingError
 from ..models import CTCModel, EncoderConfig, default_attention_mask, read_pretrained
 from ..models.config import FINE_TUNING_FIELDS
 from ..models.feature_encoder import frame_count
-from ..models.hf_io import Preprocessing, read_encoder_config, read_preprocessing, read_vocab
+from ..models.hf_tokenizer import Preprocessing, read_preprocessing, read_vocab
+from ..models.hf_weights import read_encoder_config
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, init_distributed
 from .optim import build_optimizer, linear_schedule

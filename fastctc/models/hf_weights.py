@@ -1,12 +1,10 @@
-"""Transformers-format checkpoints in and out: the checkpoint -> native key table, `load_pretrained`
-(the model), `read_pretrained` (the model and everything needed to feed and decode it) and
-`save_pretrained` (the five files read_pretrained reads).
+"""Transformers-format checkpoints in: the checkpoint -> native key table (WEIGHT_MAP), `load_pretrained`
+(the model) and `read_pretrained` (the model and everything needed to feed and decode it).
 
 A checkpoint directory holds config.json and model.safetensors (or model.safetensors.index.json with
 shards). Keys may carry the base-model prefix (`wav2vec2.`, `hubert.`, `unispeech.`, `wavlm.`: saved
 from a *ForCTC / *ForPreTraining class) or not (saved from the bare *Model class). A fine-tuned one also
-holds the tokenizer (vocab.json, tokenizer_config.json, perhaps added_tokens.json) and the feature
-extractor's preprocessor_config.json.
+holds the tokenizer and feature-extractor files, which hf_tokenizer.py reads; hf_export.py writes all of them.
 """
 
 from __future__ import annotations
@@ -19,12 +17,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from ..vocab import DecoderVocab
-from .config import EncoderConfig, config_from_hf, config_to_hf
+from .config import EncoderConfig, config_from_hf
 from .ctc_model import CTCModel
+from .hf_tokenizer import Preprocessing, default_attention_mask, read_json_object, read_preprocessing, read_vocab
 
 # Checkpoint key (prefix stripped) -> native parameter; `{}` is the layer index; None = dropped on
 # purpose (pretraining-only parts that CTC fine-tuning discards). Where two checkpoint spellings map to
@@ -98,17 +96,32 @@ _FRESH = ("lm_head.weight", "lm_head.bias", "masked_spec_embed")
 _INDEX = re.compile(r"\.(\d+)\.")
 
 
+def _template(key: str) -> tuple[str, list[str]]:
+    """A key with its layer index replaced by `{}` (WEIGHT_MAP's spelling), and that index (if any)."""
+    m = _INDEX.search(key)
+    return (key, []) if m is None else (key[: m.start()] + ".{}." + key[m.end() :], [m.group(1)])
+
+
 def native_key(key: str, model_type: str) -> tuple[str | None, bool]:
     """(native name or None, known) for a checkpoint key; known is False for a key not in WEIGHT_MAP."""
     prefix = model_type + "."
     if key.startswith(prefix):
         key = key[len(prefix) :]
-    m = _INDEX.search(key)
-    template = key if m is None else key[: m.start()] + ".{}." + key[m.end() :]
+    template, index = _template(key)
     if template not in WEIGHT_MAP:
         return None, False
     target = WEIGHT_MAP[template]
-    return (None if target is None else target.format(*([m.group(1)] if m else []))), True
+    return (None if target is None else target.format(*index)), True
+
+
+def checkpoint_key(native: str) -> str:
+    """The checkpoint key save_pretrained writes for a native parameter (without the model prefix): the
+    first WEIGHT_MAP spelling that maps to it."""
+    template, index = _template(native)
+    for ck, target in WEIGHT_MAP.items():
+        if target == template:
+            return ck.format(*index)
+    raise KeyError(f"{native} has no entry in WEIGHT_MAP (fastctc/models/hf_weights.py)")
 
 
 def _checkpoint_files(path: Path) -> list[Path]:
@@ -134,26 +147,9 @@ def _open_safetensors(file: Path):
         raise CheckpointError(f"{file}: damaged or not a safetensors file ({e}); download or copy it again") from None
 
 
-def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> CTCModel:
-    """A CTCModel (eval mode, float32) from a Transformers checkpoint directory.
-
-    vocab_size: size of the CTC head; a checkpoint without a head (pretraining) gets a fresh one of this
-    size, initialised as transformers does (normal(0, initializer_range), zero bias). overrides: EncoderConfig
-    fields to replace after reading config.json (the fine-tuning recipe's dropouts and SpecAugment).
-    Any checkpoint key not in WEIGHT_MAP, any parameter left unfilled, or a shape mismatch raises.
-    """
-    path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{path}: no config.json (expected a Transformers checkpoint directory)")
-    cfg = config_from_hf(json.loads(config_file.read_text()), source=str(config_file))
-    changes = dict(overrides or {})
-    if vocab_size is not None:
-        changes["vocab_size"] = vocab_size
-    cfg = dataclasses.replace(cfg, **changes)
-    model = CTCModel(cfg)
-    params = model.state_dict()
-
+def _read_weights(path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every checkpoint tensor under its native name, in the model's dtype. A key with no place in the
+    model, two keys for one parameter, a shape mismatch or a parameter left unfilled (but _FRESH) raise."""
     loaded: dict[str, torch.Tensor] = {}
     sources: dict[str, str] = {}
     unknown, mismatched = [], []
@@ -176,7 +172,7 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     if unknown:
         raise KeyError(
             f"{path}: checkpoint keys with no place in the model {cfg.model_type} as configured by config.json: "
-            f"{unknown}. If a key is pretraining-only, add it to WEIGHT_MAP as None in fastctc/models/hf_io.py"
+            f"{unknown}. If a key is pretraining-only, add it to WEIGHT_MAP as None in fastctc/models/hf_weights.py"
         )
     if mismatched:
         hint = " (pass vocab_size matching the checkpoint's head)" if any("lm_head" in m for m in mismatched) else ""
@@ -184,9 +180,30 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     missing = [k for k in params if k not in loaded and k not in _FRESH]
     if missing:
         raise KeyError(f"{path}: parameters not filled by the checkpoint: {missing}")
+    return loaded
+
+
+def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> CTCModel:
+    """A CTCModel (eval mode, float32) from a Transformers checkpoint directory.
+
+    vocab_size: size of the CTC head; a checkpoint without a head (pretraining) gets a fresh one of this
+    size, initialised as transformers does (normal(0, initializer_range), zero bias). overrides: EncoderConfig
+    fields to replace after reading config.json (the fine-tuning recipe's dropouts and SpecAugment).
+    Any checkpoint key not in WEIGHT_MAP, any parameter left unfilled, or a shape mismatch raises.
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{path}: no config.json (expected a Transformers checkpoint directory)")
+    cfg = config_from_hf(json.loads(config_file.read_text()), source=str(config_file))
+    changes = dict(overrides or {})
+    if vocab_size is not None:
+        changes["vocab_size"] = vocab_size
+    model = CTCModel(dataclasses.replace(cfg, **changes))
+    loaded = _read_weights(path, model.config, model.state_dict())
 
     head_missing = [k for k in ("lm_head.weight", "lm_head.bias") if k not in loaded]
-    if head_missing and vocab_size is None and "vocab_size" not in changes:
+    if head_missing and "vocab_size" not in changes:
         raise ValueError(f"{path} has no CTC head (lm_head); pass vocab_size to create a fresh one")
     if len(head_missing) == 1:
         raise KeyError(f"{path}: the CTC head is incomplete, missing {head_missing}")
@@ -194,31 +211,28 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     with torch.no_grad():
         if head_missing:
             # transformers' PreTrainedModel._init_weights for nn.Linear
-            model.lm_head.weight.normal_(0.0, cfg.initializer_range)
+            model.lm_head.weight.normal_(0.0, model.config.initializer_range)
             model.lm_head.bias.zero_()
         if "masked_spec_embed" not in loaded:
             model.masked_spec_embed.uniform_()
     return model.eval()
 
 
-# ---- the whole checkpoint: tokenizer, feature extractor, model ------------------------------------
-
-# Token names that are never text, whichever tokenizer wrote the vocabulary.
-_NON_TEXT = ("<s>", "</s>", "[UNK]", "<unk>")
+# ---- the whole checkpoint: model, tokenizer, feature extractor --------------------------------------
 
 
-def default_attention_mask(cfg: EncoderConfig) -> bool:
-    """Whether a checkpoint whose preprocessor does not say is fed an attention mask: transformers'
-    released preprocessors give it only to layer-norm feature encoders (RECIPE.md, Audio)."""
-    return cfg.feat_extract_norm == "layer"
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a checkpoint's preprocessor_config.json says; None where it says nothing (or is absent)."""
-
-    do_normalize: bool | None = None
-    return_attention_mask: bool | None = None
+def read_encoder_config(path) -> EncoderConfig:
+    """The EncoderConfig of the checkpoint directory `path` (its config.json)."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise CheckpointError(
+            f"{path}: no config.json; expected a Transformers-format checkpoint directory "
+            "(config.json + model.safetensors)"
+        )
+    try:
+        return config_from_hf(read_json_object(file), source=str(file))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
 
 
 @dataclass
@@ -232,87 +246,6 @@ class Pretrained:
     attention_mask: bool  # fed lengths (True) or padded zeros seen as audio (False)
     preprocessing: Preprocessing  # what preprocessor_config.json itself said
     path: Path
-
-
-def _read_json(file: Path) -> dict:
-    try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{file}: unreadable ({e}); restore it from the checkpoint's source") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{file}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def read_preprocessing(path) -> Preprocessing:
-    file = Path(path) / "preprocessor_config.json"
-    if not file.is_file():
-        return Preprocessing()
-    pre = _read_json(file)
-    return Preprocessing(
-        *(None if pre.get(k) is None else bool(pre[k]) for k in ("do_normalize", "return_attention_mask"))
-    )
-
-
-def _token_name(value) -> str | None:
-    """tokenizer_config.json spells a special token as a string or, in older files, {"content": ...}."""
-    return value.get("content") if isinstance(value, dict) else value
-
-
-def read_vocab(path, blank: int | None = None) -> DecoderVocab | None:
-    """The tokenizer's whole vocabulary: vocab.json plus its added tokens (added_tokens.json and
-    tokenizer_config.json's added_tokens_decoder; Wav2Vec2CTCTokenizer adds <s> and </s> there, so a
-    recipe-trained head is 2 wider than vocab.json). None when there is no vocab.json.
-
-    blank: the CTC blank's id if known (config.json's pad_token_id); else the tokenizer's pad token."""
-    path = Path(path)
-    vocab_file = path / "vocab.json"
-    if not vocab_file.is_file():
-        return None
-    index = _read_json(vocab_file)
-    if not all(isinstance(i, int) for i in index.values()):
-        raise CheckpointError(
-            f"{vocab_file}: expected {{token: id}}; a per-language (nested) vocabulary "
-            "is not supported, save the one language's tokenizer"
-        )
-    tok_file, added_file = path / "tokenizer_config.json", path / "added_tokens.json"
-    tok = _read_json(tok_file) if tok_file.is_file() else {}
-    added = [(t, i, added_file) for t, i in (_read_json(added_file) if added_file.is_file() else {}).items()]
-    added += [(_token_name(v), int(i), tok_file) for i, v in tok.get("added_tokens_decoder", {}).items()]
-    by_id = {i: t for t, i in index.items()}
-    for token, i, source in added:
-        if by_id.setdefault(i, token) != token:
-            raise CheckpointError(f"{source}: id {i} is {token!r} there but {by_id[i]!r} in {vocab_file.name}")
-    if sorted(by_id) != list(range(len(by_id))):
-        raise CheckpointError(
-            f"{vocab_file}: token ids (added tokens included) must be 0..{len(by_id) - 1} without gaps"
-        )
-    tokens = [by_id[i] for i in range(len(by_id))]
-    ids = {t: i for i, t in enumerate(tokens)}
-    if blank is None:
-        pad = _token_name(tok.get("pad_token"))
-        blank = ids.get(pad, ids.get("[PAD]", ids.get("<pad>")))
-    if blank is None:
-        raise CheckpointError(
-            f"{path}: cannot tell the CTC blank: config.json has no pad_token_id and the "
-            "tokenizer no pad token ([PAD]/<pad>)"
-        )
-    names = {*_NON_TEXT, *(_token_name(tok.get(k)) for k in ("bos_token", "eos_token", "unk_token"))}
-    return DecoderVocab(tokens, int(blank), frozenset(ids[t] for t in names if t in ids))
-
-
-def read_encoder_config(path) -> EncoderConfig:
-    """The EncoderConfig of the checkpoint directory `path` (its config.json)."""
-    file = Path(path) / "config.json"
-    if not file.is_file():
-        raise CheckpointError(
-            f"{path}: no config.json; expected a Transformers-format checkpoint directory "
-            "(config.json + model.safetensors)"
-        )
-    try:
-        return config_from_hf(_read_json(file), source=str(file))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(str(e)) from None
 
 
 def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> Pretrained:
@@ -332,7 +265,7 @@ def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
             f"{path}: no config.json; expected a Transformers-format checkpoint directory "
             "(config.json + model.safetensors)"
         )
-    pad_token_id = _read_json(config_file).get("pad_token_id")
+    pad_token_id = read_json_object(config_file).get("pad_token_id")
     preprocessing = read_preprocessing(path)
     vocab = read_vocab(path, pad_token_id) if vocab_size is None else None
     try:
@@ -358,72 +291,3 @@ def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
         preprocessing=preprocessing,
         path=path,
     )
-
-
-def _hf_key(native: str) -> str:
-    """The checkpoint key save_pretrained writes for a native parameter (without the model prefix)."""
-    m = _INDEX.search(native)
-    template = native if m is None else native[: m.start()] + ".{}." + native[m.end() :]
-    for ck, target in WEIGHT_MAP.items():
-        if target == template:
-            return ck.format(*([m.group(1)] if m else []))
-    raise KeyError(f"{native} has no entry in WEIGHT_MAP (fastctc/models/hf_io.py)")
-
-
-def save_pretrained(
-    model: CTCModel, directory, vocab, do_normalize: bool = True, return_attention_mask: bool | None = None
-) -> None:
-    """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
-    preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
-
-    vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
-    per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
-    is fed an attention mask (default: default_attention_mask).
-    """
-    cfg: EncoderConfig = model.config
-    token_to_id = dict(vocab) if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
-    if len(token_to_id) != cfg.vocab_size:
-        raise ValueError(f"save_pretrained: vocab has {len(token_to_id)} tokens, the CTC head {cfg.vocab_size}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-
-    hf_config = config_to_hf(cfg)
-    hf_config["pad_token_id"] = token_to_id.get("[PAD]", cfg.pad_token_id)  # the CTC blank
-    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-
-    # transformers builds masked_spec_embed only when some SpecAugment probability is positive
-    keep_embed = cfg.mask_time_prob > 0 or cfg.mask_feature_prob > 0
-    tensors = {}
-    for name, tensor in model.state_dict().items():
-        if name == "masked_spec_embed" and not keep_embed:
-            continue
-        key = _hf_key(name)
-        key = key if key.startswith("lm_head.") else f"{cfg.model_type}.{key}"
-        tensors[key] = tensor.detach().to("cpu", torch.float32).contiguous()
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-
-    (directory / "vocab.json").write_text(json.dumps(token_to_id, indent=2, ensure_ascii=False) + "\n")
-    tokenizer = {
-        "tokenizer_class": "Wav2Vec2CTCTokenizer",
-        "processor_class": "Wav2Vec2Processor",
-        "unk_token": "[UNK]",
-        "pad_token": "[PAD]",
-        "word_delimiter_token": "|",
-        "bos_token": "<s>" if "<s>" in token_to_id else None,  # the recipe's head has them (model.bos_eos_tokens)
-        "eos_token": "</s>" if "</s>" in token_to_id else None,
-        "do_lower_case": False,
-    }
-    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2) + "\n")
-    preprocessor = {
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
-        "processor_class": "Wav2Vec2Processor",
-        "feature_size": 1,
-        "sampling_rate": 16000,
-        "padding_value": 0.0,
-        "padding_side": "right",
-        "do_normalize": do_normalize,
-        "return_attention_mask": (
-            default_attention_mask(cfg) if return_attention_mask is None else return_attention_mask
-        ),
-    }
-    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")

@@ -1,0 +1,73 @@
+"""Transformers-format checkpoints out: `save_pretrained` writes the five files read_pretrained reads
+(config.json, model.safetensors and, through hf_tokenizer.py, vocab.json, tokenizer_config.json,
+preprocessor_config.json), which AutoModelForCTC and Wav2Vec2Processor load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..vocab import PAD
+from .config import EncoderConfig, config_to_hf
+from .ctc_model import CTCModel
+from .hf_tokenizer import default_attention_mask, write_preprocessor_config, write_tokenizer
+from .hf_weights import checkpoint_key
+
+
+def _tokens(vocab: Sequence[str] | Mapping[str, int]) -> list[str]:
+    """The tokens in id order, from a list or a {token: id} dict (whose ids must be 0..n-1)."""
+    if not isinstance(vocab, Mapping):
+        return list(vocab)
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    if [vocab[t] for t in tokens] != list(range(len(tokens))):
+        raise ValueError(f"save_pretrained: vocab ids must be 0..{len(tokens) - 1} without gaps")
+    return tokens
+
+
+def _write_weights(model: CTCModel, file: Path) -> None:
+    """model.safetensors under the checkpoint's key names (prefixed, as the *ForCTC classes save them)."""
+    cfg = model.config
+    # transformers builds masked_spec_embed only when some SpecAugment probability is positive
+    keep_embed = cfg.mask_time_prob > 0 or cfg.mask_feature_prob > 0
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name == "masked_spec_embed" and not keep_embed:
+            continue
+        key = checkpoint_key(name)
+        key = key if key.startswith("lm_head.") else f"{cfg.model_type}.{key}"
+        tensors[key] = tensor.detach().to("cpu", torch.float32).contiguous()
+    save_file(tensors, str(file), metadata={"format": "pt"})
+
+
+def save_pretrained(
+    model: CTCModel,
+    directory,
+    vocab: Sequence[str] | Mapping[str, int],
+    do_normalize: bool = True,
+    return_attention_mask: bool | None = None,
+) -> None:
+    """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
+    preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
+
+    vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
+    per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
+    is fed an attention mask (default: default_attention_mask).
+    """
+    cfg: EncoderConfig = model.config
+    tokens = _tokens(vocab)
+    if len(tokens) != cfg.vocab_size:
+        raise ValueError(f"save_pretrained: vocab has {len(tokens)} tokens, the CTC head {cfg.vocab_size}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    hf_config = config_to_hf(cfg)
+    hf_config["pad_token_id"] = tokens.index(PAD) if PAD in tokens else cfg.pad_token_id  # the CTC blank
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    _write_weights(model, directory / "model.safetensors")
+    write_tokenizer(directory, tokens)
+    mask = default_attention_mask(cfg) if return_attention_mask is None else return_attention_mask
+    write_preprocessor_config(directory, do_normalize, mask)
