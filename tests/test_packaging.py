@@ -1,6 +1,7 @@
 """kernels/ ships as fastctc.kernels, never as a top-level `kernels` (transformers probes that name)."""
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,6 +30,13 @@ def test_installed_package_imports_fastctc_kernels_but_not_kernels(tmp_path):
 
 
 def test_built_wheel_maps_kernels_folder_into_fastctc(tmp_path):
+    # built from a clean copy: an in-tree build reuses build/lib and the egg-info, whose files from
+    # earlier builds would hide a subpackage missing from pyproject's list
+    src = tmp_path / "src"
+    for name in ("fastctc", "kernels"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     proc = subprocess.run(
         [
             sys.executable,
@@ -40,7 +48,7 @@ def test_built_wheel_maps_kernels_folder_into_fastctc(tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            str(REPO),
+            str(src),
         ],
         capture_output=True,
         text=True,
