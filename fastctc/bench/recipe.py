@@ -143,35 +143,22 @@ def _tail(path: Path, n: int = 15) -> str:
 def score(
     model_dir: Path, config: str, overrides: list[str], batch_size: int, threads: int, device: str, log_path: Path
 ) -> dict:
-    """fastctc's evaluation of a final model on CONFIG's eval split ({"wer", "cer", ...} or {"error"})."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "fastctc",
-        "eval",
-        str(model_dir),
-        "--data",
-        config,
-        "--batch-size",
-        str(batch_size),
-        "--device",
-        device,
-    ] + [a for s in overrides for a in ("--set", s)]
+    """fastctc's evaluation of a final model on CONFIG's eval split ({"wer", "cer", ...} or {"error"}), from
+    the result file `fastctc eval --json` writes beside its log."""
+    result_file = log_path.with_suffix(".json")
+    cmd = [sys.executable, "-m", "fastctc", "eval", str(model_dir), "--data", config]
+    cmd += ["--batch-size", str(batch_size), "--device", device, "--json", str(result_file)]
+    cmd += [a for s in overrides for a in ("--set", s)]
     code, _, wall, _ = _run_process(cmd, log_path, threads)
-    lines = log_path.read_text(errors="replace").splitlines()
-    for line in reversed(lines):
-        if line.startswith("{"):
-            try:
-                return {**json.loads(line), "score_s": wall}
-            except json.JSONDecodeError:
-                break
-    return {"error": f"fastctc eval exited {code}: " + (lines[-1] if lines else "no output") + f" (log {log_path})"}
+    if code != 0 or not result_file.is_file():
+        return {"error": f"fastctc eval exited {code}: {_tail(log_path, 1).strip() or 'no output'} (log {log_path})"}
+    return {**json.loads(result_file.read_text()), "score_s": wall}
 
 
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_reference(config: str, overrides: list[str], out: Path, threads: int, device: str) -> dict:
@@ -229,55 +216,39 @@ def run_reference(config: str, overrides: list[str], out: Path, threads: int, de
 
 
 def run_fastctc(config: str, overrides: list[str], out: Path, threads: int, device: str) -> dict:
-    """`fastctc train` in its own process; times from metrics.jsonl (its final timing event when the
-    trainer writes one, else reconstructed from the event times) and the log."""
-    import re
-
+    """`fastctc train` in its own process; its result from the run's metrics.jsonl: the `final` event (times,
+    scores, peak memory), the train events (the loss curve) and the eval events (WER over time)."""
     log = out.parent / f"{out.name}.log"
     cmd = [sys.executable, "-m", "fastctc", "train", config, "--out", str(out)] + [
         a for s in overrides + [f"train.device={device}"] for a in ("--set", s)
     ]
     code, launch, wall, rss = _run_process(cmd, log, threads)
     events = _jsonl(out / "metrics.jsonl")
-    evals = [e for e in events if e.get("event") == "eval"]
-    if code != 0 or not evals:
+    final = next((e for e in events if e["event"] == "final"), None)
+    if code != 0 or final is None:
         raise RecipeBenchError(f"fastctc side exited {code}; its log {log} ends:\n{_tail(log)}")
-    trains = [e for e in events if e.get("event") == "train"]
-    timing = next((e for e in reversed(events) if "total_s" in e), None)  # the trainer's own breakdown, when written
-    text = log.read_text(errors="replace")
-    final = evals[-1]
-    if timing is not None:
-        startup, train_s, eval_s = timing["startup_s"], timing["train_s"], timing["eval_s"]
-        compile_s = timing.get("compile_s", 0.0)
-        if "time" in timing:  # the interpreter's start-up and imports, before train() starts its clock
-            startup += timing["time"] - timing["total_s"] - launch
-    else:
-        # t_start of train() = the final eval's time minus its elapsed_s; "(N s)" on the summary line is
-        # the start-up inside train(); each eval lasts from the train event logged at its step to its own
-        t_start = final["time"] - final["elapsed_s"] if "elapsed_s" in final else launch
-        m = re.search(r"^fastctc: \d+ train .*\(([\d.]+) s\)$", text, re.M)
-        startup = (t_start - launch) + (float(m.group(1)) if m else 0.0)
-        at_step = {e["step"]: e["time"] for e in trains}
-        eval_s = sum(e["time"] - at_step[e["step"]] for e in evals if e["step"] in at_step)
-        compile_s = trains[-1].get("compile_s", 0.0) if trains else 0.0
-        train_s = final["time"] - launch - startup - eval_s
-    mem = [float(x) for x in re.findall(r"\| mem ([\d.]+) GiB", text)]
+    # the final event's clock starts inside train(): the interpreter's start-up and imports come before it
+    before_clock = final["time"] - final["total_s"] - launch
     return {
         "side": "fastctc",
         "wall_s": wall,
-        "startup_s": startup,
+        "startup_s": final["startup_s"] + before_clock,
         "startup_parts": {},
-        "train_s": train_s,
-        "eval_s": eval_s,
-        "compile_s": compile_s,
+        "train_s": final["train_s"],
+        "eval_s": final["eval_s"],
+        "compile_s": final["compile_s"],
         "steps": final["step"],
-        "losses": [[e["step"], e["loss"]] for e in trains],
-        "evals": [{"step": e["step"], "wer": e["wer"], "elapsed_s": e["time"] - launch} for e in evals],
+        "losses": [[e["step"], e["loss"]] for e in events if e["event"] == "train"],
+        "evals": [
+            {"step": e["step"], "wer": e["wer"], "elapsed_s": e["time"] - launch}
+            for e in events
+            if e["event"] == "eval"
+        ],
         "own_wer": final["wer"],
         "own_cer": final["cer"],
-        "final_loss": final.get("loss"),
+        "final_loss": final["loss"],
         "peak_rss_bytes": rss,
-        "cuda_peak_bytes": int(max(mem) * 2**30) if mem else None,
+        "cuda_peak_bytes": final["cuda_peak_bytes"],
         "model_dir": str(out / "model"),
         "log": str(log),
     }

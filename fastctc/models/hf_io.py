@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, MissingHeadError
 from ..vocab import DecoderVocab
 from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
@@ -187,7 +187,7 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
 
     head_missing = [k for k in ("lm_head.weight", "lm_head.bias") if k not in loaded]
     if head_missing and vocab_size is None and "vocab_size" not in changes:
-        raise ValueError(f"{path} has no CTC head (lm_head); pass vocab_size to create a fresh one")
+        raise MissingHeadError(f"{path} has no CTC head (lm_head); pass vocab_size to create a fresh one")
     if len(head_missing) == 1:
         raise KeyError(f"{path}: the CTC head is incomplete, missing {head_missing}")
     model.load_state_dict(loaded, strict=False)
