@@ -54,47 +54,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 128 + result.get("signal", signal.SIGINT) if "stopped" in result else 0  # 130 Ctrl-C, 143 SIGTERM
 
 
-def _beam_decoder(args, lm):
-    """The --lm/--beam decoder of transcribe and eval, or None for greedy decoding."""
-    if args.lm is None and args.beam is None and not getattr(args, "lm_sweep", False):
-        return None
-    from .inference.lm import BeamDecoder, BeamOptions
+def _beam_options(args):
+    from .inference.lm import BeamOptions
 
-    options = BeamOptions(
-        beam=args.beam or 50, beam_threshold=args.beam_threshold, lm_weight=args.lm_weight, word_score=args.word_score
-    )
-    return BeamDecoder(
-        lm.vocab.tokens, lm.blank, lm=args.lm, lexicon=args.lexicon, options=options, skip=lm.vocab.specials
-    )
+    return BeamOptions(beam_threshold=args.beam_threshold, lm_weight=args.lm_weight, word_score=args.word_score)
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
-    from .data.audio import probe
     from .device import device_for
-    from .inference.chunking import transcribe_long
+    from .inference.lm import decoder_for
     from .inference.model import load_model
-    from .inference.transcribe import transcribe_files
+    from .inference.transcribe import transcribe
 
     device = device_for(args.device)
-    lm = load_model(args.model, device)
-    decoder = _beam_decoder(args, lm)
-
-    def is_long(path):
-        try:
-            return probe(path).duration > args.chunk_s
-        except Exception:  # unreadable: the reader below reports it
-            return False
+    model = load_model(args.model, device)
+    decoder = decoder_for(model, args.lm, args.lexicon, args.beam, _beam_options(args))
 
     def progress(path, done, total):  # only for files long enough to need several chunks
         if total > 1:
             print(f"fastctc transcribe: {path}: {done}/{total} chunks", file=sys.stderr, flush=True)
 
-    if decoder is not None or any(is_long(p) for p in args.audio):  # file by file, long ones in chunks
-        results = transcribe_long(lm, args.audio, device, args.chunk_s, args.stride_s, decoder, progress)
-    else:
-        results = transcribe_files(lm, args.audio, device, args.batch_size)
+    options = dict(batch_size=args.batch_size, chunk_s=args.chunk_s, stride_s=args.stride_s, decoder=decoder)
     failed = 0
-    for path, text, error in results:
+    for path, text, error in transcribe(model, args.audio, device, progress=progress, **options):
         if error is not None:
             print(f"fastctc transcribe: skipping {path}: {error.problem}", file=sys.stderr)
             failed += 1
@@ -103,67 +85,59 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 0 if not failed else 2 if failed == len(args.audio) else 1  # 2: nothing could be read
 
 
+def _eval_usage_problem(args: argparse.Namespace, cfg) -> str | None:
+    from .data.phones import score_fold
+
+    if score_fold(cfg.data) is not None and (args.lm or args.beam or args.lm_sweep):
+        return (
+            "--lm, --beam and --lm-sweep decode words; phone targets (data.targets=phones) are scored greedily, "
+            "drop those options"
+        )
+    if args.lm_sweep and args.lm is None:
+        return "--lm-sweep needs --lm FILE"
+    return None
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from .config import load_config
-    from .data.corpora import build_datasets
-    from .data.phones import score_fold
-    from .device import device_for
-    from .inference.evaluate import evaluate_loaded, score_text
-    from .inference.model import load_model
+    from .inference.evaluate import eval_config, evaluate_model, score_text
     from .inference.report import check_report_dir
 
-    overrides = list(args.set)
-    data_path = Path(args.data)
-    if data_path.suffix in (".jsonl", ".tsv"):  # a manifest is the eval split of a manifest corpus
-        overrides += ["data.corpus=manifest", f"data.eval={data_path}"]
-        config_path = None
-    else:
-        config_path = data_path
-    cfg = load_config(config_path, overrides)
-    fold = score_fold(cfg.data)
-    if fold is not None and (args.lm or args.beam or args.lm_sweep):
-        print(
-            "fastctc eval: --lm, --beam and --lm-sweep decode words; phone targets (data.targets=phones) are "
-            "scored greedily, drop those options",
-            file=sys.stderr,
-        )
-        return 2
-    if args.lm_sweep and args.lm is None:
-        print("fastctc eval: --lm-sweep needs --lm FILE", file=sys.stderr)
+    cfg = eval_config(args.data, args.set)
+    problem = _eval_usage_problem(args, cfg)
+    if problem:
+        print(f"fastctc eval: {problem}", file=sys.stderr)
         return 2
     if args.report:
         check_report_dir(args.report)  # before anything runs: a bad --report never costs an evaluation
-    device = device_for(args.device)
-    model = load_model(args.model, device)
-    decoder = _beam_decoder(args, model)  # a bad --lm fails before the data is read
-    _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, splits=("eval",))
-    sweep = (_floats(args.lm_weights), _floats(args.word_scores)) if args.lm_sweep else None
-    result = evaluate_loaded(
-        model,
-        eval_ds,
-        device,
-        cfg.data,
+    model_dir, result = evaluate_model(
+        args.model,
+        cfg,
+        args.device,
         batch_size=args.batch_size,
-        fold=fold,
-        decoder=decoder,
-        sweep=sweep,
+        lm=args.lm,
+        lexicon=args.lexicon,
+        beam=args.beam,
+        beam_options=_beam_options(args),
+        sweep=(_floats(args.lm_weights), _floats(args.word_scores)) if args.lm_sweep else None,
         report_dir=args.report,
         chunk_s=args.chunk_s,
     )
-    if sweep is not None:
+    if "sweep" in result:
         print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7} {'CER':>7}")
         for r in result["sweep"]:
             print(f"{r['lm_weight']:9.2f} {r['word_score']:10.2f} {r['wer']:7.4f} {r['cer']:7.4f}")
         print(f"best: --lm-weight {result['lm_weight']} --word-score {result['word_score']} (WER {result['wer']:.4f})")
     skipped = f" | {result['skipped']} skipped (named above)" if result["skipped"] else ""
     print(
-        f"eval {model.path} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances{skipped} | "
+        f"eval {model_dir} on {cfg.data.corpus}:{cfg.data.eval} | {result['utterances']} utterances{skipped} | "
         f"{result['decoder']} | {score_text(result, cfg.data.score_phone_set)} | "
         f"{result['audio_s_per_s'] or 0:.0f} audio-s/s"
     )
     print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result) + "\n")
     return 0
 
 
@@ -190,23 +164,20 @@ def _add_decoder_options(p) -> None:
 def _cmd_align(args: argparse.Namespace) -> int:
     import json
 
-    from .data.audio import AudioError, load_audio
     from .device import device_for
-    from .inference.align import AlignmentError, align_audio, write_alignments
+    from .inference.align import align_file, align_manifest, write_alignments
     from .inference.model import load_model
 
     if (args.manifest is None) == (args.audio is None or args.transcript is None):
         print("fastctc align: give AUDIO and TRANSCRIPT, or --manifest FILE --out DIR", file=sys.stderr)
         return 2
+    if args.manifest is not None and not args.out:
+        print("fastctc align: --manifest needs --out DIR (alignments.jsonl and words.ctm go there)", file=sys.stderr)
+        return 2
     device = device_for(args.device)
-    lm = load_model(args.model, device)
+    model = load_model(args.model, device)
     if args.manifest is None:
-        try:  # a file holding the transcript, else the transcript itself
-            is_file = Path(args.transcript).is_file()
-        except OSError:  # e.g. a long transcript is no valid file name
-            is_file = False
-        text = Path(args.transcript).read_text(encoding="utf-8") if is_file else args.transcript
-        al = align_audio(lm, load_audio(args.audio, 16_000), text, device, name=args.audio, chunk_s=args.chunk_s)
+        al = align_file(model, args.audio, args.transcript, device, chunk_s=args.chunk_s)
         if args.ctm:
             Path(args.ctm).write_text(al.ctm(Path(args.audio).stem), encoding="utf-8")
         doc = json.dumps(al.to_json(), ensure_ascii=False, indent=1)
@@ -218,27 +189,30 @@ def _cmd_align(args: argparse.Namespace) -> int:
     from .data.manifest import read_manifest
     from .data.report import DataReport
 
-    if not args.out:
-        print("fastctc align: --manifest needs --out DIR (alignments.jsonl and words.ctm go there)", file=sys.stderr)
-        return 2
-    utts = read_manifest("", args.manifest, DataReport(), "align")
-    done, failed = [], 0
-    for u in utts:
-        try:
-            done.append(
-                (u.id, align_audio(lm, load_audio(u.path, 16_000), u.text, device, name=u.path, chunk_s=args.chunk_s))
-            )
-        except (AlignmentError, AudioError, OSError, RuntimeError) as e:  # one bad utterance never stops the others
-            print(f"fastctc align: skipping {u.id}: {e}", file=sys.stderr)
-            failed += 1
+    skipped = []
+
+    def skip(uid, error):
+        print(f"fastctc align: skipping {uid}: {error}", file=sys.stderr)
+        skipped.append(uid)
+
+    utterances = read_manifest("", args.manifest, DataReport(), "align")
+    done = align_manifest(model, utterances, device, chunk_s=args.chunk_s, on_skip=skip)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_alignments(done, out / "alignments.jsonl", out / "words.ctm")
-    print(f"fastctc align: {len(done)} aligned, {failed} skipped -> {out / 'alignments.jsonl'}, {out / 'words.ctm'}")
-    return 0 if not failed else 2 if not done else 1
+    print(
+        f"fastctc align: {len(done)} aligned, {len(skipped)} skipped -> {out / 'alignments.jsonl'}, {out / 'words.ctm'}"
+    )
+    return 0 if not skipped else 2 if not done else 1
 
 
 def _add_inference_commands(sub) -> None:
+    _add_transcribe_command(sub)
+    _add_eval_command(sub)
+    _add_align_command(sub)
+
+
+def _add_transcribe_command(sub) -> None:
     p = sub.add_parser(
         "transcribe",
         help="greedy CTC transcription of audio files",
@@ -263,6 +237,8 @@ def _add_inference_commands(sub) -> None:
     )
     p.set_defaults(func=_cmd_transcribe)
 
+
+def _add_eval_command(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="WER and CER (PER for phone targets) of a model on an evaluation split",
@@ -297,8 +273,11 @@ def _add_inference_commands(sub) -> None:
         metavar="DIR",
         help="write per-utterance errors, the .pra alignment, confusions and the worst utterances into DIR",
     )
+    p.add_argument("--json", metavar="FILE", help="also write the result JSON (the last line printed) to FILE")
     p.set_defaults(func=_cmd_eval)
 
+
+def _add_align_command(sub) -> None:
     p = sub.add_parser(
         "align",
         help="forced alignment: character and word times of a transcript in audio",
@@ -327,6 +306,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_parity(args: argparse.Namespace) -> int:
     import json
 
+    from .errors import MissingHeadError
     from .models.parity import compare
 
     options = dict(
@@ -339,9 +319,7 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     )
     try:
         result = compare(args.checkpoint, args.vocab_size, **options)
-    except ValueError as e:
-        if "no CTC head" not in str(e) or args.vocab_size is not None:
-            raise
+    except MissingHeadError:  # only raised when no --vocab-size was given
         print("checkpoint has no CTC head: using a fresh one of 32 tokens (set --vocab-size)")
         result = compare(args.checkpoint, 32, **options)
     print(json.dumps(result))

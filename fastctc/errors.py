@@ -22,6 +22,11 @@ class CheckpointError(FastCTCError, ValueError):
     """A model or training checkpoint that cannot be read: the message names the file and what to do."""
 
 
+class MissingHeadError(CheckpointError):
+    """A checkpoint without a CTC head (a pretraining checkpoint) loaded without a vocabulary size for a
+    fresh one; callers that can choose one (`fastctc parity`) catch it."""
+
+
 class TrainingError(FastCTCError):
     """A training run that cannot start or go on where it is (its run directory, a failed write, weights
     gone non-finite): the message says what failed, what is intact and the command that resumes."""

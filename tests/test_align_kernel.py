@@ -2,14 +2,12 @@
 kernel under TRITON_INTERPRET=1 in a child pytest, both against a float64 NumPy Viterbi."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import fastctc.kernels as K
 import pytest
 import torch
+from child_pytest import run_child_pytest
 from ctc_align_cases import check_against_numpy64, min_frames, random_case
 from fastctc.kernels.ctc_viterbi_reference import segment_frames, viterbi_numpy64
 
@@ -117,21 +115,4 @@ def test_align_kernels_compile_for_sm90(logits):
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 def test_triton_align_kernel_under_interpreter():
-    pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(TESTS / "align_kernel_interpreted.py"),
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "0",  # one process: the repository's addopts run the suite on two xdist workers
-        "-rs",
-    ]
-    proc = subprocess.run(cmd, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600)
-    tail = (proc.stdout + proc.stderr)[-6000:]
-    assert proc.returncode == 0, f"interpreted align kernel tests failed ({' '.join(cmd)}):\n{tail}"
-    assert " skipped" not in proc.stdout.splitlines()[-1], f"kernel tests were skipped:\n{tail}"
+    run_child_pytest(str(TESTS / "align_kernel_interpreted.py"))

@@ -159,3 +159,45 @@ def test_benchmarks_ship_in_the_package():
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     (packages,) = re.findall(r"^packages = \[(.*)\]$", pyproject, re.MULTILINE)
     assert '"fastctc.bench"' in packages
+
+
+def test_bench_steps_fastctc_provider_is_the_loops_step():
+    """The timed fastctc step is train.steps' forward_backward + optimizer_step: its loss is torch's own CTC
+    loss ("mean": per target length, then over the batch) in float64 at the weights it starts from, and the
+    linear warmup's schedule applies (lr 0 at the first step, then the weights move)."""
+    import torch
+
+    pytest.importorskip("transformers")
+    from fastctc.bench.pairs import build_pair
+    from fastctc.bench.step import fastctc_step, step_inputs
+    from fastctc.train.precision import resolve_precision
+
+    cpu = torch.device("cpu")
+    _, native = build_pair("wav2vec2-base", "tiny")
+    native.eval()  # no SpecAugment draw: the reference sees the same forward
+    x = step_inputs(native, 2, 0.2, cpu)
+    with torch.no_grad():
+        logits, frames = native(x["waves"], x["lengths"] if x["use_mask"] else None)
+        expected = torch.nn.functional.ctc_loss(
+            logits.double().log_softmax(-1).transpose(0, 1),
+            x["targets"],
+            frames,
+            x["target_lengths"],
+            blank=native.config.vocab_size - 1,
+            reduction="mean",
+            zero_infinity=True,
+        )
+    before = [p.detach().clone() for p in native.parameters() if p.requires_grad]
+    step = fastctc_step(
+        native,
+        native,
+        *(x[k] for k in ("waves", "lengths", "targets", "target_lengths", "use_mask")),
+        resolve_precision("fp32", cpu),
+        cpu,
+    )
+    assert float(step()) == pytest.approx(float(expected), rel=1e-5)
+    after = [p.detach() for p in native.parameters() if p.requires_grad]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))  # warmup's first lr is 0, as in the loop
+    step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert all(p.grad is None for p in native.parameters())  # the loop's zero_grad(set_to_none=True)

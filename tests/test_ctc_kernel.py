@@ -14,6 +14,7 @@ from pathlib import Path
 import fastctc.kernels as K
 import pytest
 import torch
+from child_pytest import run_child_pytest
 from ctc_kernel_cases import loss_and_grad, make_grad_out, random_case, reference64
 
 TESTS = Path(__file__).resolve().parent
@@ -172,26 +173,7 @@ def test_launches_are_guarded_by_the_logits_device():
 
 
 def _run_interpreted(marker: str, timeout: int) -> None:
-    pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(TESTS / "ctc_kernel_interpreted.py"),
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "0",  # one process: the repository's addopts run the suite on two xdist workers
-        "-m",
-        marker,
-        "-rs",
-    ]
-    proc = subprocess.run(cmd, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=timeout)
-    tail = (proc.stdout + proc.stderr)[-6000:]
-    assert proc.returncode == 0, f"interpreted kernel tests failed ({' '.join(cmd)}):\n{tail}"
-    assert " skipped" not in proc.stdout.splitlines()[-1], f"kernel tests were skipped:\n{tail}"
+    run_child_pytest(str(TESTS / "ctc_kernel_interpreted.py"), "-m", marker, timeout=timeout)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")

@@ -89,3 +89,19 @@ def test_references_the_model_cannot_spell_are_reported(tmp_path, capsys):
     captured = capsys.readouterr()
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert "cannot output" in captured.err and "9" in captured.err and result["utterances"] == 2
+
+
+def test_json_writes_the_printed_result_to_a_file(tmp_path, capsys):
+    """`--json FILE` is how another program (fastctc bench recipe) reads a result: the same document as
+    the last line printed, scored independently here with jiwer."""
+    jiwer = pytest.importorskip("jiwer")
+    model = save_tiny_model(tmp_path / "model")
+    manifest, _ = write_corpus(tmp_path / "corpus", n=3)
+    out = tmp_path / "result.json"
+    assert main(["eval", str(model), "--data", str(manifest), "--json", str(out), "--report", str(tmp_path / "r")]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = json.loads(out.read_text())
+    assert written == printed and written["utterances"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "r" / "utterances.jsonl").read_text().splitlines()]
+    refs, hyps = [r["ref"] for r in rows], [r["hyp"] for r in rows]
+    assert written["wer"] == pytest.approx(jiwer.wer(refs, hyps))

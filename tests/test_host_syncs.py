@@ -6,14 +6,12 @@ Each case says what a CUDA run would do; the checker emulates it on CPU (fastctc
 
 import dataclasses
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import fastctc.kernels as K
 import pytest
 import torch
+from child_pytest import run_child_pytest
 
 from fastctc.config import load_config
 from fastctc.devtools.host_syncs import HostSyncChecker, assert_no_host_syncs
@@ -261,26 +259,8 @@ def test_fused_ctc_step_syncs_zero_times(tmp_path):
 
 @pytest.mark.skipif(K.TRITON_INTERPRETED or K.ctc_loss_triton is None, reason="needs triton; runs the interpreted test")
 def test_the_fused_ctc_step_in_a_subprocess():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-n",
-            "0",  # one process: the repository's addopts run the suite on two xdist workers
-            __file__,
-            "-k",
-            "test_fused_ctc_step_syncs_zero_times",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+    out = run_child_pytest(__file__, "-k", "test_fused_ctc_step_syncs_zero_times")
+    assert "1 passed" in out
 
 
 def test_the_ddp_stop_check_makes_no_host_sync(tmp_path):

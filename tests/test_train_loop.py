@@ -562,3 +562,24 @@ def test_recipe_exact_run_trains_and_exports_what_transformers_loads(tmp_path):
     a, b, c = [t for t in run.vocab.tokens if len(t) == 1 and t != "|"][:3]
     ids = [tok.bos_token_id, *run.vocab.encode(f"{a}{b} {c}"), tok.eos_token_id]
     assert tok.decode(ids, skip_special_tokens=True, group_tokens=False) == f"{a}{b} {c}" == run.vocab.decode(ids)
+
+
+def test_final_event_holds_the_runs_result_and_time_split(tmp_path):
+    """metrics.jsonl's last event is what `fastctc bench recipe` reads: the returned scores, the steps and
+    the seconds of each phase, which add up to no more than the run's total."""
+    sizes = ["data.synthetic_train_size=8", "data.synthetic_eval_size=4", "train.batch_size=4", "train.max_steps=2"]
+    cfg = load_config(DEMO, TINY + sizes)
+    result = train(cfg, tmp_path / "run")
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final = events[-1]
+    assert final["event"] == "final" and [e["event"] for e in events].count("final") == 1
+    assert (final["step"], final["skipped"]) == (2, 0)
+    assert (final["wer"], final["cer"]) == (result["wer"], result["cer"])
+    assert final["loss"] == pytest.approx(result["loss"])
+    assert final["cuda_peak_bytes"] is None  # a CPU run
+    eval_s = [e for e in events if e["event"] == "eval"][-1]["eval_s"]
+    assert final["eval_s"] == pytest.approx(eval_s)
+    parts = [final[k] for k in ("startup_s", "train_s", "eval_s")]
+    assert all(p >= 0 for p in parts) and final["compile_s"] == 0.0
+    assert sum(parts) <= final["total_s"] + 1e-6
+    assert final["time"] - final["total_s"] <= events[0]["time"]  # the clock starts before the first event

@@ -25,9 +25,10 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import RECIPE_EXACT
+from ..config import RECIPE_EXACT, RunConfig
 
 # CONFIG key -> what the reference does with it. "config.X" is the script's config.update({X: ...}) before
 # AutoModelForCTC.from_pretrained; "args.X" a TrainingArguments field; anything else is said in words.
@@ -143,35 +144,22 @@ def _tail(path: Path, n: int = 15) -> str:
 def score(
     model_dir: Path, config: str, overrides: list[str], batch_size: int, threads: int, device: str, log_path: Path
 ) -> dict:
-    """fastctc's evaluation of a final model on CONFIG's eval split ({"wer", "cer", ...} or {"error"})."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "fastctc",
-        "eval",
-        str(model_dir),
-        "--data",
-        config,
-        "--batch-size",
-        str(batch_size),
-        "--device",
-        device,
-    ] + [a for s in overrides for a in ("--set", s)]
+    """fastctc's evaluation of a final model on CONFIG's eval split ({"wer", "cer", ...} or {"error"}), from
+    the result file `fastctc eval --json` writes beside its log."""
+    result_file = log_path.with_suffix(".json")
+    cmd = [sys.executable, "-m", "fastctc", "eval", str(model_dir), "--data", config]
+    cmd += ["--batch-size", str(batch_size), "--device", device, "--json", str(result_file)]
+    cmd += [a for s in overrides for a in ("--set", s)]
     code, _, wall, _ = _run_process(cmd, log_path, threads)
-    lines = log_path.read_text(errors="replace").splitlines()
-    for line in reversed(lines):
-        if line.startswith("{"):
-            try:
-                return {**json.loads(line), "score_s": wall}
-            except json.JSONDecodeError:
-                break
-    return {"error": f"fastctc eval exited {code}: " + (lines[-1] if lines else "no output") + f" (log {log_path})"}
+    if code != 0 or not result_file.is_file():
+        return {"error": f"fastctc eval exited {code}: {_tail(log_path, 1).strip() or 'no output'} (log {log_path})"}
+    return {**json.loads(result_file.read_text()), "score_s": wall}
 
 
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_reference(config: str, overrides: list[str], out: Path, threads: int, device: str) -> dict:
@@ -229,55 +217,39 @@ def run_reference(config: str, overrides: list[str], out: Path, threads: int, de
 
 
 def run_fastctc(config: str, overrides: list[str], out: Path, threads: int, device: str) -> dict:
-    """`fastctc train` in its own process; times from metrics.jsonl (its final timing event when the
-    trainer writes one, else reconstructed from the event times) and the log."""
-    import re
-
+    """`fastctc train` in its own process; its result from the run's metrics.jsonl: the `final` event (times,
+    scores, peak memory), the train events (the loss curve) and the eval events (WER over time)."""
     log = out.parent / f"{out.name}.log"
     cmd = [sys.executable, "-m", "fastctc", "train", config, "--out", str(out)] + [
         a for s in overrides + [f"train.device={device}"] for a in ("--set", s)
     ]
     code, launch, wall, rss = _run_process(cmd, log, threads)
     events = _jsonl(out / "metrics.jsonl")
-    evals = [e for e in events if e.get("event") == "eval"]
-    if code != 0 or not evals:
+    final = next((e for e in events if e["event"] == "final"), None)
+    if code != 0 or final is None:
         raise RecipeBenchError(f"fastctc side exited {code}; its log {log} ends:\n{_tail(log)}")
-    trains = [e for e in events if e.get("event") == "train"]
-    timing = next((e for e in reversed(events) if "total_s" in e), None)  # the trainer's own breakdown, when written
-    text = log.read_text(errors="replace")
-    final = evals[-1]
-    if timing is not None:
-        startup, train_s, eval_s = timing["startup_s"], timing["train_s"], timing["eval_s"]
-        compile_s = timing.get("compile_s", 0.0)
-        if "time" in timing:  # the interpreter's start-up and imports, before train() starts its clock
-            startup += timing["time"] - timing["total_s"] - launch
-    else:
-        # t_start of train() = the final eval's time minus its elapsed_s; "(N s)" on the summary line is
-        # the start-up inside train(); each eval lasts from the train event logged at its step to its own
-        t_start = final["time"] - final["elapsed_s"] if "elapsed_s" in final else launch
-        m = re.search(r"^fastctc: \d+ train .*\(([\d.]+) s\)$", text, re.M)
-        startup = (t_start - launch) + (float(m.group(1)) if m else 0.0)
-        at_step = {e["step"]: e["time"] for e in trains}
-        eval_s = sum(e["time"] - at_step[e["step"]] for e in evals if e["step"] in at_step)
-        compile_s = trains[-1].get("compile_s", 0.0) if trains else 0.0
-        train_s = final["time"] - launch - startup - eval_s
-    mem = [float(x) for x in re.findall(r"\| mem ([\d.]+) GiB", text)]
+    # the final event's clock starts inside train(): the interpreter's start-up and imports come before it
+    before_clock = final["time"] - final["total_s"] - launch
     return {
         "side": "fastctc",
         "wall_s": wall,
-        "startup_s": startup,
+        "startup_s": final["startup_s"] + before_clock,
         "startup_parts": {},
-        "train_s": train_s,
-        "eval_s": eval_s,
-        "compile_s": compile_s,
+        "train_s": final["train_s"],
+        "eval_s": final["eval_s"],
+        "compile_s": final["compile_s"],
         "steps": final["step"],
-        "losses": [[e["step"], e["loss"]] for e in trains],
-        "evals": [{"step": e["step"], "wer": e["wer"], "elapsed_s": e["time"] - launch} for e in evals],
+        "losses": [[e["step"], e["loss"]] for e in events if e["event"] == "train"],
+        "evals": [
+            {"step": e["step"], "wer": e["wer"], "elapsed_s": e["time"] - launch}
+            for e in events
+            if e["event"] == "eval"
+        ],
         "own_wer": final["wer"],
         "own_cer": final["cer"],
-        "final_loss": final.get("loss"),
+        "final_loss": final["loss"],
         "peak_rss_bytes": rss,
-        "cuda_peak_bytes": int(max(mem) * 2**30) if mem else None,
+        "cuda_peak_bytes": final["cuda_peak_bytes"],
         "model_dir": str(out / "model"),
         "log": str(log),
     }
@@ -598,44 +570,70 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     if not args.config and not args.make_checkpoint:
         raise SystemExit("fastctc bench recipe: name a CONFIG (a fastctc TOML file), or --show-mapping")
-    from ..config import ConfigError, load_config
-    from .recipe_checkpoint import write_checkpoint
-
-    def sizes():
-        """The encoder sizes for --make-checkpoint: the [model] section of the from-scratch config --sizes names."""
-        if not args.sizes:
-            raise SystemExit(
-                "fastctc bench recipe: --make-checkpoint needs --sizes TOML, a from-scratch config whose "
-                "[model] gives the encoder's sizes, e.g. --sizes configs/tiny-scratch.toml"
-            )
-        try:
-            return load_config(args.sizes, ["model.checkpoint="]).model
-        except ConfigError as e:
-            raise SystemExit(f"fastctc bench recipe: --sizes {args.sizes}: config error: {e}") from None
-
     if args.make_checkpoint:
-        say(f"wrote {write_checkpoint(sizes(), args.make_checkpoint, args.seed)} (random init, seed {args.seed})")
+        from .recipe_checkpoint import write_checkpoint
+
+        say(f"wrote {write_checkpoint(_sizes(args), args.make_checkpoint, args.seed)} (random init, seed {args.seed})")
         return None
     if args.recipe_exact:  # first, so that a --set after them flips one back (one departure alone)
         args.set = [*RECIPE_EXACT, *args.set]
-    checkpoint = _checkpoint_path(args.config, args.set)
-    if not checkpoint:
+    plan = make_plan(args, say)
+    runs = {seed: run_seed(plan, seed, say) for seed in plan.seeds}
+    say("\n" + OWN_WER_NOTE)
+    result = summarise(args.config, plan.device, args.threads, plan.seeds, runs)
+    report_summary(result, plan.seeds, say)
+    result["recipe_exact"] = args.recipe_exact
+    result["curve_overlap"] = curve_overlap(plan.seeds, runs)
+    if result["curve_overlap"] is not None:
+        report_overlap(result["curve_overlap"], say)
+    if args.plot:
+        title = f"fastctc{' (recipe-exact)' if args.recipe_exact else ''} vs the Transformers recipe"
+        plot(Path(args.plot), plan.seeds, runs, title=title)
+        say(f"plot: {args.plot}")
+    result["runs"] = run_records(runs)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def _sizes(args):
+    """The encoder sizes for --make-checkpoint: the [model] section of the from-scratch config --sizes names."""
+    from ..config import ConfigError, load_config
+
+    if not args.sizes:
         raise SystemExit(
-            "fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "
-            "(set it with --set model.checkpoint=DIR, or add --make-checkpoint to write a random-init one)"
+            "fastctc bench recipe: --make-checkpoint needs --sizes TOML, a from-scratch config whose "
+            "[model] gives the encoder's sizes, e.g. --sizes configs/tiny-scratch.toml"
         )
-    if not (Path(checkpoint) / "config.json").is_file():
-        if args.make_checkpoint is None:
-            raise SystemExit(
-                f"fastctc bench recipe: model.checkpoint {checkpoint!r} holds no config.json; point it at a "
-                "Transformers-format checkpoint, or add --make-checkpoint --sizes SIZES.toml to write a "
-                "random-init one there"
-            )
-        say(f"writing a random-init checkpoint at the [model] sizes of {args.sizes} to {checkpoint} (seed {args.seed})")
-        write_checkpoint(sizes(), checkpoint, args.seed)
-    checkpoint = str(Path(checkpoint).resolve())
     try:
-        cfg = load_config(args.config, args.set + [f"model.checkpoint={checkpoint}"])
+        return load_config(args.sizes, ["model.checkpoint="]).model
+    except ConfigError as e:
+        raise SystemExit(f"fastctc bench recipe: --sizes {args.sizes}: config error: {e}") from None
+
+
+@dataclass
+class Plan:
+    """What one `bench recipe` invocation runs: CONFIG with its overrides, from one checkpoint, per seed and side."""
+
+    config: str
+    overrides: list[str]  # --set, with the resolved model.checkpoint last
+    cfg: RunConfig
+    checkpoint: str
+    sides: list[str]
+    seeds: list[int]
+    device: str
+    threads: int
+    out: Path
+
+
+def make_plan(args, say) -> Plan:
+    """Check the arguments and the config (writing the checkpoint first when --make-checkpoint asks), then say
+    what will run."""
+    from ..config import ConfigError, load_config
+
+    checkpoint = prepare_checkpoint(args, say)
+    overrides = args.set + [f"model.checkpoint={checkpoint}"]
+    try:
+        cfg = load_config(args.config, overrides)
     except ConfigError as e:
         raise SystemExit(f"fastctc bench recipe: config error: {e}") from None
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
@@ -656,44 +654,64 @@ def main(argv: list[str] | None = None) -> dict | None:
         f"{cfg.data.num_workers} loader workers | seeds {seeds} | sides {', '.join(sides)} | runs in {out}"
         + (f" | fastctc recipe-exact ({', '.join(RECIPE_EXACT)})" if args.recipe_exact else "")
     )
-    runs: dict[int, dict[str, dict]] = {}
-    for seed in seeds:
-        overrides = args.set + [f"model.checkpoint={checkpoint}", f"train.seed={seed}", f"train.threads={args.threads}"]
-        runs[seed] = {}
-        for side in SIDES:
-            if side not in sides:
-                continue
-            side_out = out / f"seed{seed}" / side
-            if side_out.exists() and any(side_out.iterdir()):
-                raise SystemExit(f"fastctc bench recipe: {side_out} already holds a run; choose another --out")
-            side_out.parent.mkdir(parents=True, exist_ok=True)
-            say(f"seed {seed}: running {side} (log {side_out.parent / (side + '.log')}) ...")
-            runner = run_reference if side == "reference" else run_fastctc
-            try:
-                r = runner(args.config, overrides, side_out, args.threads, device)
-            except RecipeBenchError as e:
-                raise SystemExit(f"fastctc bench recipe: {e}") from None
-            r["score"] = score(
-                Path(r["model_dir"]),
-                args.config,
-                overrides,
-                cfg.train.eval_batch_size,
-                args.threads,
-                device,
-                side_out.parent / f"{side}.eval.log",
+    return Plan(args.config, overrides, cfg, checkpoint, sides, seeds, device, args.threads, out)
+
+
+def prepare_checkpoint(args, say) -> str:
+    """CONFIG's model.checkpoint, resolved; written first (random init) when it does not exist and
+    --make-checkpoint asks for it."""
+    checkpoint = _checkpoint_path(args.config, args.set)
+    if not checkpoint:
+        raise SystemExit(
+            "fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "
+            "(set it with --set model.checkpoint=DIR, or add --make-checkpoint to write a random-init one)"
+        )
+    if not (Path(checkpoint) / "config.json").is_file():
+        if args.make_checkpoint is None:
+            raise SystemExit(
+                f"fastctc bench recipe: model.checkpoint {checkpoint!r} holds no config.json; point it at a "
+                "Transformers-format checkpoint, or add --make-checkpoint --sizes SIZES.toml to write a "
+                "random-init one there"
             )
-            say(
-                f"seed {seed}: {side} done in {r['wall_s']:.1f} s; fastctc eval of its model: "
-                + (f"WER {r['score']['wer']:.4f}" if "wer" in r["score"] else r["score"]["error"])
-            )
-            runs[seed][side] = r
-        if "reference" in runs[seed] and "fastctc" in runs[seed]:
-            runs[seed]["fastctc"]["time_to_recipe_wer_s"] = time_to_wer(
-                runs[seed]["fastctc"]["evals"], runs[seed]["reference"]["score"].get("wer")
-            )
-        report_seed(seed, runs[seed], say)
-    say("\n" + OWN_WER_NOTE)
-    result = summarise(args.config, device, args.threads, seeds, runs)
+        from .recipe_checkpoint import write_checkpoint
+
+        say(f"writing a random-init checkpoint at the [model] sizes of {args.sizes} to {checkpoint} (seed {args.seed})")
+        write_checkpoint(_sizes(args), checkpoint, args.seed)
+    return str(Path(checkpoint).resolve())
+
+
+def run_seed(plan: Plan, seed: int, say) -> dict[str, dict]:
+    """Each side of one seed, one after the other, each scored by fastctc eval; then that seed's table."""
+    overrides = plan.overrides + [f"train.seed={seed}", f"train.threads={plan.threads}"]
+    runs: dict[str, dict] = {}
+    for side in (s for s in SIDES if s in plan.sides):
+        side_out = plan.out / f"seed{seed}" / side
+        if side_out.exists() and any(side_out.iterdir()):
+            raise SystemExit(f"fastctc bench recipe: {side_out} already holds a run; choose another --out")
+        side_out.parent.mkdir(parents=True, exist_ok=True)
+        say(f"seed {seed}: running {side} (log {side_out.parent / (side + '.log')}) ...")
+        runner = run_reference if side == "reference" else run_fastctc
+        try:
+            r = runner(plan.config, overrides, side_out, plan.threads, plan.device)
+        except RecipeBenchError as e:
+            raise SystemExit(f"fastctc bench recipe: {e}") from None
+        eval_log = side_out.parent / f"{side}.eval.log"
+        batch = plan.cfg.train.eval_batch_size
+        r["score"] = score(Path(r["model_dir"]), plan.config, overrides, batch, plan.threads, plan.device, eval_log)
+        say(
+            f"seed {seed}: {side} done in {r['wall_s']:.1f} s; fastctc eval of its model: "
+            + (f"WER {r['score']['wer']:.4f}" if "wer" in r["score"] else r["score"]["error"])
+        )
+        runs[side] = r
+    if "reference" in runs and "fastctc" in runs:
+        target = runs["reference"]["score"].get("wer")
+        runs["fastctc"]["time_to_recipe_wer_s"] = time_to_wer(runs["fastctc"]["evals"], target)
+    report_seed(seed, runs, say)
+    return runs
+
+
+def report_summary(result: dict, seeds: list[int], say) -> None:
+    """The spread over seeds and the reference / fastctc ratios."""
     if len(seeds) > 1:
         say("\nover seeds " + ", ".join(map(str, seeds)) + ": mean ± sd (min-max)")
         for side, s in result["sides"].items():
@@ -710,33 +728,18 @@ def main(argv: list[str] | None = None) -> dict | None:
                 f"time to the recipe's WER: {t['ratio']:.2f}x (reference total {_mean(t['reference_total_s']):.1f} s, "
                 f"fastctc {_mean(t['fastctc_s']):.1f} s)"
             )
-    result["recipe_exact"] = args.recipe_exact
-    result["curve_overlap"] = curve_overlap(seeds, runs)
-    if result["curve_overlap"] is not None:
-        report_overlap(result["curve_overlap"], say)
-    if args.plot:
-        plot(
-            Path(args.plot),
-            seeds,
-            runs,
-            title="fastctc (recipe-exact) vs the Transformers recipe"
-            if args.recipe_exact
-            else "fastctc vs the Transformers recipe",
-        )
-        say(f"plot: {args.plot}")
-    result["runs"] = {
+
+
+def run_records(runs: dict[int, dict[str, dict]]) -> dict:
+    """The per-run figures the JSON line keeps."""
+    keep = ("wall_s", "startup_s", "train_s", "eval_s", "steps", "own_wer", "peak_rss_bytes", "model_dir")
+    return {
         str(seed): {
-            side: {
-                k: r[k]
-                for k in ("wall_s", "startup_s", "train_s", "eval_s", "steps", "own_wer", "peak_rss_bytes", "model_dir")
-            }
-            | {"score": r["score"], "time_to_recipe_wer_s": r.get("time_to_recipe_wer_s")}
+            side: {k: r[k] for k in keep} | {"score": r["score"], "time_to_recipe_wer_s": r.get("time_to_recipe_wer_s")}
             for side, r in per.items()
         }
         for seed, per in runs.items()
     }
-    print(json.dumps(result), flush=True)
-    return result
 
 
 if __name__ == "__main__":

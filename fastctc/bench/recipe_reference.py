@@ -38,6 +38,7 @@ import torch
 from ..config import RunConfig, load_config, resolve_encoder
 from ..data.audio import load_audio
 from ..data.corpora import build_datasets
+from ..models.config import RECIPE_FIELDS
 from ..models.feature_encoder import frame_count
 from ..models.hf_weights import read_encoder_config
 
@@ -48,20 +49,8 @@ def model_overrides(encoder) -> dict:
     """The script's `config.update({...})` with CONFIG's values (see MAPPING in recipe.py): `encoder` is
     CONFIG's resolved encoder (config.resolve_encoder: the script's flag defaults, then [model]), as the
     fastctc side builds it; pad_token_id and vocab_size are added once the tokenizer exists."""
-    keys = (
-        "feat_proj_dropout",
-        "attention_dropout",
-        "hidden_dropout",
-        "final_dropout",
-        "mask_time_prob",
-        "mask_time_length",
-        "mask_feature_prob",
-        "mask_feature_length",
-        "layerdrop",
-        "activation_dropout",
-    )
     return {
-        **{k: getattr(encoder, k) for k in keys},
+        **{k: getattr(encoder, k) for k in RECIPE_FIELDS},  # the fields the script's flags set
         "ctc_loss_reduction": "mean",
         "ctc_zero_infinity": False,
         "add_adapter": False,
@@ -150,18 +139,10 @@ def peak_rss_bytes() -> int:
 
 
 def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict:
+    """The script's steps (the module docstring's numbers) on CONFIG; its result.json document. Times are
+    seconds; "imports" counts from `t0`, the launch."""
     import datasets
-    import jiwer
     import transformers
-    from transformers import (
-        AutoConfig,
-        AutoFeatureExtractor,
-        AutoModelForCTC,
-        AutoTokenizer,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
 
     torch.set_num_threads(threads)
     transformers.utils.logging.set_verbosity_warning()
@@ -169,122 +150,22 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
     transformers.set_seed(cfg.train.seed)  # the script seeds before building anything
     out.mkdir(parents=True, exist_ok=True)
     times = {"imports": time.time() - t0}
-
-    # 1. listing: the same utterances and normalised transcripts as the fastctc side
     t = time.time()
-    encoder = resolve_encoder(cfg.model, read_encoder_config(cfg.model.checkpoint))  # the fastctc side's screen
-    train_ds, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder))
-    raw = {
-        split: datasets.Dataset.from_dict({"path": [u.path for u in ds.utterances], "text": list(ds.texts)})
-        for split, ds in (("train", train_ds), ("eval", eval_ds))
-    }
-    # remove_special_characters: the characters are already gone (fastctc's normalise); the script adds " "
-    raw = {
-        split: d.map(lambda b: {"target_text": b["text"] + " "}, remove_columns=["text"]) for split, d in raw.items()
-    }
+    encoder = resolve_encoder(cfg.model, read_encoder_config(cfg.model.checkpoint))  # as the fastctc side's
+    raw = list_corpus(cfg, encoder)
     times["listing"] = time.time() - t
-
-    # 2-3. vocabulary, tokenizer, feature extractor, model
     t = time.time()
-    vocab = create_vocabulary_from_data({s: d["target_text"] for s, d in raw.items()})
-    (out / "vocab.json").write_text(json.dumps(vocab))
-    config = AutoConfig.from_pretrained(cfg.model.checkpoint)
-    tokenizer_class = getattr(config, "tokenizer_class", None)  # transformers 5 configs may lack the attribute
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(out),
-        config=config if tokenizer_class is not None else None,
-        tokenizer_type=config.model_type if tokenizer_class is None else None,
-        unk_token=UNK,
-        pad_token=PAD,
-        word_delimiter_token=DELIMITER,
-    )
-    feature_extractor = AutoFeatureExtractor.from_pretrained(cfg.model.checkpoint)
-    config.update({**model_overrides(encoder), "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)})
-    model = AutoModelForCTC.from_pretrained(cfg.model.checkpoint, config=config)
-    if cfg.model.freeze_feature_encoder:
-        model.freeze_feature_encoder()
+    tokenizer, feature_extractor, model = build_model(cfg, encoder, raw, out)
     times["model_load"] = time.time() - t
-
-    # 4. prepare_dataset + the length filter (max_duration_in_seconds; min_duration_in_seconds 0)
     t = time.time()
-    rate = feature_extractor.sampling_rate
-
-    def prepare_dataset(batch):
-        audio = load_audio(batch["path"], rate)
-        batch["input_values"] = feature_extractor(audio, sampling_rate=rate).input_values[0]
-        batch["input_length"] = len(audio)
-        batch["labels"] = tokenizer(batch["target_text"]).input_ids
-        return batch
-
-    max_input_length = (cfg.data.max_duration_s or float("inf")) * rate
-    vectorized = {
-        s: d.map(prepare_dataset, remove_columns=d.column_names).filter(
-            lambda n: 0 < n < max_input_length, input_columns=["input_length"]
-        )
-        for s, d in raw.items()
-    }
+    vectorized = prepare_datasets(cfg, raw, feature_extractor, tokenizer)
     times["preprocessing"] = time.time() - t
-
-    # 5. metrics as the script computes them
-    def preprocess_logits_for_metrics(logits, labels):
-        return torch.argmax(logits, dim=-1), labels
-
-    def compute_metrics(pred):
-        pred_ids = pred.predictions[0]
-        pred.label_ids[pred.label_ids == -100] = tokenizer.pad_token_id
-        pred_str = tokenizer.batch_decode(pred_ids)
-        label_str = tokenizer.batch_decode(pred.label_ids, group_tokens=False)  # references are not grouped
-        # evaluate's "wer"/"cer" metrics are jiwer's (the script loads them from the Hub; jiwer is local)
-        return {"wer": jiwer.wer(label_str, pred_str), "cer": jiwer.cer(label_str, pred_str)}
-
     log = {"losses": [], "evals": []}
-
-    class Record(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                log["losses"].append([state.global_step, float(logs["loss"])])
-
-        def on_evaluate(self, args, state, control, metrics=None, **kw):
-            metrics = metrics or {}
-            log["evals"].append(
-                {
-                    "step": state.global_step,
-                    "wer": metrics.get("eval_wer"),
-                    "cer": metrics.get("eval_cer"),
-                    "loss": metrics.get("eval_loss"),
-                    "runtime_s": metrics.get("eval_runtime", 0.0),
-                    "elapsed_s": time.time() - t0,
-                }
-            )
-
-    trainer = Trainer(
-        model=model,
-        data_collator=DataCollatorCTCWithPadding(feature_extractor, tokenizer),
-        args=TrainingArguments(**training_arguments(cfg, out, device)),
-        compute_metrics=compute_metrics,
-        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-        train_dataset=vectorized["train"],
-        eval_dataset=vectorized["eval"],
-        processing_class=feature_extractor,
-        callbacks=[Record()],
-    )
+    trainer = make_trainer(cfg, out, device, model, tokenizer, feature_extractor, vectorized, log, t0)
     feature_extractor.save_pretrained(out)  # the script saves the processor pieces before training
     tokenizer.save_pretrained(out)
     times["startup"] = time.time() - t0
-
-    # 6. train (the script would pass a checkpoint *folder* as resume_from_checkpoint, which fails on a
-    # plain pretrained folder; the cards named Hub ids and trained from the loaded weights, as here)
-    t = time.time()
-    trainer.train()
-    trainer.save_model()
-    train_wall = time.time() - t
-    in_train_eval = sum(e["runtime_s"] for e in log["evals"])
-    t = time.time()
-    final = trainer.evaluate()
-    times["final_eval"] = time.time() - t
-    times["train"] = train_wall - in_train_eval
-    times["eval"] = in_train_eval + times["final_eval"]
-    times["total"] = time.time() - t0
+    final = train_and_evaluate(trainer, log, times, t0)
     return {
         "side": "reference",
         "seed": cfg.train.seed,
@@ -307,6 +188,142 @@ def run(cfg: RunConfig, out: Path, threads: int, t0: float, device: str) -> dict
             "torch": torch.__version__,
         },
     }
+
+
+def list_corpus(cfg: RunConfig, encoder) -> dict:
+    """1. The same utterances and normalised transcripts as the fastctc side (screened by the same encoder's
+    frame counts), as `datasets` splits of (path, target_text)."""
+    import datasets
+
+    train_ds, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder))
+    raw = {
+        split: datasets.Dataset.from_dict({"path": [u.path for u in ds.utterances], "text": list(ds.texts)})
+        for split, ds in (("train", train_ds), ("eval", eval_ds))
+    }
+    # remove_special_characters: the characters are already gone (fastctc's normalise); the script adds " "
+    return {
+        split: d.map(lambda b: {"target_text": b["text"] + " "}, remove_columns=["text"]) for split, d in raw.items()
+    }
+
+
+def build_model(cfg: RunConfig, encoder, raw: dict, out: Path):
+    """2-3. The vocabulary (saved as out/vocab.json), the tokenizer, the checkpoint's feature extractor and
+    the model with the script's config.update; (tokenizer, feature extractor, model)."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+
+    vocab = create_vocabulary_from_data({s: d["target_text"] for s, d in raw.items()})
+    (out / "vocab.json").write_text(json.dumps(vocab))
+    config = AutoConfig.from_pretrained(cfg.model.checkpoint)
+    tokenizer_class = getattr(config, "tokenizer_class", None)  # transformers 5 configs may lack the attribute
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(out),
+        config=config if tokenizer_class is not None else None,
+        tokenizer_type=config.model_type if tokenizer_class is None else None,
+        unk_token=UNK,
+        pad_token=PAD,
+        word_delimiter_token=DELIMITER,
+    )
+    feature_extractor = AutoFeatureExtractor.from_pretrained(cfg.model.checkpoint)
+    config.update({**model_overrides(encoder), "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)})
+    model = AutoModelForCTC.from_pretrained(cfg.model.checkpoint, config=config)
+    if cfg.model.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+    return tokenizer, feature_extractor, model
+
+
+def prepare_datasets(cfg: RunConfig, raw: dict, feature_extractor, tokenizer) -> dict:
+    """4. prepare_dataset through datasets.map, then the length filter (max_duration_in_seconds;
+    min_duration_in_seconds 0)."""
+    rate = feature_extractor.sampling_rate
+
+    def prepare_dataset(batch):
+        audio = load_audio(batch["path"], rate)
+        batch["input_values"] = feature_extractor(audio, sampling_rate=rate).input_values[0]
+        batch["input_length"] = len(audio)
+        batch["labels"] = tokenizer(batch["target_text"]).input_ids
+        return batch
+
+    max_input_length = (cfg.data.max_duration_s or float("inf")) * rate
+    return {
+        s: d.map(prepare_dataset, remove_columns=d.column_names).filter(
+            lambda n: 0 < n < max_input_length, input_columns=["input_length"]
+        )
+        for s, d in raw.items()
+    }
+
+
+def script_metrics(tokenizer):
+    """5. The script's preprocess_logits_for_metrics and compute_metrics."""
+    import jiwer
+
+    def preprocess_logits_for_metrics(logits, labels):
+        return torch.argmax(logits, dim=-1), labels
+
+    def compute_metrics(pred):
+        pred_ids = pred.predictions[0]
+        pred.label_ids[pred.label_ids == -100] = tokenizer.pad_token_id
+        pred_str = tokenizer.batch_decode(pred_ids)
+        label_str = tokenizer.batch_decode(pred.label_ids, group_tokens=False)  # references are not grouped
+        # evaluate's "wer"/"cer" metrics are jiwer's (the script loads them from the Hub; jiwer is local)
+        return {"wer": jiwer.wer(label_str, pred_str), "cer": jiwer.cer(label_str, pred_str)}
+
+    return preprocess_logits_for_metrics, compute_metrics
+
+
+def make_trainer(cfg, out, device, model, tokenizer, feature_extractor, vectorized, log: dict, t0: float):
+    """5. The Trainer with the script's collator and metrics; a callback records the logged losses and the
+    evaluations into `log`."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                log["losses"].append([state.global_step, float(logs["loss"])])
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            metrics = metrics or {}
+            log["evals"].append(
+                {
+                    "step": state.global_step,
+                    "wer": metrics.get("eval_wer"),
+                    "cer": metrics.get("eval_cer"),
+                    "loss": metrics.get("eval_loss"),
+                    "runtime_s": metrics.get("eval_runtime", 0.0),
+                    "elapsed_s": time.time() - t0,
+                }
+            )
+
+    preprocess_logits_for_metrics, compute_metrics = script_metrics(tokenizer)
+    return Trainer(
+        model=model,
+        data_collator=DataCollatorCTCWithPadding(feature_extractor, tokenizer),
+        args=TrainingArguments(**training_arguments(cfg, out, device)),
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        train_dataset=vectorized["train"],
+        eval_dataset=vectorized["eval"],
+        processing_class=feature_extractor,
+        callbacks=[Record()],
+    )
+
+
+def train_and_evaluate(trainer, log: dict, times: dict, t0: float) -> dict:
+    """6. Trainer.train, save_model, Trainer.evaluate (the recipe's own WER); fills the train and eval times.
+
+    The script would pass a checkpoint *folder* as resume_from_checkpoint, which fails on a plain pretrained
+    folder; the cards named Hub ids and trained from the loaded weights, as here."""
+    t = time.time()
+    trainer.train()
+    trainer.save_model()
+    train_wall = time.time() - t
+    in_train_eval = sum(e["runtime_s"] for e in log["evals"])
+    t = time.time()
+    final = trainer.evaluate()
+    times["final_eval"] = time.time() - t
+    times["train"] = train_wall - in_train_eval
+    times["eval"] = in_train_eval + times["final_eval"]
+    times["total"] = time.time() - t0
+    return final
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,8 @@ with the batch already in memory.
 Providers, same weights, same batch, same precision, timed side by side in alternating order:
   fastctc           CTCModel forward under fastctc's autocast, fastctc.kernels.ctc_loss (the fused
                     Triton kernel on CUDA; its PyTorch path on CPU), backward, clip_grad_norm_(1.0),
-                    AdamW as fastctc.train.optim builds it, the linear schedule, zero_grad: what
-                    fastctc.train.steps runs, with no host sync (the loss stays on the device, the
+                    AdamW as fastctc.train.optim builds it, the linear schedule, zero_grad: the loop's
+                    own forward_backward + optimizer_step (fastctc.train.steps), with no host sync (the loss stays on the device, the
                     loop reads it once per progress line; the non-finite skip is fused AdamW's
                     found_inf, decided on the device);
   fastctc-compiled  the same with torch.compile(model) (train.compile=on; compiled in the warm-up);
@@ -29,45 +29,64 @@ from __future__ import annotations
 
 import argparse
 import json
+from types import SimpleNamespace
 
 import torch
 
-from fastctc.kernels import ctc_loss
-
-from ..config import OptimConfig
+from ..config import RunConfig
+from ..data.batching import Batch
 from ..train.optim import build_optimizer, linear_schedule
 from ..train.precision import resolve_precision
+from ..train.run import Run
+from ..train.steps import forward_backward, optimizer_step
 from .pairs import FAMILIES, SIZES, audio_batch, build_pair, targets_for, uses_attention_mask
 from .timing import add_run_args, alternate, environment, peak_memory_mb, print_goals, profile_table, setup_device
 
 GOALS = {"cpu": ("fp32", 1.3), "cuda": ("bf16", 2.0)}  # device -> (precision, speedup over trainer)
 
 
+def step_run(model, step_model, use_mask: bool, precision, device: torch.device) -> Run:
+    """A Run holding what one training step reads (the loop's defaults: AdamW as train.optim builds it,
+    the linear schedule, clip at 1.0, zero_infinity, padded CTC lengths without a mask; blank = the last
+    id, as pairs.targets_for draws targets); the data, log and state fields a step never reads are empty.
+    No GradScaler (see the module docstring)."""
+    cfg = RunConfig()
+    optimizer = build_optimizer(model, cfg.optim, device)
+    return Run(
+        cfg=cfg,
+        out_dir=None,
+        dist=None,
+        device=device,
+        precision=precision,
+        model=model,
+        step_model=step_model,
+        ddp=None,
+        compiled=step_model is not model,
+        vocab=SimpleNamespace(blank=model.config.vocab_size - 1),
+        use_mask=use_mask,
+        sampler=None,
+        loader=None,
+        eval_ds=None,
+        optimizer=optimizer,
+        schedule=linear_schedule(optimizer, warmup_steps=1000, total_steps=10**6),
+        scaler=torch.amp.GradScaler(device.type, enabled=False),
+        total_steps=10**6,
+        log=None,
+        state=None,
+        clock=None,
+    )
+
+
 def fastctc_step(model, step_model, waves, lengths, targets, target_lengths, use_mask, precision, device):
-    """One optimizer step as fastctc.train.steps takes it (grad_accum 1): forward_backward, then
-    optimizer_step."""
-    optimizer = build_optimizer(model, OptimConfig(), device)
-    schedule = linear_schedule(optimizer, warmup_steps=1000, total_steps=10**6)
-    blank = model.config.vocab_size - 1
+    """One optimizer step as the training loop takes it (grad_accum 1): train.steps' own forward_backward,
+    then its optimizer_step."""
+    run = step_run(model, step_model, use_mask, precision, device)
+    micro_batches = [Batch(waves, lengths, targets, target_lengths, texts=[""] * len(waves))]
 
     def step():
-        with precision.autocast():
-            logits, logit_lengths = step_model(waves, lengths if use_mask else None)
-        loss = ctc_loss(
-            logits, targets, logit_lengths, target_lengths, blank=blank, reduction="mean", zero_infinity=True
-        )
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        skipped = ~torch.isfinite(grad_norm)
-        if optimizer.defaults.get("fused"):  # the loop's non-finite skip, on the device
-            optimizer.found_inf = skipped.float()
-            optimizer.step()
-            del optimizer.found_inf
-        elif not skipped.item():  # host sync: only optimizers without a found_inf flag
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.step()
-        return loss.detach()  # read by the loop once per progress line, not here
+        loss_sum = forward_backward(run, micro_batches)
+        optimizer_step(run)
+        return loss_sum  # read by the loop once per progress line, not here
 
     return step
 
@@ -96,6 +115,28 @@ def trainer_step(hf, waves, mask, labels, precision, device):
     return step
 
 
+def step_inputs(native, batch: int, seconds: float, device: torch.device) -> dict:
+    """The batch both sides step on: audio, targets (fastctc's), and the attention mask and -100-padded
+    labels Trainer's collator would give (the mask only where the family's checkpoints return one)."""
+    waves, lengths = audio_batch(batch, seconds)
+    targets, target_lengths = targets_for(native, lengths)
+    waves, lengths, targets, target_lengths = (t.to(device) for t in (waves, lengths, targets, target_lengths))
+    use_mask = uses_attention_mask(native)
+    mask = (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None]).long() if use_mask else None
+    labels = targets.masked_fill(
+        torch.arange(targets.shape[1], device=device)[None, :] >= target_lengths[:, None], -100
+    )
+    return dict(
+        waves=waves,
+        lengths=lengths,
+        targets=targets,
+        target_lengths=target_lengths,
+        use_mask=use_mask,
+        mask=mask,
+        labels=labels,
+    )
+
+
 def bench_family(
     family: str,
     size: str,
@@ -112,47 +153,26 @@ def bench_family(
     precision = resolve_precision(precision_name, device)
     hf, native = build_pair(family, size)
     hf, native = hf.to(device), native.to(device)
-    waves, lengths = audio_batch(batch, seconds)
-    targets, target_lengths = targets_for(native, lengths)
-    waves, lengths, targets, target_lengths = (t.to(device) for t in (waves, lengths, targets, target_lengths))
-    use_mask = uses_attention_mask(native)
-    mask = (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None]).long() if use_mask else None
-    labels = targets.masked_fill(
-        torch.arange(targets.shape[1], device=device)[None, :] >= target_lengths[:, None], -100
-    )
+    x = step_inputs(native, batch, seconds, device)
     log(
         f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers), "
-        f"batch {batch} x {seconds:g} s, {precision.name}, attention mask {'on' if use_mask else 'off'}"
+        f"batch {batch} x {seconds:g} s, {precision.name}, attention mask {'on' if x['use_mask'] else 'off'}"
     )
 
     torch._dynamo.reset()  # a fresh dynamo cache per family (see bench.encoder: the recompile limit)
-    providers = {
-        "fastctc": fastctc_step(native, native, waves, lengths, targets, target_lengths, use_mask, precision, device)
-    }
+    ours = (x["waves"], x["lengths"], x["targets"], x["target_lengths"], x["use_mask"], precision, device)
+    providers = {"fastctc": fastctc_step(native, native, *ours)}
     if compiled:
-        providers["fastctc-compiled"] = fastctc_step(
-            native, torch.compile(native), waves, lengths, targets, target_lengths, use_mask, precision, device
-        )
-    providers["trainer"] = trainer_step(hf, waves, mask, labels, precision, device)
+        providers["fastctc-compiled"] = fastctc_step(native, torch.compile(native), *ours)
+    providers["trainer"] = trainer_step(hf, x["waves"], x["mask"], x["labels"], precision, device)
     timings = alternate(providers, repeats, warmup, device, log)
     ref = timings["trainer"]["median_ms"]
     rows = []
     for name, t in timings.items():
         peak = peak_memory_mb(providers[name], device)
         speedup = ref / t["median_ms"]
-        rows.append(
-            dict(
-                family=family,
-                size=size,
-                batch=batch,
-                seconds=seconds,
-                precision=precision.name,
-                provider=name,
-                speedup_vs_trainer=speedup,
-                peak_mb=peak,
-                **t,
-            )
-        )
+        shape = dict(family=family, size=size, batch=batch, seconds=seconds, precision=precision.name)
+        rows.append(dict(**shape, provider=name, speedup_vs_trainer=speedup, peak_mb=peak, **t))
         log(
             f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
             f"{speedup:5.2f}x trainer  peak " + (f"{peak:8.1f} MiB" if peak is not None else "n/a")
@@ -162,8 +182,7 @@ def bench_family(
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
-    cuda = torch.cuda.is_available()
+def build_parser(cuda: bool) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fastctc bench step",
         description=__doc__.split("\n")[0],
@@ -183,6 +202,30 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="time nothing: print the cost model of every card's step (fastctc bench cost) and exit",
     )
+    return ap
+
+
+def goals_met(results: list[dict], precision: str, device: torch.device) -> dict:
+    """Per fastctc provider, its worst family's speedup against the goal (none at another precision)."""
+    goal_precision, target = GOALS[device.type]
+    goals = {}
+    if precision != goal_precision:
+        return goals
+    for provider in ("fastctc", "fastctc-compiled"):
+        rows = [r for r in results if r["provider"] == provider]
+        if rows:
+            worst = min(rows, key=lambda r: r["speedup_vs_trainer"])
+            goals[f"step_{provider}_vs_trainer"] = {
+                "worst": worst["speedup_vs_trainer"],
+                "family": worst["family"],
+                "target": target,
+                "met": worst["speedup_vs_trainer"] >= target,
+            }
+    return goals
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = build_parser(torch.cuda.is_available())
     args, rest = ap.parse_known_args(argv)
     if args.model_cost:
         from . import cost
@@ -216,21 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
             device,
             args.profile,
         )
-
-    goal_precision, target = GOALS[device.type]
-    goals = {}
-    if args.precision == goal_precision:
-        for provider in ("fastctc", "fastctc-compiled"):
-            rows = [r for r in report["results"] if r["provider"] == provider]
-            if rows:
-                worst = min(rows, key=lambda r: r["speedup_vs_trainer"])
-                goals[f"step_{provider}_vs_trainer"] = {
-                    "worst": worst["speedup_vs_trainer"],
-                    "family": worst["family"],
-                    "target": target,
-                    "met": worst["speedup_vs_trainer"] >= target,
-                }
-    report["goals"] = goals
+    goal_precision = GOALS[device.type][0]
+    report["goals"] = goals = goals_met(report["results"], args.precision, device)
     print_goals(
         goals,
         f"\ngoals ({goal_precision} on {device.type}, worst family):"

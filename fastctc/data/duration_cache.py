@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from .audio import AudioInfo, probe
@@ -68,4 +69,4 @@ class DurationCache:
             tmp.replace(self.path)
             self._dirty = False
         except OSError as e:  # a read-only home must not stop training: listing is only slower next time
-            print(f"fastctc data: warning: could not write the header cache {self.path} ({e})")
+            print(f"fastctc data: warning: could not write the header cache {self.path} ({e})", file=sys.stderr)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import kernels
-from ..data.audio import check_waveform
+from ..data.audio import AudioError, check_waveform, load_audio
 from ..data.text import WORD_DELIMITER
 from ..errors import FastCTCError
 from .chunking import SAMPLE_RATE, chunked_logits, frame_samples
@@ -138,7 +139,7 @@ def align_logits(
 
 
 def align_audio(
-    lm: LoadedModel,
+    loaded: LoadedModel,
     audio: np.ndarray,
     text: str,
     device: torch.device,
@@ -149,10 +150,44 @@ def align_audio(
 ) -> Alignment:
     """16 kHz mono audio and its transcript -> Alignment (long files in chunks of chunk_s seconds).
     Raises AudioError for audio the model cannot take (non-finite samples, shorter than one frame)."""
-    encode_transcript(text, lm.vocab.tokens, name or "transcript")  # a bad transcript fails before the model runs
-    check_waveform(audio, name or "audio", lm.model.config)
-    logits = chunked_logits(lm.model, audio, device, lm.do_normalize, chunk_s, stride_s, progress=progress).to(device)
-    return align_logits(logits, text, lm.vocab.tokens, lm.blank, frame_samples(lm.model) / SAMPLE_RATE, name)
+    encode_transcript(text, loaded.vocab.tokens, name or "transcript")  # a bad transcript fails before the model runs
+    check_waveform(audio, name or "audio", loaded.model.config)
+    logits = chunked_logits(loaded.model, audio, device, loaded.do_normalize, chunk_s, stride_s, progress=progress).to(
+        device
+    )
+    return align_logits(
+        logits, text, loaded.vocab.tokens, loaded.blank, frame_samples(loaded.model) / SAMPLE_RATE, name
+    )
+
+
+def read_transcript(text_or_file: str) -> str:
+    """A transcript as the command line gives it: the text of the file of that name, else the text itself."""
+    try:
+        is_file = Path(text_or_file).is_file()
+    except OSError:  # e.g. a long transcript is no valid file name
+        is_file = False
+    return Path(text_or_file).read_text(encoding="utf-8") if is_file else text_or_file
+
+
+def align_file(loaded: LoadedModel, audio_path: str, transcript: str, device: torch.device, chunk_s: float = 30.0):
+    """`fastctc align AUDIO TRANSCRIPT`: the Alignment of one audio file to its transcript (text, or a file)."""
+    audio = load_audio(audio_path, SAMPLE_RATE)
+    return align_audio(loaded, audio, read_transcript(transcript), device, name=audio_path, chunk_s=chunk_s)
+
+
+def align_manifest(
+    loaded: LoadedModel, utterances, device: torch.device, chunk_s: float = 30.0, on_skip=None
+) -> list[tuple[str, Alignment]]:
+    """`fastctc align --manifest`: (id, Alignment) per utterance that aligns; one that does not (its audio,
+    its transcript) is passed to `on_skip(id, error)` and never stops the others."""
+    done = []
+    for u in utterances:
+        try:
+            done.append((u.id, align_audio(loaded, load_audio(u.path, SAMPLE_RATE), u.text, device, u.path, chunk_s)))
+        except (AlignmentError, AudioError, OSError, RuntimeError) as e:
+            if on_skip is not None:
+                on_skip(u.id, e)
+    return done
 
 
 def write_alignments(alignments: list[tuple[str, Alignment]], json_path, ctm_path=None) -> None:

@@ -121,7 +121,7 @@ def chunked_logits(
 
 
 def transcribe_long(
-    lm: LoadedModel,
+    loaded: LoadedModel,
     paths,
     device: torch.device,
     chunk_s: float = 30.0,
@@ -138,12 +138,14 @@ def transcribe_long(
     for p in paths:
         try:
             audio = load_audio(str(p), SAMPLE_RATE)
-            check_waveform(audio, str(p), lm.model.config)
+            check_waveform(audio, str(p), loaded.model.config)
         except AudioError as e:
             yield p, None, e
             continue
         report = None if progress is None else (lambda done, total, p=p: progress(p, done, total))
-        logits = chunked_logits(lm.model, audio, device, lm.do_normalize, chunk_s, stride_s, progress=report)[None]
+        logits = chunked_logits(loaded.model, audio, device, loaded.do_normalize, chunk_s, stride_s, progress=report)[
+            None
+        ]
         n = torch.tensor([logits.shape[1]])
-        ids = greedy_ids(logits, n, lm.blank) if decoder is None else decoder.decode(logits, n)
-        yield p, lm.vocab.decode(ids[0]), None
+        ids = greedy_ids(logits, n, loaded.blank) if decoder is None else decoder.decode(logits, n)
+        yield p, loaded.vocab.decode(ids[0]), None

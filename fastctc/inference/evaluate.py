@@ -18,15 +18,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fastctc.kernels import ctc_loss
 
-from ..config import DataConfig
+from ..config import DataConfig, RunConfig, load_config
 from ..data.batching import LengthBucketSampler, make_loader
 from ..data.phones import fold_text
 from ..data.report import DataReport
@@ -71,6 +72,7 @@ def run_split(
     """Every readable utterance of `dataset` through `exact_logits`, in length-sorted batches of
     `batch_size` (data's workers and normalisation), then greedy-decoded by `decode_vocab` or kept
     (`keep_logits`, for beam search). `loss_vocab` (the training vocabulary) adds the eval loss.
+    Utterances longer than `chunk_s` run alone, in overlapping chunks.
 
     Host syncs: one transfer per batch (its decoded ids and frame counts, or its logits), and one for
     the loss at the end."""
@@ -82,54 +84,52 @@ def run_split(
     durations = np.asarray(dataset.durations, dtype=np.float64)
     long = [int(i) for i in np.flatnonzero(durations > chunk_s)] if chunk_s > 0 else []
     short = _Subset(dataset, [i for i in range(len(dataset)) if durations[i] <= chunk_s]) if long else dataset
-    loss_sum = torch.zeros((), device=device)  # stays on the device: read once, at the end
-    scored = 0
-    if len(short):
-        sampler = LengthBucketSampler(
-            short.durations, 0, batch_size, pad_lengths=data.pad_lengths, frame=model.config.frame_stride
-        )
-        for batch in make_loader(
-            short, sampler, loss_vocab, data, pin_memory=device.type == "cuda", report=report, split="eval"
-        ):
-            waves, lengths = (t.to(device, non_blocking=True) for t in (batch.waveforms, batch.lengths))
-            with autocast():
-                logits, frames = exact_logits(model, waves, lengths)
-            if loss_vocab is not None:
-                loss = ctc_loss(
-                    logits.float(),
-                    batch.targets.to(device, non_blocking=True),
-                    frames,
-                    batch.target_lengths.to(device, non_blocking=True),
-                    blank=loss_vocab.blank,
-                    reduction="mean",
-                )
-                loss_sum += loss * len(batch.texts)
-                scored += len(batch.texts)
-            _collect(out, batch.ids, batch.texts, logits, frames, batch.lengths, decode_vocab, keep_logits, model)
+    keep = (decode_vocab, keep_logits, model)
+    loss_sum, scored = _batched_pass(out, model, short, device, batch_size, data, loss_vocab, autocast, keep)
     for i in long:  # alone, in chunks (memory bounded by the chunk)
         item = dataset[i]
         if item.audio is None:
             report.add("eval", item.reason or "unreadable", item.error)
             continue
         logits = chunked_logits(model, item.audio, device, data.do_normalize, chunk_s)[None]  # (1, T, V)
-        frames = torch.tensor([logits.shape[1]])
-        _collect(
-            out,
-            [item.id],
-            [item.text],
-            logits,
-            frames,
-            torch.tensor([len(item.audio)]),
-            decode_vocab,
-            keep_logits,
-            model,
-        )
+        frames, lengths = torch.tensor([logits.shape[1]]), torch.tensor([len(item.audio)])
+        _collect(out, [item.id], [item.text], logits, frames, lengths, *keep)
     model.train(was_training)
     out.skipped = report.skipped("eval")
     if loss_vocab is not None:
-        out.loss = float(loss_sum) / max(1, scored)
+        out.loss = float(loss_sum) / max(1, scored)  # host sync: once per pass
     out.model_s = time.perf_counter() - t0
     return out
+
+
+def _batched_pass(out: SplitOutput, model, dataset, device, batch_size, data, loss_vocab, autocast, keep):
+    """The utterances of `dataset` in length-sorted batches into `out`; (loss sum on the device, utterances
+    in it). The loss stays on the device: run_split reads it once, at the end."""
+    loss_sum = torch.zeros((), device=device)
+    scored = 0
+    if not len(dataset):
+        return loss_sum, scored
+    sampler = LengthBucketSampler(
+        dataset.durations, 0, batch_size, pad_lengths=data.pad_lengths, frame=model.config.frame_stride
+    )
+    pin = device.type == "cuda"
+    for batch in make_loader(dataset, sampler, loss_vocab, data, pin_memory=pin, report=out.report, split="eval"):
+        waves, lengths = (t.to(device, non_blocking=True) for t in (batch.waveforms, batch.lengths))
+        with autocast():
+            logits, frames = exact_logits(model, waves, lengths)
+        if loss_vocab is not None:
+            loss = ctc_loss(
+                logits.float(),
+                batch.targets.to(device, non_blocking=True),
+                frames,
+                batch.target_lengths.to(device, non_blocking=True),
+                blank=loss_vocab.blank,
+                reduction="mean",
+            )
+            loss_sum += loss * len(batch.texts)
+            scored += len(batch.texts)
+        _collect(out, batch.ids, batch.texts, logits, frames, batch.lengths, *keep)
+    return loss_sum, scored
 
 
 def _collect(out: SplitOutput, ids, texts, logits, frames, lengths, decode_vocab, keep_logits: bool, model) -> None:
@@ -226,7 +226,7 @@ def unemittable_chars(refs: list[str], tokens: list[str]) -> tuple[int, str]:
 
 
 def evaluate_loaded(
-    lm,
+    loaded,
     eval_ds,
     device: torch.device,
     data: DataConfig,
@@ -241,19 +241,19 @@ def evaluate_loaded(
     """`fastctc eval`: a loaded checkpoint (fastctc.inference.model) over `eval_ds` under the checkpoint's
     own normalisation, greedy or with `decoder` (beam search); `sweep` = (lm_weights, word_scores) picks
     the best pair first. Returns the result JSON (with "sweep" rows when swept)."""
-    vocab = phone_vocab(lm.vocab, fold)
+    vocab = phone_vocab(loaded.vocab, fold)
     report = DataReport()
     if fold is None:
-        n, example = unemittable_chars(list(eval_ds.texts), lm.vocab.tokens)
+        n, example = unemittable_chars(list(eval_ds.texts), loaded.vocab.tokens)
         if n:
             report.add("eval", "unknown_chars", f"references hold {example!r}, which the model cannot output", n=n)
     split = run_split(
-        lm.model,
+        loaded.model,
         eval_ds,
         device,
         vocab,
         batch_size=batch_size,
-        data=dataclasses.replace(data, do_normalize=lm.do_normalize),
+        data=dataclasses.replace(data, do_normalize=loaded.do_normalize),
         keep_logits=decoder is not None,
         chunk_s=chunk_s,
         report=report,
@@ -268,24 +268,82 @@ def evaluate_loaded(
     else:
         hyps, decode_s = decode_logits(split.logits, vocab, decoder)
     result.update(score(split.refs, hyps, fold))
-    result.update(
+    result.update(_speed_and_decoder(split, decoder, decode_s))
+    if report_dir is not None:
+        write_scored_report(report_dir, split.ids, split.refs, hyps, fold)
+        result["report"] = str(report_dir)
+    result["data"] = report.summary("eval")
+    return result
+
+
+def _speed_and_decoder(split: SplitOutput, decoder, decode_s: float) -> dict:
+    """The result's timing fields, and the beam search's settings when there was one."""
+    seconds = split.model_s + decode_s
+    fields = dict(
         decoder="greedy" if decoder is None else "beam",
         audio_s=split.audio_s,
         model_s=split.model_s,
         decode_s=decode_s,
-        seconds=split.model_s + decode_s,
-        audio_s_per_s=split.audio_s / (split.model_s + decode_s) if split.model_s + decode_s > 0 else None,
+        seconds=seconds,
+        audio_s_per_s=split.audio_s / seconds if seconds > 0 else None,
     )
     if decoder is not None:
-        result.update(
+        fields.update(
             beam=decoder.options.beam,
             lm=str(decoder.lm_path) if decoder.lm_path else None,
             lm_weight=decoder.options.lm_weight,
             word_score=decoder.options.word_score,
             decode_audio_s_per_s=split.audio_s / decode_s if decode_s > 0 else None,
         )
-    if report_dir is not None:
-        write_scored_report(report_dir, split.ids, split.refs, hyps, fold)
-        result["report"] = str(report_dir)
-    result["data"] = report.summary("eval")
-    return result
+    return fields
+
+
+def eval_config(data: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """The config `fastctc eval --data` names: a TOML config (its [data] section is read), or a .jsonl/.tsv
+    manifest, which is the eval split of a manifest corpus."""
+    data = Path(data)
+    if data.suffix in (".jsonl", ".tsv"):
+        return load_config(None, [*overrides, "data.corpus=manifest", f"data.eval={data}"])
+    return load_config(data, overrides)
+
+
+def evaluate_model(
+    model_path: str | Path,
+    cfg: RunConfig,
+    device: str = "auto",
+    *,
+    batch_size: int = 8,
+    lm: str | Path | None = None,
+    lexicon: str | Path | None = None,
+    beam: int | None = None,
+    beam_options=None,
+    sweep: tuple | None = None,
+    report_dir=None,
+    chunk_s: float = 30.0,
+) -> tuple[Path, dict]:
+    """`fastctc eval`: the model at `model_path` (a run directory or a checkpoint) on cfg's eval split,
+    greedy or with beam search (`lm`, `lexicon`, `beam`, `beam_options`: inference.lm.decoder_for), `sweep`
+    as evaluate_loaded's. A bad LM fails before the data is read. Returns (the model's directory, result)."""
+    from ..data.corpora import build_datasets
+    from ..data.phones import score_fold
+    from ..device import device_for
+    from .lm import decoder_for
+    from .model import load_model
+
+    torch_device = device_for(device)
+    loaded = load_model(model_path, torch_device)
+    decoder = decoder_for(loaded, lm, lexicon, beam, beam_options, search=sweep is not None)
+    _, eval_ds, _ = build_datasets(cfg.data, cfg.train.seed, splits=("eval",))
+    result = evaluate_loaded(
+        loaded,
+        eval_ds,
+        torch_device,
+        cfg.data,
+        batch_size=batch_size,
+        fold=score_fold(cfg.data),
+        decoder=decoder,
+        sweep=sweep,
+        report_dir=report_dir,
+        chunk_s=chunk_s,
+    )
+    return loaded.path, result

@@ -17,6 +17,7 @@ Without an LM the decoder is lexicon-free (any character sequence) with a zero L
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -233,3 +234,22 @@ class BeamDecoder:
     def decode(self, logits: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         """Raw logits (B, T, V) from the model -> label ids per row."""
         return self.decode_log_probs(logits.float().log_softmax(-1), lengths)
+
+
+def decoder_for(
+    loaded,
+    lm: str | Path | None = None,
+    lexicon: str | Path | None = None,
+    beam: int | None = None,
+    options: BeamOptions | None = None,
+    search: bool = False,
+) -> BeamDecoder | None:
+    """The decoder of `transcribe`/`eval` for a loaded acoustic model (fastctc.inference.model): beam search
+    when a word LM (`lm`), a `beam` width or a `search` over LM weights is asked for (`beam` defaults to 50),
+    else None, greedy decoding. A bad LM or lexicon fails here, before any audio is read."""
+    if lm is None and beam is None and not search:
+        return None
+    options = dataclasses.replace(options or BeamOptions(), beam=beam or 50)
+    return BeamDecoder(
+        loaded.vocab.tokens, loaded.blank, lm=lm, lexicon=lexicon, options=options, skip=loaded.vocab.specials
+    )

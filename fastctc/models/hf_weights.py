@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, MissingHeadError
 from ..vocab import DecoderVocab
 from .config import EncoderConfig, config_from_hf
 from .ctc_model import CTCModel
@@ -204,7 +204,7 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
 
     head_missing = [k for k in ("lm_head.weight", "lm_head.bias") if k not in loaded]
     if head_missing and "vocab_size" not in changes:
-        raise ValueError(f"{path} has no CTC head (lm_head); pass vocab_size to create a fresh one")
+        raise MissingHeadError(f"{path} has no CTC head (lm_head); pass vocab_size to create a fresh one")
     if len(head_missing) == 1:
         raise KeyError(f"{path}: the CTC head is incomplete, missing {head_missing}")
     model.load_state_dict(loaded, strict=False)

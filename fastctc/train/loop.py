@@ -304,6 +304,7 @@ def finish(run: Run, window: Window) -> dict:
             compile_s=clock.compile_s,
             eval_s=clock.eval_s,
             total_s=clock.elapsed(),
+            cuda_peak_bytes=torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None,
         )
     run.log.close()
     shutdown(run.dist)
