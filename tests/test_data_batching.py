@@ -152,7 +152,7 @@ def test_loader_skips_files_broken_after_listing_and_counts_them(tmp_path, capsy
     assert report.counts["train"]["unreadable"] == 2  # once per epoch
     err = capsys.readouterr()
     assert (err.err + err.out).count("warning: train: unreadable audio") == 1
-    assert "train epoch 1: 8 utterances, 1 failed to load" in err.out
+    assert "train epoch 1: 8 utterances, 1 failed to load" in err.err
 
 
 def test_a_file_that_first_fails_in_a_later_epoch_is_named(tmp_path, capsys):

@@ -38,6 +38,7 @@ steps run from long to short inside each megabatch.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -377,6 +378,7 @@ class BatchLoader:
             print(
                 f"fastctc data: {self.split} epoch {self.sampler.epoch}: {seen} utterances, {failed} failed to load, "
                 f"{unknown} characters mapped to [UNK]; all so far: {self.report.summary(self.split)}",
+                file=sys.stderr,  # every data message goes to stderr (the listing's summary and warnings too)
                 flush=True,
             )
 
