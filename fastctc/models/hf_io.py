@@ -25,6 +25,7 @@ from ..errors import CheckpointError
 from ..vocab import DecoderVocab
 from .config import EncoderConfig, config_from_hf, config_to_hf
 from .ctc_model import CTCModel
+from .tokenizer_config import is_phoneme_tokenizer, tokenizer_config
 
 # Checkpoint key (prefix stripped) -> native parameter; `{}` is the layer index; None = dropped on
 # purpose (pretraining-only parts that CTC fine-tuning discards). Where two checkpoint spellings map to
@@ -134,12 +135,15 @@ def _open_safetensors(file: Path):
         raise CheckpointError(f"{file}: damaged or not a safetensors file ({e}); download or copy it again") from None
 
 
-def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> CTCModel:
+def load_pretrained(
+    path, vocab_size: int | None = None, overrides: dict | None = None, fresh_head: bool = False
+) -> CTCModel:
     """A CTCModel (eval mode, float32) from a Transformers checkpoint directory.
 
     vocab_size: size of the CTC head; a checkpoint without a head (pretraining) gets a fresh one of this
     size, initialised as transformers does (normal(0, initializer_range), zero bias). overrides: EncoderConfig
     fields to replace after reading config.json (the fine-tuning recipe's dropouts and SpecAugment).
+    fresh_head: ignore the checkpoint's CTC head (it does not fit the new vocabulary) and make a fresh one.
     Any checkpoint key not in WEIGHT_MAP, any parameter left unfilled, or a shape mismatch raises.
     """
     path = Path(path)
@@ -164,8 +168,8 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
                 if not known or (target is not None and target not in params):
                     unknown.append(key)
                     continue
-                if target is None:
-                    continue  # dropped on purpose (see WEIGHT_MAP)
+                if target is None or (fresh_head and target.startswith("lm_head.")):
+                    continue  # dropped on purpose (see WEIGHT_MAP), or a head replaced by a fresh one
                 if target in loaded:
                     raise ValueError(f"{file}: {key} and {sources[target]} both map to {target}")
                 tensor = f.get_tensor(key)
@@ -297,8 +301,10 @@ def read_vocab(path, blank: int | None = None) -> DecoderVocab | None:
             f"{path}: cannot tell the CTC blank: config.json has no pad_token_id and the "
             "tokenizer no pad token ([PAD]/<pad>)"
         )
-    names = {*_NON_TEXT, *(_token_name(tok.get(k)) for k in ("bos_token", "eos_token", "unk_token"))}
-    return DecoderVocab(tokens, int(blank), frozenset(ids[t] for t in names if t in ids))
+    phones = is_phoneme_tokenizer(tok)  # whose decode also drops its word delimiter, if it has one
+    keys = ("bos_token", "eos_token", "unk_token", *(("word_delimiter_token",) if phones else ()))
+    names = {*_NON_TEXT, *(_token_name(tok.get(k)) for k in keys)}
+    return DecoderVocab(tokens, int(blank), frozenset(ids[t] for t in names if t in ids), phones=phones)
 
 
 def read_encoder_config(path) -> EncoderConfig:
@@ -315,10 +321,27 @@ def read_encoder_config(path) -> EncoderConfig:
         raise CheckpointError(str(e)) from None
 
 
-def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> Pretrained:
+def head_width(path) -> int | None:
+    """Outputs of the checkpoint's CTC head (rows of lm_head.weight), None without one; reads file headers only."""
+    path = Path(path)
+    try:
+        files = _checkpoint_files(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
+    for file in files:
+        with _open_safetensors(file) as f:
+            if "lm_head.weight" in f.keys():
+                return f.get_slice("lm_head.weight").get_shape()[0]
+    return None
+
+
+def read_pretrained(
+    path, vocab_size: int | None = None, overrides: dict | None = None, fresh_head: bool = False
+) -> Pretrained:
     """A Transformers-format CTC checkpoint directory read whole, as save_pretrained writes it.
 
-    vocab_size, overrides: as for load_pretrained (a new CTC head; the fine-tuning recipe's knobs).
+    vocab_size, overrides, fresh_head: as for load_pretrained (the CTC head's size; the fine-tuning recipe's
+    knobs; a fresh head in place of the checkpoint's).
     With the checkpoint's own head (vocab_size None), its vocabulary must be the head's width; with
     vocab_size (a training run brings its own vocabulary) the tokenizer is not read and vocab is None.
     The checkpoint's own conventions apply: do_normalize from preprocessor_config.json (default true),
@@ -336,7 +359,7 @@ def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     preprocessing = read_preprocessing(path)
     vocab = read_vocab(path, pad_token_id) if vocab_size is None else None
     try:
-        model = load_pretrained(path, vocab_size=vocab_size, overrides=overrides)
+        model = load_pretrained(path, vocab_size=vocab_size, overrides=overrides, fresh_head=fresh_head)
     except (KeyError, ValueError, OSError, SafetensorError) as e:
         raise CheckpointError(e.args[0] if e.args else str(e)) from e
     if vocab is not None and len(vocab) != model.config.vocab_size:
@@ -371,14 +394,20 @@ def _hf_key(native: str) -> str:
 
 
 def save_pretrained(
-    model: CTCModel, directory, vocab, do_normalize: bool = True, return_attention_mask: bool | None = None
+    model: CTCModel,
+    directory,
+    vocab,
+    do_normalize: bool = True,
+    return_attention_mask: bool | None = None,
+    phones: bool = False,
 ) -> None:
     """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
     preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
 
     vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
     per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
-    is fed an attention mask (default: default_attention_mask).
+    is fed an attention mask (default: default_attention_mask); phones: each token is a phone, and the
+    tokenizer written is transformers' phoneme tokenizer, which decodes to space-separated phones.
     """
     cfg: EncoderConfig = model.config
     token_to_id = dict(vocab) if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
@@ -403,16 +432,7 @@ def save_pretrained(
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
     (directory / "vocab.json").write_text(json.dumps(token_to_id, indent=2, ensure_ascii=False) + "\n")
-    tokenizer = {
-        "tokenizer_class": "Wav2Vec2CTCTokenizer",
-        "processor_class": "Wav2Vec2Processor",
-        "unk_token": "[UNK]",
-        "pad_token": "[PAD]",
-        "word_delimiter_token": "|",
-        "bos_token": "<s>" if "<s>" in token_to_id else None,  # the recipe's head has them (model.bos_eos_tokens)
-        "eos_token": "</s>" if "</s>" in token_to_id else None,
-        "do_lower_case": False,
-    }
+    tokenizer = tokenizer_config(token_to_id, phones)
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2) + "\n")
     preprocessor = {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
