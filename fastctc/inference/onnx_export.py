@@ -175,7 +175,7 @@ def trace_to_onnx(model: CTCModel, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's (see the module doc)
         torch.onnx.export(
-            _ExactForward(model).eval(),  # a new module is in training mode: SpecAugment and LayerDrop would be traced
+            _ExactForward(model).eval(),  # the exporter restores this mode recursively: it must be eval
             example,
             str(path),
             dynamo=False,
