@@ -22,6 +22,7 @@ examples:
       multi-GPU training; train.batch_size is per GPU
   fastctc transcribe runs/try a.wav b.flac
   fastctc eval runs/try --data configs/demo.toml
+  fastctc export runs/try --onnx try.onnx
 """
 
 
@@ -303,6 +304,22 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .inference.model import load_model
+    from .inference.onnx_export import export_onnx, require_onnx
+
+    require_onnx()  # before the model loads: a missing package costs nothing
+    done = export_onnx(load_model(args.model, torch.device("cpu")), args.onnx)
+    print(
+        f"fastctc export: {done.path} ({done.bytes / 2**20:.1f} MiB); onnxruntime vs fastctc on {len(done.check_rows)} "
+        f"padded rows of {'/'.join(map(str, done.check_rows))} samples: max |logit difference| {done.max_abs_diff:.2g} "
+        f"({done.rel_diff:.2g} of the largest logit)"
+    )
+    return 0
+
+
 def _cmd_parity(args: argparse.Namespace) -> int:
     import json
 
@@ -353,6 +370,17 @@ def _add_tool_commands(sub) -> None:
     p.add_argument("in_dir", help="checkpoint directory with pytorch_model.bin (or its sharded index)")
     p.add_argument("out_dir", help="directory to write model.safetensors and copies of the other files")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "export",
+        help="export a finished model to ONNX (dynamic batch and length, checked by onnxruntime)",
+        description="Write MODEL as an ONNX graph: input_values (B, N) and input_lengths (B,) -> logits (B, T, V) "
+        "and logit_lengths (B,), with the normalisation, attention-mask convention and vocabulary in its "
+        "metadata. Needs fastctc[onnx].",
+    )
+    p.add_argument("model", help="run directory (its best/ or model/) or Transformers-format CTC checkpoint directory")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "parity", help="compare the native model with transformers on a checkpoint (logits, gradients, time)"

@@ -99,9 +99,13 @@ class DecoderVocab:
     tokens: list[str]  # in id order
     blank: int
     specials: frozenset[int]
+    phones: bool = False  # each token is one phone (Wav2Vec2PhonemeCTCTokenizer): decoded joined by spaces
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def decode(self, ids: Iterable[int]) -> str:
-        return ids_to_text(self.tokens, ids, self.specials | {self.blank})
+        skip = self.specials | {self.blank}
+        if self.phones:  # as Wav2Vec2PhonemeCTCTokenizer decodes: its phone delimiter is a space
+            return " ".join(self.tokens[i] for i in ids if i not in skip)
+        return ids_to_text(self.tokens, ids, skip)

@@ -148,6 +148,21 @@ def test_bench_ctc_without_a_gpu_reports_the_bytes_model(capsys):
     assert "correctness" in report
 
 
+def test_bench_onnx_smallest(capsys):
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
+    argv = ["bench", "onnx", "--size", "tiny", "--batch", "2", "--seconds", "0.2", "--repeats", "2", "--warmup", "0"]
+    assert main(argv) == 0
+    report = _last_json(capsys)
+    assert report["bench"] == "onnx" and report["onnxruntime"] and report["size"] == "tiny"
+    rows = report["results"]
+    assert [r["provider"] for r in rows] == ["onnxruntime", "fastctc", "transformers"]
+    for r in rows:
+        _timed(r)
+        assert r["audio_s_per_s"] > 0 and r["speedup_vs_transformers"] > 0
+    assert rows[0]["max_abs_diff_vs_fastctc"] <= 1e-4  # the graph timed is the model timed
+
+
 def test_bench_rejects_an_unknown_name(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "nope"])

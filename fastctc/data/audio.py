@@ -118,8 +118,11 @@ def check_waveform(audio: np.ndarray, name: str, encoder: EncoderConfig) -> None
         )
 
 
+NORMALISE_EPS = 1e-7  # Wav2Vec2FeatureExtractor's since transformers 4.11 (PR #13512 moved it from 1e-5)
+
+
 def normalise_audio(x: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance per utterance: (x - mean) / sqrt(var + 1e-7), as Wav2Vec2FeatureExtractor
-    since transformers 4.11 (PR #13512 moved the epsilon from 1e-5), the versions the cards ran."""
+    """Zero mean, unit variance per utterance: (x - mean) / sqrt(var + NORMALISE_EPS), as
+    Wav2Vec2FeatureExtractor in the versions the cards ran."""
     x = x.astype(np.float32, copy=False)
-    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+    return (x - x.mean()) / np.sqrt(x.var() + NORMALISE_EPS)

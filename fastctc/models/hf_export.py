@@ -49,13 +49,15 @@ def save_pretrained(
     vocab: Sequence[str] | Mapping[str, int],
     do_normalize: bool = True,
     return_attention_mask: bool | None = None,
+    phones: bool = False,
 ) -> None:
     """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
     preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
 
     vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
     per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
-    is fed an attention mask (default: default_attention_mask).
+    is fed an attention mask (default: default_attention_mask); phones: each token is a phone, and the
+    tokenizer written is transformers' phoneme tokenizer, which decodes to space-separated phones.
     """
     cfg: EncoderConfig = model.config
     tokens = _tokens(vocab)
@@ -68,6 +70,6 @@ def save_pretrained(
     hf_config["pad_token_id"] = tokens.index(PAD) if PAD in tokens else cfg.pad_token_id  # the CTC blank
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     _write_weights(model, directory / "model.safetensors")
-    write_tokenizer(directory, tokens)
+    write_tokenizer(directory, tokens, phones)
     mask = default_attention_mask(cfg) if return_attention_mask is None else return_attention_mask
     write_preprocessor_config(directory, do_normalize, mask)

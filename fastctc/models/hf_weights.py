@@ -147,7 +147,9 @@ def _open_safetensors(file: Path):
         raise CheckpointError(f"{file}: damaged or not a safetensors file ({e}); download or copy it again") from None
 
 
-def _read_weights(path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _read_weights(
+    path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor], fresh_head: bool = False
+) -> dict[str, torch.Tensor]:
     """Every checkpoint tensor under its native name, in the model's dtype. A key with no place in the
     model, two keys for one parameter, a shape mismatch or a parameter left unfilled (but _FRESH) raise."""
     loaded: dict[str, torch.Tensor] = {}
@@ -160,7 +162,7 @@ def _read_weights(path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor
                 if not known or (target is not None and target not in params):
                     unknown.append(key)
                     continue
-                if target is None:
+                if target is None or (fresh_head and target.startswith("lm_head.")):
                     continue  # dropped on purpose (see WEIGHT_MAP)
                 if target in loaded:
                     raise ValueError(f"{file}: {key} and {sources[target]} both map to {target}")
@@ -183,12 +185,15 @@ def _read_weights(path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor
     return loaded
 
 
-def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> CTCModel:
+def load_pretrained(
+    path, vocab_size: int | None = None, overrides: dict | None = None, fresh_head: bool = False
+) -> CTCModel:
     """A CTCModel (eval mode, float32) from a Transformers checkpoint directory.
 
     vocab_size: size of the CTC head; a checkpoint without a head (pretraining) gets a fresh one of this
     size, initialised as transformers does (normal(0, initializer_range), zero bias). overrides: EncoderConfig
     fields to replace after reading config.json (the fine-tuning recipe's dropouts and SpecAugment).
+    fresh_head: ignore the checkpoint's CTC head (it does not fit the new vocabulary) and make a fresh one.
     Any checkpoint key not in WEIGHT_MAP, any parameter left unfilled, or a shape mismatch raises.
     """
     path = Path(path)
@@ -200,7 +205,7 @@ def load_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     if vocab_size is not None:
         changes["vocab_size"] = vocab_size
     model = CTCModel(dataclasses.replace(cfg, **changes))
-    loaded = _read_weights(path, model.config, model.state_dict())
+    loaded = _read_weights(path, model.config, model.state_dict(), fresh_head)
 
     head_missing = [k for k in ("lm_head.weight", "lm_head.bias") if k not in loaded]
     if head_missing and "vocab_size" not in changes:
@@ -248,10 +253,27 @@ class Pretrained:
     path: Path
 
 
-def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None = None) -> Pretrained:
+def head_width(path) -> int | None:
+    """Outputs of the checkpoint's CTC head (rows of lm_head.weight), None without one; reads file headers only."""
+    path = Path(path)
+    try:
+        files = _checkpoint_files(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
+    for file in files:
+        with _open_safetensors(file) as f:
+            if "lm_head.weight" in f.keys():
+                return f.get_slice("lm_head.weight").get_shape()[0]
+    return None
+
+
+def read_pretrained(
+    path, vocab_size: int | None = None, overrides: dict | None = None, fresh_head: bool = False
+) -> Pretrained:
     """A Transformers-format CTC checkpoint directory read whole, as save_pretrained writes it.
 
-    vocab_size, overrides: as for load_pretrained (a new CTC head; the fine-tuning recipe's knobs).
+    vocab_size, overrides, fresh_head: as for load_pretrained (the CTC head's size; the fine-tuning recipe's
+    knobs; a fresh head in place of the checkpoint's).
     With the checkpoint's own head (vocab_size None), its vocabulary must be the head's width; with
     vocab_size (a training run brings its own vocabulary) the tokenizer is not read and vocab is None.
     The checkpoint's own conventions apply: do_normalize from preprocessor_config.json (default true),
@@ -269,7 +291,7 @@ def read_pretrained(path, vocab_size: int | None = None, overrides: dict | None 
     preprocessing = read_preprocessing(path)
     vocab = read_vocab(path, pad_token_id) if vocab_size is None else None
     try:
-        model = load_pretrained(path, vocab_size=vocab_size, overrides=overrides)
+        model = load_pretrained(path, vocab_size=vocab_size, overrides=overrides, fresh_head=fresh_head)
     except (KeyError, ValueError, OSError, SafetensorError) as e:
         raise CheckpointError(e.args[0] if e.args else str(e)) from e
     if vocab is not None and len(vocab) != model.config.vocab_size:

@@ -189,7 +189,12 @@ def export(run: Run, directory: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     with writing(run, f"{directory.name}/", tmp):
         save_pretrained(
-            run.model, tmp, run.vocab.tokens, do_normalize=run.cfg.data.do_normalize, return_attention_mask=run.use_mask
+            run.model,
+            tmp,
+            run.vocab.tokens,
+            do_normalize=run.cfg.data.do_normalize,
+            return_attention_mask=run.use_mask,
+            phones=run.cfg.data.targets == "phones",  # transformers' phoneme tokenizer: spaced phones
         )
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)

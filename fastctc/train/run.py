@@ -25,7 +25,7 @@ from ..models import CTCModel, EncoderConfig, default_attention_mask, read_pretr
 from ..models.config import FINE_TUNING_FIELDS
 from ..models.feature_encoder import frame_count
 from ..models.hf_tokenizer import Preprocessing, read_preprocessing, read_vocab
-from ..models.hf_weights import read_encoder_config
+from ..models.hf_weights import head_width, read_encoder_config
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, init_distributed
 from .optim import build_optimizer, linear_schedule
@@ -120,14 +120,38 @@ def resolve_model(cfg: RunConfig, say) -> tuple[RunConfig, EncoderConfig, Prepro
     return cfg, encoder, pre
 
 
-def build_model(cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab) -> CTCModel:
+def head_misfit(checkpoint: str, vocab: CharVocab | PhoneVocab) -> str | None:
+    """Why the checkpoint's CTC head cannot serve `vocab` (another width, or its ids name other tokens);
+    None when it fits or there is none (a pretraining checkpoint)."""
+    width = head_width(checkpoint)
+    if width is None:
+        return None
+    if width != len(vocab):
+        return f"its CTC head has {width} outputs, the run's vocabulary {len(vocab)} tokens"
+    try:
+        theirs = read_vocab(checkpoint)
+    except ValueError:  # a tokenizer we cannot read: only the width can tell, and it matches
+        return None
+    if theirs is not None and theirs.tokens != list(vocab.tokens):
+        return f"its CTC head's {width} outputs are other tokens than the run's vocabulary"
+    return None
+
+
+def build_model(cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab | PhoneVocab, say=print) -> CTCModel:
     """The checkpoint's weights (a fresh CTC head unless its own fits `vocab`), or a from-scratch encoder."""
-    if cfg.model.checkpoint:
-        tuned = {k: getattr(encoder, k) for k in FINE_TUNING_FIELDS}
-        return read_pretrained(
-            cfg.model.checkpoint, vocab_size=len(vocab), overrides={**tuned, "pad_token_id": vocab.blank}
-        ).model
-    return CTCModel(dataclasses.replace(encoder, vocab_size=len(vocab), pad_token_id=vocab.blank))
+    checkpoint = cfg.model.checkpoint
+    if not checkpoint:
+        return CTCModel(dataclasses.replace(encoder, vocab_size=len(vocab), pad_token_id=vocab.blank))
+    misfit = head_misfit(checkpoint, vocab)
+    if misfit is not None:
+        say(f"fastctc: starting a fresh CTC head: {misfit} ({checkpoint})")
+    tuned = {k: getattr(encoder, k) for k in FINE_TUNING_FIELDS}
+    return read_pretrained(
+        checkpoint,
+        vocab_size=len(vocab),
+        overrides={**tuned, "pad_token_id": vocab.blank},
+        fresh_head=misfit is not None,
+    ).model
 
 
 def uses_attention_mask(cfg: RunConfig, encoder: EncoderConfig, pre: Preprocessing) -> bool:
@@ -156,9 +180,14 @@ def run_vocabulary(cfg: RunConfig, texts: list[str], say) -> CharVocab:
 
 
 def prepare_model(
-    cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab, device: torch.device, dist: DistInfo
+    cfg: RunConfig,
+    encoder: EncoderConfig,
+    vocab: CharVocab | PhoneVocab,
+    device: torch.device,
+    dist: DistInfo,
+    say=print,
 ) -> CTCModel:
-    model = build_model(cfg, encoder, vocab).to(device)
+    model = build_model(cfg, encoder, vocab, say).to(device)
     if dist.enabled:  # same initial weights everywhere; then each rank draws its own dropout and masks
         torch.manual_seed(cfg.train.seed + dist.rank)
     if cfg.model.freeze_feature_encoder:
@@ -215,7 +244,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder), verbose=dist.is_main
     )
     vocab = run_vocabulary(cfg, train_ds.texts + eval_ds.texts, say)  # train + eval, as the recipe
-    model = prepare_model(cfg, encoder, vocab, device, dist)
+    model = prepare_model(cfg, encoder, vocab, device, dist, say)
     use_mask = uses_attention_mask(cfg, encoder, preprocessing)
     say(
         f"fastctc: {len(train_ds)} train ({sum(train_ds.durations) / 3600:.2f} h) / {len(eval_ds)} eval utterances, "
