@@ -279,6 +279,8 @@ class Augmenter:
         if speed is not None:
             a, b, weight, pad = speed
             lengths = speed_length(lengths, a, b)
+            if self.device.type == "cuda":  # a copy from pageable memory would wait for the device
+                lengths = lengths.pin_memory()
             waves = resample_speed(waves, a, b, weight, pad)  # (B, round(N b / a))
             padded = -(-waves.shape[1] // self.frame) * self.frame
             waves = F.pad(waves, (0, padded - waves.shape[1]))
