@@ -246,7 +246,7 @@ class Augmenter:
         if self.noise is not None:
             samples = self.noise[0].numel()
             parts.append(
-                f"{len(self.noise[1])} noise files ({samples / self.sample_rate / 60:.1f} min, {samples * 4 / 2**20:.0f} MiB "
+                f"{len(self.noise[1])} noise files ({samples / self.sample_rate:.1f} s, {samples * 4 / 2**20:.1f} MiB "
                 f"on the device; p={self.cfg.noise_prob:g}, SNR {self.cfg.snr_db[0]:g}-{self.cfg.snr_db[1]:g} dB)"
             )
         return "augmentation: " + ", ".join(parts)
