@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -179,14 +180,48 @@ class TrainConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """On-device waveform augmentation of the training split (fastctc/data/augment.py); every probability
+    0 = off, the cards' recipe. Applied in this order: speed, reverberation, noise; then each utterance is
+    normalised again when data.do_normalize."""
+
+    # speed perturbation: with probability speed_prob a batch is resampled by one factor drawn uniformly
+    # from speed_factors (one speed per batch, as SpeechBrain's SpeedPerturb); > 1 is faster (shorter).
+    # Each factor is a ratio of integers up to 100 (0.9 = 9/10), resampled by a windowed-sinc filter
+    speed_prob: float = 0.0
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    # reverberation: each utterance, with probability rir_prob, convolved with a room impulse response
+    # drawn from the audio files under rir_dir (each cropped to rir_max_s from its direct path, unit energy)
+    rir_prob: float = 0.0
+    rir_dir: str = ""
+    rir_max_s: float = 1.0
+    # additive noise: each utterance, with probability noise_prob, mixed with a random stretch of a file
+    # drawn from noise_dir (looped when shorter) at an SNR drawn uniformly from snr_db = [low, high] dB
+    noise_prob: float = 0.0
+    noise_dir: str = ""
+    snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
+
+    @property
+    def enabled(self) -> bool:
+        return self.speed_prob > 0 or self.rir_prob > 0 or self.noise_prob > 0
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-_SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+_SECTION_CLASSES = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "augment": AugmentConfig,
+}
 _HINTS = {section: typing.get_type_hints(cls) for section, cls in _SECTION_CLASSES.items()}
 _ENCODER_KEY_HINTS = typing.get_type_hints(EncoderKeys)
 
@@ -256,6 +291,40 @@ def _parse_override_value(raw: str) -> object:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def speed_ratio(factor: float) -> tuple[int, int]:
+    """(a, b) with factor == a / b in lowest terms, b <= 100 (the resampler's phases); ValueError otherwise."""
+    ratio = Fraction(factor).limit_denominator(100)
+    if not math.isclose(ratio, factor, rel_tol=0, abs_tol=1e-9):
+        raise ValueError(f"{factor} is not a ratio of integers up to 100")
+    return ratio.numerator, ratio.denominator
+
+
+def _validate_augment(a: AugmentConfig, need) -> None:
+    for key in ("speed_prob", "rir_prob", "noise_prob"):
+        need(0.0 <= getattr(a, key) <= 1.0, f"augment.{key}", f"must be in [0, 1] (0 = off), got {getattr(a, key)}")
+    need(bool(a.speed_factors), "augment.speed_factors", "must list at least one factor, e.g. [0.9, 1.0, 1.1]")
+    for i, f in enumerate(a.speed_factors):
+        need(0.5 <= f <= 2.0, f"augment.speed_factors[{i}]", f"must be in [0.5, 2] (1.1 = 10% faster), got {f}")
+        try:
+            speed_ratio(f)
+        except ValueError as e:
+            need(False, f"augment.speed_factors[{i}]", f"{e}; use one such as 0.9, 0.95, 1.05 or 1.1")
+    for key, prob in (("rir_dir", a.rir_prob), ("noise_dir", a.noise_prob)):
+        folder = getattr(a, key)
+        need(
+            prob == 0 or bool(folder),
+            f"augment.{key}",
+            f"augment.{key.split('_')[0]}_prob={prob} needs a folder of audio files, e.g. --set augment.{key}=/data/{key[:-4]}",
+        )
+        need(not folder or Path(folder).is_dir(), f"augment.{key}", f"{folder!r} is not a directory")
+    need(a.rir_max_s > 0, "augment.rir_max_s", f"must be > 0 seconds, got {a.rir_max_s}")
+    need(
+        len(a.snr_db) == 2 and a.snr_db[0] <= a.snr_db[1],
+        "augment.snr_db",
+        f"must be [low, high] in dB with low <= high, got {a.snr_db}",
+    )
 
 
 def _need(ok: bool, key: str, what: str) -> None:
@@ -387,6 +456,7 @@ def _validate(cfg: RunConfig) -> None:
     _check_corpus(cfg.data, cfg.model)
     _check_loading(cfg.data)
     _check_optim_and_train(cfg.optim, cfg.train)
+    _validate_augment(cfg.augment, _need)
 
 
 def _apply(cfg: RunConfig, section: str, key: str, value: object, where: str) -> None:

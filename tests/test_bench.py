@@ -140,6 +140,17 @@ def test_bench_data_smallest(capsys):
     assert set(report["goals"]) == {"padding_vs_group_by_length_at_32", "loader_realtime_per_core"}
 
 
+def test_bench_augment_smallest(capsys):
+    args = ["bench", "augment", "--size", "tiny", "--batch", "2", "--seconds", "0.3", "--repeats", "2", "--warmup", "0"]
+    assert main(args) == 0
+    report = _last_json(capsys)
+    assert report["bench"] == "augment" and report["size"] == "tiny"
+    assert [r["provider"] for r in report["results"]] == ["step", "speed", "reverb", "noise", "all"]
+    for r in report["results"]:
+        _timed(r)
+        assert r["share_of_step"] > 0
+
+
 def test_bench_ctc_without_a_gpu_reports_the_bytes_model(capsys):
     assert main(["bench", "ctc", "--cards", "timit", "--dtype", "float32"]) == 0
     report = _last_json(capsys)

@@ -34,7 +34,7 @@ import torch._dynamo
 from fastctc.kernels import ctc_loss
 from torch._dynamo.utils import counters
 
-from fastctc.data.batching import LengthBucketSampler
+from fastctc.data.batching import Batch, LengthBucketSampler
 from fastctc.devtools.host_syncs import HostSyncChecker
 from fastctc.models import CTCModel, EncoderConfig
 
@@ -109,16 +109,20 @@ def step_fn(model):
     return step
 
 
-def epoch_compiles(pad_lengths: int, dynamic, backend: str, backward: bool) -> dict:
-    """Compile the step, run one epoch through it, return dynamo's counts."""
+def epoch_compiles(pad_lengths: int, dynamic, backend: str, backward: bool, augment=None, n: int = 4620) -> dict:
+    """Compile the step, run one epoch of `n` utterances through it, return dynamo's counts. `augment`: an
+    Augmenter run eagerly on each batch before the compiled step, as the training step runs it."""
     model = tiny_model()
-    sampler = make_sampler(4620, 32, pad_lengths)
+    sampler = make_sampler(n, 32, pad_lengths)
     torch._dynamo.reset()
     counters.clear()
     compiled = torch.compile(step_fn(model), backend=backend, dynamic=dynamic)
-    shapes = set()
+    shapes, sampler_shapes = set(), set()
     with torch.set_grad_enabled(backward):
         for waves, lengths, targets, target_lengths in batches(sampler):
+            sampler_shapes.add(waves.shape[1])
+            if augment is not None:
+                waves, lengths = augment(waves, Batch(waves, lengths, targets, target_lengths, ["x"] * len(waves)))
             shapes.add((tuple(waves.shape), targets.shape[1]))
             loss = compiled(waves, lengths, targets, target_lengths)
             assert torch.isfinite(loss)
@@ -127,6 +131,8 @@ def epoch_compiles(pad_lengths: int, dynamic, backend: str, backward: bool) -> d
     return {
         "batches": len(sampler),
         "shapes": len(shapes),
+        "lengths": len({shape[1] for shape, _ in shapes}),
+        "sampler_lengths": len(sampler_shapes),
         "frames_ok": counters["frames"]["ok"],
         "frames_total": counters["frames"]["total"],
         "graph_breaks": dict(counters["graph_break"]),
@@ -137,6 +143,21 @@ def epoch_compiles(pad_lengths: int, dynamic, backend: str, backward: bool) -> d
 def test_one_epoch_compiles_a_bounded_number_of_times(pad_lengths):
     r = epoch_compiles(pad_lengths, dynamic=None, backend="eager", backward=False)
     assert r["batches"] == 145 and r["shapes"] > 40, r  # many shapes, so the bound below means something
+    assert r["graph_breaks"] == {}, r
+    assert r["frames_total"] == r["frames_ok"] <= MAX_COMPILES, r
+
+
+def test_one_epoch_with_speed_perturbation_compiles_a_bounded_number_of_times():
+    """augment.speed_factors [0.9, 1.0, 1.1] on every batch: each of the ladder's 8 padded lengths gets one
+    counterpart per factor (at most 24 lengths), and automatic dynamic shapes still compile 3 times. A
+    short epoch (640 utterances, 20 batches) keeps it cheap; it sees more lengths than the ladder has."""
+    from fastctc.config import AugmentConfig
+    from fastctc.data.augment import Augmenter
+
+    model_cfg = tiny_model().config
+    augment = Augmenter(AugmentConfig(speed_prob=1.0), model_cfg, 16_000, True, torch.device("cpu"), seed=0)
+    r = epoch_compiles(8, dynamic=None, backend="eager", backward=False, augment=augment, n=640)
+    assert r["sampler_lengths"] == 8 and 8 < r["lengths"] <= 8 * 3, r
     assert r["graph_breaks"] == {}, r
     assert r["frames_total"] == r["frames_ok"] <= MAX_COMPILES, r
 

@@ -214,6 +214,54 @@ def test_a_training_step_syncs_zero_times_and_a_logging_step_once(tmp_path, prec
     assert set(skipped_steps) <= {1, 2}
 
 
+def augment_folders(tmp_path) -> list[str]:
+    """--set overrides that turn every augmentation on (probability 1 or near it), with a noise and an
+    impulse-response folder of generated files."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for name, x in (
+        ("noise", rng.standard_normal(7_000)),
+        ("rir", rng.standard_normal(900) * np.exp(-np.arange(900) / 150)),
+    ):
+        (tmp_path / name).mkdir()
+        sf.write(tmp_path / name / f"{name}.wav", x.astype(np.float32) * 0.3, 16_000, subtype="FLOAT")
+    return [
+        "augment.speed_prob=1.0",
+        "augment.speed_factors=[0.9, 1.1]",
+        "augment.rir_prob=0.8",
+        f"augment.rir_dir={tmp_path / 'rir'}",
+        "augment.noise_prob=0.8",
+        f"augment.noise_dir={tmp_path / 'noise'}",
+    ]
+
+
+def test_a_step_with_every_augmentation_on_syncs_zero_times(tmp_path):
+    """Speed (drawn on the host, its lengths computed there), reverberation and noise (drawn on the device)
+    add no sync to the step; the speed change reaches the model (the batch's padded length changes)."""
+    cfg = load_config(DEMO, STEP + ["train.precision=fp32"] + augment_folders(tmp_path))
+    run = prepare_run(cfg, tmp_path / "run")
+    assert run.augment is not None and run.augment.noise is not None and run.augment.rirs is not None
+    run.model.train()
+    seen = []
+    real = run.augment.__call__
+
+    def augment(waves, batch):
+        out = real(waves, batch)
+        seen.append((waves.shape[1], out[0].shape[1]))
+        return out
+
+    run = dataclasses.replace(run, augment=augment)
+    micro_batches = next(iter(steps(run)))  # two micro-batches, each augmented
+    with HostSyncChecker() as syncs:
+        syncs.host(*micro_batches)
+        forward_backward(run, micro_batches)
+        optimizer_step(run)
+    assert_no_host_syncs(syncs, 0, "augmented step")
+    assert len(seen) == 2 and all(n != m for n, m in seen), seen
+
+
 def test_a_non_finite_step_is_skipped_on_the_device_without_a_sync(tmp_path):
     run = prepared_run(tmp_path, "fp32")
     micro_batches = next(iter(steps(run)))

@@ -73,6 +73,45 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed["wer"] == full["wer"] and resumed["loss"] == pytest.approx(full["loss"], abs=1e-6)
 
 
+def test_resume_continues_exactly_with_augmentation_on(tmp_path):
+    """Speed (host draws), reverberation and noise (device draws) on: the resumed run restores their
+    generators and reproduces the uninterrupted losses."""
+    rng = np.random.default_rng(0)
+    for name, x in (
+        ("noise", rng.standard_normal(9_000)),
+        ("rir", rng.standard_normal(700) * np.exp(-np.arange(700) / 90)),
+    ):
+        (tmp_path / name).mkdir()
+        sf.write(tmp_path / name / f"{name}.wav", x.astype(np.float32) * 0.3, 16_000, subtype="FLOAT")
+    cfg = load_config(
+        DEMO,
+        TINY
+        + [
+            "data.synthetic_train_size=32",
+            "data.synthetic_eval_size=4",
+            "train.batch_size=8",
+            "train.max_steps=6",
+            "augment.speed_prob=0.7",
+            "augment.speed_factors=[0.9, 1.0, 1.1]",
+            "augment.rir_prob=0.5",
+            f"augment.rir_dir={tmp_path / 'rir'}",
+            "augment.noise_prob=0.5",
+            f"augment.noise_dir={tmp_path / 'noise'}",
+        ],
+    )
+    train(cfg, tmp_path / "full")
+    assert _train_until(cfg, tmp_path / "split", stop_at_step=3) == {"stopped": 3}
+    train(cfg, tmp_path / "split", resume=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == list(range(1, 7))  # 4 batches an epoch: the boundary is crossed
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "split" / "checkpoint" / "rng.safetensors"))
+    assert {"rank0.generator.augment_host", "rank0.generator.augment_device"} <= set(saved)
+
+
 def test_non_finite_step_is_skipped_and_weights_stay_finite(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = steps.ctc_loss

@@ -6,6 +6,7 @@
   step     a whole fastctc training step vs the Trainer-equivalent step, with peak memory
   data     padded fraction vs group_by_length and random batching; loader real-time factor
   onnx     the exported ONNX graph in onnxruntime vs fastctc eager and transformers: CPU inference throughput
+  augment  what [augment] (speed, reverberation, noise) adds to a training step, as a share of the step
   cost     no timing: FLOPs and bytes of each model card's step, the H100 floor, predicted run times
   gpu      the one command for a GPU hour: CUDA tests, every benchmark in bf16, a short training run;
            one markdown report and one JSON file
@@ -15,4 +16,4 @@ Each prints a table of medians with p20/p80 spread, measures the alternative in 
 alternating order, and ends with one JSON line. encoder and step need transformers (the reference).
 """
 
-BENCHMARKS = ("ctc", "encoder", "step", "data", "recipe", "cost", "gpu", "onnx")
+BENCHMARKS = ("ctc", "encoder", "step", "data", "augment", "recipe", "cost", "gpu", "onnx")

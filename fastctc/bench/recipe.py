@@ -84,6 +84,7 @@ MAPPING: dict[str, str] = {
     "train.ctc_true_lengths": "fastctc only: the recipe takes padded CTC lengths without an attention mask",
     "train.padding_invariant": "fastctc only: the recipe's group-norm rows see their batch's padding as audio",
     "train.zero_infinity": "fastctc only: the reference's config.ctc_zero_infinity is false (--recipe-exact sets it false)",
+    "augment.*": "fastctc only: the recipe has no waveform augmentation (off unless a probability is set)",
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
 REFERENCE_FIXED = (

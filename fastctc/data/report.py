@@ -30,8 +30,10 @@ REASONS = {
     "cropped": "cropped to data.max_duration_s (kept)",
     "cropped_when_loaded": "cropped to data.max_duration_s when loaded, though listed shorter (kept; a wrong duration)",
     "unknown_chars": "characters outside the vocabulary, mapped to [UNK] (kept; counts characters)",
+    "speed_kept": "batch kept at speed 1: the drawn augment.speed_factors entry left an utterance too few "
+    "frames for its transcript (kept)",
 }
-KEPT = ("cropped", "cropped_when_loaded", "unknown_chars")
+KEPT = ("cropped", "cropped_when_loaded", "unknown_chars", "speed_kept")
 
 
 class DataReport:

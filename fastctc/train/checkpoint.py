@@ -4,7 +4,8 @@ A checkpoint is a directory:
 
     model.safetensors      the model's state_dict
     optimizer.safetensors  every tensor of the optimizer's state, keyed "state.{param index}.{name}"
-    rng.safetensors        torch CPU (and CUDA) generator states, one set per DDP rank
+    rng.safetensors        torch CPU (and CUDA) generator states and the run's own generators
+                           (augmentation's), one set per DDP rank
     state.json             step, epoch, sampler position, param groups, scheduler, scaler, Python and
                            NumPy RNG states, and whatever else the loop records
 
@@ -79,8 +80,11 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, tor
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+def rng_state(generators: dict[str, torch.Generator] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """This process's random streams: torch's (CPU, CUDA), Python's, NumPy's and `generators` by name."""
     tensors = {"torch_cpu": torch.get_rng_state()}
+    for name, g in (generators or {}).items():
+        tensors[f"generator.{name}"] = g.get_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch_cuda.{i}"] = s
@@ -93,8 +97,17 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def set_rng_state(
+    tensors: dict[str, torch.Tensor], meta: dict, generators: dict[str, torch.Generator] | None = None
+) -> None:
     torch.set_rng_state(tensors["torch_cpu"])
+    for name, g in (generators or {}).items():
+        if f"generator.{name}" not in tensors:
+            raise CheckpointError(
+                f"the checkpoint holds no state for the {name} generator (saved by a run without it); "
+                "resume with the run's own config.toml"
+            )
+        g.set_state(tensors[f"generator.{name}"])
     cuda = sorted(k for k in tensors if k.startswith("torch_cuda."))
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
@@ -205,9 +218,11 @@ def load_checkpoint(
     scaler: torch.amp.GradScaler | None,
     rank: int = 0,
     world_size: int = 1,
+    generators: dict[str, torch.Generator] | None = None,
 ) -> dict:
     """Restore everything `save_checkpoint` wrote (RNG streams: `rank`'s, of `world_size` processes, the
-    number that saved it); returns the loop's `state` dict."""
+    number that saved it; `generators`, the run's own, by the names rng_state saved them under); returns
+    the loop's `state` dict."""
     meta = read_state(directory)
     found = find_checkpoint(directory)
     if len(meta["rng"]) != world_size:
@@ -239,5 +254,5 @@ def load_checkpoint(
     prefix = f"rank{rank}."
     rng = _read(found / "rng.safetensors", lambda f: load_file(str(f)))
     tensors = {k[len(prefix) :]: v for k, v in rng.items() if k.startswith(prefix)}
-    set_rng_state(tensors, rng_meta[rank])
+    set_rng_state(tensors, rng_meta[rank], generators)
     return meta

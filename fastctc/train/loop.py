@@ -204,10 +204,11 @@ def save(run: Run, window: Window) -> None:
     """A resumable checkpoint (every rank's RNG streams, so a DDP resume is exact on every rank)."""
     refuse_non_finite(run)
     record_skips(run, window)  # the state it saves counts every step so far
-    rng_states = None
+    generators = run.augment.generators() if run.augment is not None else None
+    rng_states = [rng_state(generators)]
     if run.dist.enabled:
         rng_states = [None] * run.dist.world_size
-        torch.distributed.all_gather_object(rng_states, rng_state())
+        torch.distributed.all_gather_object(rng_states, rng_state(generators))
     if run.main:
         with writing(run, "checkpoint/"):  # save_checkpoint removes its own partial copy
             save_checkpoint(

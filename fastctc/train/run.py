@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, dump_config, load_config, resolve_encoder
+from ..data.augment import Augmenter
 from ..data.batching import SAMPLER_CLASSES, LengthBucketSampler, make_loader
 from ..data.corpora import build_datasets
 from ..data.phones import PhoneVocab
@@ -79,6 +80,7 @@ class Run:
     use_mask: bool  # the model sees an attention mask (and true lengths)
     sampler: LengthBucketSampler
     loader: object  # BatchLoader of the training split
+    augment: Augmenter | None  # the training split's on-device augmentation ([augment]); None when off
     eval_ds: object
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
@@ -215,6 +217,17 @@ def wrap_model(cfg: RunConfig, model: CTCModel, dist: DistInfo, device: torch.de
     return step_model, ddp, compiled
 
 
+def build_augmenter(cfg: RunConfig, encoder: EncoderConfig, device: torch.device, dist: DistInfo, report, say):
+    """The training split's Augmenter, its noise and impulse-response files read here, once; None when off."""
+    if not cfg.augment.enabled:
+        return None
+    augment = Augmenter(
+        cfg.augment, encoder, cfg.data.sample_rate, cfg.data.do_normalize, device, cfg.train.seed, dist.rank, report
+    )
+    say(f"fastctc: {augment.describe()}", flush=True)
+    return augment
+
+
 def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     """Everything a run needs, from the config: process group, data, vocabulary, model, optimizer,
     schedule, loaders, and (with `resume`) the state of the checkpoint in `out_dir`.
@@ -277,11 +290,19 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     optimizer = build_optimizer(model, cfg.optim, device)
     schedule = linear_schedule(optimizer, cfg.optim.warmup_steps, total)
     scaler = precision.grad_scaler()
+    augment = build_augmenter(cfg, encoder, device, dist, data_report, say)
 
     state = RunState()
     if resume:
         meta = load_checkpoint(
-            out_dir / "checkpoint", model, optimizer, schedule, scaler, rank=dist.rank, world_size=dist.world_size
+            out_dir / "checkpoint",
+            model,
+            optimizer,
+            schedule,
+            scaler,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            generators=augment.generators() if augment is not None else None,
         )
         state = RunState.from_checkpoint(meta)
         say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state.step}", flush=True)
@@ -308,6 +329,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         use_mask=use_mask,
         sampler=sampler,
         loader=loader,
+        augment=augment,
         eval_ds=eval_ds,
         optimizer=optimizer,
         schedule=schedule,

@@ -56,7 +56,10 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
     """The CTC loss (mean over utterances of loss / target length, the recipe's "mean") of one batch."""
     device, model = run.device, run.model
     waves = batch.waveforms.to(device, non_blocking=True)  # (B, N), pinned by the loader on CUDA
-    lengths = batch.lengths.to(device, non_blocking=True)  # (B,)
+    if run.augment is not None:  # on the device, in fp32; a speed change gives (B, N') and new lengths
+        waves, lengths = run.augment(waves, batch)
+    else:
+        lengths = batch.lengths.to(device, non_blocking=True)  # (B,)
     with run.precision.autocast():
         if run.cfg.train.padding_invariant:  # each row as it is alone (and its own CTC length)
             logits, logit_lengths = run.step_model(waves, lengths, padding_invariant=True)  # (B, T, V), (B,)
