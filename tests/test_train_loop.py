@@ -274,19 +274,30 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize(
-    "per_rank", [["train.batch_size=2"], ["train.batch_size=1", "train.grad_accum=2"]], ids=["batch2", "batch1-accum2"]
+    "per_rank, both",
+    [
+        (["train.batch_size=2"], []),
+        (["train.batch_size=1", "train.grad_accum=2"], []),
+        # the encoder frozen for 2 steps: DDP must leave its parameters without gradient, then reduce them
+        pytest.param(["train.batch_size=2"], ["train.freeze_finetune_steps=2"], marks=pytest.mark.slow),
+    ],
+    ids=["batch2", "batch1-accum2", "batch2-frozen-encoder"],
 )
-def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path, per_rank):
+def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path, per_rank, both):
     manifest = _write_equal_length_manifest(tmp_path, 16)
-    common = TINY + [
-        "data.corpus=manifest",
-        f"data.train={manifest}",
-        f"data.eval={manifest}",
-        "data.num_workers=0",
-        "train.max_steps=4",
-        "train.device=cpu",
-        "data.max_duration_s=0",
-    ]
+    common = (
+        both
+        + TINY
+        + [
+            "data.corpus=manifest",
+            f"data.train={manifest}",
+            f"data.eval={manifest}",
+            "data.num_workers=0",
+            "train.max_steps=4",
+            "train.device=cpu",
+            "data.max_duration_s=0",
+        ]
+    )
     single = tmp_path / "single"
     train(load_config(DEMO, common + ["train.batch_size=4"]), single)
     ddp = tmp_path / "ddp"
