@@ -145,8 +145,15 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
-    warmup_steps: int = 1000
+    warmup_steps: int = 1000  # the linear schedule's
     max_grad_norm: float = 1.0
+    # linear: the Trainer's (warmup_steps, then linear decay to 0). tri_stage: fairseq's wav2vec2 fine-tuning
+    # schedule (its TriStageLRSchedule; optim.warmup_steps unused): phase_ratio of the run's steps in a linear
+    # warmup from lr * init_lr_scale, a hold at lr, and an exponential decay to lr * final_lr_scale
+    schedule: Literal["linear", "tri_stage"] = "linear"
+    phase_ratio: list[float] = field(default_factory=lambda: [0.1, 0.4, 0.5])  # fairseq's base_* configs
+    init_lr_scale: float = 0.01  # fairseq's default
+    final_lr_scale: float = 0.05  # fairseq's base_* configs (its default is 0.01)
 
 
 @dataclass
@@ -177,6 +184,16 @@ class TrainConfig:
     # gradient; false (the recipe's ctc_zero_infinity): its inf loss makes the step's gradient non-finite,
     # and the step is skipped
     zero_infinity: bool = True
+    # fairseq's freeze_finetune_updates: for this many optimizer steps only the CTC head learns; the encoder
+    # runs without gradient, and its weights and optimizer state stay untouched. 0 = off
+    freeze_finetune_steps: int = 0
+    # a running average of the weights, kept in fp32 on the device, saved in the checkpoint and evaluated
+    # beside the model at every eval (best/ exports whichever scores better): off | ema (each step:
+    # average += (1 - ema_decay) * (weights - average)) | mean (icefall's model_avg: the mean of the
+    # weights every average_period steps since the start)
+    weight_average: Literal["off", "ema", "mean"] = "off"
+    ema_decay: float = 0.999
+    average_period: int = 200  # icefall's default
 
 
 @dataclass
@@ -457,6 +474,29 @@ def _validate(cfg: RunConfig) -> None:
     _check_loading(cfg.data)
     _check_optim_and_train(cfg.optim, cfg.train)
     _validate_augment(cfg.augment, _need)
+    _validate_fine_tuning(cfg.optim, cfg.train)
+
+
+def _validate_fine_tuning(o: OptimConfig, t: TrainConfig) -> None:
+    """fairseq's and icefall's fine-tuning options: the schedule, the frozen encoder, the weight average."""
+    _need(
+        len(o.phase_ratio) == 3 and min(o.phase_ratio) >= 0 and math.isclose(sum(o.phase_ratio), 1.0, abs_tol=1e-9),
+        "optim.phase_ratio",
+        f"must be three fractions (warmup, hold, decay) >= 0 that add up to 1, got {o.phase_ratio}",
+    )
+    _need(0 <= o.init_lr_scale <= 1, "optim.init_lr_scale", f"must be in [0, 1], got {o.init_lr_scale}")
+    _need(
+        0 < o.final_lr_scale <= 1,
+        "optim.final_lr_scale",
+        f"must be in (0, 1] (the decay is exponential), got {o.final_lr_scale}",
+    )
+    _need(
+        t.freeze_finetune_steps >= 0,
+        "train.freeze_finetune_steps",
+        f"must be >= 0 (0 = the encoder learns from the first step), got {t.freeze_finetune_steps}",
+    )
+    _need(0 < t.ema_decay < 1, "train.ema_decay", f"must be in (0, 1), got {t.ema_decay}")
+    _need(t.average_period >= 1, "train.average_period", f"must be >= 1, got {t.average_period}")
 
 
 def _apply(cfg: RunConfig, section: str, key: str, value: object, where: str) -> None:

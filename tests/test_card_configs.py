@@ -48,3 +48,20 @@ def test_card_config_without_a_checkpoint_says_which_one(card):
 def test_tiny_scratch_config_loads():
     cfg = load_config(CONFIGS / "tiny-scratch.toml", ["data.train=a.jsonl", "data.eval=b.jsonl"])
     assert cfg.model.checkpoint == "" and cfg.data.corpus == "manifest"
+
+
+def test_fairseq_base_100h_config_holds_fairseqs_settings_on_one_gpu(tmp_path):
+    """examples/wav2vec/config/finetuning/base_100h.yaml: max_tokens 3.2 M samples x 2 GPUs x update_freq 4
+    is 200 s of padded audio x grad_accum 8 on one GPU; tri-stage lr; fairseq's masking and dropouts."""
+    cfg = load_config(CONFIGS / "fairseq-base-100h.toml", [f"model.checkpoint={tmp_path}", f"data.root={tmp_path}"])
+    o, t, d = cfg.optim, cfg.train, cfg.data
+    assert (d.corpus, d.train, d.eval) == ("librispeech", "train-clean-100", "dev-other")
+    assert d.batch_seconds * d.sample_rate == 3_200_000 and t.grad_accum == 2 * 4 and d.max_duration_s == 0
+    assert (o.lr, o.betas, o.eps, o.weight_decay) == (3e-5, [0.9, 0.98], 1e-8, 0.0)
+    assert (o.schedule, o.phase_ratio, o.init_lr_scale, o.final_lr_scale) == ("tri_stage", [0.1, 0.4, 0.5], 0.01, 0.05)
+    assert t.max_steps == 80_000 and t.freeze_finetune_steps == 0 and t.zero_infinity and not d.do_normalize
+    m = resolve_encoder(cfg.model)
+    assert (m.mask_time_prob, m.mask_time_length, m.mask_time_min_masks) == (0.65, 10, 2)
+    assert (m.mask_feature_prob, m.mask_feature_length, m.mask_feature_min_masks) == (0.5, 64, 0)
+    assert (m.layerdrop, m.activation_dropout, m.hidden_dropout, m.attention_dropout) == (0.1, 0.1, 0.0, 0.0)
+    assert cfg.model.freeze_feature_encoder and cfg.model.attention_mask == "on"

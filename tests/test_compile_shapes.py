@@ -360,3 +360,27 @@ def test_the_loop_books_compile_time_only_for_steps_that_compiled(tmp_path, monk
     booked_in = {step for step, (before, now) in enumerate(zip([0.0] + booked, booked), start=1) if now > before}
     assert compiled_in and booked_in == compiled_in, (booked_in, compiled_in)
     assert len(set(shapes)) > len(compiled_in), (shapes, compiled_in)  # a new shape alone is not a compile
+
+
+def test_the_encoder_freeze_compiles_once_per_setting_never_per_step():
+    """train.freeze_finetune_steps reaches the compiled model as a host bool (train_encoder) that flips once:
+    one graph while frozen (only lm_head gets gradients), one after; the step count itself is never traced."""
+    model = tiny_model()
+    waves, lengths, targets, target_lengths = next(batches(make_sampler(64, 4, 0)))
+    head = {n for n, _ in model.named_parameters() if n.startswith("lm_head.")}
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def step(train_encoder: bool):
+        logits, logit_lengths = model(waves, lengths, train_encoder=train_encoder)
+        return ctc_loss(logits, targets, logit_lengths, target_lengths, blank=BLANK, reduction="mean")
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(step, backend="eager", fullgraph=True)
+    for i in range(6):
+        compiled(i >= 3).backward()
+        with_grad = {n for n, p in trained.items() if p.grad is not None}
+        assert with_grad == (set(trained) if i >= 3 else head), i
+        model.zero_grad(set_to_none=True)
+    assert dict(counters["graph_break"]) == {}, dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])

@@ -60,6 +60,15 @@ def test_overrides_are_coerced_to_the_field_type():
         ("train.epochs", "expected section.key=value"),
         ("model.checkpoint=/does/not/exist", "model.checkpoint: '/does/not/exist' is not a directory"),
         ("model.conv_dim=[8, 8]", "model.conv_dim"),
+        ("optim.schedule=tristage", "optim.schedule: unknown schedule 'tristage'; did you mean 'tri_stage'?"),
+        ("optim.phase_ratio=[0.1, 0.4, 0.4]", "optim.phase_ratio: must be three fractions (warmup, hold, decay)"),
+        ("optim.phase_ratio=[0.5, 0.5]", "optim.phase_ratio: must be three fractions"),
+        ("optim.final_lr_scale=0", "optim.final_lr_scale: must be in (0, 1]"),
+        ("optim.init_lr_scale=1.5", "optim.init_lr_scale: must be in [0, 1]"),
+        ("train.freeze_finetune_steps=-1", "train.freeze_finetune_steps: must be >= 0"),
+        ("train.weight_average=swa", "train.weight_average: must be off, ema or mean, got 'swa'"),
+        ("train.ema_decay=1", "train.ema_decay: must be in (0, 1)"),
+        ("train.average_period=0", "train.average_period: must be >= 1"),
     ],
 )
 def test_bad_overrides_fail_with_the_key_named(override, fragment):

@@ -148,7 +148,7 @@ def test_host_tensors_inside_the_region_are_listed_apart():
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
 # a tiny encoder with every source of syncs on: SpecAugment, layerdrop, padding (synthetic utterances of
-# different lengths, attention mask on), gradient accumulation, clipping, the non-finite check
+# different lengths, attention mask on), gradient accumulation, clipping, the non-finite check, the EMA
 STEP = [
     "model.hidden_size=32",
     "model.num_attention_heads=2",
@@ -171,6 +171,7 @@ STEP = [
     "train.checkpoint_every=0",
     "train.compile=off",
     "train.device=cpu",
+    "train.weight_average=ema",
 ]
 
 
@@ -260,6 +261,28 @@ def test_a_step_with_every_augmentation_on_syncs_zero_times(tmp_path):
         optimizer_step(run)
     assert_no_host_syncs(syncs, 0, "augmented step")
     assert len(seen) == 2 and all(n != m for n, m in seen), seen
+
+
+def test_steps_with_the_encoder_frozen_then_not_and_the_icefall_mean_sync_zero_times(tmp_path):
+    """train.freeze_finetune_steps decides on the host; the mean's weight (period / step) is a host float."""
+    extra = [
+        "train.precision=fp32",
+        "train.freeze_finetune_steps=1",
+        "train.weight_average=mean",
+        "train.average_period=2",
+    ]
+    run = prepare_run(load_config(DEMO, STEP + extra), tmp_path / "frozen")
+    run.model.train()
+    before = run.average.state_dict()["lm_head.weight"].clone()
+    for i, micro_batches in zip(range(2), steps(run)):  # step 1 frozen, step 2 trains all and updates the mean
+        with HostSyncChecker() as syncs:
+            syncs.host(*micro_batches)
+            forward_backward(run, micro_batches)
+            optimizer_step(run)
+            run.state.step += 1
+        assert_no_host_syncs(syncs, 0, f"step {i + 1} (frozen: {i == 0})")
+    assert torch.equal(run.average.state_dict()["lm_head.weight"], run.model.lm_head.weight)
+    assert not torch.equal(before, run.model.lm_head.weight)
 
 
 def test_a_non_finite_step_is_skipped_on_the_device_without_a_sync(tmp_path):

@@ -206,3 +206,44 @@ def test_training_forward_traces_without_graph_breaks(model_type):
     logits, lengths = compiled(torch.randn(2, 900), torch.tensor([900, 600]))
     ctc(logits, lengths).backward()
     assert model.masked_spec_embed.grad.abs().max() > 0
+
+
+def fairseq_channel_mask(batch: int, channels: int, prob: float, span: int, rng: np.random.Generator) -> np.ndarray:
+    """fairseq's compute_mask_indices as wav2vec2's fine-tuning calls it on the channel axis (static spans,
+    no padding mask, no minimum, overlaps allowed, require_same_masks), re-enacted from its source."""
+    rows = []
+    for _ in range(batch):
+        n = int(prob * channels / span + rng.random())
+        low = span if channels - span > n else channels - n - 1
+        starts = rng.choice(channels - low, n, replace=False)
+        idx = (starts[:, None] + np.arange(span)[None, :]).ravel()
+        rows.append(np.unique(idx[idx < channels]))
+    keep = min(len(r) for r in rows)  # every row masks as many channels as the least-masked one
+    mask = np.zeros((batch, channels), dtype=bool)
+    for b, r in enumerate(rows):
+        mask[b, rng.choice(r, keep, replace=False) if len(r) > keep else r] = True
+    return mask
+
+
+def test_channel_masks_mask_what_fairseqs_base_100h_masks():
+    """base_100h's mask_channel_prob 0.5, length 64 over 768 channels as model.mask_feature_*: one row at a
+    time the masked-channel count and the per-channel frequency match fairseq's; in a batch fairseq
+    evens the rows out to the least-masked one, and fastctc's independent rows mask more (masking.py)."""
+    channels, prob, span = 768, 0.5, 64
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    ref = np.stack([fairseq_channel_mask(1, channels, prob, span, rng)[0] for _ in range(DRAWS)])
+    ours = torch.cat([compute_span_mask(1, channels, prob, span) for _ in range(DRAWS)]).numpy()
+    counts, ref_counts = ours.sum(1), ref.sum(1)
+    se = np.sqrt((counts.var() + ref_counts.var()) / DRAWS)
+    assert abs(counts.mean() - ref_counts.mean()) < 5 * se and counts.mean() > 0.35 * channels
+    assert np.isclose(counts.std(), ref_counts.std(), rtol=0.15)
+    assert np.abs(ours.mean(0) - ref.mean(0)).max() < 0.045
+    assert not ref[:, -1].any() and ours[:, -1].any()  # fairseq never masks its last channel
+
+    batches = 300
+    ref4 = np.stack([fairseq_channel_mask(4, channels, prob, span, rng) for _ in range(batches)]).sum(-1)
+    ours4 = torch.stack([compute_span_mask(4, channels, prob, span) for _ in range(batches)]).sum(-1).numpy()
+    assert (ref4 == ref4[:, :1]).all()  # (batches, 4) masked channels per row: equal within each batch
+    assert (ours4 != ours4[:, :1]).any(1).mean() > 0.9
+    assert ours4.mean() > ref4.mean() + 5 * np.sqrt((ours4.var() + ref4.var()) / ours4.size)

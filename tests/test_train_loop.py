@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 from fastctc.config import load_config
 from fastctc.data.synthetic import make_utterance
@@ -41,13 +42,17 @@ def _train_until(cfg, out: Path, stop_at_step: int | None = None, resume: bool =
     return loop(prepare_run(cfg, out, resume), StopRequest(at_step=stop_at_step))
 
 
+def _events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def _losses(run: Path) -> dict[int, float]:
-    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {e["step"]: e["loss"] for e in events if e["event"] == "train"}
+    return {e["step"]: e["loss"] for e in _events(run) if e["event"] == "train"}
 
 
 def test_resume_continues_exactly(tmp_path):
-    # dropout and SpecAugment on, so the restored RNG state matters
+    # dropout and SpecAugment on, so the restored RNG state matters; fairseq's schedule and frozen encoder
+    # (the stop falls inside the freeze, so the resumed run starts the encoder's optimizer state), and the EMA
     cfg = load_config(
         DEMO,
         TINY
@@ -59,6 +64,10 @@ def test_resume_continues_exactly(tmp_path):
             "model.hidden_dropout=0.1",
             "model.mask_time_prob=0.2",
             "model.mask_time_length=2",
+            "optim.schedule=tri_stage",
+            "train.freeze_finetune_steps=5",
+            "train.weight_average=ema",
+            "train.ema_decay=0.9",
         ],
     )
     full = train(cfg, tmp_path / "full")
@@ -71,6 +80,16 @@ def test_resume_continues_exactly(tmp_path):
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
     assert resumed["wer"] == full["wer"] and resumed["loss"] == pytest.approx(full["loss"], abs=1e-6)
+    assert resumed["average"]["wer"] == full["average"]["wer"]
+    assert resumed["average"]["loss"] == pytest.approx(full["average"]["loss"], abs=1e-6)
+    averages = [load_file(str(tmp_path / run / "checkpoint" / "average.safetensors")) for run in ("full", "split")]
+    assert averages[0].keys() == averages[1].keys()
+    for name, value in averages[0].items():
+        assert torch.equal(averages[1][name], value), name
+    lrs = {e["step"]: e["lr"] for e in _events(tmp_path / "full") if e["event"] == "train"}
+    # tri-stage over 8 steps: no warmup (int(0.8) = 0), hold for 3, decay for 4 to lr * 0.05, then held
+    assert lrs[1] == lrs[3] == cfg.optim.lr
+    assert lrs[7] == pytest.approx(cfg.optim.lr * 0.05, rel=1e-12) and lrs[8] == cfg.optim.lr * 0.05
 
 
 def test_resume_continues_exactly_with_augmentation_on(tmp_path):
@@ -294,19 +313,30 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize(
-    "per_rank", [["train.batch_size=2"], ["train.batch_size=1", "train.grad_accum=2"]], ids=["batch2", "batch1-accum2"]
+    "per_rank, both",
+    [
+        (["train.batch_size=2"], []),
+        (["train.batch_size=1", "train.grad_accum=2"], []),
+        # the encoder frozen for 2 steps: DDP must leave its parameters without gradient, then reduce them
+        pytest.param(["train.batch_size=2"], ["train.freeze_finetune_steps=2"], marks=pytest.mark.slow),
+    ],
+    ids=["batch2", "batch1-accum2", "batch2-frozen-encoder"],
 )
-def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path, per_rank):
+def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path, per_rank, both):
     manifest = _write_equal_length_manifest(tmp_path, 16)
-    common = TINY + [
-        "data.corpus=manifest",
-        f"data.train={manifest}",
-        f"data.eval={manifest}",
-        "data.num_workers=0",
-        "train.max_steps=4",
-        "train.device=cpu",
-        "data.max_duration_s=0",
-    ]
+    common = (
+        both
+        + TINY
+        + [
+            "data.corpus=manifest",
+            f"data.train={manifest}",
+            f"data.eval={manifest}",
+            "data.num_workers=0",
+            "train.max_steps=4",
+            "train.device=cpu",
+            "data.max_duration_s=0",
+        ]
+    )
     single = tmp_path / "single"
     train(load_config(DEMO, common + ["train.batch_size=4"]), single)
     ddp = tmp_path / "ddp"

@@ -68,6 +68,9 @@ MAPPING: dict[str, str] = {
     "optim.weight_decay": "args.weight_decay (the Trainer skips biases and LayerNorm weights)",
     "optim.warmup_steps": "args.warmup_steps (args.lr_scheduler_type = linear)",
     "optim.max_grad_norm": "args.max_grad_norm",
+    "optim.schedule, optim.phase_ratio, optim.init_lr_scale, optim.final_lr_scale": (
+        "fastctc only: the reference's schedule is linear (tri_stage is fairseq's)"
+    ),
     "train.epochs": "args.num_train_epochs",
     "train.max_steps": "args.max_steps when > 0 (the Trainer then ignores epochs; fastctc stops at whichever ends first)",
     "train.batch_size": "args.per_device_train_batch_size",
@@ -85,6 +88,8 @@ MAPPING: dict[str, str] = {
     "train.padding_invariant": "fastctc only: the recipe's group-norm rows see their batch's padding as audio",
     "train.zero_infinity": "fastctc only: the reference's config.ctc_zero_infinity is false (--recipe-exact sets it false)",
     "augment.*": "fastctc only: the recipe has no waveform augmentation (off unless a probability is set)",
+    "train.freeze_finetune_steps": "fastctc only (fairseq's freeze_finetune_updates): the reference trains all from step 1",
+    "train.weight_average, train.ema_decay, train.average_period": "fastctc only: the reference keeps no average",
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
 REFERENCE_FIXED = (

@@ -36,6 +36,7 @@ class CTCModel(nn.Module):
         lengths: torch.Tensor | None = None,
         mask_time_indices: torch.Tensor | None = None,
         padding_invariant: bool = False,
+        train_encoder: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """waveforms (B, N) float, lengths (B,) samples or None (every row full length).
 
@@ -46,8 +47,22 @@ class CTCModel(nn.Module):
 
         mask_time_indices (B, T) bool, optional: frames to replace by masked_spec_embed instead of drawing
         SpecAugment time masks (applied in any mode, as transformers does with the same argument).
+        train_encoder false: everything before the head runs without gradient (fairseq's
+        freeze_finetune_updates), so only lm_head learns; the masks and dropouts are drawn as usual.
         Returns logits (B, T, V) and logit_lengths (B,) long.
         """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and train_encoder):
+            x, logit_lengths = self._encode(waveforms, lengths, mask_time_indices, padding_invariant)
+        return self.lm_head(self.dropout(x)), logit_lengths
+
+    def _encode(
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | None,
+        mask_time_indices: torch.Tensor | None,
+        padding_invariant: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's output (B, T, D) before the head's dropout, and the frames per row (B,)."""
         cfg = self.config
         B, N = waveforms.shape
         if padding_invariant and lengths is None:
@@ -81,8 +96,7 @@ class CTCModel(nn.Module):
                 cfg.mask_feature_length,
                 cfg.mask_feature_min_masks,
             )
-        x = self.encoder(x, frame_mask)
-        return self.lm_head(self.dropout(x)), logit_lengths
+        return self.encoder(x, frame_mask), logit_lengths
 
 
 def exact_logits(model: CTCModel, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,19 @@ The span sampling reproduces `transformers.models.wav2vec2.modeling_wav2vec2._co
 It draws with torch's RNG instead of numpy's, vectorised over the batch (no Python loop per row), with
 static shapes and no host sync, and the masks are applied with `torch.where` rather than an in-place
 masked write, so torch.compile traces it.
+
+Channel masks against fairseq's wav2vec2 fine-tuning (mask_channel_prob / mask_channel_length are
+model.mask_feature_prob / mask_feature_length; its compute_mask_indices with mask_channel_selection
+"static", no overlap rule, no minimum). The same: spans per row int(prob * channels / span + u), the
+channels of the projected hidden size zeroed in every frame, after the time mask (mask_channel_before
+false). The differences (tests/test_models_masking.py measures what they change):
+  - fairseq's starts lie in [0, channels - span - 1], so its last channel is never masked; ours in
+    [0, channels - span], as transformers';
+  - fairseq then makes every row of a batch mask as many channels as its least-masked row, by unmasking
+    random channels of the others (require_same_masks), so a row's mask may no longer be whole spans;
+    our rows are drawn independently, so a batch of B rows masks more channels on average;
+  - fairseq draws u per row (num_mask_ver 2; per batch in its older versions), we per batch: the same when
+    prob * channels / span is whole, as base_100h's 0.5 * 768 / 64 = 6.
 """
 
 from __future__ import annotations

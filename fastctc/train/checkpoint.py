@@ -8,6 +8,7 @@ A checkpoint is a directory:
                            (augmentation's), one set per DDP rank
     state.json             step, epoch, sampler position, param groups, scheduler, scaler, Python and
                            NumPy RNG states, and whatever else the loop records
+    average.safetensors    the weight average's parameters (train.weight_average), when the run keeps one
 
 No file is ever unpickled (resume never calls torch.load), so a checkpoint from elsewhere cannot run code.
 
@@ -33,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CheckpointError
 
 FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+AVERAGE_FILE = "average.safetensors"  # only in the checkpoints of runs with a weight average
 
 
 def _fsync_dir(path: Path) -> None:
@@ -125,11 +127,12 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler | None,
     state: dict,
     rng_states: list[tuple[dict, dict]] | None = None,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Atomically write a checkpoint to `directory` (replacing any previous one).
 
     rng_states: every rank's `rng_state()` under DDP (rank order), so each resumes its own streams;
-    default: this process's alone.
+    default: this process's alone. average: the weight average's tensors (WeightAverage.state_dict()).
     """
     directory = Path(directory)
     parent = directory.parent
@@ -139,6 +142,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
+        if average is not None:
+            _save_tensors(tmp / AVERAGE_FILE, average)
         _write(tmp, model, optimizer, scheduler, scaler, state, rng_states)
     except BaseException:  # a full disk, a second signal: the previous checkpoint stays, the partial copy goes
         shutil.rmtree(tmp, ignore_errors=True)
@@ -256,3 +261,14 @@ def load_checkpoint(
     tensors = {k[len(prefix) :]: v for k, v in rng.items() if k.startswith(prefix)}
     set_rng_state(tensors, rng_meta[rank], generators)
     return meta
+
+
+def load_average(directory: Path) -> dict[str, torch.Tensor]:
+    """The weight average `save_checkpoint` wrote (on the CPU); a CheckpointError when the checkpoint has none."""
+    found = find_checkpoint(directory)
+    if found is None or not (found / AVERAGE_FILE).is_file():
+        raise CheckpointError(
+            f"{directory} holds no {AVERAGE_FILE}: the run was saved without train.weight_average; "
+            "resume it with the run's own config.toml"
+        )
+    return _read(found / AVERAGE_FILE, lambda f: load_file(str(f)))

@@ -139,26 +139,50 @@ def record_skips(run: Run, window: Window) -> tuple[float, float]:
 
 
 def evaluate_and_export(run: Run, final: bool = False) -> dict:
-    """Rank 0 alone evaluates (the other ranks wait for it at the next collective); a new best WER (PER
-    for phone targets) is exported to best/."""
+    """Rank 0 alone evaluates (the other ranks wait for it at the next collective): the model, and with
+    train.weight_average the average too (under "average"); whichever scores a new best WER (PER for
+    phone targets) is exported to best/, the model on a tie."""
     refuse_non_finite(run)  # every rank: under DDP they hold the same weights and reach the same verdict
     if not run.main:
         return {}
+    result = evaluate_weights(run, run.model, "eval", final)
+    scored = [(result, run.model, "model")]
+    if run.average is not None:
+        averaged = evaluate_weights(run, run.average.model, "eval_average", final)
+        result["average"] = {k: v for k, v in averaged.items() if k != "examples"}
+        scored.append((averaged, run.average.model, "average"))
+    best, model, source = min(scored, key=lambda scored_one: _score(scored_one[0]))
+    state = run.state
+    if state.best_wer is None or _score(best) < state.best_wer:
+        state.best_wer, state.best_source, state.best_step = _score(best), source, state.step
+        export(run, run.out_dir / "best", model)
+    return result
+
+
+def _score(result: dict) -> float:
+    return result.get("per", result["wer"])  # phone targets: PER picks best/
+
+
+def evaluate_weights(run: Run, model, event: str, final: bool) -> dict:
+    """One evaluation of `model` (the run's, or its weight average's): the line, the metrics.jsonl event
+    and, at the end, the model's per-utterance report."""
     t0 = time.time()
     cfg, state = run.cfg, run.state
     result = evaluate(
-        run.model,
+        model,
         run.eval_ds,
         run.vocab,
         cfg.train.eval_batch_size,
         run.device,
         data=cfg.data,
-        report_dir=run.out_dir / "report" if final else None,
+        report_dir=run.out_dir / "report" if final and model is run.model else None,
         autocast=run.precision.autocast,
     )
     run.clock.eval_s += time.time() - t0
     tag = "final eval" if final else f"eval step {state.step}"
-    per = {"per": result["per"]} if "per" in result else {}  # phone targets: PER picks best/
+    if model is not run.model:
+        tag += f" of the weight average ({run.average.label})"
+    per = {"per": result["per"]} if "per" in result else {}
     scores = (
         f"PER {result['per']:.4f} ({cfg.data.score_phone_set} phones)"
         if per
@@ -166,7 +190,7 @@ def evaluate_and_export(run: Run, final: bool = False) -> dict:
     )
     run.say(f"{tag} ({len(run.eval_ds)} utterances) | loss {result['loss']:.4f} | {scores}")
     run.log.write(
-        "eval",
+        event,
         step=state.step,
         loss=result["loss"],
         wer=result["wer"],
@@ -176,20 +200,16 @@ def evaluate_and_export(run: Run, final: bool = False) -> dict:
         eval_s=run.clock.eval_s,
         **({"final": True} if final else {}),
     )
-    score = result.get("per", result["wer"])
-    if state.best_wer is None or score < state.best_wer:
-        state.best_wer = score
-        export(run, run.out_dir / "best")
     return result
 
 
-def export(run: Run, directory: Path) -> None:
-    """A Transformers-format model, written under a temporary name and swapped in."""
+def export(run: Run, directory: Path, model=None) -> None:
+    """A Transformers-format model (the run's, or `model`), written under a temporary name and swapped in."""
     tmp = directory.parent / f"{directory.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     with writing(run, f"{directory.name}/", tmp):
         save_pretrained(
-            run.model,
+            model if model is not None else run.model,
             tmp,
             run.vocab.tokens,
             do_normalize=run.cfg.data.do_normalize,
@@ -219,6 +239,7 @@ def save(run: Run, window: Window) -> None:
                 run.scaler,
                 vars(run.state),
                 rng_states,
+                average=run.average.state_dict() if run.average is not None else None,
             )
     barrier(run.dist)
 
@@ -296,7 +317,10 @@ def finish(run: Run, window: Window) -> dict:
             + f" | skipped steps {state.skipped} | {format_seconds(clock.elapsed())} total",
             flush=True,
         )
+        if run.average is not None:
+            print(average_summary(run, result), flush=True)
         print(f"run directory: {run.out_dir}")
+        averaged = result.get("average", {})
         run.log.write(
             "final",
             step=state.step,
@@ -311,10 +335,25 @@ def finish(run: Run, window: Window) -> dict:
             eval_s=clock.eval_s,
             total_s=clock.elapsed(),
             cuda_peak_bytes=torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None,
+            **{f"average_{k}": v for k, v in averaged.items()},
+            best_source=state.best_source,
+            best_step=state.best_step,
         )
     run.log.close()
     shutdown(run.dist)
     return result
+
+
+def average_summary(run: Run, result: dict) -> str:
+    """The summary's line on the weight average: its final score beside the model's, and what best/ holds."""
+    state, averaged = run.state, result["average"]
+    metric = "per" if "per" in result else "wer"
+    return (
+        f"fastctc: weight average ({run.average.label}): final {metric.upper()} {averaged[metric]:.4f} "
+        f"(the model's {result[metric]:.4f}) | best/ holds the "
+        + ("weight average" if state.best_source == "average" else "model")
+        + f" of step {state.best_step} ({metric.upper()} {state.best_wer:.4f})"
+    )
 
 
 class StopRequest:

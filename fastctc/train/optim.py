@@ -1,7 +1,9 @@
-"""Optimizer and learning-rate schedule: AdamW, linear warmup then linear decay to 0 (the Trainer's)."""
+"""Optimizer and learning-rate schedules: AdamW; linear warmup then linear decay to 0 (the Trainer's), or
+fairseq's tri-stage schedule."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -55,3 +57,31 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def tri_stage_factor(step: int, total_steps: int, phase_ratio, init_scale: float, final_scale: float) -> float:
+    """fairseq's TriStageLRSchedule as a multiplier of the peak lr, after `step` optimizer steps.
+
+    Its stages take int(total * ratio) steps each (W, H, D): a linear rise from init_scale to 1 over
+    [0, W), 1 over [W, W + H), exp(log(final_scale) * (step - W - H) / D) over [W + H, W + H + D] (the
+    end included, as fairseq's `<=`), then final_scale. fairseq sets the lr for update u + 1 from u
+    updates done, as LambdaLR does from its step count.
+    """
+    warmup, hold, decay = (int(total_steps * r) for r in phase_ratio)
+    if step < warmup:
+        return init_scale + (1.0 - init_scale) * step / warmup
+    if step < warmup + hold:
+        return 1.0
+    if decay > 0 and step <= warmup + hold + decay:
+        return math.exp(math.log(final_scale) * (step - warmup - hold) / decay)
+    return final_scale  # fairseq divides by D: a run too short for a decay step holds, then ends at final_scale
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    """optim.schedule's LambdaLR over the run's `total_steps`."""
+    if cfg.schedule == "linear":
+        return linear_schedule(optimizer, cfg.warmup_steps, total_steps)
+    ratio, init, final = tuple(cfg.phase_ratio), cfg.init_lr_scale, cfg.final_lr_scale
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: tri_stage_factor(step, total_steps, ratio, init, final)
+    )

@@ -21,15 +21,16 @@ from ..data.corpora import build_datasets
 from ..data.phones import PhoneVocab
 from ..data.text import CharVocab
 from ..device import device_for
-from ..errors import ConfigError, TrainingError
+from ..errors import CheckpointError, ConfigError, TrainingError
 from ..models import CTCModel, EncoderConfig, default_attention_mask, read_pretrained
 from ..models.config import FINE_TUNING_FIELDS
 from ..models.feature_encoder import frame_count
 from ..models.hf_tokenizer import Preprocessing, read_preprocessing, read_vocab
 from ..models.hf_weights import head_width, read_encoder_config
-from .checkpoint import load_checkpoint
+from .average import WeightAverage
+from .checkpoint import load_average, load_checkpoint
 from .distributed import DistInfo, init_distributed
-from .optim import build_optimizer, linear_schedule
+from .optim import build_optimizer, build_schedule
 from .precision import Precision, resolve_precision
 from .progress import MetricsLog
 from .run_dir import changed_keys, check_new_run_dir, check_resume, refuse_changes
@@ -44,6 +45,8 @@ class RunState:
     batch_in_epoch: int = 0  # this rank's batches of `epoch` already consumed (whole steps only)
     skipped: int = 0  # steps whose gradient was not finite (not applied)
     best_wer: float | None = None  # the best eval WER so far (PER for phone targets): best/ holds it
+    best_source: str = "model"  # what best/ holds: "model", or "average" (the weight average's weights)
+    best_step: int = 0  # the step best/ was evaluated at
 
     @classmethod
     def from_checkpoint(cls, meta: dict) -> RunState:
@@ -85,6 +88,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
+    average: WeightAverage | None  # train.weight_average's (rank 0 only: it alone evaluates and saves)
     total_steps: int
     log: MetricsLog
     state: RunState
@@ -209,8 +213,8 @@ def wrap_model(cfg: RunConfig, model: CTCModel, dist: DistInfo, device: torch.de
         step_model = ddp = torch.nn.parallel.DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=model.config.layerdrop > 0,
-        )  # a dropped layer leaves its parameters unused
+            find_unused_parameters=model.config.layerdrop > 0 or cfg.train.freeze_finetune_steps > 0,
+        )  # a dropped layer, or the encoder while frozen, leaves its parameters without gradient
     compiled = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
     if compiled:  # compiling the DDP module lets dynamo split graphs at gradient-bucket boundaries
         step_model = torch.compile(step_model)
@@ -226,6 +230,22 @@ def build_augmenter(cfg: RunConfig, encoder: EncoderConfig, device: torch.device
     )
     say(f"fastctc: {augment.describe()}", flush=True)
     return augment
+
+
+def build_average(cfg: RunConfig, model: CTCModel, dist: DistInfo, checkpoint: Path | None) -> WeightAverage | None:
+    """train.weight_average's average on rank 0 (the one that evaluates and saves), from the model's
+    weights as they stand (restored, on a resume), then the checkpoint's average when resuming."""
+    t = cfg.train
+    if t.weight_average == "off" or not dist.is_main:
+        return None
+    average = WeightAverage(model, t.weight_average, t.ema_decay, t.average_period)
+    if checkpoint is not None:
+        saved = load_average(checkpoint)
+        try:
+            average.load_state_dict(saved)
+        except ValueError as e:  # names from another model (the run's config.toml edited by hand)
+            raise CheckpointError(f"{checkpoint}: {e}; resume with the run's own config.toml") from None
+    return average
 
 
 def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
@@ -288,9 +308,14 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
     optimizer = build_optimizer(model, cfg.optim, device)
-    schedule = linear_schedule(optimizer, cfg.optim.warmup_steps, total)
+    schedule = build_schedule(optimizer, cfg.optim, total)
     scaler = precision.grad_scaler()
     augment = build_augmenter(cfg, encoder, device, dist, data_report, say)
+    if cfg.train.freeze_finetune_steps >= total:
+        say(
+            f"fastctc: train.freeze_finetune_steps={cfg.train.freeze_finetune_steps} covers all {total} steps: "
+            "only the CTC head will learn"
+        )
 
     state = RunState()
     if resume:
@@ -306,6 +331,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         )
         state = RunState.from_checkpoint(meta)
         say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state.step}", flush=True)
+    average = build_average(cfg, model, dist, out_dir / "checkpoint" if resume else None)
     step_model, ddp, compiled = wrap_model(cfg, model, dist, device)
     try:
         if dist.is_main:
@@ -334,6 +360,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         optimizer=optimizer,
         schedule=schedule,
         scaler=scaler,
+        average=average,
         total_steps=total,
         log=log,
         state=state,

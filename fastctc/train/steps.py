@@ -60,11 +60,17 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
         waves, lengths = run.augment(waves, batch)
     else:
         lengths = batch.lengths.to(device, non_blocking=True)  # (B,)
+    # a host bool that flips once: torch.compile recompiles at the switch, never per step
+    train_encoder = run.state.step >= run.cfg.train.freeze_finetune_steps
     with run.precision.autocast():
         if run.cfg.train.padding_invariant:  # each row as it is alone (and its own CTC length)
-            logits, logit_lengths = run.step_model(waves, lengths, padding_invariant=True)  # (B, T, V), (B,)
+            logits, logit_lengths = run.step_model(
+                waves, lengths, padding_invariant=True, train_encoder=train_encoder
+            )  # (B, T, V), (B,)
         else:
-            logits, logit_lengths = run.step_model(waves, lengths if run.use_mask else None)
+            logits, logit_lengths = run.step_model(
+                waves, lengths if run.use_mask else None, train_encoder=train_encoder
+            )
     if not run.use_mask and not run.cfg.train.padding_invariant and run.cfg.train.ctc_true_lengths:
         logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
     return ctc_loss(
@@ -97,12 +103,15 @@ def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
 
 
 def optimizer_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clip, apply the update unless a gradient is not finite, zero the gradients, advance the schedule.
+    """Clip, apply the update unless a gradient is not finite, zero the gradients, advance the schedule,
+    update the weight average.
 
     Returns (grad_norm, skipped) as device scalars. The skip is decided on the device, the way
     GradScaler does it: fused AdamW reads a `found_inf` flag and leaves the parameters, its moments and
     its step count untouched when it is set. A non-finite loss gives non-finite gradients, so this
-    catches it too; under DDP the gradients are all-reduced, so every rank skips together.
+    catches it too; under DDP the gradients are all-reduced, so every rank skips together. While
+    train.freeze_finetune_steps holds the encoder, its parameters have no gradient: AdamW and the clip
+    leave them (and their moments) out, as fairseq's Adam does.
     """
     optimizer = run.optimizer
     run.scaler.unscale_(optimizer)
@@ -119,4 +128,6 @@ def optimizer_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     run.schedule.step()
+    if run.average is not None:  # a skipped step leaves the weights, and so adds them once more
+        run.average.update(run.state.step + 1)
     return grad_norm, skipped
