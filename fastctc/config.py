@@ -318,7 +318,7 @@ def speed_ratio(factor: float) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
-def _validate_augment(a: AugmentConfig, need) -> None:
+def _validate_augment(a: AugmentConfig, need, check_paths: bool) -> None:
     for key in ("speed_prob", "rir_prob", "noise_prob"):
         need(0.0 <= getattr(a, key) <= 1.0, f"augment.{key}", f"must be in [0, 1] (0 = off), got {getattr(a, key)}")
     need(bool(a.speed_factors), "augment.speed_factors", "must list at least one factor, e.g. [0.9, 1.0, 1.1]")
@@ -335,7 +335,8 @@ def _validate_augment(a: AugmentConfig, need) -> None:
             f"augment.{key}",
             f"augment.{key.split('_')[0]}_prob={prob} needs a folder of audio files, e.g. --set augment.{key}=/data/{key[:-4]}",
         )
-        need(not folder or Path(folder).is_dir(), f"augment.{key}", f"{folder!r} is not a directory")
+        if check_paths:
+            need(not folder or Path(folder).is_dir(), f"augment.{key}", f"{folder!r} is not a directory")
     need(a.rir_max_s > 0, "augment.rir_max_s", f"must be > 0 seconds, got {a.rir_max_s}")
     need(
         len(a.snr_db) == 2 and a.snr_db[0] <= a.snr_db[1],
@@ -361,8 +362,8 @@ def _check_choices(cfg: RunConfig) -> None:
                     raise ConfigError(problem)
 
 
-def _check_model(m: ModelConfig) -> None:
-    if m.checkpoint:
+def _check_model(m: ModelConfig, check_paths: bool) -> None:
+    if m.checkpoint and check_paths:
         _need(
             Path(m.checkpoint).is_dir(),
             "model.checkpoint",
@@ -466,14 +467,14 @@ def _check_optim_and_train(o: OptimConfig, t: TrainConfig) -> None:
     _need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
 
 
-def _validate(cfg: RunConfig) -> None:
+def _validate(cfg: RunConfig, check_paths: bool) -> None:
     """The whole config, once every file and --set value is applied (a later value wins over an earlier one)."""
     _check_choices(cfg)
-    _check_model(cfg.model)
+    _check_model(cfg.model, check_paths)
     _check_corpus(cfg.data, cfg.model)
     _check_loading(cfg.data)
     _check_optim_and_train(cfg.optim, cfg.train)
-    _validate_augment(cfg.augment, _need)
+    _validate_augment(cfg.augment, _need, check_paths)
     _validate_fine_tuning(cfg.optim, cfg.train)
 
 
@@ -539,8 +540,14 @@ def _parse_toml(path: Path) -> dict:
     return doc
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Read a TOML config (or start from defaults), apply `section.key=value` overrides, validate."""
+def load_config(
+    path: str | Path | None = None, overrides: typing.Sequence[str] = (), check_paths: bool = True
+) -> RunConfig:
+    """Read a TOML config (or start from defaults), apply `section.key=value` overrides, validate.
+
+    `check_paths=False` checks everything but whether the folders the config names (model.checkpoint,
+    augment.rir_dir, augment.noise_dir) exist: for a caller that learns a path before it writes the folder
+    (bench recipe --make-checkpoint), which then loads the config again with the checks."""
     cfg = RunConfig()
     if path is not None:
         path = Path(path)
@@ -560,7 +567,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if not sep or not dot or not key:
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set optim.lr=3e-4")
         _apply(cfg, section, key, _parse_override_value(raw.strip()), "--set: ")
-    _validate(cfg)
+    _validate(cfg, check_paths)
     return cfg
 
 

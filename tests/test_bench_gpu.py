@@ -163,3 +163,28 @@ def test_a_timed_out_part_keeps_its_json_lines_and_stderr(tmp_path, monkeypatch)
     assert res["lines"][0]["shape"]["T"] == 1750 and "compiling the next shape" in res["tail"]
     assert "compiling the next shape" in (tmp_path / "log.txt").read_text()
     assert [r["met"] for r in report["figures"]] == [True, True]  # the shape measured before the stop
+
+
+def test_pytest_counts_reads_the_junit_file_pytest_writes(tmp_path):
+    """The tests part's counts come from pytest's own JUnit XML (not its console), every outcome counted."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_outcomes.py").write_text(
+        "import pytest\n"
+        "def test_a(): pass\n"
+        "def test_b(): pass\n"
+        "def test_c(): assert False\n"
+        "@pytest.mark.skip(reason='x')\n"
+        "def test_d(): pass\n"
+        "@pytest.fixture\n"
+        "def broken(): raise RuntimeError\n"
+        "def test_e(broken): pass\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not the repository's addopts (xdist workers)
+    junit = tmp_path / "out.xml"
+    args = ["-q", "-p", "no:cacheprovider", f"--junitxml={junit}", str(tmp_path)]
+    done = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr  # a test failed: pytest's own verdict
+    assert gpu.pytest_counts(junit) == {"passed": 2, "failed": 1, "error": 1, "skipped": 1}
+    assert gpu.pytest_counts(tmp_path / "never-written.xml") == {}

@@ -161,6 +161,33 @@ def test_show_mapping_lists_every_key(capsys):
     assert missing == [], f"MAPPING does not say how these reach the reference: {missing}"
 
 
+def test_make_checkpoint_learns_the_configs_checkpoint_before_it_exists(tmp_path):
+    """prepare_checkpoint reads model.checkpoint through load_config (a --set over the TOML's) while the folder
+    does not exist yet, then --make-checkpoint writes it there; without it, the missing folder is one line."""
+    from fastctc.bench.recipe import build_parser, prepare_checkpoint
+
+    (tmp_path / "sizes.toml").write_text(TINY_SIZES)
+    config = tmp_path / "run.toml"
+    config.write_text(FINE_TUNING.format(checkpoint=tmp_path / "from-toml"))
+    target = tmp_path / "from-set"
+    args = build_parser().parse_args(
+        [
+            str(config),
+            "--set",
+            f"model.checkpoint={target}",
+            "--make-checkpoint",
+            "--sizes",
+            str(tmp_path / "sizes.toml"),
+        ]
+    )
+    assert prepare_checkpoint(args, lambda *a: None) == str(target.resolve())
+    assert (target / "config.json").is_file() and not (tmp_path / "from-toml").exists()
+    with pytest.raises(SystemExit, match="'[^']*from-toml' holds no config.json"):
+        prepare_checkpoint(build_parser().parse_args([str(config)]), lambda *a: None)
+    with pytest.raises(SystemExit, match="config error: --set: optim.lr: expected float"):
+        prepare_checkpoint(build_parser().parse_args([str(config), "--set", "optim.lr=fast"]), lambda *a: None)
+
+
 def test_checkpoint_loads_in_transformers_and_fastctc(tmp_path):
     transformers = pytest.importorskip("transformers")
     import torch

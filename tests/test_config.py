@@ -79,6 +79,25 @@ def test_bad_overrides_fail_with_the_key_named(override, fragment):
     assert "\n" not in message
 
 
+def test_check_paths_off_skips_the_folder_checks_alone(tmp_path):
+    """A caller that learns a folder before writing it (bench recipe --make-checkpoint) loads the config with
+    check_paths=False: the missing folders are read as given, every other check still runs."""
+    missing = tmp_path / "not-yet"
+    keys = [f"model.checkpoint={missing}", f"augment.noise_dir={missing}", "augment.noise_prob=0.5"]
+    with pytest.raises(ConfigError, match="model.checkpoint: .* is not a directory"):
+        load_config(DEMO, keys)
+    with pytest.raises(ConfigError, match="augment.noise_dir: .* is not a directory"):
+        load_config(DEMO, keys[1:])
+    cfg = load_config(DEMO, keys, check_paths=False)
+    assert cfg.model.checkpoint == str(missing) and cfg.augment.noise_dir == str(missing)
+    with pytest.raises(ConfigError, match="optim.lr: must be > 0"):
+        load_config(DEMO, keys + ["optim.lr=-1"], check_paths=False)
+    with pytest.raises(ConfigError, match="augment.noise_dir: augment.noise_prob=0.5 needs a folder"):
+        load_config(DEMO, ["augment.noise_prob=0.5"], check_paths=False)
+    missing.mkdir()
+    assert load_config(DEMO, keys).model.checkpoint == str(missing)
+
+
 def test_unknown_key_in_file_names_file_and_nearest(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[optim]\nlearning_rate = 1e-3\n")

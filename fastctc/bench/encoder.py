@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 import torch
 
@@ -29,6 +30,69 @@ from .timing import add_run_args, alternate, environment, print_goals, profile_t
 
 MODES = ("forward", "forward+backward")
 GOALS = {"native": 1.0, "native-compiled": 1.3}  # forward+backward speedup over transformers eager
+
+
+@dataclass
+class Inputs:
+    """One family's timed batch, the same for every provider."""
+
+    waves: torch.Tensor  # (B, L)
+    lengths: torch.Tensor | None  # (B,) the native side's true lengths; None when it sees no attention mask
+    mask: torch.Tensor | None  # (B, L) transformers' attention_mask, or None
+    cotangent: torch.Tensor  # (B, T, V) the fixed gradient of the logits that backward starts from
+
+
+def make_inputs(native, batch: int, seconds: float, device: torch.device) -> Inputs:
+    waves, lengths = audio_batch(batch, seconds)
+    waves, lengths = waves.to(device), lengths.to(device)
+    masked = uses_attention_mask(native)
+    native_lengths = lengths if masked else None
+    mask = (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None]).long() if masked else None
+    with torch.no_grad():
+        T = native(waves, native_lengths)[0].shape[1]
+    cotangent = torch.randn(batch, T, native.config.vocab_size, generator=torch.Generator().manual_seed(2)).to(device)
+    return Inputs(waves, native_lengths, mask, cotangent)
+
+
+def timed_call(forward, model, training: bool, cotangent: torch.Tensor):
+    """What one timed run calls: the forward under no_grad, or (training) the forward and the backward of
+    `cotangent` from cleared gradients."""
+    if not training:
+
+        def run():
+            with torch.no_grad():
+                forward()
+
+        return run
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        forward().backward(cotangent)
+
+    return run
+
+
+def providers_for(training: bool, hf, native, step_model, x: Inputs) -> dict:
+    """native, native-compiled (when compiled) and transformers, in that order, each a timed call."""
+    forwards = {"native": (native, lambda: native(x.waves, x.lengths)[0])}
+    if step_model is not None:
+        forwards["native-compiled"] = (native, lambda: step_model(x.waves, x.lengths)[0])
+    forwards["transformers"] = (hf, lambda: hf(x.waves, attention_mask=x.mask).logits)
+    return {name: timed_call(fwd, model, training, x.cotangent) for name, (model, fwd) in forwards.items()}
+
+
+def speedup_rows(timings: dict, where: dict, log) -> list[dict]:
+    """One result row per provider (`where` names the family, size, batch, seconds and mode), each logged."""
+    ref = timings["transformers"]["median_ms"]
+    rows = []
+    for name, t in timings.items():
+        speedup = ref / t["median_ms"]
+        rows.append(dict(**where, provider=name, speedup_vs_transformers=speedup, **t))
+        log(
+            f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
+            f"{speedup:5.2f}x transformers"
+        )
+    return rows
 
 
 def bench_family(
@@ -45,11 +109,7 @@ def bench_family(
 ) -> list[dict]:
     hf, native = build_pair(family, size)
     hf, native = hf.to(device), native.to(device)
-    waves, lengths = audio_batch(batch, seconds)
-    waves, lengths = waves.to(device), lengths.to(device)
-    masked = uses_attention_mask(native)
-    native_lengths = lengths if masked else None
-    mask = (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None]).long() if masked else None
+    x = make_inputs(native, batch, seconds, device)
     # a fresh dynamo cache per family: every family's CTCModel.forward is the same code object, and its
     # guards would pile up to the recompile limit, after which "compiled" silently runs eager
     torch._dynamo.reset()
@@ -57,68 +117,18 @@ def bench_family(
     params = sum(p.numel() for p in native.parameters())
     log(
         f"== {family} ({size}: {native.config.hidden_size} wide, {native.config.num_hidden_layers} layers, "
-        f"{params / 1e6:.1f} M parameters), batch {batch} x {seconds:g} s, attention mask {'on' if masked else 'off'}"
+        f"{params / 1e6:.1f} M parameters), batch {batch} x {seconds:g} s, "
+        f"attention mask {'on' if x.mask is not None else 'off'}"
     )
-
-    with torch.no_grad():
-        T = native(waves, native_lengths)[0].shape[1]
-    cotangent = torch.randn(batch, T, native.config.vocab_size, generator=torch.Generator().manual_seed(2)).to(device)
-
-    def forward_of(model, hf_side: bool):
-        if hf_side:
-            return lambda: model(waves, attention_mask=mask).logits
-        return lambda: model(waves, native_lengths)[0]
-
     rows = []
     for mode in MODES:
         training = mode == "forward+backward"
         hf.train(training)
         native.train(training)
-        sides = {"native": forward_of(native, False), "transformers": forward_of(hf, True)}
-        if step_model is not None:
-            sides = {
-                "native": sides["native"],
-                "native-compiled": forward_of(step_model, False),
-                "transformers": sides["transformers"],
-            }
-
-        def provider(fwd, model):
-            if not training:
-
-                def run():
-                    with torch.no_grad():
-                        fwd()
-
-                return run
-
-            def run():
-                model.zero_grad(set_to_none=True)
-                fwd().backward(cotangent)
-
-            return run
-
-        providers = {name: provider(fwd, hf if name == "transformers" else native) for name, fwd in sides.items()}
+        providers = providers_for(training, hf, native, step_model, x)
         log(f"-- {mode}")
         timings = alternate(providers, repeats, warmup, device, log)
-        ref = timings["transformers"]["median_ms"]
-        for name, t in timings.items():
-            speedup = ref / t["median_ms"]
-            rows.append(
-                dict(
-                    family=family,
-                    size=size,
-                    batch=batch,
-                    seconds=seconds,
-                    mode=mode,
-                    provider=name,
-                    speedup_vs_transformers=speedup,
-                    **t,
-                )
-            )
-            log(
-                f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
-                f"{speedup:5.2f}x transformers"
-            )
+        rows += speedup_rows(timings, dict(family=family, size=size, batch=batch, seconds=seconds, mode=mode), log)
         for name in providers if profile else ():
             log(f"-- profile: {family} {mode} {name}\n{profile_table(providers[name], device, profile)}")
     return rows

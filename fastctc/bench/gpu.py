@@ -81,77 +81,34 @@ def part_limits(budget_s: float, parts=PARTS) -> dict[str, float]:
     return {p.name: p.limit_s * scale for p in parts}
 
 
+# each part at its smallest size (--smoke): a tiny encoder, two timed runs, no compile
+SMOKE_SIZE = "--size tiny --batch 2 --seconds 0.2 --repeats 2 --warmup 1 --compile off".split()
+CARD_SIZE = "--size card --repeats 5 --warmup 2".split()
+
+
+def cuda_tests_command(out: Path) -> list[str]:
+    """pytest -m cuda in one process (the repository's addopts run the suite on two xdist workers), its
+    outcome written to OUT/cuda-tests.xml, where `pytest_counts` reads it."""
+    pytest = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider", "-n", "0"]
+    return pytest + [str(REPO / "tests" / "test_cuda.py"), f"--junitxml={out / 'cuda-tests.xml'}"]
+
+
 def part_command(name: str, smoke: bool, out: Path) -> list[str]:
     """The command line of a part; --smoke shrinks each to its smallest configuration."""
     fastctc = [sys.executable, "-m", "fastctc"]
     if name == "tests":
-        return [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-m",
-            "cuda",
-            "-q",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-            "-n",
-            "0",  # one process: the repository's addopts run the suite on two xdist workers
-            str(REPO / "tests" / "test_cuda.py"),
-            f"--junitxml={out / 'cuda-tests.xml'}",
-        ]
+        return cuda_tests_command(out)
     if name == "ctc":
         return fastctc + ["bench", "ctc", "--dtype", "bfloat16"] + (["--cards", "timit"] if smoke else [])
     if name == "encoder":
-        size = (
-            [
-                "--size",
-                "tiny",
-                "--batch",
-                "2",
-                "--seconds",
-                "0.2",
-                "--repeats",
-                "2",
-                "--warmup",
-                "1",
-                "--compile",
-                "off",
-            ]
-            if smoke
-            else ["--size", "card", "--repeats", "5", "--warmup", "2"]
-        )
+        size = SMOKE_SIZE if smoke else CARD_SIZE
         return fastctc + ["bench", "encoder", "--families", "wav2vec2-base", "wavlm-large", *size]
     if name == "step":
-        size = (
-            [
-                "--size",
-                "tiny",
-                "--batch",
-                "2",
-                "--seconds",
-                "0.2",
-                "--repeats",
-                "2",
-                "--warmup",
-                "1",
-                "--compile",
-                "off",
-                "--precision",
-                "fp32",
-            ]
-            if smoke
-            else ["--size", "card", "--precision", "bf16", "--repeats", "5", "--warmup", "2"]
-        )
+        size = SMOKE_SIZE + ["--precision", "fp32"] if smoke else CARD_SIZE + ["--precision", "bf16"]
         return fastctc + ["bench", "step", "--families", "wav2vec2-base", "hubert-large", *size]
     if name == "train":
-        return fastctc + [
-            "train",
-            str(REPO / "configs" / "demo.toml"),
-            "--out",
-            str(out / "train-run"),
-            *train_overrides(smoke),
-        ]
+        demo = str(REPO / "configs" / "demo.toml")
+        return fastctc + ["train", demo, "--out", str(out / "train-run"), *train_overrides(smoke)]
     if name == "cost":
         return fastctc + ["bench", "cost"] + (["--cards", "wav2vec2-base-timit"] if smoke else [])
     raise ValueError(name)
@@ -270,15 +227,23 @@ def red_reason(name: str, res: dict) -> str | None:
     return None
 
 
-def pytest_counts(lines: list[str]) -> dict:
-    """passed / failed / skipped / errors from pytest's summary line."""
-    import re
+def pytest_counts(junit: Path) -> dict:
+    """passed / failed / error / skipped (those that occurred) from the JUnit XML the tests part writes;
+    {} when the run ended before writing it."""
+    if not junit.is_file():
+        return {}
+    import xml.etree.ElementTree as ET
 
-    counts = {}
-    for line in lines:
-        for n, word in re.findall(r"(\d+) (passed|failed|skipped|deselected|error|errors)", line):
-            counts[word.rstrip("s") if word.startswith("error") else word] = int(n)
-    return counts
+    root = ET.parse(junit).getroot()
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    n = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    counts = {
+        "passed": n["tests"] - n["failures"] - n["errors"] - n["skipped"],
+        "failed": n["failures"],
+        "error": n["errors"],
+        "skipped": n["skipped"],
+    }
+    return {k: v for k, v in counts.items() if v}
 
 
 def train_summary(run_dir: Path) -> dict:
@@ -293,10 +258,9 @@ def train_summary(run_dir: Path) -> dict:
     return out
 
 
-def figures(results: dict) -> list[dict]:
-    """Every figure next to its goal: rows of (figure, value, goal, verdict)."""
+def ctc_figures(ctc: dict) -> list[dict]:
+    """The fused CTC against float64 and its speed against torch, per shape."""
     rows = []
-    ctc = results.get("ctc", {})
     # the final JSON if the part finished, else the shapes it printed before it was stopped
     shapes = ctc.get("json", {}).get("shapes") or [x["shape"] for x in ctc.get("lines", []) if "shape" in x]
     for s in shapes:
@@ -322,17 +286,24 @@ def figures(results: dict) -> list[dict]:
                     "met": ok and v >= GOALS["ctc_fwd_bwd_vs_torch"],
                 }
             )
-    enc = results.get("encoder", {}).get("json", {})
-    for name, g in enc.get("goals", {}).items():
-        rows.append(
-            {
-                "figure": f"encoder {name} (worst: {g['family']})",
-                "value": f"{g['worst']:.2f}x",
-                "goal": f">= {g['target']}x",
-                "met": g["met"],
-            }
-        )
-    step = results.get("step", {}).get("json", {})
+    return rows
+
+
+def encoder_figures(enc: dict) -> list[dict]:
+    return [
+        {
+            "figure": f"encoder {name} (worst: {g['family']})",
+            "value": f"{g['worst']:.2f}x",
+            "goal": f">= {g['target']}x",
+            "met": g["met"],
+        }
+        for name, g in enc.get("goals", {}).items()
+    ]
+
+
+def step_figures(step: dict) -> list[dict]:
+    """Each step provider against the Trainer-equivalent step, and its MFU where the cost model priced it."""
+    rows = []
     for r in step.get("results", []):
         if r["provider"] == "trainer":
             continue
@@ -355,18 +326,31 @@ def figures(results: dict) -> list[dict]:
                     "met": None,
                 }
             )
-    tr = results.get("train", {}).get("summary", {})
-    if tr.get("last_progress"):
-        p = tr["last_progress"]
-        rows.append(
-            {
-                "figure": "training run: audio seconds per second (last progress window)",
-                "value": f"{p.get('audio_s_per_s', 0):.0f}",
-                "goal": "—",
-                "met": None,
-            }
-        )
     return rows
+
+
+def train_figures(summary: dict) -> list[dict]:
+    p = summary.get("last_progress")
+    if not p:
+        return []
+    return [
+        {
+            "figure": "training run: audio seconds per second (last progress window)",
+            "value": f"{p.get('audio_s_per_s', 0):.0f}",
+            "goal": "—",
+            "met": None,
+        }
+    ]
+
+
+def figures(results: dict) -> list[dict]:
+    """Every figure next to its goal: rows of (figure, value, goal, verdict)."""
+    return (
+        ctc_figures(results.get("ctc", {}))
+        + encoder_figures(results.get("encoder", {}).get("json", {}))
+        + step_figures(results.get("step", {}).get("json", {}))
+        + train_figures(results.get("train", {}).get("summary", {}))
+    )
 
 
 def add_cost_to_steps(results: dict) -> None:
@@ -428,7 +412,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fastctc bench gpu",
         description=__doc__.split("\n")[0],
@@ -444,72 +428,78 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--parts", nargs="+", choices=[p.name for p in PARTS], default=[p.name for p in PARTS])
     ap.add_argument("--smoke", action="store_true", help="each part at its smallest size, on any device (CI)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run_or_skip(part: Part, args, cuda: bool, limit_s: float, left_s: float, log) -> tuple[dict, dict | None]:
+    """(the part's row of the report, its result; None when it was skipped, the row saying why)."""
+    row = {"name": part.name, "what": part.what, "limit_s": round(limit_s, 1)}
+    if part.needs_cuda and not cuda and not args.smoke and part.name != "tests":
+        row["status"] = "skipped: no CUDA device (torch.cuda.is_available() is False)"
+        return row, None
+    if left_s < part.estimate_s and not args.smoke:
+        row["status"] = f"skipped: {left_s:.0f} s of the budget left, needs ~{part.estimate_s:.0f} s"
+        return row, None
+    out = args.out.resolve()
+    if part.name == "tests":
+        (out / "cuda-tests.xml").unlink(missing_ok=True)  # an earlier run's outcome is not this one's
+    res = run_part(part, part_command(part.name, args.smoke, out), limit_s, log)
+    if part.name == "tests":
+        res["counts"] = pytest_counts(out / "cuda-tests.xml")
+        if not cuda and res["counts"].get("skipped") and not res["counts"].get("passed"):
+            res["status"] += " (every test skipped: no CUDA device)"
+    if part.name == "train":
+        res["summary"] = train_summary(out / "train-run")
+    row.update(status=res["status"], seconds=res["seconds"])
+    if (why := red_reason(part.name, res)) is not None:
+        row["red"] = why
+    return row, res
+
+
+def write_report(args, env: dict, t0: float, parts: list[dict], results: dict) -> dict:
+    """OUT/report.json and OUT/report.md of the parts that ended so far."""
+    report = {
+        "bench": "gpu",
+        "environment": env,
+        "smoke": args.smoke,
+        "budget_s": args.budget_s,
+        "total_s": time.time() - t0,
+        "parts": parts,
+        "results": results,
+        "goals": GOALS,
+        "log": str(args.out / "log.txt"),
+    }
+    add_cost_to_steps(results)
+    report["figures"] = figures(results)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (args.out / "report.md").write_text(markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     cuda = torch.cuda.is_available()
     args.out.mkdir(parents=True, exist_ok=True)
-    log_path = args.out / "log.txt"
     t0 = time.time()
     chosen = [p for p in PARTS if p.name in args.parts]
     limits = part_limits(args.budget_s, chosen)
     results, parts = {}, []
     env = environment("cuda" if cuda else "cpu")
-
-    def write_report() -> dict:  # after every part: a run stopped from outside keeps what ended
-        report = {
-            "bench": "gpu",
-            "environment": env,
-            "smoke": args.smoke,
-            "budget_s": args.budget_s,
-            "total_s": time.time() - t0,
-            "parts": parts,
-            "results": results,
-            "goals": GOALS,
-            "log": str(log_path),
-        }
-        add_cost_to_steps(results)
-        report["figures"] = figures(results)
-        (args.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
-        (args.out / "report.md").write_text(markdown(report))
-        return report
-
-    with open(log_path, "w") as log:
+    with open(args.out / "log.txt", "w") as log:
         for part in chosen:
-            left = args.budget_s - (time.time() - t0)
-            row = {"name": part.name, "what": part.what, "limit_s": round(limits[part.name], 1)}
-            if part.needs_cuda and not cuda and not args.smoke and part.name != "tests":
-                row["status"] = "skipped: no CUDA device (torch.cuda.is_available() is False)"
-            elif left < part.estimate_s and not args.smoke:
-                row["status"] = f"skipped: {left:.0f} s of the budget left, needs ~{part.estimate_s:.0f} s"
-            else:
-                cmd = part_command(part.name, args.smoke, args.out.resolve())
-                res = run_part(part, cmd, limits[part.name], log)
-                if part.name == "tests":
-                    res["counts"] = pytest_counts(res["tail"])
-                    if not cuda:
-                        res["status"] += (
-                            " (every test skipped: no CUDA device)"
-                            if res["counts"].get("skipped") and not res["counts"].get("passed")
-                            else ""
-                        )
-                if part.name == "train":
-                    res["summary"] = train_summary(args.out.resolve() / "train-run")
+            left_s = args.budget_s - (time.time() - t0)
+            row, res = run_or_skip(part, args, cuda, limits[part.name], left_s, log)
+            if res is not None:
                 results[part.name] = res
-                row.update(status=res["status"], seconds=res["seconds"])
-                if (why := red_reason(part.name, res)) is not None:
-                    row["red"] = why
             print(
                 f"[{time.time() - t0:5.0f} s] {part.name}: {row.get('red') and 'RED: ' or ''}{row['status']}",
                 flush=True,
             )
             parts.append(row)
-            print(
-                json.dumps(
-                    {"bench": "gpu", "part": row, "lines": results.get(part.name, {}).get("lines", [])}, default=str
-                ),
-                flush=True,
-            )
-            write_report()
-    report = write_report()
+            lines = results.get(part.name, {}).get("lines", [])
+            print(json.dumps({"bench": "gpu", "part": row, "lines": lines}, default=str), flush=True)
+            write_report(args, env, t0, parts, results)  # after every part: a run stopped from outside keeps what ended
+    report = write_report(args, env, t0, parts, results)
     print(f"\nwrote {args.out / 'report.md'} and {args.out / 'report.json'}")
     print(json.dumps({"bench": "gpu", "report": str(args.out / "report.md"), "parts": parts}))
     return report

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import RECIPE_EXACT, RunConfig
+from ..config import RECIPE_EXACT, ConfigError, RunConfig, load_config
 
 # CONFIG key -> what the reference does with it. "config.X" is the script's config.update({X: ...}) before
 # AutoModelForCTC.from_pretrained; "args.X" a TrainingArguments field; anything else is said in words.
@@ -112,17 +112,6 @@ def show_mapping(out=print) -> None:
     for key, target in MAPPING.items():
         out(f"{key:<{width}}  {target}")
     out(f"{'(fixed)':<{width}}  {REFERENCE_FIXED}")
-
-
-def _checkpoint_path(config: str, overrides: list[str]) -> str:
-    """model.checkpoint from --set or the TOML, read before the config is validated (it may not exist yet)."""
-    import tomllib
-
-    for item in reversed(overrides):
-        key, _, value = item.partition("=")
-        if key.strip() == "model.checkpoint":
-            return value.strip().strip('"')
-    return str(tomllib.loads(Path(config).read_text()).get("model", {}).get("checkpoint", ""))
 
 
 def _run_process(cmd: list[str], log_path: Path, threads: int) -> tuple[int, float, float, int]:
@@ -603,8 +592,6 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def _sizes(args):
     """The encoder sizes for --make-checkpoint: the [model] section of the from-scratch config --sizes names."""
-    from ..config import ConfigError, load_config
-
     if not args.sizes:
         raise SystemExit(
             "fastctc bench recipe: --make-checkpoint needs --sizes TOML, a from-scratch config whose "
@@ -634,8 +621,6 @@ class Plan:
 def make_plan(args, say) -> Plan:
     """Check the arguments and the config (writing the checkpoint first when --make-checkpoint asks), then say
     what will run."""
-    from ..config import ConfigError, load_config
-
     checkpoint = prepare_checkpoint(args, say)
     overrides = args.set + [f"model.checkpoint={checkpoint}"]
     try:
@@ -666,7 +651,10 @@ def make_plan(args, say) -> Plan:
 def prepare_checkpoint(args, say) -> str:
     """CONFIG's model.checkpoint, resolved; written first (random init) when it does not exist and
     --make-checkpoint asks for it."""
-    checkpoint = _checkpoint_path(args.config, args.set)
+    try:  # the folder may not exist yet: --make-checkpoint writes it, and make_plan then checks the config
+        checkpoint = load_config(args.config, args.set, check_paths=False).model.checkpoint
+    except ConfigError as e:
+        raise SystemExit(f"fastctc bench recipe: config error: {e}") from None
     if not checkpoint:
         raise SystemExit(
             "fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "

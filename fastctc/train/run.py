@@ -248,46 +248,63 @@ def build_average(cfg: RunConfig, model: CTCModel, dist: DistInfo, checkpoint: P
     return average
 
 
-def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
-    """Everything a run needs, from the config: process group, data, vocabulary, model, optimizer,
-    schedule, loaders, and (with `resume`) the state of the checkpoint in `out_dir`.
+def say_if_only_the_head_learns(cfg: RunConfig, total: int, say) -> None:
+    """One line when train.freeze_finetune_steps covers the whole run."""
+    if cfg.train.freeze_finetune_steps >= total:
+        say(
+            f"fastctc: train.freeze_finetune_steps={cfg.train.freeze_finetune_steps} covers all {total} steps: "
+            "only the CTC head will learn"
+        )
 
-    The run directory is checked first (run_dir.py) and written last: config.toml and metrics.jsonl
-    appear only once the start has succeeded."""
-    clock = Clock(start=time.time())
-    dist = init_distributed(cfg.train.device)
-    say = print if dist.is_main else (lambda *a, **k: None)
-    cfg, encoder, preprocessing = resolve_model(cfg, say)
+
+def _silent(*args, **kwargs) -> None:
+    """`say` on every rank but 0."""
+
+
+def check_run_dir(cfg: RunConfig, encoder: EncoderConfig, out_dir: Path, resume: bool, dist: DistInfo) -> None:
+    """Before any data is read: a resume must find its checkpoint and keep what its config.toml ran with;
+    a new run must not write into another run's directory."""
     if resume:
         check_resume(out_dir)
         if (out_dir / "config.toml").is_file():  # the model, batch or schedule it was run with
-            saved, saved_encoder, _ = resolve_model(load_config(out_dir / "config.toml"), lambda *a, **k: None)
+            saved, saved_encoder, _ = resolve_model(load_config(out_dir / "config.toml"), _silent)
             refuse_changes(out_dir, changed_keys(saved, saved_encoder, cfg, encoder))
     elif dist.is_main:
         check_new_run_dir(out_dir)
+
+
+def prepare_process(cfg: RunConfig, dist: DistInfo) -> tuple[torch.device, Precision]:
+    """This process's threads, device and precision; the seeds set."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = device_for(cfg.train.device, dist.local_rank if dist.enabled else None, setting="train.device")
     precision = resolve_precision(cfg.train.precision, device)
     seed_everything(cfg.train.seed)
+    return device, precision
 
+
+def prepare_data(cfg: RunConfig, encoder: EncoderConfig, dist: DistInfo, say):
+    """(train split, eval split, data report)."""
     say(f"fastctc: preparing data (corpus {cfg.data.corpus})", flush=True)
     # the encoder's frames per utterance screen out audio too short for its transcript
-    train_ds, eval_ds, data_report = build_datasets(
-        cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder), verbose=dist.is_main
-    )
-    vocab = run_vocabulary(cfg, train_ds.texts + eval_ds.texts, say)  # train + eval, as the recipe
-    model = prepare_model(cfg, encoder, vocab, device, dist, say)
-    use_mask = uses_attention_mask(cfg, encoder, preprocessing)
-    say(
+    return build_datasets(cfg.data, cfg.train.seed, lambda n: frame_count(n, encoder), verbose=dist.is_main)
+
+
+def describe_start(
+    train_ds, eval_ds, vocab, model: CTCModel, device, dist: DistInfo, precision, use_mask, clock
+) -> str:
+    """The start-up line: the splits, vocabulary, model size, device, precision and attention mask."""
+    return (
         f"fastctc: {len(train_ds)} train ({sum(train_ds.durations) / 3600:.2f} h) / {len(eval_ds)} eval utterances, "
         f"vocab {len(vocab)}, model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
         f"device {device} x {dist.world_size}, precision {precision.name}, attention mask {'on' if use_mask else 'off'} "
-        f"({time.time() - clock.start:.1f} s)",
-        flush=True,
+        f"({time.time() - clock.start:.1f} s)"
     )
 
-    accum = cfg.train.grad_accum
+
+def build_loader(cfg: RunConfig, encoder: EncoderConfig, train_ds, vocab, dist: DistInfo, device, report):
+    """(sampler, loader) of the training split: [data].sampler's batches in the encoder's frames, whole
+    accumulated steps per rank."""
     sampler = SAMPLER_CLASSES[cfg.data.sampler](
         train_ds.durations,
         cfg.train.seed,
@@ -296,51 +313,88 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         cfg.data.pad_lengths,
         rank=dist.rank,
         world_size=dist.world_size,
-        accum=accum,
+        accum=cfg.train.grad_accum,
         frame=encoder.frame_stride,
     )
-    loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=data_report)
+    loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=report)
     loader.keep_empty = dist.enabled  # the step stands in for a rank's empty batch (steps.py)
+    return sampler, loader
+
+
+def count_steps(cfg: RunConfig, sampler: LengthBucketSampler) -> int:
+    """The run's optimizer steps: train.epochs of whole accumulated steps, at most train.max_steps."""
+    accum = cfg.train.grad_accum
     steps_per_epoch = len(sampler) // accum
     if steps_per_epoch == 0:
         raise ConfigError(f"train.grad_accum: {accum} exceeds the {len(sampler)} batches of an epoch; lower it")
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
-    optimizer = build_optimizer(model, cfg.optim, device)
-    schedule = build_schedule(optimizer, cfg.optim, total)
-    scaler = precision.grad_scaler()
-    augment = build_augmenter(cfg, encoder, device, dist, data_report, say)
-    if cfg.train.freeze_finetune_steps >= total:
-        say(
-            f"fastctc: train.freeze_finetune_steps={cfg.train.freeze_finetune_steps} covers all {total} steps: "
-            "only the CTC head will learn"
-        )
+    return total
 
-    state = RunState()
-    if resume:
-        meta = load_checkpoint(
-            out_dir / "checkpoint",
-            model,
-            optimizer,
-            schedule,
-            scaler,
-            rank=dist.rank,
-            world_size=dist.world_size,
-            generators=augment.generators() if augment is not None else None,
-        )
-        state = RunState.from_checkpoint(meta)
-        say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state.step}", flush=True)
-    average = build_average(cfg, model, dist, out_dir / "checkpoint" if resume else None)
-    step_model, ddp, compiled = wrap_model(cfg, model, dist, device)
+
+def resume_state(out_dir: Path, model, optimizer, schedule, scaler, dist: DistInfo, augment, say) -> RunState:
+    """The checkpoint in `out_dir` restored into the model, optimizer, schedule, scaler and augmentation RNG."""
+    meta = load_checkpoint(
+        out_dir / "checkpoint",
+        model,
+        optimizer,
+        schedule,
+        scaler,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        generators=augment.generators() if augment is not None else None,
+    )
+    state = RunState.from_checkpoint(meta)
+    say(f"fastctc: resumed from {out_dir / 'checkpoint'} at step {state.step}", flush=True)
+    return state
+
+
+def open_run_dir(cfg: RunConfig, out_dir: Path, dist: DistInfo) -> MetricsLog:
+    """Written last, once the start has succeeded: config.toml and metrics.jsonl."""
     try:
         if dist.is_main:
             (out_dir / "config.toml").write_text(dump_config(cfg))
-        log = MetricsLog(out_dir / "metrics.jsonl", enabled=dist.is_main)
+        return MetricsLog(out_dir / "metrics.jsonl", enabled=dist.is_main)
     except OSError as e:
         raise TrainingError(
             f"run directory {out_dir}: cannot write {e.filename or 'config.toml'} ({e.strerror})"
         ) from None
+
+
+def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
+    """Everything a run needs, from the config: process group, data, vocabulary, model, optimizer,
+    schedule, loaders, and (with `resume`) the state of the checkpoint in `out_dir`.
+
+    The run directory is checked first (run_dir.py) and written last: config.toml and metrics.jsonl
+    appear only once the start has succeeded."""
+    clock = Clock(start=time.time())
+    dist = init_distributed(cfg.train.device)
+    say = print if dist.is_main else _silent
+    cfg, encoder, preprocessing = resolve_model(cfg, say)
+    check_run_dir(cfg, encoder, out_dir, resume, dist)
+    device, precision = prepare_process(cfg, dist)
+
+    train_ds, eval_ds, data_report = prepare_data(cfg, encoder, dist, say)
+    vocab = run_vocabulary(cfg, train_ds.texts + eval_ds.texts, say)  # train + eval, as the recipe
+    model = prepare_model(cfg, encoder, vocab, device, dist, say)
+    use_mask = uses_attention_mask(cfg, encoder, preprocessing)
+    say(describe_start(train_ds, eval_ds, vocab, model, device, dist, precision, use_mask, clock), flush=True)
+
+    sampler, loader = build_loader(cfg, encoder, train_ds, vocab, dist, device, data_report)
+    total = count_steps(cfg, sampler)
+    optimizer = build_optimizer(model, cfg.optim, device)
+    schedule = build_schedule(optimizer, cfg.optim, total)
+    scaler = precision.grad_scaler()
+    augment = build_augmenter(cfg, encoder, device, dist, data_report, say)
+    say_if_only_the_head_learns(cfg, total, say)
+
+    state = RunState()
+    if resume:
+        state = resume_state(out_dir, model, optimizer, schedule, scaler, dist, augment, say)
+    average = build_average(cfg, model, dist, out_dir / "checkpoint" if resume else None)
+    step_model, ddp, compiled = wrap_model(cfg, model, dist, device)
+    log = open_run_dir(cfg, out_dir, dist)
     return Run(
         cfg=cfg,
         out_dir=out_dir,
