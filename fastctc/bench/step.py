@@ -66,6 +66,7 @@ def step_run(model, step_model, use_mask: bool, precision, device: torch.device)
         use_mask=use_mask,
         sampler=None,
         loader=None,
+        augment=None,
         eval_ds=None,
         optimizer=optimizer,
         schedule=linear_schedule(optimizer, warmup_steps=1000, total_steps=10**6),
