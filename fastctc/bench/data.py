@@ -22,7 +22,7 @@ Loader: audio seconds delivered per wall second (real-time factor) by make_loade
 FLAC and TIMIT WAV (the recordings, or generated speech-like files of the same durations), one torch
 thread; fastctc in process (0 workers: exactly one core's work) and with 1 worker process (one core
 plus the hand-over), against the collation transformers' recipe does (soundfile decode, then
-Wav2Vec2FeatureExtractor: per-utterance normalisation and padding), in process. Goal (issue 7):
+Wav2Vec2FeatureExtractor: per-utterance normalisation and padding), in process. Goal:
 >= 200x real time per worker core; padded fraction <= half of group_by_length's at batch 32.
 The last line is one JSON document.
 """
