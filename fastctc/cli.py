@@ -13,7 +13,7 @@ from . import __version__
 EXAMPLES = """\
 examples:
   fastctc train configs/demo.toml
-      train the built-in demo (synthetic speech, from scratch, ~3 min on 2 CPU cores)
+      train the built-in demo (synthetic speech, from scratch, on a CPU; its time is in the README)
   fastctc train configs/demo.toml --set train.max_steps=50 --set optim.lr=3e-4 --out runs/try
       override config keys (type-checked) and choose the run directory
   fastctc train runs/try/config.toml --resume runs/try

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("flashlight.lib.text.decoder", reason="needs the [lm] extra: pip install 'fastctc[lm]'")
+from fastctc.decoding import greedy_ids
+from fastctc.inference.lm import BeamDecoder, BeamOptions, LMError, arpa_words  # imports flashlight only when used
 
-from fastctc.decoding import greedy_ids  # noqa: E402
-from fastctc.inference.lm import BeamDecoder, BeamOptions, LMError, arpa_words  # noqa: E402
+pytest.importorskip("flashlight.lib.text.decoder", reason="needs the [lm] extra: pip install 'fastctc[lm]'")
 
 # fastctc's vocabulary layout: `|`, letters, [UNK], [PAD] (the blank, last)
 TOKENS = ["|", "a", "c", "d", "g", "o", "t", "[UNK]", "[PAD]"]

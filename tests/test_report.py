@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-jiwer = pytest.importorskip("jiwer")
+from fastctc.inference.report import align_words, build_report, pra_block, score_utterance, write_report
+from fastctc.metrics import cer, wer
 
-from fastctc.inference.report import align_words, build_report, pra_block, score_utterance, write_report  # noqa: E402
-from fastctc.metrics import cer, wer  # noqa: E402
+jiwer = pytest.importorskip("jiwer")
 
 
 def random_pairs(seed: int, n: int):

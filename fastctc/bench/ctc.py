@@ -233,55 +233,30 @@ def interpreted_correctness() -> dict:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="fastctc bench ctc", description=__doc__.split("\n")[0])
-    ap.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    ap.add_argument("--cards", nargs="*", default=["timit", "librispeech"])
-    ap.add_argument("--interpreted-check", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.interpreted_check:  # child of interpreted_correctness()
-        print(json.dumps(correctness("cpu")))
-        return
-    dtype = DTYPES[args.dtype]
-    e = torch.tensor([], dtype=dtype).element_size()
-    shapes = [s for s in SHAPES if s[0] in args.cards]
-    cuda = torch.cuda.is_available()
-    report = {
-        "bench": "ctc",
-        "dtype": args.dtype,
-        "cuda": cuda,
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "shapes": [],
-    }
-
-    print(f"bytes-moved model, {args.dtype} logits (MB; see the docstring)")
+def bytes_entries(shapes: list[tuple], dtype_name: str, element_size: int) -> list[dict]:
+    """Each shape's report entry with its bytes-moved model per provider and mode, printed as a table."""
+    print(f"bytes-moved model, {dtype_name} logits (MB; see the docstring)")
     print(
         f"{'card':12s} {'B':>3s} {'T':>5s} {'L':>4s} {'V':>4s} {'provider':>8s} {'fwd':>8s} {'bwd':>8s} {'fwd+bwd':>8s}"
     )
+    entries = []
     for card, B, T, L, V in shapes:
         entry = {"card": card, "B": B, "T": T, "L": L, "V": V, "bytes_model": {}}
         for p in ("fastctc", "torch"):
-            mb = {m: bytes_model(p, m, B, T, L, V, e) for m in MODES}
+            mb = {m: bytes_model(p, m, B, T, L, V, element_size) for m in MODES}
             entry["bytes_model"][p] = mb
             print(f"{card:12s} {B:3d} {T:5d} {L:4d} {V:4d} {p:>8s} " + " ".join(f"{mb[m] / 2**20:8.2f}" for m in MODES))
-        report["shapes"].append(entry)
+        entries.append(entry)
+    return entries
 
-    if not cuda:
-        print("\ncorrectness: the kernel, interpreted, vs float64 (B=2, T=60, L=20, V=32)")
-        report["correctness"] = interpreted_correctness()
-        for k, v in report["correctness"].items():
-            print(f"  {k}: {v}")
-        print("\ntiming needs a CUDA GPU: none here, so no times are reported")
-        finish(report)
-        return
 
-    report["correctness"] = correctness("cuda")
-    print(f"\ncorrectness vs float64 (B=2, T=60, L=20, V=32): {report['correctness']}")
+def time_shapes(entries: list[dict], dtype: torch.dtype) -> None:
+    """On the GPU: each entry's timings, check against float64 and speedup, printed, one JSON line per shape."""
     print(
         f"\n{'card':12s} {'B':>3s} {'T':>5s} {'L':>4s} {'mode':>16s} {'provider':>8s} "
         f"{'median':>8s} {'p20':>8s} {'p80':>8s} {'peak MB':>8s} {'GB/s':>7s}"
     )
-    for entry in report["shapes"]:
+    for entry in entries:
         B, T, L, V = entry["B"], entry["T"], entry["L"], entry["V"]
         rows, check = time_cuda(B, T, L, V, dtype, blank=V - 1)  # the recipe's blank: last id
         entry["timings"], entry["vs_float64"] = rows, check
@@ -295,6 +270,38 @@ def main(argv: list[str] | None = None) -> None:
         entry["speedup_fwd_bwd_vs_torch"] = fb["torch"] / fb["fastctc"]
         print(f"  fwd+bwd speedup vs torch: {entry['speedup_fwd_bwd_vs_torch']:.2f}x; check vs float64: {check}")
         print(json.dumps({"bench": "ctc", "shape": entry}), flush=True)  # kept if a later shape times out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="fastctc bench ctc", description=__doc__.split("\n")[0])
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    ap.add_argument("--cards", nargs="*", default=["timit", "librispeech"])
+    ap.add_argument("--interpreted-check", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.interpreted_check:  # child of interpreted_correctness()
+        print(json.dumps(correctness("cpu")))
+        return
+    dtype = DTYPES[args.dtype]
+    cuda = torch.cuda.is_available()
+    shapes = [s for s in SHAPES if s[0] in args.cards]
+    report = {
+        "bench": "ctc",
+        "dtype": args.dtype,
+        "cuda": cuda,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "shapes": bytes_entries(shapes, args.dtype, torch.tensor([], dtype=dtype).element_size()),
+    }
+    if not cuda:
+        print("\ncorrectness: the kernel, interpreted, vs float64 (B=2, T=60, L=20, V=32)")
+        report["correctness"] = interpreted_correctness()
+        for k, v in report["correctness"].items():
+            print(f"  {k}: {v}")
+        print("\ntiming needs a CUDA GPU: none here, so no times are reported")
+        finish(report)
+        return
+    report["correctness"] = correctness("cuda")
+    print(f"\ncorrectness vs float64 (B=2, T=60, L=20, V=32): {report['correctness']}")
+    time_shapes(report["shapes"], dtype)
     finish(report)
 
 

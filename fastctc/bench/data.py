@@ -22,7 +22,7 @@ Loader: audio seconds delivered per wall second (real-time factor) by make_loade
 FLAC and TIMIT WAV (the recordings, or generated speech-like files of the same durations), one torch
 thread; fastctc in process (0 workers: exactly one core's work) and with 1 worker process (one core
 plus the hand-over), against the collation transformers' recipe does (soundfile decode, then
-Wav2Vec2FeatureExtractor: per-utterance normalisation and padding), in process. Goal (issue 7):
+Wav2Vec2FeatureExtractor: per-utterance normalisation and padding), in process. Goal:
 >= 200x real time per worker core; padded fraction <= half of group_by_length's at batch 32.
 The last line is one JSON document.
 """
@@ -253,7 +253,7 @@ def loader_sources(root: Path | None, audio: str, files: int, tmp: Path) -> dict
     return sources
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fastctc bench data",
         description=__doc__.split("\n")[0],
@@ -277,39 +277,44 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5, help="loader: timed epochs per provider (default 5)")
     ap.add_argument("--seeds", type=int, default=10, help="padding: epochs / seeds per batching (default 10)")
     ap.add_argument("--scale", type=float, default=1.0, help="padding: corpus sizes x this (default 1)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def padding_part(root: Path | None, args) -> tuple[list[dict], dict]:
+    """(rows, goal): the padded fraction per batching, and the worst ratio to group_by_length at batch 32."""
+    print("padded fraction: median (p20-p80) over seeds; ratio = fastctc / group_by_length")
+    rows = bench_padding(root, args.seeds, args.scale)
+    worst = max((r for r in rows if r["batching"] == "batch 32"), key=lambda r: r["ratio_to_group_by_length"])
+    ratio = worst["ratio_to_group_by_length"]
+    return rows, {"worst": ratio, "durations": worst["durations"], "target": PADDING_GOAL, "met": ratio <= PADDING_GOAL}
+
+
+def loader_part(root: Path | None, args) -> tuple[list[dict], dict]:
+    """(rows, goal): audio seconds per wall second per source and provider, and fastctc's slowest."""
+    print("\nloader: audio seconds per wall second, one torch thread")
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = loader_sources(root, args.audio, args.files, Path(tmp))
+        rows = bench_loader(sources, args.repeats, args.batch)
+    worst = min((r for r in rows if r["provider"].startswith("fastctc")), key=lambda r: r["realtime_x"])
+    return rows, {
+        "worst": worst["realtime_x"],
+        "source": worst["source"],
+        "provider": worst["provider"],
+        "target": LOADER_GOAL,
+        "met": worst["realtime_x"] >= LOADER_GOAL,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     root = Path(args.data_root) if args.data_root and Path(args.data_root).is_dir() else None
     report = {"bench": "data", **environment("cpu"), "data_root": str(root) if root else None}
     goals = {}
     t0 = time.time()
     if args.part in ("all", "padding"):
-        print("padded fraction: median (p20-p80) over seeds; ratio = fastctc / group_by_length")
-        rows = bench_padding(root, args.seeds, args.scale)
-        report["padding"] = rows
-        at32 = [r for r in rows if r["batching"] == "batch 32"]
-        worst = max(at32, key=lambda r: r["ratio_to_group_by_length"])
-        ratio = worst["ratio_to_group_by_length"]
-        goals["padding_vs_group_by_length_at_32"] = {
-            "worst": ratio,
-            "durations": worst["durations"],
-            "target": PADDING_GOAL,
-            "met": ratio <= PADDING_GOAL,
-        }
+        report["padding"], goals["padding_vs_group_by_length_at_32"] = padding_part(root, args)
     if args.part in ("all", "loader"):
-        print("\nloader: audio seconds per wall second, one torch thread")
-        with tempfile.TemporaryDirectory() as tmp:
-            sources = loader_sources(root, args.audio, args.files, Path(tmp))
-            rows = bench_loader(sources, args.repeats, args.batch)
-        report["loader"] = rows
-        ours = [r for r in rows if r["provider"].startswith("fastctc")]
-        worst = min(ours, key=lambda r: r["realtime_x"])
-        goals["loader_realtime_per_core"] = {
-            "worst": worst["realtime_x"],
-            "source": worst["source"],
-            "provider": worst["provider"],
-            "target": LOADER_GOAL,
-            "met": worst["realtime_x"] >= LOADER_GOAL,
-        }
+        report["loader"], goals["loader_realtime_per_core"] = loader_part(root, args)
     report["goals"] = goals
     report["wall_s"] = time.time() - t0
     print("\ngoals:")

@@ -14,7 +14,7 @@ and two modes:
                    frozen feature encoder), backward of a fixed random cotangent of the logits, so the
                    loss is left out (bench step measures it).
 Prints median and p20/p80 per provider and the speedup over transformers; the last line is one JSON
-document. Goals (issue 7, CPU float32): forward+backward >= 1.0x transformers eager, >= 1.3x compiled.
+document. Goals (CPU float32): forward+backward >= 1.0x transformers eager, >= 1.3x compiled.
 """
 
 from __future__ import annotations

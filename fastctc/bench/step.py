@@ -22,7 +22,7 @@ Providers, same weights, same batch, same precision, timed side by side in alter
                     (logging_nan_inf_filter). Written out by hand: Trainer needs accelerate and a
                     dataset, and adds nothing per step beyond these calls.
 Neither side uses a GradScaler (under fp16 it would cost both the same). Prints median and p20/p80
-per provider, the speedup over trainer and each side's peak memory; the last line is one JSON document. Goals (issue 7): >= 1.3x trainer on CPU in float32; >= 2x in bf16 on a GPU.
+per provider, the speedup over trainer and each side's peak memory; the last line is one JSON document. Goals: >= 1.3x trainer on CPU in float32; >= 2x in bf16 on a GPU.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def step_run(model, step_model, use_mask: bool, precision, device: torch.device)
         use_mask=use_mask,
         sampler=None,
         loader=None,
+        augment=None,
         eval_ds=None,
         optimizer=optimizer,
         schedule=linear_schedule(optimizer, warmup_steps=1000, total_steps=10**6),
