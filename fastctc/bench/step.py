@@ -37,7 +37,7 @@ from ..config import RunConfig
 from ..data.batching import Batch
 from ..train.optim import build_optimizer, linear_schedule
 from ..train.precision import resolve_precision
-from ..train.run import Run
+from ..train.run import Run, RunState
 from ..train.steps import forward_backward, optimizer_step
 from .pairs import FAMILIES, SIZES, audio_batch, build_pair, targets_for, uses_attention_mask
 from .timing import add_run_args, alternate, environment, peak_memory_mb, print_goals, profile_table, setup_device
@@ -48,7 +48,7 @@ GOALS = {"cpu": ("fp32", 1.3), "cuda": ("bf16", 2.0)}  # device -> (precision, s
 def step_run(model, step_model, use_mask: bool, precision, device: torch.device) -> Run:
     """A Run holding what one training step reads (the loop's defaults: AdamW as train.optim builds it,
     the linear schedule, clip at 1.0, zero_infinity, padded CTC lengths without a mask; blank = the last
-    id, as pairs.targets_for draws targets); the data, log and state fields a step never reads are empty.
+    id, as pairs.targets_for draws targets); the data and log fields a step never reads are empty.
     No GradScaler (see the module docstring)."""
     cfg = RunConfig()
     optimizer = build_optimizer(model, cfg.optim, device)
@@ -71,9 +71,10 @@ def step_run(model, step_model, use_mask: bool, precision, device: torch.device)
         optimizer=optimizer,
         schedule=linear_schedule(optimizer, warmup_steps=1000, total_steps=10**6),
         scaler=torch.amp.GradScaler(device.type, enabled=False),
+        average=None,
         total_steps=10**6,
         log=None,
-        state=None,
+        state=RunState(),  # the step reads its step count (train.freeze_finetune_steps)
         clock=None,
     )
 
