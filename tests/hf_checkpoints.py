@@ -36,9 +36,22 @@ FAMILIES = {
     "unispeech-large": ("unispeech", LAYER_PRE_LN),
     "wavlm-base": ("wavlm", dict(GROUP_POST_LN, num_buckets=32, max_bucket_distance=64)),
     "wavlm-large": ("wavlm", dict(LAYER_PRE_LN, num_buckets=32, max_bucket_distance=64)),
+    # one layout (layer-normed convs, post-LN); 3 positional convs of an even kernel: exercises the trim
+    "data2vec-audio": (
+        "data2vec-audio",
+        dict(conv_bias=False, num_hidden_layers=2, num_conv_pos_embeddings=3, conv_pos_kernel_size=6),
+    ),
 }
 
-PREFIX = {"wav2vec2": "wav2vec2", "hubert": "hubert", "unispeech": "unispeech", "wavlm": "wavlm"}
+
+class _Prefix(dict):
+    """model_type -> the base model's attribute and key prefix (transformers' base_model_prefix)."""
+
+    def __missing__(self, model_type: str) -> str:
+        return model_type.replace("-", "_")
+
+
+PREFIX = _Prefix()
 
 
 def hf_config(model_type: str, **overrides):

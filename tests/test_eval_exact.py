@@ -21,6 +21,9 @@ from fastctc.models.ctc_model import exact_logits
 transformers = pytest.importorskip("transformers")
 
 CARD_FAMILIES = ["wav2vec2-base", "distilhubert", "unispeech-large", "wavlm-large", "hubert-large"]
+# families whose batched transformers forward lets padding reach valid frames even with an attention mask:
+# data2vec-audio's positional convs read the padded frames their LayerNorms made non-zero
+PADDING_LEAKS = ["data2vec-audio"]
 LOGPROB_ATOL = 1e-5  # float32: the batched and unpadded sums differ only in reduction order
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
 
@@ -72,7 +75,7 @@ def test_normalisation_is_the_feature_extractors():
     np.testing.assert_allclose(normalise_audio(a), expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", CARD_FAMILIES)
+@pytest.mark.parametrize("family", CARD_FAMILIES + PADDING_LEAKS)
 def test_batched_equals_one_at_a_time_for_every_card_family(family, tmp_path):
     hf = tiny_ctc_model(family)
     hf.save_pretrained(tmp_path, safe_serialization=True)
@@ -82,7 +85,8 @@ def test_batched_equals_one_at_a_time_for_every_card_family(family, tmp_path):
     worst, same = compare(ref, batched(native, audios, True))
     assert worst <= LOGPROB_ATOL, f"{family}: log-probs differ by {worst:.2e}"
     assert same == len(audios)
-    if hf.config.feat_extract_norm == "group":  # the test can fail: padding seen as audio changes them
+    if getattr(hf.config, "feat_extract_norm", "layer") == "group" or family in PADDING_LEAKS:
+        # the test can fail: padding seen as audio (group norm) or leaking as transformers lets it changes them
         worst_padded, _ = compare(ref, batched(native, audios, True, padding_invariant=False))
         assert worst_padded > 1e-2
 

@@ -71,6 +71,7 @@ def test_sharded_checkpoint(tmp_path):
         ("UniSpeechForPreTraining", "unispeech-large"),  # + ctc_proj
         ("HubertModel", "distilhubert"),  # bare model: keys without prefix
         ("WavLMModel", "wavlm-large"),
+        ("Data2VecAudioModel", "data2vec-audio"),  # the Hub's data2vec-audio-base/-large are bare models
     ],
 )
 def test_pretraining_checkpoint_gets_fresh_head(tmp_path, cls, family):
@@ -116,10 +117,26 @@ def test_unknown_and_missing_keys_fail_loudly(tmp_path):
         load_pretrained(write_checkpoint(tmp_path / "ok", hf.config, state), vocab_size=5)
 
 
+def test_data2vec_audio_keys_fail_loudly(tmp_path):
+    """data2vec-audio's table has its positional convs and not wav2vec2's one conv: a key of the other
+    family, a missing positional conv or one too many is named."""
+    hf = tiny_ctc_model("data2vec-audio")
+    state = hf.state_dict()
+    wav2vec2_pos = {**state, "data2vec_audio.encoder.pos_conv_embed.conv.bias": torch.zeros(32)}
+    with pytest.raises(KeyError, match=r"pos_conv_embed\.conv\.bias"):
+        load_pretrained(write_checkpoint(tmp_path / "w2v", hf.config, wav2vec2_pos))
+    dropped = {k: v for k, v in state.items() if "pos_conv_embed.layers.2.conv.weight" not in k}
+    with pytest.raises(KeyError, match=r"pos_conv_embed\.layers\.2\.conv\.weight"):
+        load_pretrained(write_checkpoint(tmp_path / "missing", hf.config, dropped))
+    extra = {**state, "data2vec_audio.encoder.pos_conv_embed.layers.3.conv.bias": torch.zeros(32)}
+    with pytest.raises(KeyError, match=r"layers\.3\.conv\.bias"):
+        load_pretrained(write_checkpoint(tmp_path / "extra", hf.config, extra))
+
+
 @pytest.mark.parametrize(
     "key, value, match",
     [
-        ("model_type", "data2vec-audio", "model_type"),
+        ("model_type", "sew", "model_type"),
         ("feat_extract_norm", "batch", "feat_extract_norm"),
         ("hidden_act", "tanh", "hidden_act"),
         ("add_adapter", True, "add_adapter"),
@@ -260,3 +277,11 @@ def test_config_map_edges(tmp_path):
     with pytest.raises(ValueError, match="model_type='hubert'"):
         config_to_hf(EncoderConfig(feat_proj_layer_norm=False))
     assert "feat_proj_layer_norm" in config_to_hf(EncoderConfig(model_type="hubert", feat_proj_layer_norm=False))
+    # data2vec-audio has one layout: Data2VecAudioConfig ignores these keys, and so does the map
+    d2v = transformers.AutoConfig.for_model("data2vec-audio").to_dict()
+    cfg = config_from_hf({**d2v, "feat_extract_norm": "group", "do_stable_layer_norm": True})
+    assert (cfg.feat_extract_norm, cfg.do_stable_layer_norm, cfg.conv_pos_kernel_size) == ("layer", False, 19)
+    assert "feat_extract_norm" not in config_to_hf(cfg) and config_to_hf(cfg)["conv_pos_kernel_size"] == 19
+    assert "conv_pos_kernel_size" not in config_to_hf(EncoderConfig())
+    with pytest.raises(ValueError, match="one layout"):
+        EncoderConfig(model_type="data2vec-audio")  # the default conv stack is group-normed

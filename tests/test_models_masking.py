@@ -194,16 +194,30 @@ def test_freeze_feature_encoder():
     assert model.feature_projection.projection.weight.grad is not None
 
 
-@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
+# each family's own modules; padding_invariant: their exact-padding path (what train.padding_invariant runs)
+TRACED = {
+    "wav2vec2": ({}, False),
+    "wavlm": ({}, False),
+    "data2vec-audio": (dict(feat_extract_norm="layer", num_conv_pos_embeddings=2, conv_pos_kernel_size=5), True),
+}
+
+
+@pytest.mark.parametrize("model_type", list(TRACED))
 def test_training_forward_traces_without_graph_breaks(model_type):
     """SpecAugment (time + feature masks), padding and the encoder trace as one graph: no in-place masked
     write, no host sync (backend "eager" checks the tracing without paying for code generation)."""
+    family, padding_invariant = TRACED[model_type]
     cfg = tiny_config(
-        model_type=model_type, mask_time_prob=0.3, mask_time_length=3, mask_feature_prob=0.2, mask_feature_length=2
+        model_type=model_type,
+        mask_time_prob=0.3,
+        mask_time_length=3,
+        mask_feature_prob=0.2,
+        mask_feature_length=2,
+        **family,
     )
     model = CTCModel(cfg).train()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
-    logits, lengths = compiled(torch.randn(2, 900), torch.tensor([900, 600]))
+    logits, lengths = compiled(torch.randn(2, 900), torch.tensor([900, 600]), padding_invariant=padding_invariant)
     ctc(logits, lengths).backward()
     assert model.masked_spec_embed.grad.abs().max() > 0
 

@@ -1,5 +1,5 @@
-"""Each model card's encoder at its real size (random weights, short audio) against transformers, through
-`fastctc parity`'s comparison. Slow: deselected by default; run with `pytest -m slow`."""
+"""Each model card's encoder and each other family's released sizes (random weights, short audio) against
+transformers, through `fastctc parity`'s comparison. Slow: deselected by default; run with `pytest -m slow`."""
 
 from __future__ import annotations
 
@@ -36,12 +36,22 @@ CARDS = {
     "facebook/hubert-large-ll60k": ("hubert", LARGE),
     "microsoft/wavlm-large": ("wavlm", dict(LARGE, num_buckets=320, max_bucket_distance=800)),
 }
+# the families beyond the cards', at their released sizes (Data2VecAudioConfig's positional stack: 5 convs
+# of kernel 19 in 16 groups; one layout, so no norm or layer-norm switches)
+D2V = dict(conv_bias=False, num_conv_pos_embeddings=5, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=16)
+FAMILIES = {
+    "facebook/data2vec-audio-base": ("data2vec-audio", dict(D2V, hidden_size=768, num_hidden_layers=12)),
+    "facebook/data2vec-audio-large": (
+        "data2vec-audio",
+        dict(D2V, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    ),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("card", list(CARDS))
+@pytest.mark.parametrize("card", list(CARDS) + list(FAMILIES))
 def test_real_size_parity(tmp_path, card):
-    model_type, arch = CARDS[card]
+    model_type, arch = {**CARDS, **FAMILIES}[card]
     torch.manual_seed(0)
     config = transformers.AutoConfig.for_model(model_type, vocab_size=32, **arch)
     transformers.AutoModelForCTC.from_config(config).save_pretrained(tmp_path)

@@ -6,7 +6,7 @@ from hf_checkpoints import FAMILIES, PREFIX, tiny_ctc_model
 
 from fastctc.config import OptimConfig
 from fastctc.models import load_pretrained
-from fastctc.models.hf_weights import checkpoint_key as _hf_key
+from fastctc.models.hf_weights import checkpoint_key
 from fastctc.train.optim import build_optimizer, decay_parameter_names
 
 transformers = pytest.importorskip("transformers")
@@ -18,7 +18,10 @@ def test_decayed_parameters_are_the_trainers(tmp_path, family):
     hf.save_pretrained(tmp_path / family)
     native = load_pretrained(tmp_path / family)
     prefix = PREFIX[hf.config.model_type] + "."
-    ours = {name if name.startswith("lm_head.") else prefix + _hf_key(name) for name in decay_parameter_names(native)}
+    ours = {
+        name if name.startswith("lm_head.") else prefix + checkpoint_key(name, hf.config.model_type)
+        for name in decay_parameter_names(native)
+    }
     theirs = set(transformers.Trainer.get_decay_parameter_names(None, hf))
     assert ours == theirs, (sorted(ours - theirs), sorted(theirs - ours))
     assert any("bias" in n for n, _ in native.named_parameters()) and not any("bias" in n for n in ours)

@@ -10,20 +10,31 @@ import warnings
 from dataclasses import dataclass
 
 _NORMS = ("group", "layer")
-_ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu")
+_ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu", "swish")
 # model_type -> the Transformers CTC class that loads our export (also the checkpoint key prefix)
 MODEL_TYPES = {
     "wav2vec2": "Wav2Vec2ForCTC",
     "hubert": "HubertForCTC",
     "unispeech": "UniSpeechForCTC",
     "wavlm": "WavLMForCTC",
+    "data2vec-audio": "Data2VecAudioForCTC",
+}
+# Families with one layout, whose transformers config has no switch for it: the values config.json
+# cannot change (data2vec-audio: a LayerNorm on every conv, a post-LN transformer).
+FIXED_LAYOUT = {"data2vec-audio": dict(feat_extract_norm="layer", do_stable_layer_norm=False)}
+# Fields only some families' config.json carries.
+FAMILY_FIELDS = {
+    "num_buckets": ("wavlm",),
+    "max_bucket_distance": ("wavlm",),
+    "conv_pos_kernel_size": ("data2vec-audio",),
 }
 
 
 @dataclass
 class EncoderConfig:
-    # "wav2vec2" | "hubert" | "unispeech" | "wavlm": decides the key prefix, WavLM's relative position
-    # bias, and whether time masks see the attention mask (HuBERT draws them without it)
+    # "wav2vec2" | "hubert" | "unispeech" | "wavlm" | "data2vec-audio": decides the key prefix, WavLM's
+    # relative position bias, data2vec's positional convs, and whether time masks see the attention mask
+    # (HuBERT draws them without it)
     model_type: str = "wav2vec2"
     vocab_size: int = 32
     hidden_size: int = 768
@@ -43,6 +54,8 @@ class EncoderConfig:
     # positional convolution
     num_conv_pos_embeddings: int = 128
     num_conv_pos_embedding_groups: int = 16
+    # data2vec-audio: num_conv_pos_embeddings convs of this kernel (layer-normed) instead of one weight-normed
+    conv_pos_kernel_size: int = 19
     # transformer layout: False = post-LN (base models), True = pre-LN + final LayerNorm (large models)
     do_stable_layer_norm: bool = False
     # WavLM gated relative position bias (bucketed, owned by layer 0)
@@ -131,6 +144,7 @@ _POSITIVE = (
     "intermediate_size",
     "num_conv_pos_embeddings",
     "num_conv_pos_embedding_groups",
+    "conv_pos_kernel_size",
     "mask_time_length",
     "mask_feature_length",
     "num_buckets",
@@ -183,6 +197,9 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     for name in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if v["hidden_size"] % v[name]:
             return f"{k(name)}: must divide {k('hidden_size')} {v['hidden_size']}, got {v[name]}"
+    for name, value in FIXED_LAYOUT.get(v["model_type"], {}).items():
+        if v[name] != value:
+            return f"{k(name)}: {v['model_type']} has one layout, {name} = {value!r}; got {v[name]!r}"
     return None
 
 
@@ -251,6 +268,7 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
     values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in HF_FIELDS if k in hf or k in _HF_DEFAULTS}
     if model_type != "hubert":
         values["feat_proj_layer_norm"] = True  # only HubertConfig has the switch; the others always normalise
+    values.update(FIXED_LAYOUT.get(model_type, {}))  # transformers ignores these keys there, so do we
     return EncoderConfig(**values)
 
 
@@ -268,6 +286,9 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
                 f"set model_type='hubert' (the network is the same) to export a {cfg.model_type} model without it"
             )
         del out["feat_proj_layer_norm"]  # only HubertConfig has the switch; the others always normalise
-    if cfg.model_type != "wavlm":
-        del out["num_buckets"], out["max_bucket_distance"]
+    for name, families in FAMILY_FIELDS.items():
+        if cfg.model_type not in families:
+            del out[name]
+    for name in FIXED_LAYOUT.get(cfg.model_type, {}):
+        del out[name]
     return out

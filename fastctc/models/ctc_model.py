@@ -42,8 +42,9 @@ class CTCModel(nn.Module):
 
         With lengths, padded frames are zeroed before the positional conv and masked out of attention
         (transformers' attention_mask). padding_invariant (needs lengths): also the group norm of a
-        group-norm conv stack takes its statistics over each row's own frames, so every row's logits are
-        what it gives unpadded, alone (the cards' eval_batch_size 1), whatever it is batched with.
+        group-norm conv stack takes its statistics over each row's own frames, and every conv after the
+        transformer's input (data2vec-audio's positional convs) sees padding as zeros, so every row's
+        logits are what it gives unpadded, alone (the cards' eval_batch_size 1), whatever it is batched with.
 
         mask_time_indices (B, T) bool, optional: frames to replace by masked_spec_embed instead of drawing
         SpecAugment time masks (applied in any mode, as transformers does with the same argument).
@@ -96,7 +97,7 @@ class CTCModel(nn.Module):
                 cfg.mask_feature_length,
                 cfg.mask_feature_min_masks,
             )
-        return self.encoder(x, frame_mask), logit_lengths
+        return self.encoder(x, frame_mask, exact_padding=padding_invariant), logit_lengths
 
 
 def exact_logits(model: CTCModel, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,13 @@ from .config import EncoderConfig
 
 
 def activation(name: str):
-    return {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu, "silu": F.silu}[name]
+    return {
+        "gelu": F.gelu,
+        "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+        "relu": F.relu,
+        "silu": F.silu,
+        "swish": F.silu,  # transformers' ACT2FN name for SiLU, which conformer checkpoints use
+    }[name]
 
 
 class ConvLayer(nn.Module):

@@ -15,7 +15,7 @@ from ..vocab import PAD
 from .config import EncoderConfig, config_to_hf
 from .ctc_model import CTCModel
 from .hf_tokenizer import default_attention_mask, write_preprocessor_config, write_tokenizer
-from .hf_weights import checkpoint_key
+from .hf_weights import checkpoint_key, key_prefix
 
 
 def _tokens(vocab: Sequence[str] | Mapping[str, int]) -> list[str]:
@@ -37,9 +37,10 @@ def _write_weights(model: CTCModel, file: Path) -> None:
     for name, tensor in model.state_dict().items():
         if name == "masked_spec_embed" and not keep_embed:
             continue
-        key = checkpoint_key(name)
-        key = key if key.startswith("lm_head.") else f"{cfg.model_type}.{key}"
-        tensors[key] = tensor.detach().to("cpu", torch.float32).contiguous()
+        key = checkpoint_key(name, cfg.model_type)
+        key = key if key.startswith("lm_head.") else key_prefix(cfg.model_type) + key
+        dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype  # a BatchNorm's step count stays int
+        tensors[key] = tensor.detach().to("cpu", dtype).contiguous()
     save_file(tensors, str(file), metadata={"format": "pt"})
 
 

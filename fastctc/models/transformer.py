@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import EncoderConfig
+from .data2vec_audio import PositionalConvStack
 from .feature_encoder import activation
 from .wavlm import WavLMAttention
 
@@ -27,7 +28,8 @@ class PositionalConvEmbedding(nn.Module):
         self.trim = 1 if k % 2 == 0 else 0  # an even kernel with padding k//2 yields one extra frame
         self.act = activation(cfg.feat_extract_activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D). frame_mask is not needed: one conv, whose input has padding zeroed."""
         y = self.conv(x.transpose(1, 2))
         if self.trim:
             y = y[:, :, : -self.trim]
@@ -100,15 +102,20 @@ class Encoder(nn.Module):
         self.layerdrop = cfg.layerdrop
         self.wavlm = cfg.model_type == "wavlm"
         self.gradient_checkpointing = False  # recompute each layer in backward (training only)
-        self.pos_conv_embed = PositionalConvEmbedding(cfg)
+        data2vec = cfg.model_type == "data2vec-audio"
+        self.pos_conv_embed = PositionalConvStack(cfg) if data2vec else PositionalConvEmbedding(cfg)
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:  # (B, T, D)
+    def forward(
+        self, x: torch.Tensor, frame_mask: torch.Tensor | None, exact_padding: bool = False
+    ) -> torch.Tensor:  # (B, T, D)
+        """exact_padding: padding never reaches a valid frame (data2vec-audio's positional convs), as
+        CTCModel's padding_invariant; else as transformers, which zeroes it once, here."""
         if frame_mask is not None:
             x = x * frame_mask[..., None].to(x.dtype)  # padded frames are zero before the positional conv
-        x = x + self.pos_conv_embed(x)
+        x = x + self.pos_conv_embed(x, frame_mask if exact_padding else None)
         if not self.pre_ln:
             x = self.layer_norm(x)
         x = self.dropout(x)
