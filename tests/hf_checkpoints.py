@@ -27,6 +27,10 @@ TINY = dict(
 )
 GROUP_POST_LN = dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False)
 LAYER_PRE_LN = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+# the conformer checkpoints' layer-normed conv stack and swish, with a short depthwise kernel
+LAYER_CONFORMER = dict(
+    feat_extract_norm="layer", conv_bias=True, hidden_act="swish", num_hidden_layers=2, conv_depthwise_kernel_size=5
+)
 
 FAMILIES = {
     "wav2vec2-base": ("wav2vec2", GROUP_POST_LN),
@@ -41,6 +45,8 @@ FAMILIES = {
         "data2vec-audio",
         dict(conv_bias=False, num_hidden_layers=2, num_conv_pos_embeddings=3, conv_pos_kernel_size=6),
     ),
+    "conformer-rel-pos": ("wav2vec2-conformer", dict(LAYER_CONFORMER, position_embeddings_type="relative")),
+    "conformer-rope": ("wav2vec2-conformer", dict(LAYER_CONFORMER, position_embeddings_type="rotary")),
 }
 
 
@@ -63,6 +69,11 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     for p in model.parameters():
         p.add_(0.1 * torch.randn(p.shape, generator=g))
+    for name, b in model.named_buffers():  # BatchNorm statistics (the conformer's), variances kept positive
+        if name.endswith("running_mean"):
+            b.add_(0.1 * torch.randn(b.shape, generator=g))
+        elif name.endswith("running_var"):
+            b.mul_(torch.exp(0.2 * torch.randn(b.shape, generator=g)))
     return model
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from hf_checkpoints import FAMILIES, audio_batch, hf_config, perturb, tiny_ctc_model, transformers
+from hf_checkpoints import FAMILIES, PREFIX, audio_batch, hf_config, perturb, tiny_ctc_model, transformers
 from safetensors.torch import save_file
 
 from fastctc.models import CTCModel, EncoderConfig, load_pretrained, save_pretrained
@@ -72,6 +72,7 @@ def test_sharded_checkpoint(tmp_path):
         ("HubertModel", "distilhubert"),  # bare model: keys without prefix
         ("WavLMModel", "wavlm-large"),
         ("Data2VecAudioModel", "data2vec-audio"),  # the Hub's data2vec-audio-base/-large are bare models
+        ("Wav2Vec2ConformerForPreTraining", "conformer-rope"),  # + the rotary inv_freq buffer
     ],
 )
 def test_pretraining_checkpoint_gets_fresh_head(tmp_path, cls, family):
@@ -86,7 +87,7 @@ def test_pretraining_checkpoint_gets_fresh_head(tmp_path, cls, family):
     assert not model.lm_head.bias.any()
     assert 0.3 < model.lm_head.weight.std().item() < 0.7  # normal(0, initializer_range) as transformers
     # the encoder is the checkpoint's: same hidden states as the transformers base model
-    base = hf if cls.endswith("Model") else getattr(hf, model_type)
+    base = hf if cls.endswith("Model") else getattr(hf, PREFIX[model_type])
     x, lengths, mask = audio_batch()
     with torch.no_grad():
         ref = base(x, attention_mask=mask).last_hidden_state
@@ -115,6 +116,24 @@ def test_unknown_and_missing_keys_fail_loudly(tmp_path):
         load_pretrained(write_checkpoint(tmp_path / "missing", hf.config, dropped))
     with pytest.raises(ValueError, match="lm_head"):
         load_pretrained(write_checkpoint(tmp_path / "ok", hf.config, state), vocab_size=5)
+
+
+def test_conformer_keys_fail_loudly(tmp_path):
+    """The conformer's table has its blocks' keys, not wav2vec2's layers', and every BatchNorm statistic."""
+    hf = tiny_ctc_model("conformer-rel-pos")
+    state = hf.state_dict()
+    wav2vec2_layer = {**state, "wav2vec2_conformer.encoder.layers.0.attention.q_proj.bias": torch.zeros(32)}
+    with pytest.raises(KeyError, match=r"layers\.0\.attention\.q_proj\.bias"):
+        load_pretrained(write_checkpoint(tmp_path / "w2v", hf.config, wav2vec2_layer))
+    dropped = {k: v for k, v in state.items() if "layers.1.conv_module.batch_norm.running_var" not in k}
+    with pytest.raises(KeyError, match=r"layers\.1\.conv_module\.batch_norm\.running_var"):
+        load_pretrained(write_checkpoint(tmp_path / "missing", hf.config, dropped))
+    rope = tiny_ctc_model("conformer-rope")
+    state = rope.state_dict()
+    no_freq = {k: v for k, v in state.items() if "inv_freq" not in k}  # a function of the config: recomputed
+    model = load_pretrained(write_checkpoint(tmp_path / "no_inv_freq", rope.config, no_freq))
+    x, lengths, mask = audio_batch()
+    assert (native_logits(model, x, lengths) - hf_logits(rope, x, mask)).abs().max() <= ATOL
 
 
 def test_data2vec_audio_keys_fail_loudly(tmp_path):
@@ -189,7 +208,9 @@ def test_save_pretrained_round_trip(tmp_path, family):
             p.add_(0.01 * torch.randn_like(p))
     save_pretrained(model, tmp_path / "out", VOCAB, do_normalize=family != "distilhubert")
 
-    back = transformers.AutoModelForCTC.from_pretrained(tmp_path / "out").eval()
+    back, info = transformers.AutoModelForCTC.from_pretrained(tmp_path / "out", output_loading_info=True)
+    back.eval()
+    assert not info["missing_keys"] and not info["unexpected_keys"], info  # the checkpoint is whole
     assert type(back).__name__ == MODEL_TYPES[model.config.model_type]
     processor = transformers.Wav2Vec2Processor.from_pretrained(tmp_path / "out")
     assert processor.tokenizer.pad_token_id == back.config.pad_token_id == len(VOCAB) - 1

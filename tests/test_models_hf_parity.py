@@ -65,7 +65,7 @@ def test_ctc_gradients_match(pair):
             assert g is None or not g.any(), name
             continue
         checked += 1
-        if name.endswith("attention.k_proj.bias"):
+        if name.endswith(("attention.k_proj.bias", "self_attn.linear_k.bias")):
             # exactly zero in exact arithmetic (a key bias adds the same score to every key of a query,
             # which softmax cancels): both sides hold rounding noise, so check it is noise on both
             assert max(g.abs().max(), g_ref.abs().max()) <= 1e-6 * overall, name
@@ -90,6 +90,8 @@ def test_stages_match(pair):
         assert max_abs(native.feature_projection(feats_ref), proj_ref) <= ATOL, "feature projection"
         pos_ref = ref.encoder.pos_conv_embed(proj_ref)
         assert max_abs(native.encoder.pos_conv_embed(proj_ref), pos_ref) <= ATOL, "positional conv"
+        if hf.config.model_type == "wav2vec2-conformer":
+            return conformer_layers_match(ref, native, proj_ref)
 
         h = proj_ref
         wavlm = hf.config.model_type == "wavlm"
@@ -105,3 +107,19 @@ def test_stages_match(pair):
             h = out_ref
         if wavlm:  # layer 0's bias, repeated per batch row upstream, is what every layer reuses
             assert max_abs(bias_ref.view(2, *bias.shape)[0], bias) <= ATOL, "relative position bias"
+
+
+def conformer_layers_match(ref, native, h):
+    """The positions every conformer layer takes, then each layer fed the reference input."""
+    T = h.shape[1]
+    positions = native.encoder.positions(T, h.device)
+    pos_ref = ref.encoder.embed_positions(h)
+    if ref.config.position_embeddings_type == "relative":  # (1, 2T-1, D)
+        assert max_abs(positions, pos_ref[0]) <= 1e-6, "relative position table"
+    else:  # (2, T, 1, 1, dh)
+        assert max_abs(positions, pos_ref[:, :, 0, 0]) <= 1e-6, "rotary cos/sin"
+    for i, (layer_ref, layer) in enumerate(zip(ref.encoder.layers, native.encoder.layers)):
+        out_ref = layer_ref(h, relative_position_embeddings=pos_ref)
+        out_ref = out_ref[0] if isinstance(out_ref, tuple) else out_ref
+        assert max_abs(layer(h, None, positions, None), out_ref) <= ATOL, f"conformer layer {i}"
+        h = out_ref

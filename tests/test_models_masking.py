@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hf_checkpoints import audio_batch, tiny_ctc_model, transformers
+from hf_checkpoints import PREFIX, audio_batch, tiny_ctc_model, transformers
 
 from fastctc.models import CTCModel, EncoderConfig, load_pretrained
 from fastctc.models.masking import compute_span_mask, spec_augment
@@ -86,10 +86,12 @@ def ctc(logits, lengths):
     return F.ctc_loss(logp, targets, lengths, torch.full((logits.shape[0],), 5), blank=10, zero_infinity=True)
 
 
-@pytest.mark.parametrize("family", ["wav2vec2-base", "hubert-large", "wavlm-large"])
+@pytest.mark.parametrize("family", ["wav2vec2-base", "hubert-large", "wavlm-large", "conformer-rel-pos"])
 def test_given_time_mask_matches_transformers_in_training(checkpoint, family):
-    """The same mask_time_indices in training mode: same logits and gradients, masked_spec_embed included."""
-    hf, model = checkpoint(family, **NO_DROPOUT)
+    """The same mask_time_indices in training mode: same logits and gradients, masked_spec_embed included
+    (the conformer's BatchNorms on their batch statistics, padding included, as transformers)."""
+    extra = dict(conformer_conv_dropout=0.0) if family.startswith("conformer") else {}
+    hf, model = checkpoint(family, **NO_DROPOUT, **extra)
     x, lengths, attn = audio_batch()
     T = int(hf._get_feat_extract_output_lengths(torch.tensor(x.shape[1])))
     mask = compute_span_mask(3, T, 0.2, 4, 2, hf._get_feat_extract_output_lengths(lengths))
@@ -98,7 +100,7 @@ def test_given_time_mask_matches_transformers_in_training(checkpoint, family):
     assert (out - ref).abs().max() <= 1e-4
     ctc(ref, out_lengths).backward()
     ctc(out, out_lengths).backward()
-    g_ref = getattr(hf, hf.config.model_type).masked_spec_embed.grad
+    g_ref = getattr(hf, PREFIX[hf.config.model_type]).masked_spec_embed.grad
     assert g_ref.abs().max() > 0
     assert (model.masked_spec_embed.grad - g_ref).abs().max() <= 1e-4 * g_ref.abs().max()
 
@@ -199,6 +201,8 @@ TRACED = {
     "wav2vec2": ({}, False),
     "wavlm": ({}, False),
     "data2vec-audio": (dict(feat_extract_norm="layer", num_conv_pos_embeddings=2, conv_pos_kernel_size=5), True),
+    "wav2vec2-conformer": (dict(conv_depthwise_kernel_size=5, layerdrop=0.5), True),
+    "wav2vec2-conformer-rotary": (dict(position_embeddings_type="rotary", conv_depthwise_kernel_size=5), True),
 }
 
 
@@ -208,7 +212,7 @@ def test_training_forward_traces_without_graph_breaks(model_type):
     write, no host sync (backend "eager" checks the tracing without paying for code generation)."""
     family, padding_invariant = TRACED[model_type]
     cfg = tiny_config(
-        model_type=model_type,
+        model_type=model_type.removesuffix("-rotary"),
         mask_time_prob=0.3,
         mask_time_length=3,
         mask_feature_prob=0.2,

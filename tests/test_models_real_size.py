@@ -45,6 +45,15 @@ FAMILIES = {
         "data2vec-audio",
         dict(D2V, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
     ),
+    # the conversion script's settings: swish, depthwise kernel 31, the large layer-normed conv stack
+    "facebook/wav2vec2-conformer-rel-pos-large": (
+        "wav2vec2-conformer",
+        dict(LARGE, hidden_act="swish", conv_depthwise_kernel_size=31, position_embeddings_type="relative"),
+    ),
+    "facebook/wav2vec2-conformer-rope-large": (
+        "wav2vec2-conformer",
+        dict(LARGE, hidden_act="swish", conv_depthwise_kernel_size=31, position_embeddings_type="rotary"),
+    ),
 }
 
 

@@ -18,23 +18,33 @@ MODEL_TYPES = {
     "unispeech": "UniSpeechForCTC",
     "wavlm": "WavLMForCTC",
     "data2vec-audio": "Data2VecAudioForCTC",
+    "wav2vec2-conformer": "Wav2Vec2ConformerForCTC",
 }
+_POSITIONS = ("relative", "rotary")
 # Families with one layout, whose transformers config has no switch for it: the values config.json
 # cannot change (data2vec-audio: a LayerNorm on every conv, a post-LN transformer).
-FIXED_LAYOUT = {"data2vec-audio": dict(feat_extract_norm="layer", do_stable_layer_norm=False)}
+# (wav2vec2-conformer: conformer blocks, one final LayerNorm; its conv stack may be either.)
+FIXED_LAYOUT = {
+    "data2vec-audio": dict(feat_extract_norm="layer", do_stable_layer_norm=False),
+    "wav2vec2-conformer": dict(do_stable_layer_norm=False),
+}
 # Fields only some families' config.json carries.
 FAMILY_FIELDS = {
     "num_buckets": ("wavlm",),
     "max_bucket_distance": ("wavlm",),
     "conv_pos_kernel_size": ("data2vec-audio",),
+    "position_embeddings_type": ("wav2vec2-conformer",),
+    "rotary_embedding_base": ("wav2vec2-conformer",),
+    "conv_depthwise_kernel_size": ("wav2vec2-conformer",),
+    "conformer_conv_dropout": ("wav2vec2-conformer",),
 }
 
 
 @dataclass
 class EncoderConfig:
-    # "wav2vec2" | "hubert" | "unispeech" | "wavlm" | "data2vec-audio": decides the key prefix, WavLM's
-    # relative position bias, data2vec's positional convs, and whether time masks see the attention mask
-    # (HuBERT draws them without it)
+    # "wav2vec2" | "hubert" | "unispeech" | "wavlm" | "data2vec-audio" | "wav2vec2-conformer": decides the
+    # key prefix, WavLM's relative position bias, data2vec's positional convs, the conformer blocks, and
+    # whether time masks see the attention mask (HuBERT draws them without it)
     model_type: str = "wav2vec2"
     vocab_size: int = 32
     hidden_size: int = 768
@@ -56,6 +66,12 @@ class EncoderConfig:
     num_conv_pos_embedding_groups: int = 16
     # data2vec-audio: num_conv_pos_embeddings convs of this kernel (layer-normed) instead of one weight-normed
     conv_pos_kernel_size: int = 19
+    # wav2vec2-conformer: attention positions ("relative": Transformer-XL's, "rotary"), the rotary base,
+    # the conv module's depthwise kernel (odd) and the dropout after it
+    position_embeddings_type: str = "relative"
+    rotary_embedding_base: int = 10000
+    conv_depthwise_kernel_size: int = 31
+    conformer_conv_dropout: float = 0.0
     # transformer layout: False = post-LN (base models), True = pre-LN + final LayerNorm (large models)
     do_stable_layer_norm: bool = False
     # WavLM gated relative position bias (bucketed, owned by layer 0)
@@ -108,6 +124,7 @@ FINE_TUNING_FIELDS = (
     "feat_proj_dropout",
     "final_dropout",
     "layerdrop",
+    "conformer_conv_dropout",
     "apply_spec_augment",
     "mask_time_prob",
     "mask_time_length",
@@ -145,6 +162,8 @@ _POSITIVE = (
     "num_conv_pos_embeddings",
     "num_conv_pos_embedding_groups",
     "conv_pos_kernel_size",
+    "rotary_embedding_base",
+    "conv_depthwise_kernel_size",
     "mask_time_length",
     "mask_feature_length",
     "num_buckets",
@@ -158,6 +177,7 @@ _PROBABILITIES = (
     "feat_proj_dropout",
     "final_dropout",
     "layerdrop",
+    "conformer_conv_dropout",
     "mask_time_prob",
     "mask_feature_prob",
 )
@@ -190,6 +210,7 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
         "feat_extract_norm": _NORMS,
         "hidden_act": _ACTIVATIONS,
         "feat_extract_activation": _ACTIVATIONS,
+        "position_embeddings_type": _POSITIONS,
     }
     for name, allowed in choices.items():
         if v[name] not in allowed:
@@ -197,6 +218,10 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     for name in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if v["hidden_size"] % v[name]:
             return f"{k(name)}: must divide {k('hidden_size')} {v['hidden_size']}, got {v[name]}"
+    if v["conv_depthwise_kernel_size"] % 2 == 0:  # upstream's 'SAME' padding needs an odd kernel
+        return f"{k('conv_depthwise_kernel_size')}: must be odd, got {v['conv_depthwise_kernel_size']}"
+    if v["position_embeddings_type"] == "rotary" and (v["hidden_size"] // v["num_attention_heads"]) % 2:
+        return f"{k('num_attention_heads')}: rotary positions need an even head size, got {v['hidden_size']} / {v['num_attention_heads']}"
     for name, value in FIXED_LAYOUT.get(v["model_type"], {}).items():
         if v[name] != value:
             return f"{k(name)}: {v['model_type']} has one layout, {name} = {value!r}; got {v[name]!r}"
@@ -216,6 +241,7 @@ _HF_DEFAULTS = {
     "activation_dropout": 0.1,
     "final_dropout": 0.1,
     "layerdrop": 0.1,
+    "conformer_conv_dropout": 0.1,
 }
 
 # Keys whose only supported value is the one given: anything else changes the network.
@@ -226,13 +252,15 @@ _HF_REQUIRED = {
 }
 
 # Keys that do not affect a CTC encoder: generic config keys, pretraining heads, other task heads,
-# loss settings (the trainer owns the loss), adapter sizes (adapters are refused above), legacy names.
+# loss settings (the trainer owns the loss), adapter sizes (adapters are refused above), legacy names,
+# the conformer's relative-position table size (extended past it, so it changes no value).
 _HF_IGNORED = frozenset(
     """
     _name_or_path architectures transformers_version torch_dtype dtype id2label label2id bos_token_id
     eos_token_id return_dict output_attentions output_hidden_states problem_type is_encoder_decoder
     chunk_size_feed_forward tie_word_embeddings use_cache add_cross_attention tokenizer_class prefix
     task_specific_params finetuning_task _attn_implementation_autoset
+    max_source_positions
     codevector_dim num_codevector_groups num_codevectors_per_group proj_codevector_dim
     contrastive_logits_temperature diversity_loss_weight num_negatives feat_quantizer_dropout
     num_ctc_classes replace_prob

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .config import EncoderConfig
+from .conformer import ConformerEncoder
 from .feature_encoder import FeatureEncoder, FeatureProjection
 from .masking import apply_time_mask, spec_augment
 from .transformer import Encoder
@@ -18,7 +19,7 @@ class CTCModel(nn.Module):
         self.feature_extractor = FeatureEncoder(cfg)
         self.feature_projection = FeatureProjection(cfg)
         self.masked_spec_embed = nn.Parameter(torch.empty(cfg.hidden_size).uniform_())
-        self.encoder = Encoder(cfg)
+        self.encoder = ConformerEncoder(cfg) if cfg.model_type == "wav2vec2-conformer" else Encoder(cfg)
         self.dropout = nn.Dropout(cfg.final_dropout)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
 
@@ -43,8 +44,9 @@ class CTCModel(nn.Module):
         With lengths, padded frames are zeroed before the positional conv and masked out of attention
         (transformers' attention_mask). padding_invariant (needs lengths): also the group norm of a
         group-norm conv stack takes its statistics over each row's own frames, and every conv after the
-        transformer's input (data2vec-audio's positional convs) sees padding as zeros, so every row's
-        logits are what it gives unpadded, alone (the cards' eval_batch_size 1), whatever it is batched with.
+        transformer's input (data2vec-audio's positional convs, the conformer's depthwise convs) sees
+        padding as zeros, so every row's logits are what it gives unpadded, alone (the cards'
+        eval_batch_size 1), whatever it is batched with.
 
         mask_time_indices (B, T) bool, optional: frames to replace by masked_spec_embed instead of drawing
         SpecAugment time masks (applied in any mode, as transformers does with the same argument).

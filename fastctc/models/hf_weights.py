@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError, MissingHeadError
 from ..vocab import DecoderVocab
-from . import data2vec_audio
+from . import conformer, data2vec_audio
 from .config import EncoderConfig, config_from_hf
 from .ctc_model import CTCModel
 from .hf_tokenizer import Preprocessing, default_attention_mask, read_json_object, read_preprocessing, read_vocab
@@ -91,13 +91,17 @@ WEIGHT_MAP: dict[str, str | None] = {
 }
 
 # Native parameters a checkpoint may lack: a pretraining checkpoint has no CTC head, and one pretrained
-# without SpecAugment has no masked_spec_embed. Both are initialised as transformers does.
-_FRESH = ("lm_head.weight", "lm_head.bias", "masked_spec_embed")
+# without SpecAugment has no masked_spec_embed. Both are initialised as transformers does. (The conformer's
+# rotary frequencies are a function of its config, already computed.)
+_FRESH = ("lm_head.weight", "lm_head.bias", "masked_spec_embed", "encoder.embed_positions.inv_freq")
 
 _INDEX = re.compile(r"\.(\d+)\.")
 
 # The keys each family adds to WEIGHT_MAP (its own file holds them, beside its modules).
-FAMILY_KEYS: dict[str, dict[str, str | None]] = {"data2vec-audio": data2vec_audio.KEYS}
+FAMILY_KEYS: dict[str, dict[str, str | None]] = {
+    "data2vec-audio": data2vec_audio.KEYS,
+    "wav2vec2-conformer": conformer.KEYS,
+}
 
 
 def key_table(model_type: str) -> dict[str, str | None]:
