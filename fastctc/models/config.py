@@ -293,7 +293,8 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
             f"fastctc/models/config.py (HF_FIELDS), else list it in _HF_IGNORED there",
             stacklevel=2,
         )
-    values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in HF_FIELDS if k in hf or k in _HF_DEFAULTS}
+    ours = [k for k in HF_FIELDS if model_type in FAMILY_FIELDS.get(k, (model_type,))]  # other families' stay default
+    values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in ours if k in hf or k in _HF_DEFAULTS}
     if model_type != "hubert":
         values["feat_proj_layer_norm"] = True  # only HubertConfig has the switch; the others always normalise
     values.update(FIXED_LAYOUT.get(model_type, {}))  # transformers ignores these keys there, so do we
