@@ -30,6 +30,7 @@ from ..models.hf_weights import head_width, read_encoder_config
 from .average import WeightAverage
 from .checkpoint import load_average, load_checkpoint
 from .distributed import DistInfo, init_distributed
+from .feature_cache import FeatureCaches, build_feature_caches, check_feature_cache
 from .optim import build_optimizer, build_schedule
 from .precision import Precision, resolve_precision
 from .progress import MetricsLog
@@ -93,6 +94,7 @@ class Run:
     log: MetricsLog
     state: RunState
     clock: Clock
+    features: FeatureCaches | None = None  # frozen conv-stack outputs, where caching them is exact
 
     @property
     def main(self) -> bool:
@@ -372,6 +374,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     dist = init_distributed(cfg.train.device)
     say = print if dist.is_main else _silent
     cfg, encoder, preprocessing = resolve_model(cfg, say)
+    check_feature_cache(cfg, encoder, uses_attention_mask(cfg, encoder, preprocessing))
     check_run_dir(cfg, encoder, out_dir, resume, dist)
     device, precision = prepare_process(cfg, dist)
 
@@ -395,7 +398,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     average = build_average(cfg, model, dist, out_dir / "checkpoint" if resume else None)
     step_model, ddp, compiled = wrap_model(cfg, model, dist, device)
     log = open_run_dir(cfg, out_dir, dist)
-    return Run(
+    run = Run(
         cfg=cfg,
         out_dir=out_dir,
         dist=dist,
@@ -420,3 +423,5 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         state=state,
         clock=clock,
     )
+    run.features = build_feature_caches(run, train_ds, encoder)
+    return run
