@@ -112,7 +112,7 @@ class FrozenFeatureStore:
     def _gather(self, slots: np.ndarray, n: np.ndarray, T: int) -> torch.Tensor:
         t = np.arange(T)[None, :]  # (1, T)
         starts = self.offsets[slots][:, None]  # (B, 1)
-        idx = torch.from_numpy(np.where(t < n[:, None], starts + t, self.pad_row).reshape(-1))  # (B * T,)
+        idx = torch.as_tensor(np.where(t < n[:, None], starts + t, self.pad_row).reshape(-1))  # (B * T,)
         B, C = len(slots), self.buffer.shape[1]
         if self.tier == "device":
             return self.buffer.index_select(0, self._to_device(idx)).view(B, T, C)
@@ -124,8 +124,8 @@ class FrozenFeatureStore:
     def _write(self, feats: torch.Tensor, new: np.ndarray, slots: np.ndarray, n: np.ndarray, T: int) -> None:
         """Store rows `new` of feats (B, T, C): frames 0..n[b]-1 of row b go to its utterance's slot."""
         src = np.concatenate([b * T + np.arange(n[b]) for b in new])  # (K,)
-        dst = torch.from_numpy(np.concatenate([self.offsets[slots[b]] + np.arange(n[b]) for b in new]))  # (K,)
-        rows = feats.reshape(-1, feats.shape[-1]).index_select(0, self._to_device(torch.from_numpy(src)))  # (K, C)
+        dst = torch.as_tensor(np.concatenate([self.offsets[slots[b]] + np.arange(n[b]) for b in new]))  # (K,)
+        rows = feats.reshape(-1, feats.shape[-1]).index_select(0, self._to_device(torch.as_tensor(src)))  # (K, C)
         if self.tier == "device":
             self.buffer.index_copy_(0, self._to_device(dst), rows)
         elif not self.cuda:
