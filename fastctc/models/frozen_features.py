@@ -98,7 +98,9 @@ class FrozenFeatureStore:
         self._land(wait=False)
         if known and self.filled[slots].all():
             return self._gather(slots, n, T)
-        feats = compute().to(self.dtype)  # (B, T, C)
+        # a fresh contiguous (B, T, C), as a gathered batch is: a view (the conv's layout) would make
+        # torch.compile guard on its base and compile the step again for gathered batches
+        feats = compute().to(self.dtype).clone(memory_format=torch.contiguous_format)
         if len(slots) == len(n):
             new = [b for b in range(len(n)) if slots[b] >= 0 and not self.filled[slots[b]]]
             new = [b for b in new if n[b] <= self.reserved[slots[b]]]
@@ -115,11 +117,11 @@ class FrozenFeatureStore:
         idx = torch.as_tensor(np.where(t < n[:, None], starts + t, self.pad_row).reshape(-1))  # (B * T,)
         B, C = len(slots), self.buffer.shape[1]
         if self.tier == "device":
-            return self.buffer.index_select(0, self._to_device(idx)).view(B, T, C)
+            return self.buffer[self._to_device(idx).view(B, T)]  # (B, T, C), not a view
         self._land(wait=True)
-        rows = torch.empty(B * T, C, dtype=self.dtype, pin_memory=self.cuda)
-        torch.index_select(self.buffer, 0, idx, out=rows)
-        return rows.to(self.device, non_blocking=True).view(B, T, C)  # pinned: the copy does not block
+        rows = torch.empty(B, T, C, dtype=self.dtype, pin_memory=self.cuda)
+        torch.index_select(self.buffer, 0, idx, out=rows.view(B * T, C))
+        return rows.to(self.device, non_blocking=True)  # pinned: the copy does not block
 
     def _write(self, feats: torch.Tensor, new: np.ndarray, slots: np.ndarray, n: np.ndarray, T: int) -> None:
         """Store rows `new` of feats (B, T, C): frames 0..n[b]-1 of row b go to its utterance's slot."""
