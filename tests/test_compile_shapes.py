@@ -163,11 +163,13 @@ def test_one_epoch_with_speed_perturbation_compiles_a_bounded_number_of_times():
     assert r["frames_total"] == r["frames_ok"] <= MAX_COMPILES, r
 
 
+@pytest.mark.slow  # dynamo traces the whole model: tens of seconds on CPU
 def test_the_cached_step_compiles_a_bounded_number_of_times():
     """train.feature_cache: the compiled step takes the frozen conv stack's output (B, T, C), gathered from
     the store, and the conv stack is compiled apart (it runs on a batch not yet stored). One epoch stores
     every utterance, the start of the next gathers without compiling again: the two frames compile at most
-    MAX_COMPILES times each."""
+    MAX_COMPILES times each. The fast suite checks the layout this rests on (test_feature_cache: both paths
+    hand the step a fresh contiguous (B, T, C) tensor)."""
     model = tiny_model()
     sampler = make_sampler(600, 32, 0)  # 19 batches of distinct shapes: fewer than one epoch's, still many
     ids = [str(i) for i in range(len(sampler.lengths))]

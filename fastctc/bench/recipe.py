@@ -90,6 +90,7 @@ MAPPING: dict[str, str] = {
     "augment.*": "fastctc only: the recipe has no waveform augmentation (off unless a probability is set)",
     "train.freeze_finetune_steps": "fastctc only (fairseq's freeze_finetune_updates): the reference trains all from step 1",
     "train.weight_average, train.ema_decay, train.average_period": "fastctc only: the reference keeps no average",
+    "train.feature_cache": "fastctc only: the reference runs the frozen conv stack at every step and evaluation",
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
 REFERENCE_FIXED = (
