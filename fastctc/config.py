@@ -194,6 +194,12 @@ class TrainConfig:
     weight_average: Literal["off", "ema", "mean"] = "off"
     ema_decay: float = 0.999
     average_period: int = 200  # icefall's default
+    # Frozen features computed once: with model.freeze_feature_encoder, each utterance's conv-stack output
+    # is computed the first time a batch holds it, then reused by every later step and evaluation, where
+    # that is exact (train/feature_cache.py: not with waveform augmentation, nor for a group-norm stack
+    # unless train.padding_invariant). auto: on where exact, on the device if it fits, else pinned host
+    # memory, else disk | off | device | host | disk (models/frozen_features.py: the tiers)
+    feature_cache: Literal["auto", "off", "device", "host", "disk"] = "auto"
 
 
 @dataclass

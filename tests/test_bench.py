@@ -95,10 +95,15 @@ def test_bench_step_smallest(capsys):
     )
     report = _last_json(capsys)
     assert report["bench"] == "step" and report["precision"] == "fp32"
-    assert [r["provider"] for r in report["results"]] == ["fastctc", "trainer"]
+    # wav2vec2-base is group-norm: its cached step is padding-invariant, timed beside the uncached one
+    providers = ["fastctc", "fastctc-invariant", "fastctc-cached", "trainer"]
+    assert [r["provider"] for r in report["results"]] == providers
     for r in report["results"]:
         _timed(r)
         assert r["speedup_vs_trainer"] > 0 and r["peak_mb"] > 0
+        assert (r["cache_speedup"] is not None) == (r["provider"] == "fastctc-cached")
+    cached, invariant = report["results"][2], report["results"][1]
+    assert cached["cache_speedup"] == pytest.approx(invariant["median_ms"] / cached["median_ms"])
     assert set(report["goals"]) == {"step_fastctc_vs_trainer"}
 
 

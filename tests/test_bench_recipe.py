@@ -316,3 +316,73 @@ def test_curve_overlap_tells_seed_noise_from_a_gap(capsys):
     report_overlap(parted)
     assert "no overlap" in capsys.readouterr().out
     assert curve_overlap([42], runs(1.0)) is None  # one seed: no spread to compare with
+
+
+def test_a_trained_model_is_written_as_a_pretraining_checkpoint_transformers_loads(tmp_path):
+    """--pretrain-on's writer: a fastctc model folder (as `fastctc train` exports it) becomes what the Hub
+    serves as a card's starting point: Wav2Vec2ForPreTraining with every key present, the encoder's
+    weights exactly the trained ones, no CTC head, no tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+    from safetensors.torch import load_file
+
+    from fastctc.bench.recipe_checkpoint import write_pretrained_checkpoint
+    from fastctc.config import load_config, resolve_encoder
+    from fastctc.models import CTCModel, save_pretrained
+    from fastctc.models.hf_weights import head_width
+
+    (tmp_path / "sizes.toml").write_text(TINY_SIZES)
+    encoder = resolve_encoder(load_config(tmp_path / "sizes.toml", []).model)
+    torch.manual_seed(3)
+    trained = tmp_path / "run" / "model"
+    save_pretrained(CTCModel(encoder), trained, [f"t{i}" for i in range(encoder.vocab_size)])
+    ckpt = write_pretrained_checkpoint(trained, tmp_path / "ckpt", seed=0)
+    with pytest.raises(FileExistsError):
+        write_pretrained_checkpoint(trained, ckpt)
+
+    hf, info = transformers.Wav2Vec2ForPreTraining.from_pretrained(ckpt, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert hf.config.architectures == ["Wav2Vec2ForPreTraining"] and list(hf.config.conv_dim) == [16, 16, 16]
+    ours, saved = load_file(str(trained / "model.safetensors")), load_file(str(ckpt / "model.safetensors"))
+    encoder_keys = sorted(k for k in ours if not k.startswith("lm_head."))
+    assert encoder_keys and all(torch.equal(saved[k], ours[k]) for k in encoder_keys)
+    assert not any(k.startswith("lm_head.") for k in saved) and any(k.startswith("quantizer.") for k in saved)
+    assert head_width(ckpt) is None  # fine-tuning starts a fresh head on both sides
+    assert {p.name for p in ckpt.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "MADE_BY.json",
+    }
+    pre = json.loads((ckpt / "preprocessor_config.json").read_text())
+    assert pre["do_normalize"] is True and pre["return_attention_mask"] is True
+
+
+def test_pretrain_on_refuses_sizes_and_a_config_with_a_checkpoint(tmp_path):
+    from fastctc.bench.recipe import build_parser, make_checkpoint
+
+    (tmp_path / "sizes.toml").write_text(TINY_SIZES)
+    (tmp_path / "tuned.toml").write_text(FINE_TUNING.format(checkpoint=tmp_path))
+    both = ["--make-checkpoint", "--sizes", str(tmp_path / "sizes.toml"), "--pretrain-on", str(tmp_path / "sizes.toml")]
+    with pytest.raises(SystemExit, match="--pretrain-on trains at its own config's .model. sizes; drop --sizes"):
+        make_checkpoint(build_parser().parse_args(both), tmp_path / "out", lambda *a: None)
+    args = build_parser().parse_args(["--make-checkpoint", "--pretrain-on", str(tmp_path / "tuned.toml")])
+    with pytest.raises(SystemExit, match="names model.checkpoint .*; it must train from scratch"):
+        make_checkpoint(args, tmp_path / "out", lambda *a: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_card_regime_mini_card_caches_its_frozen_features():
+    """configs/mini-fsdd-finetune.toml: the cards' frozen feature encoder, dropouts 0, a fresh head on the
+    encoder configs/mini-timit-pretrain.toml trains (layer norm, attention mask): the cache is exact, so on."""
+    from fastctc.config import load_config, resolve_encoder
+    from fastctc.models import default_attention_mask
+    from fastctc.train.feature_cache import cache_off_reason
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    tuned = load_config(configs / "mini-fsdd-finetune.toml", [], check_paths=False)
+    pretrain = load_config(configs / "mini-timit-pretrain.toml", [], check_paths=False)
+    assert not pretrain.model.checkpoint and tuned.model.checkpoint and tuned.model.freeze_feature_encoder
+    assert tuned.data.corpus != pretrain.data.corpus
+    encoder = resolve_encoder(pretrain.model)  # what the written checkpoint's config.json holds
+    assert cache_off_reason(tuned, encoder, default_attention_mask(encoder)) is None

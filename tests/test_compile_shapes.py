@@ -37,6 +37,7 @@ from torch._dynamo.utils import counters
 from fastctc.data.batching import Batch, LengthBucketSampler
 from fastctc.devtools.host_syncs import HostSyncChecker
 from fastctc.models import CTCModel, EncoderConfig
+from fastctc.models.frozen_features import FrozenFeatureStore
 
 MAX_COMPILES = 3  # per epoch, automatic dynamic shapes (measured: 3 with and without the ladder)
 VOCAB = 31
@@ -160,6 +161,45 @@ def test_one_epoch_with_speed_perturbation_compiles_a_bounded_number_of_times():
     assert r["sampler_lengths"] == 8 and 8 < r["lengths"] <= 8 * 3, r
     assert r["graph_breaks"] == {}, r
     assert r["frames_total"] == r["frames_ok"] <= MAX_COMPILES, r
+
+
+@pytest.mark.slow  # dynamo traces the whole model: tens of seconds on CPU
+def test_the_cached_step_compiles_a_bounded_number_of_times():
+    """train.feature_cache: the compiled step takes the frozen conv stack's output (B, T, C), gathered from
+    the store, and the conv stack is compiled apart (it runs on a batch not yet stored). One epoch stores
+    every utterance, the start of the next gathers without compiling again: the two frames compile at most
+    MAX_COMPILES times each. The fast suite checks the layout this rests on (test_feature_cache: both paths
+    hand the step a fresh contiguous (B, T, C) tensor)."""
+    model = tiny_model()
+    sampler = make_sampler(600, 32, 0)  # 19 batches of distinct shapes: fewer than one epoch's, still many
+    ids = [str(i) for i in range(len(sampler.lengths))]
+    store = FrozenFeatureStore(ids, sampler.lengths, model.config, torch.float32, torch.device("cpu"))
+    noise = torch.randn(32, int(sampler.padded.max()), generator=torch.Generator().manual_seed(1))
+    torch._dynamo.reset()
+    counters.clear()
+    conv = torch.compile(model.conv_features, backend="eager")
+
+    def step(features, lengths, targets, target_lengths):
+        logits, logit_lengths = model(None, lengths, features=features)
+        return ctc_loss(logits, targets, logit_lengths, target_lengths, blank=BLANK, reduction="mean")
+
+    compiled, gathered, frames = torch.compile(step, backend="eager"), 0, []
+    with torch.no_grad():
+        for epoch, limit in ((0, None), (1, 8)):
+            frames.append(counters["frames"]["total"])
+            sampler.set_epoch(epoch)
+            for idx in list(sampler)[:limit]:
+                n = torch.as_tensor(sampler.lengths[idx])
+                waves = noise[: len(idx), : int(sampler.padded[idx].max())]
+                gathered += bool(store.filled[idx].all())
+                features = store.features([ids[i] for i in idx], n, waves.shape[1], lambda: conv(waves))
+                target_lengths = (n // 320 // 4).clamp(min=1)
+                targets = torch.randint(0, BLANK, (len(idx), int(target_lengths.max())))
+                assert torch.isfinite(compiled(features, n, targets, target_lengths))
+    assert gathered == 8 and store.filled.all()
+    assert counters["frames"]["total"] == frames[1], "a gathered batch recompiled the step (its layout differs)"
+    assert dict(counters["graph_break"]) == {}, dict(counters["graph_break"])
+    assert counters["frames"]["total"] == counters["frames"]["ok"] <= 2 * MAX_COMPILES, dict(counters["frames"])
 
 
 @pytest.mark.slow

@@ -398,3 +398,45 @@ def test_the_ddp_stop_check_makes_no_host_sync(tmp_path):
         assert StopRequest(at_step=3).should_stop(run)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("tier", ["device", "disk"])
+def test_steps_with_frozen_features_cached_sync_zero_times(tmp_path, tier):
+    """train.feature_cache: the steps that store each utterance's conv-stack output (epoch 1) and those
+    that gather it (epoch 2) add no sync: the indices are built on the host from the batch's ids and
+    lengths and handed to the device. Disk: its buffer is host memory (as host and disk are on a GPU)."""
+    cfg = load_config(DEMO, STEP + ["model.freeze_feature_encoder=true", f"train.feature_cache={tier}"])
+    run = prepare_run(cfg, tmp_path / tier)
+    assert run.features is not None and run.features.train.tier == tier
+    run.model.train()
+    for i, micro_batches in zip(range(4), steps(run)):  # 2 steps per epoch: steps 3 and 4 gather
+        gathering = run.features.train.filled.all()
+        assert gathering == (i >= 2)
+        with HostSyncChecker() as syncs:
+            syncs.host(*micro_batches)
+            if tier != "device":
+                syncs.host(run.features.train.buffer)
+            forward_backward(run, micro_batches)
+            optimizer_step(run)
+        assert_no_host_syncs(syncs, 0, f"{tier} step {i + 1} ({'gathering' if gathering else 'storing'})")
+
+
+def test_evaluation_with_frozen_features_cached_fetches_once_per_batch(tmp_path):
+    from fastctc.train.evaluate import evaluate
+
+    run = prepare_run(load_config(DEMO, STEP + ["model.freeze_feature_encoder=true"]), tmp_path / "run")
+    batches = -(-len(run.eval_ds) // run.cfg.train.eval_batch_size)
+    for _ in range(2):  # the first evaluation stores, the second gathers
+        with HostSyncChecker() as syncs:
+            result = evaluate(
+                run.model,
+                run.eval_ds,
+                run.vocab,
+                run.cfg.train.eval_batch_size,
+                run.device,
+                data=run.cfg.data,
+                features=run.features.eval,
+            )
+        assert math.isfinite(result["loss"])
+        assert_no_host_syncs(syncs, batches + 1, f"cached evaluation of {batches} batches")
+    assert run.features.eval.filled.all()

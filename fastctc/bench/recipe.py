@@ -90,6 +90,7 @@ MAPPING: dict[str, str] = {
     "augment.*": "fastctc only: the recipe has no waveform augmentation (off unless a probability is set)",
     "train.freeze_finetune_steps": "fastctc only (fairseq's freeze_finetune_updates): the reference trains all from step 1",
     "train.weight_average, train.ema_decay, train.average_period": "fastctc only: the reference keeps no average",
+    "train.feature_cache": "fastctc only: the reference runs the frozen conv stack at every step and evaluation",
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
 REFERENCE_FIXED = (
@@ -511,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  fastctc bench recipe configs/mini-fsdd-scratch.toml --make-checkpoint --sizes configs/tiny-scratch.toml\n"
+        "  fastctc bench recipe configs/mini-fsdd-finetune.toml --make-checkpoint --pretrain-on "
+        "configs/mini-timit-pretrain.toml\n"
         "  fastctc bench recipe configs/mini-fsdd-scratch.toml --seeds 42,43,44 --plot recipe.png\n"
         "  fastctc bench recipe configs/wav2vec2-base-timit.toml --set model.checkpoint=/ckpt/wav2vec2-base "
         "--set data.root=/data/TIMIT --device cuda\n"
@@ -553,7 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOML",
         help="a from-scratch config whose [model] sizes --make-checkpoint uses (e.g. configs/tiny-scratch.toml)",
     )
-    p.add_argument("--seed", type=int, default=0, help="the initialisation seed of --make-checkpoint (default 0)")
+    p.add_argument(
+        "--pretrain-on",
+        metavar="TOML",
+        help="instead of a random init, --make-checkpoint trains this from-scratch config with fastctc (its own "
+        "corpus and [model] sizes) and writes the trained encoder, head and tokenizer removed, as "
+        "Wav2Vec2ForPreTraining (e.g. configs/mini-timit-pretrain.toml)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="--make-checkpoint's init and pretraining seed (default 0)")
     return p
 
 
@@ -566,9 +576,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if not args.config and not args.make_checkpoint:
         raise SystemExit("fastctc bench recipe: name a CONFIG (a fastctc TOML file), or --show-mapping")
     if args.make_checkpoint:
-        from .recipe_checkpoint import write_checkpoint
-
-        say(f"wrote {write_checkpoint(_sizes(args), args.make_checkpoint, args.seed)} (random init, seed {args.seed})")
+        make_checkpoint(args, args.make_checkpoint, say)
         return None
     if args.recipe_exact:  # first, so that a --set after them flips one back (one departure alone)
         args.set = [*RECIPE_EXACT, *args.set]
@@ -634,9 +642,7 @@ def make_plan(args, say) -> Plan:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [cfg.train.seed]
     except ValueError:
         raise SystemExit(f"fastctc bench recipe: --seeds takes comma-separated integers, got {args.seeds!r}") from None
-    import torch
-
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(args.device)
     out = Path(args.out or f"runs/bench-recipe-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     _warn_min_masks(cfg, say)
@@ -665,13 +671,63 @@ def prepare_checkpoint(args, say) -> str:
             raise SystemExit(
                 f"fastctc bench recipe: model.checkpoint {checkpoint!r} holds no config.json; point it at a "
                 "Transformers-format checkpoint, or add --make-checkpoint --sizes SIZES.toml to write a "
-                "random-init one there"
+                "random-init one there (or --make-checkpoint --pretrain-on PRETRAIN.toml: one fastctc trains)"
             )
-        from .recipe_checkpoint import write_checkpoint
-
-        say(f"writing a random-init checkpoint at the [model] sizes of {args.sizes} to {checkpoint} (seed {args.seed})")
-        write_checkpoint(_sizes(args), checkpoint, args.seed)
+        make_checkpoint(args, checkpoint, say)
     return str(Path(checkpoint).resolve())
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_checkpoint(args, target: str | Path, say) -> Path:
+    """--make-checkpoint: a random init at the --sizes config's [model] sizes, or with --pretrain-on the
+    encoder fastctc trains on that config's corpus."""
+    if args.pretrain_on and args.sizes:
+        raise SystemExit(
+            "fastctc bench recipe: --pretrain-on trains at its own config's [model] sizes; drop --sizes (or --pretrain-on)"
+        )
+    if args.pretrain_on:
+        return pretrain_checkpoint(args, Path(target), say)
+    from .recipe_checkpoint import write_checkpoint
+
+    path = write_checkpoint(_sizes(args), target, args.seed)
+    say(f"wrote {path}: random init at the [model] sizes of {args.sizes} (seed {args.seed})")
+    return path
+
+
+def pretrain_checkpoint(args, target: Path, say) -> Path:
+    """`fastctc train` on the --pretrain-on config (from scratch, its own corpus), in its own process beside
+    `target` (TARGET.pretrain-run/), then its final model written to `target` as Wav2Vec2ForPreTraining."""
+    from .recipe_checkpoint import write_pretrained_checkpoint
+
+    try:
+        cfg = load_config(args.pretrain_on, [])
+    except ConfigError as e:
+        raise SystemExit(f"fastctc bench recipe: --pretrain-on {args.pretrain_on}: config error: {e}") from None
+    if cfg.model.checkpoint:
+        raise SystemExit(
+            f"fastctc bench recipe: --pretrain-on {args.pretrain_on} names model.checkpoint "
+            f'{cfg.model.checkpoint!r}; it must train from scratch (model.checkpoint = "")'
+        )
+    run = target.parent / f"{target.name}.pretrain-run"
+    run.parent.mkdir(parents=True, exist_ok=True)
+    say(f"pretraining: fastctc train {args.pretrain_on} (seed {args.seed}; log {run}.log) ...")
+    overrides = [f"train.seed={args.seed}", f"train.threads={args.threads}"]
+    try:
+        r = run_fastctc(args.pretrain_on, overrides, run, args.threads, _device(args.device))
+    except RecipeBenchError as e:
+        raise SystemExit(f"fastctc bench recipe: pretraining: {e}") from None
+    note = {"pretrained_on": args.pretrain_on, "steps": r["steps"], "train_s": r["train_s"], "wer": r["own_wer"]}
+    write_pretrained_checkpoint(r["model_dir"], target, args.seed, note)
+    say(
+        f"wrote {target}: the encoder of {r['model_dir']} ({r['steps']} steps in {r['train_s']:.0f} s, WER "
+        f"{r['own_wer']:.3f} on its own eval split), CTC head and tokenizer removed, as Wav2Vec2ForPreTraining"
+    )
+    return target
 
 
 def run_seed(plan: Plan, seed: int, say) -> dict[str, dict]:

@@ -15,6 +15,11 @@ Providers, same weights, same batch, same precision, timed side by side in alter
                     loop reads it once per progress line; the non-finite skip is fused AdamW's
                     found_inf, decided on the device);
   fastctc-compiled  the same with torch.compile(model) (train.compile=on; compiled in the warm-up);
+  fastctc-invariant (group-norm families) the fastctc step with train.padding_invariant = true;
+  fastctc-cached    the fastctc step with train.feature_cache: the frozen conv stack's output stored by
+                    the warm-up and gathered from then on (padding-invariant for group-norm families,
+                    where only that is exact); its cache_speedup is over the uncached row of the same
+                    convention (fastctc, or fastctc-invariant), timed in the same run;
   trainer           what Trainer.training_step and its inner loop do for run_speech_recognition_ctc.py:
                     *ForCTC(input_values, attention_mask, labels padded with -100) with its own CTC
                     loss, backward, clip_grad_norm_(1.0), torch.optim.AdamW (optim="adamw_torch"),
@@ -35,6 +40,8 @@ import torch
 
 from ..config import RunConfig
 from ..data.batching import Batch
+from ..models.frozen_features import FrozenFeatureStore
+from ..train.feature_cache import FeatureCaches
 from ..train.optim import build_optimizer, linear_schedule
 from ..train.precision import resolve_precision
 from ..train.run import Run, RunState
@@ -45,12 +52,13 @@ from .timing import add_run_args, alternate, environment, peak_memory_mb, print_
 GOALS = {"cpu": ("fp32", 1.3), "cuda": ("bf16", 2.0)}  # device -> (precision, speedup over trainer)
 
 
-def step_run(model, step_model, use_mask: bool, precision, device: torch.device) -> Run:
+def step_run(model, step_model, use_mask: bool, precision, device: torch.device, invariant: bool = False) -> Run:
     """A Run holding what one training step reads (the loop's defaults: AdamW as train.optim builds it,
     the linear schedule, clip at 1.0, zero_infinity, padded CTC lengths without a mask; blank = the last
     id, as pairs.targets_for draws targets); the data and log fields a step never reads are empty.
-    No GradScaler (see the module docstring)."""
+    No GradScaler (see the module docstring). invariant: train.padding_invariant."""
     cfg = RunConfig()
+    cfg.train.padding_invariant = invariant
     optimizer = build_optimizer(model, cfg.optim, device)
     return Run(
         cfg=cfg,
@@ -79,11 +87,18 @@ def step_run(model, step_model, use_mask: bool, precision, device: torch.device)
     )
 
 
-def fastctc_step(model, step_model, waves, lengths, targets, target_lengths, use_mask, precision, device):
+def fastctc_step(
+    model, step_model, waves, lengths, targets, target_lengths, use_mask, precision, device, invariant=False, store=None
+):
     """One optimizer step as the training loop takes it (grad_accum 1): train.steps' own forward_backward,
-    then its optimizer_step."""
-    run = step_run(model, step_model, use_mask, precision, device)
-    micro_batches = [Batch(waves, lengths, targets, target_lengths, texts=[""] * len(waves))]
+    then its optimizer_step. invariant: train.padding_invariant; store: a FrozenFeatureStore
+    (train.feature_cache), filled by the first call (the warm-up), gathered from by every later one."""
+    run = step_run(model, step_model, use_mask, precision, device, invariant)
+    ids = [str(i) for i in range(len(waves))]
+    if store is not None:  # the loader's lengths are on the host: the store builds its gather indices there
+        run.features = FeatureCaches(train=store, eval=None, conv=model.conv_features)
+        lengths = lengths.cpu().pin_memory() if device.type == "cuda" else lengths.cpu()
+    micro_batches = [Batch(waves, lengths, targets, target_lengths, texts=[""] * len(waves), ids=ids)]
 
     def step():
         loss_sum = forward_backward(run, micro_batches)
@@ -139,6 +154,29 @@ def step_inputs(native, batch: int, seconds: float, device: torch.device) -> dic
     )
 
 
+def fastctc_providers(native, batch_tensors, use_mask: bool, precision, device, compiled: bool) -> tuple[dict, str]:
+    """fastctc's providers for one family, and the name of the uncached row fastctc-cached is compared with.
+
+    Frozen features computed once (train.feature_cache) are exact only where padding cannot reach the conv
+    stack's valid frames, so a group-norm family's cached step is padding-invariant, beside its uncached twin.
+    """
+
+    def step(step_model, **kw):
+        return fastctc_step(native, step_model, *batch_tensors, use_mask, precision, device, **kw)
+
+    providers = {"fastctc": step(native)}
+    if compiled:
+        providers["fastctc-compiled"] = step(torch.compile(native))
+    group = native.config.feat_extract_norm == "group"
+    if group:
+        providers["fastctc-invariant"] = step(native, invariant=True)
+    lengths = batch_tensors[1]
+    ids, dtype = [str(i) for i in range(len(lengths))], precision.dtype or torch.float32
+    store = FrozenFeatureStore(ids, lengths.tolist(), native.config, dtype, device)
+    providers["fastctc-cached"] = step(native, invariant=group, store=store)
+    return providers, "fastctc-invariant" if group else "fastctc"
+
+
 def bench_family(
     family: str,
     size: str,
@@ -162,10 +200,8 @@ def bench_family(
     )
 
     torch._dynamo.reset()  # a fresh dynamo cache per family (see bench.encoder: the recompile limit)
-    ours = (x["waves"], x["lengths"], x["targets"], x["target_lengths"], x["use_mask"], precision, device)
-    providers = {"fastctc": fastctc_step(native, native, *ours)}
-    if compiled:
-        providers["fastctc-compiled"] = fastctc_step(native, torch.compile(native), *ours)
+    batch_tensors = (x["waves"], x["lengths"], x["targets"], x["target_lengths"])
+    providers, uncached = fastctc_providers(native, batch_tensors, x["use_mask"], precision, device, compiled)
     providers["trainer"] = trainer_step(hf, x["waves"], x["mask"], x["labels"], precision, device)
     timings = alternate(providers, repeats, warmup, device, log)
     ref = timings["trainer"]["median_ms"]
@@ -179,6 +215,10 @@ def bench_family(
             f"  {name:16s} median {t['median_ms']:9.1f} ms  p20 {t['p20_ms']:9.1f}  p80 {t['p80_ms']:9.1f}  "
             f"{speedup:5.2f}x trainer  peak " + (f"{peak:8.1f} MiB" if peak is not None else "n/a")
         )
+    cache_speedup = timings[uncached]["median_ms"] / timings["fastctc-cached"]["median_ms"]
+    for r in rows:
+        r["cache_speedup"] = cache_speedup if r["provider"] == "fastctc-cached" else None
+    log(f"  frozen features cached: {cache_speedup:.2f}x {uncached} (the conv stack skipped; same run)")
     for name in providers if profile else ():
         log(f"-- profile: {family} step {name}\n{profile_table(providers[name], device, profile)}")
     return rows

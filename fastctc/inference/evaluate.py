@@ -68,11 +68,13 @@ def run_split(
     autocast: Callable = contextlib.nullcontext,
     chunk_s: float = 30.0,
     report: DataReport | None = None,
+    features=None,
 ) -> SplitOutput:
     """Every readable utterance of `dataset` through `exact_logits`, in length-sorted batches of
     `batch_size` (data's workers and normalisation), then greedy-decoded by `decode_vocab` or kept
     (`keep_logits`, for beam search). `loss_vocab` (the training vocabulary) adds the eval loss.
     Utterances longer than `chunk_s` run alone, in overlapping chunks.
+    `features` (a FrozenFeatureStore of this split): the conv stack runs on a batch only until it is stored.
 
     Host syncs: one transfer per batch (its decoded ids and frame counts, or its logits), and one for
     the loss at the end."""
@@ -85,7 +87,7 @@ def run_split(
     long = [int(i) for i in np.flatnonzero(durations > chunk_s)] if chunk_s > 0 else []
     short = _Subset(dataset, [i for i in range(len(dataset)) if durations[i] <= chunk_s]) if long else dataset
     keep = (decode_vocab, keep_logits, model)
-    loss_sum, scored = _batched_pass(out, model, short, device, batch_size, data, loss_vocab, autocast, keep)
+    loss_sum, scored = _batched_pass(out, model, short, device, batch_size, data, loss_vocab, autocast, keep, features)
     for i in long:  # alone, in chunks (memory bounded by the chunk)
         item = dataset[i]
         if item.audio is None:
@@ -102,9 +104,10 @@ def run_split(
     return out
 
 
-def _batched_pass(out: SplitOutput, model, dataset, device, batch_size, data, loss_vocab, autocast, keep):
+def _batched_pass(out: SplitOutput, model, dataset, device, batch_size, data, loss_vocab, autocast, keep, features):
     """The utterances of `dataset` in length-sorted batches into `out`; (loss sum on the device, utterances
-    in it). The loss stays on the device: run_split reads it once, at the end."""
+    in it). The loss stays on the device: run_split reads it once, at the end. features: the split's
+    FrozenFeatureStore or None."""
     loss_sum = torch.zeros((), device=device)
     scored = 0
     if not len(dataset):
@@ -114,9 +117,8 @@ def _batched_pass(out: SplitOutput, model, dataset, device, batch_size, data, lo
     )
     pin = device.type == "cuda"
     for batch in make_loader(dataset, sampler, loss_vocab, data, pin_memory=pin, report=out.report, split="eval"):
-        waves, lengths = (t.to(device, non_blocking=True) for t in (batch.waveforms, batch.lengths))
         with autocast():
-            logits, frames = exact_logits(model, waves, lengths)
+            logits, frames = _batch_logits(model, batch, device, features)
         if loss_vocab is not None:
             loss = ctc_loss(
                 logits.float(),
@@ -130,6 +132,16 @@ def _batched_pass(out: SplitOutput, model, dataset, device, batch_size, data, lo
             scored += len(batch.texts)
         _collect(out, batch.ids, batch.texts, logits, frames, batch.lengths, *keep)
     return loss_sum, scored
+
+
+def _batch_logits(model, batch, device: torch.device, features=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """exact_logits of a loader batch; with `features` (the split's FrozenFeatureStore) the conv stack runs
+    only on a batch not yet stored."""
+    waves, lengths = (t.to(device, non_blocking=True) for t in (batch.waveforms, batch.lengths))
+    feats = None
+    if features is not None:
+        feats = features.features(batch.ids, batch.lengths, waves.shape[1], lambda: model.conv_features(waves, lengths))
+    return exact_logits(model, waves, lengths, features=feats)
 
 
 def _collect(out: SplitOutput, ids, texts, logits, frames, lengths, decode_vocab, keep_logits: bool, model) -> None:

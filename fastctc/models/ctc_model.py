@@ -31,13 +31,20 @@ class CTCModel(nn.Module):
         """Recompute each transformer layer in backward instead of storing its activations."""
         self.encoder.gradient_checkpointing = enable
 
+    def conv_features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The conv stack's output, what model.freeze_feature_encoder freezes (transformers' too: the
+        feature projection and its layer norm stay trainable). waveforms (B, N), lengths (B,) samples or
+        None -> (B, T, C). lengths: a group norm takes its statistics over each row's own frames."""
+        return self.feature_extractor(waveforms, lengths).transpose(1, 2)
+
     def forward(
         self,
-        waveforms: torch.Tensor,
+        waveforms: torch.Tensor | None,
         lengths: torch.Tensor | None = None,
         mask_time_indices: torch.Tensor | None = None,
         padding_invariant: bool = False,
         train_encoder: bool = True,
+        features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """waveforms (B, N) float, lengths (B,) samples or None (every row full length).
 
@@ -52,35 +59,37 @@ class CTCModel(nn.Module):
         SpecAugment time masks (applied in any mode, as transformers does with the same argument).
         train_encoder false: everything before the head runs without gradient (fairseq's
         freeze_finetune_updates), so only lm_head learns; the masks and dropouts are drawn as usual.
+        features (B, T, C), optional: the conv stack's output for these rows (a frozen-feature cache's),
+        used instead of running it; waveforms may then be None (lengths still say each row's samples).
         Returns logits (B, T, V) and logit_lengths (B,) long.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and train_encoder):
-            x, logit_lengths = self._encode(waveforms, lengths, mask_time_indices, padding_invariant)
+            x, logit_lengths = self._encode(waveforms, lengths, mask_time_indices, padding_invariant, features)
         return self.lm_head(self.dropout(x)), logit_lengths
 
     def _encode(
         self,
-        waveforms: torch.Tensor,
+        waveforms: torch.Tensor | None,
         lengths: torch.Tensor | None,
         mask_time_indices: torch.Tensor | None,
         padding_invariant: bool,
+        features: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder's output (B, T, D) before the head's dropout, and the frames per row (B,)."""
         cfg = self.config
-        B, N = waveforms.shape
         if padding_invariant and lengths is None:
             raise ValueError("CTCModel: padding_invariant needs each row's lengths")
-        lengths = None if lengths is None else lengths.to(waveforms.device).long()
-        features = self.feature_extractor(waveforms, lengths if padding_invariant else None).transpose(
-            1, 2
-        )  # (B, T, C)
-        T = features.shape[1]
+        device = (waveforms if features is None else features).device
+        lengths = None if lengths is None else lengths.to(device).long()
+        if features is None:
+            features = self.conv_features(waveforms, lengths if padding_invariant else None)  # (B, T, C)
+        B, T = features.shape[:2]
         if lengths is None:
-            logit_lengths = torch.full((B,), T, dtype=torch.long, device=waveforms.device)
+            logit_lengths = torch.full((B,), T, dtype=torch.long, device=device)
             frame_mask = None
         else:
             logit_lengths = self.feature_extractor.output_lengths(lengths).clamp(0, T)
-            frame_mask = torch.arange(T, device=waveforms.device)[None, :] < logit_lengths[:, None]  # (B, T)
+            frame_mask = torch.arange(T, device=device)[None, :] < logit_lengths[:, None]  # (B, T)
         x = self.feature_projection(features)  # (B, T, D)
         if cfg.apply_spec_augment and mask_time_indices is not None:
             x = apply_time_mask(x, mask_time_indices, self.masked_spec_embed)
@@ -102,7 +111,10 @@ class CTCModel(nn.Module):
         return self.encoder(x, frame_mask, exact_padding=padding_invariant), logit_lengths
 
 
-def exact_logits(model: CTCModel, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_logits(
+    model: CTCModel, waves: torch.Tensor, lengths: torch.Tensor, features: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The one inference forward. waves (B, N), lengths (B,) samples -> logits (B, T, V) and frames (B,):
-    each row's logits as it gives them alone and unpadded, and its own frame count, for every family."""
-    return model(waves, lengths, padding_invariant=True)
+    each row's logits as it gives them alone and unpadded, and its own frame count, for every family.
+    features: the rows' conv-stack output (model.conv_features(waves, lengths)), when a cache holds it."""
+    return model(waves, lengths, padding_invariant=True, features=features)

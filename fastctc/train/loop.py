@@ -177,6 +177,7 @@ def evaluate_weights(run: Run, model, event: str, final: bool) -> dict:
         data=cfg.data,
         report_dir=run.out_dir / "report" if final and model is run.model else None,
         autocast=run.precision.autocast,
+        features=run.features.eval if run.features is not None else None,
     )
     run.clock.eval_s += time.time() - t0
     tag = "final eval" if final else f"eval step {state.step}"

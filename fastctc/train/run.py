@@ -30,6 +30,7 @@ from ..models.hf_weights import head_width, read_encoder_config
 from .average import WeightAverage
 from .checkpoint import load_average, load_checkpoint
 from .distributed import DistInfo, init_distributed
+from .feature_cache import FeatureCaches, build_feature_caches, check_feature_cache
 from .optim import build_optimizer, build_schedule
 from .precision import Precision, resolve_precision
 from .progress import MetricsLog
@@ -93,6 +94,7 @@ class Run:
     log: MetricsLog
     state: RunState
     clock: Clock
+    features: FeatureCaches | None = None  # frozen conv-stack outputs, where caching them is exact
 
     @property
     def main(self) -> bool:
@@ -363,22 +365,22 @@ def open_run_dir(cfg: RunConfig, out_dir: Path, dist: DistInfo) -> MetricsLog:
 
 
 def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
-    """Everything a run needs, from the config: process group, data, vocabulary, model, optimizer,
-    schedule, loaders, and (with `resume`) the state of the checkpoint in `out_dir`.
-
-    The run directory is checked first (run_dir.py) and written last: config.toml and metrics.jsonl
-    appear only once the start has succeeded."""
+    """Everything a run needs, from the config: process group, data, vocabulary, model, optimizer, schedule,
+    loaders, the frozen-feature caches, and (with `resume`) the state of the checkpoint in `out_dir`. The run
+    directory is checked first (run_dir.py) and written last: config.toml and metrics.jsonl appear only once
+    the start has succeeded."""
     clock = Clock(start=time.time())
     dist = init_distributed(cfg.train.device)
     say = print if dist.is_main else _silent
     cfg, encoder, preprocessing = resolve_model(cfg, say)
+    use_mask = uses_attention_mask(cfg, encoder, preprocessing)
+    check_feature_cache(cfg, encoder, use_mask)
     check_run_dir(cfg, encoder, out_dir, resume, dist)
     device, precision = prepare_process(cfg, dist)
 
     train_ds, eval_ds, data_report = prepare_data(cfg, encoder, dist, say)
     vocab = run_vocabulary(cfg, train_ds.texts + eval_ds.texts, say)  # train + eval, as the recipe
     model = prepare_model(cfg, encoder, vocab, device, dist, say)
-    use_mask = uses_attention_mask(cfg, encoder, preprocessing)
     say(describe_start(train_ds, eval_ds, vocab, model, device, dist, precision, use_mask, clock), flush=True)
 
     sampler, loader = build_loader(cfg, encoder, train_ds, vocab, dist, device, data_report)
@@ -395,7 +397,7 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
     average = build_average(cfg, model, dist, out_dir / "checkpoint" if resume else None)
     step_model, ddp, compiled = wrap_model(cfg, model, dist, device)
     log = open_run_dir(cfg, out_dir, dist)
-    return Run(
+    run = Run(
         cfg=cfg,
         out_dir=out_dir,
         dist=dist,
@@ -420,3 +422,5 @@ def prepare_run(cfg: RunConfig, out_dir: Path, resume: bool = False) -> Run:
         state=state,
         clock=clock,
     )
+    run.features = build_feature_caches(run, train_ds, encoder)
+    return run

@@ -54,7 +54,7 @@ def stand_in_batch(sample_rate: int) -> Batch:
 
 def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
     """The CTC loss (mean over utterances of loss / target length, the recipe's "mean") of one batch."""
-    device, model = run.device, run.model
+    device, model, invariant = run.device, run.model, run.cfg.train.padding_invariant
     waves = batch.waveforms.to(device, non_blocking=True)  # (B, N), pinned by the loader on CUDA
     if run.augment is not None:  # on the device, in fp32; a speed change gives (B, N') and new lengths
         waves, lengths = run.augment(waves, batch)
@@ -63,13 +63,20 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
     # a host bool that flips once: torch.compile recompiles at the switch, never per step
     train_encoder = run.state.step >= run.cfg.train.freeze_finetune_steps
     with run.precision.autocast():
-        if run.cfg.train.padding_invariant:  # each row as it is alone (and its own CTC length)
+        features = None
+        if run.features is not None:  # the frozen conv stack's output, computed once per utterance
+            conv = run.features.conv
+            features = run.features.train.features(
+                batch.ids, batch.lengths, waves.shape[1], lambda: conv(waves, lengths if invariant else None)
+            )  # (B, T, C)
+            waves = None
+        if invariant:  # each row as it is alone (and its own CTC length)
             logits, logit_lengths = run.step_model(
-                waves, lengths, padding_invariant=True, train_encoder=train_encoder
+                waves, lengths, padding_invariant=True, train_encoder=train_encoder, features=features
             )  # (B, T, V), (B,)
         else:
             logits, logit_lengths = run.step_model(
-                waves, lengths if run.use_mask else None, train_encoder=train_encoder
+                waves, lengths if run.use_mask else None, train_encoder=train_encoder, features=features
             )
     if not run.use_mask and not run.cfg.train.padding_invariant and run.cfg.train.ctc_true_lengths:
         logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
