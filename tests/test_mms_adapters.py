@@ -85,6 +85,12 @@ def test_a_missing_or_wrong_adapter_file_is_one_message_naming_it(tmp_path):
         match=r"adapter\.bad\.safetensors: adapter tensors missing: \['wav2vec2.encoder.layers.2.adapter_layer.norm.bias'\]",
     ):
         load_pretrained(tmp_path / "mms", adapter_language="bad")
+    weights = load_file(tmp_path / "mms" / "model.safetensors")  # the adapters only in per-language files
+    save_file(
+        {k: v for k, v in weights.items() if ".adapter_layer." not in k}, str(tmp_path / "mms" / "model.safetensors")
+    )
+    with pytest.raises(KeyError, match=r"holds no adapter weights; name the language .*one of \['bad', 'xyz'\]"):
+        load_pretrained(tmp_path / "mms")
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from ..errors import CheckpointError, MissingHeadError
 from ..vocab import DecoderVocab
 from .config import EncoderConfig, config_from_hf
 from .ctc_model import CTCModel
-from .hf_adapter import adapter_head_width, read_adapter
+from .hf_adapter import adapter_head_width, languages_in, read_adapter
 from .hf_tokenizer import Preprocessing, default_attention_mask, read_json_object, read_preprocessing, read_vocab
 
 # Checkpoint key (prefix stripped) -> native parameter; `{}` is the layer index; None = dropped on
@@ -190,6 +190,11 @@ def _read_weights(
         hint = " (pass vocab_size matching the checkpoint's head)" if any("lm_head" in m for m in mismatched) else ""
         raise ValueError(f"{path}: shape mismatches{hint}: {mismatched}")
     missing = [k for k in params if k not in loaded and k not in _FRESH and not (fresh_adapters and _ADAPTER in k)]
+    if missing and all(_ADAPTER in k for k in missing):  # an MMS checkpoint whose adapters are per-language files
+        raise KeyError(
+            f"{path}: config.json has adapter_attn_dim but the checkpoint holds no adapter weights; name the "
+            f"language to load them from (model.adapter_language, one of {languages_in(path) or 'none found'})"
+        )
     if missing:
         raise KeyError(f"{path}: parameters not filled by the checkpoint: {missing}")
     return loaded

@@ -211,6 +211,8 @@ def prepare_model(
         trainable = {id(p) for p in adapter_parameters(model).values()}
         for p in model.parameters():
             p.requires_grad_(id(p) in trainable)
+        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        say(f"fastctc: model.train_only = adapters: {n / 1e6:.2f} M parameters learn (the adapters and the CTC head)")
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing(True)
     return model
