@@ -208,3 +208,20 @@ def test_adapters_added_to_a_checkpoint_without_them_start_as_transformers_initi
     )
     with pytest.raises(CheckpointError, match="config.json: no adapter_attn_dim, so the checkpoint has no language"):
         read_pretrained(tmp_path / "plain", vocab_size=11, adapter_language="tst")
+
+
+def test_a_head_whose_ids_cannot_be_read_is_not_kept_even_at_the_same_width(tmp_path):
+    """MMS's vocab.json nests one vocabulary per language: a head of the run's width may still name other
+    tokens, so the run starts a fresh one (the adapter script re-initialises its head too)."""
+    import json
+
+    from fastctc.data.text import CharVocab
+    from fastctc.train.run import head_misfit
+
+    hf = mms_checkpoint(tmp_path / "mms")  # an 11-wide head
+    write_language(hf, tmp_path / "mms", "xyz", vocab_size=11, seed=3)
+    tokens = ["|", *"abcdefgh", "[UNK]", "[PAD]"]
+    (tmp_path / "mms" / "vocab.json").write_text(json.dumps({"xyz": {t: i for i, t in enumerate(tokens)}}))
+    vocab = CharVocab(tokens)
+    for language in ("", "xyz"):
+        assert "cannot be matched to the run's vocabulary" in head_misfit(str(tmp_path / "mms"), vocab, language)

@@ -139,8 +139,10 @@ def head_misfit(checkpoint: str, vocab: CharVocab | PhoneVocab, adapter_language
         theirs = read_vocab(checkpoint)
     except ValueError:  # a tokenizer we cannot read: only the width can tell, and it matches
         theirs = None
-    if theirs is None and adapter_language:  # MMS's vocab.json nests one vocabulary per language
-        return f"the ids of adapter.{adapter_language}'s head cannot be matched to the run's vocabulary"
+    # an MMS checkpoint's vocab.json nests one vocabulary per language: its heads' ids cannot be matched
+    if theirs is None and (adapter_language or read_encoder_config(checkpoint).adapter_attn_dim is not None):
+        head = f"adapter.{adapter_language}'s head" if adapter_language else "its CTC head"
+        return f"the ids of {head} cannot be matched to the run's vocabulary (its tokenizer is not one fastctc reads)"
     if theirs is not None and theirs.tokens != list(vocab.tokens):
         return f"its CTC head's {width} outputs are other tokens than the run's vocabulary"
     return None
