@@ -68,6 +68,23 @@ def test_native_adapters_and_a_language_adapter_equal_transformers(tmp_path):
     assert not torch.equal(moved, load_pretrained(tmp_path / "mms").encoder.layers[1].adapter_layer.linear_2.weight)
 
 
+def test_adapter_gradients_equal_transformers_in_float64(tmp_path):
+    hf = mms_checkpoint(tmp_path / "mms").double().eval()  # eval: no SpecAugment draw to match
+    native = load_pretrained(tmp_path / "mms").double().eval()
+    x, lengths, mask = audio_batch()
+    x = x.double()
+    ref = hf(x, attention_mask=mask).logits
+    got, frames = native(x, lengths)
+    valid = (torch.arange(ref.shape[1])[None, :] < frames[:, None])[..., None]  # (B, T, 1)
+    weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * valid
+    (ref * weight).sum().backward()
+    (got * weight).sum().backward()
+    theirs = dict(hf.named_parameters())
+    for name, p in adapter_parameters(native).items():
+        q = theirs[name if name.startswith("lm_head.") else f"wav2vec2.{name}"]
+        assert torch.allclose(p.grad, q.grad, rtol=1e-9, atol=1e-12), name
+
+
 def test_a_missing_or_wrong_adapter_file_is_one_message_naming_it(tmp_path):
     hf = mms_checkpoint(tmp_path / "mms")
     write_language(hf, tmp_path / "mms", "xyz", vocab_size=7, seed=3)
