@@ -20,7 +20,15 @@ from typing import Literal
 import tomllib
 
 from .errors import ConfigError
-from .models.config import FINE_TUNING_FIELDS, RECIPE_FIELDS, VOCAB_FIELDS, EncoderConfig, encoder_problem
+from .models.config import (
+    ADAPTER_FILE,
+    ADAPTER_LANGUAGE,
+    FINE_TUNING_FIELDS,
+    RECIPE_FIELDS,
+    VOCAB_FIELDS,
+    EncoderConfig,
+    encoder_problem,
+)
 
 # The characters the cards' commands pass as --chars_to_ignore (data.chars_to_ignore's default).
 RECIPE_CHARS_TO_IGNORE = ',?.!-;:"“%‘”�'
@@ -83,6 +91,16 @@ class ModelConfig:
     # true: the head gets <s> and </s> outputs after [PAD], as the recipe's tokenizer adds them (head =
     # vocabulary + 2; never a target). false (fastctc): no outputs that no target ever asks for
     bos_eos_tokens: bool = False
+    # MMS adapters (README: MMS adapters). all: every parameter learns (the feature encoder too, unless
+    # frozen above); adapters: only the attention adapters and the CTC head learn, as
+    # run_speech_recognition_ctc_adapter.py trains them; the rest is frozen and not in the optimizer
+    train_only: Literal["all", "adapters"] = "all"
+    # a language's adapter and head to start from: CHECKPOINT/adapter.<adapter_language>.safetensors, read
+    # over the checkpoint's own ("" = the checkpoint's own, as the adapter script starts)
+    adapter_language: str = ""
+    # the adapter script's --target_language: the export also writes adapter.<target_language>.safetensors
+    # (the adapters and the head) into model/ and best/, for Wav2Vec2ForCTC.load_adapter
+    target_language: str = ""
     # The EncoderConfig fields [model] sets: in TOML, keys of [model] itself; resolve_encoder applies them
     encoder: EncoderKeys = field(default_factory=EncoderKeys)
 
@@ -376,12 +394,45 @@ def _check_model(m: ModelConfig, check_paths: bool) -> None:
             f"{m.checkpoint!r} is not a directory; point it at a Transformers-format checkpoint folder "
             "(config.json + model.safetensors), or leave it empty to train from scratch",
         )
+    _check_adapter_keys(m, check_paths)
     # the given values over the defaults; beside a checkpoint only its fine-tuning ones: resolve_encoder
     # compares the shape keys with its config.json, which is read when the run starts
     given = {k: v for k, v in m.encoder.items() if not m.checkpoint or k in FINE_TUNING_FIELDS}
     problem = encoder_problem({**_ENCODER_DEFAULTS, **given}, prefix="model.", run=True)
     if problem:
         raise ConfigError(problem)
+
+
+def _check_adapter_keys(m: ModelConfig, check_paths: bool) -> None:
+    """model.adapter_language, target_language and train_only (whether the encoder has adapters is known
+    once the checkpoint's config.json is read: resolve_encoder)."""
+    for key in ("adapter_language", "target_language"):
+        value = getattr(m, key)
+        _need(
+            not value or ADAPTER_LANGUAGE.fullmatch(value) is not None,
+            f"model.{key}",
+            f"{value!r} names a file ({ADAPTER_FILE.format(value)}): use letters, digits, '_' or '-', e.g. 'tur'",
+        )
+    if m.adapter_language:
+        _need(
+            bool(m.checkpoint),
+            "model.adapter_language",
+            f"reads {ADAPTER_FILE.format(m.adapter_language)} from model.checkpoint; set model.checkpoint",
+        )
+        file = Path(m.checkpoint) / ADAPTER_FILE.format(m.adapter_language)
+        if check_paths:
+            _need(
+                file.is_file(),
+                "model.adapter_language",
+                f"{file} does not exist; name a language whose adapter file the checkpoint holds, or leave "
+                "model.adapter_language empty to start from the checkpoint's own adapters",
+            )
+    _need(
+        m.train_only != "adapters" or bool(m.target_language),
+        "model.target_language",
+        "model.train_only = 'adapters' exports the trained adapter as adapter.<target_language>.safetensors; "
+        "name its language, e.g. --set model.target_language=tur",
+    )
 
 
 def _check_corpus(d: DataConfig, m: ModelConfig) -> None:
@@ -613,6 +664,8 @@ def resolve_encoder(model: ModelConfig, checkpoint: EncoderConfig | None = None)
         base = dataclasses.replace(checkpoint, **{k: _ENCODER_DEFAULTS[k] for k in RECIPE_FIELDS})
         for key, value in model.encoder.items():  # the shape is the checkpoint's: a different value is an error
             theirs = getattr(checkpoint, key)
+            if key == "adapter_attn_dim" and theirs is None:
+                continue  # fresh adapters over a checkpoint without (the adapter script's --adapter_attn_dim)
             if key not in FINE_TUNING_FIELDS and (tuple(value) if isinstance(value, list) else value) != theirs:
                 raise ConfigError(
                     f"model.{key}: {_toml_value(value)} here, but the checkpoint's config.json says "
@@ -621,7 +674,25 @@ def resolve_encoder(model: ModelConfig, checkpoint: EncoderConfig | None = None)
                     f"checkpoint [model] may change {', '.join(FINE_TUNING_FIELDS)})"
                 )
     values = {**dataclasses.asdict(base), **model.encoder}
-    problem = encoder_problem(values, prefix="model.", run=True)
+    problem = encoder_problem(values, prefix="model.", run=True) or _adapter_use_problem(model, values)
     if problem:
         raise ConfigError(problem)
     return EncoderConfig(**values)
+
+
+def _adapter_use_problem(model: ModelConfig, encoder: dict) -> str | None:
+    """The adapter keys that need an encoder with adapters, when it has none."""
+    if encoder["adapter_attn_dim"] is not None:
+        return None
+    used = [
+        f"model.{k} = {_toml_value(getattr(model, k))}"
+        for k in ("train_only", "adapter_language", "target_language")
+        if getattr(model, k) not in ("", "all")
+    ]
+    if not used:
+        return None
+    where = "the checkpoint's config.json has no adapter_attn_dim" if model.checkpoint else "the encoder has none"
+    return (
+        f"model.adapter_attn_dim: {', '.join(used)} needs MMS attention adapters, and {where}; set "
+        "model.adapter_attn_dim = 16 (the adapter script's default) to add fresh ones"
+    )

@@ -82,6 +82,7 @@ def test_bench_step_model_cost_prints_every_card(capsys):
                 "hubert-large-librispeech100",
                 "--mfu",
                 "0.5",
+                "--memory-sizes",  # none: tests/test_bench_memory.py covers the memory table
             ]
         )
         == 0

@@ -65,3 +65,25 @@ def test_fairseq_base_100h_config_holds_fairseqs_settings_on_one_gpu(tmp_path):
     assert (m.mask_feature_prob, m.mask_feature_length, m.mask_feature_min_masks) == (0.5, 64, 0)
     assert (m.layerdrop, m.activation_dropout, m.hidden_dropout, m.attention_dropout) == (0.1, 0.1, 0.0, 0.0)
     assert cfg.model.freeze_feature_encoder and cfg.model.attention_mask == "on"
+
+
+def test_mms_adapter_config_holds_the_adapter_scripts_defaults(tmp_path):
+    """run_speech_recognition_ctc_adapter.py's defaults and its README's Common Voice command."""
+    cfg = load_config(CONFIGS / "mms-adapter.toml", [f"model.checkpoint={tmp_path}", f"data.root={tmp_path}"])
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    assert (m.train_only, m.target_language, m.adapter_language, m.gradient_checkpointing) == (
+        "adapters",
+        "tur",
+        "",
+        True,
+    )
+    assert m.encoder["adapter_attn_dim"] == 16
+    assert (o.lr, o.warmup_steps, o.schedule, t.epochs, t.batch_size, t.seed) == (1e-3, 100, "linear", 4, 32, 42)
+    enc = m.encoder
+    assert (enc["final_dropout"], enc["layerdrop"], enc["mask_time_prob"], enc["mask_time_length"]) == (
+        0.0,
+        0.0,
+        0.05,
+        10,
+    )
+    assert (enc["mask_feature_prob"], enc["mask_feature_length"], cfg.data.max_duration_s) == (0.0, 10, 20.0)

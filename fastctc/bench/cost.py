@@ -5,6 +5,10 @@ times the Transformers recipe published. Predicted, not measured: nothing here t
     fastctc bench cost                         # every card, H100, one JSON line at the end
     fastctc bench step --model-cost            # the same table
     fastctc bench cost --cards wav2vec2-base-timit --mfu 0.3 0.5
+    fastctc bench cost --memory-sizes xls-r-1b mms-1b-all --memory-batch 16 --memory-seconds 10
+
+It also prints the memory model of XLS-R 300M / 1B / 2B and MMS-1b (fastctc/bench/memory.py): weights,
+AdamW state and activations with and without gradient checkpointing, and whether each fits 80 GB.
 
 How it counts. The native CTCModel is built on the meta device (no memory, no arithmetic) in bf16
 and runs forward + backward of one step at the card's global batch and the corpus's mean utterance
@@ -34,6 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from ..models import CTCModel, EncoderConfig
+from . import memory
 from .pairs import FAMILIES, RECIPE, VOCAB
 
 
@@ -272,9 +277,20 @@ def main(argv: list[str] | None = None) -> dict:
         default=[0.6, 0.4, 0.25],
         help="MFU levels (fractions of each table's bf16 peak) to predict at (default 0.6 0.4 0.25)",
     )
+    ap.add_argument(
+        "--memory-sizes",
+        nargs="*",
+        choices=list(memory.SIZES),
+        default=list(memory.SIZES),
+        help="XLS-R / MMS sizes of the memory table (default all; none: no table)",
+    )
+    ap.add_argument("--memory-batch", type=int, default=32, help="the memory table's batch (default 32)")
+    ap.add_argument("--memory-seconds", type=float, default=5.0, help="its utterances' length in s (default 5)")
     args = ap.parse_args(argv)
     if any(not 0 < m <= 1 for m in args.mfu):
         raise SystemExit(f"--mfu: each level must be in (0, 1], got {args.mfu}")
+    if args.memory_batch < 1 or not 0 < args.memory_seconds <= 60:
+        raise SystemExit("--memory-batch must be >= 1 and --memory-seconds in (0, 60]")
     rows = [card_prediction(CARDS[c], args.mfu) for c in args.cards]
     for key, gpu in GPUS.items():
         print(f"\n{gpu.name} ({gpu.source}); predicted, not measured:\n")
@@ -284,11 +300,20 @@ def main(argv: list[str] | None = None) -> dict:
         "counted); an MFU time below it is reachable only with fusion (torch.compile). Run times: training "
         "steps only (no evaluation, no data loading); MFU = the fraction of that table's bf16 peak."
     )
+    memory_rows = [
+        memory.memory_row(name, which, args.memory_batch, args.memory_seconds)
+        for name, which in memory.ROWS
+        if name in args.memory_sizes
+    ]
+    if memory_rows:
+        print(f"\n{memory.describe(args.memory_batch, args.memory_seconds)}\n")
+        print(memory.table(memory_rows))
     report = {
         "bench": "cost",
         "gpus": {k: dataclasses.asdict(g) for k, g in GPUS.items()},
         "mfu": args.mfu,
         "results": rows,
+        "memory": memory_rows,
     }
     print(json.dumps(report))
     return report

@@ -91,6 +91,10 @@ MAPPING: dict[str, str] = {
     "train.freeze_finetune_steps": "fastctc only (fairseq's freeze_finetune_updates): the reference trains all from step 1",
     "train.weight_average, train.ema_decay, train.average_period": "fastctc only: the reference keeps no average",
     "train.feature_cache": "fastctc only: the reference runs the frozen conv stack at every step and evaluation",
+    "model.train_only, model.adapter_language, model.target_language": (
+        "fastctc only: the reference trains every parameter (MMS's adapter recipe is another script, "
+        "run_speech_recognition_ctc_adapter.py)"
+    ),
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
 REFERENCE_FIXED = (

@@ -6,6 +6,7 @@ checkpoint's config is one explicit field map.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -74,6 +75,8 @@ class EncoderConfig:
     conformer_conv_dropout: float = 0.0
     # transformer layout: False = post-LN (base models), True = pre-LN + final LayerNorm (large models)
     do_stable_layer_norm: bool = False
+    # MMS attention adapters: a bottleneck of this width after every pre-LN layer (wav2vec2 only); None = none
+    adapter_attn_dim: int | None = None
     # WavLM gated relative position bias (bucketed, owned by layer 0)
     num_buckets: int = 320
     max_bucket_distance: int = 800
@@ -215,6 +218,8 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     for name, allowed in choices.items():
         if v[name] not in allowed:
             return f"{k(name)}: must be one of {allowed}, got {v[name]!r}"
+    if v.get("adapter_attn_dim") is not None:
+        return _adapter_problem(v, k)
     for name in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if v["hidden_size"] % v[name]:
             return f"{k(name)}: must divide {k('hidden_size')} {v['hidden_size']}, got {v[name]}"
@@ -226,6 +231,25 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
         if v[name] != value:
             return f"{k(name)}: {v['model_type']} has one layout, {name} = {value!r}; got {v[name]!r}"
     return None
+
+
+def _adapter_problem(v: dict, k) -> str | None:
+    """transformers builds MMS adapters only in Wav2Vec2EncoderLayerStableLayerNorm: elsewhere the key
+    would load as a network without them."""
+    if not v["adapter_attn_dim"] > 0:
+        return f"{k('adapter_attn_dim')}: must be > 0 (16 in MMS), got {v['adapter_attn_dim']}"
+    if v["model_type"] != "wav2vec2" or not v["do_stable_layer_norm"]:
+        return (
+            f"{k('adapter_attn_dim')}: attention adapters exist only in wav2vec2's pre-LN layout "
+            f"(model_type 'wav2vec2', do_stable_layer_norm true, as MMS), got model_type {v['model_type']!r} "
+            f"with do_stable_layer_norm {str(v['do_stable_layer_norm']).lower()}"
+        )
+    return None
+
+
+# An MMS language adapter's file in a checkpoint directory (transformers' WAV2VEC2_ADAPTER_SAFE_FILE)
+ADAPTER_FILE = "adapter.{}.safetensors"
+ADAPTER_LANGUAGE = re.compile(r"[A-Za-z0-9_-]+")  # a file-name part: an ISO 639-3 code (tur) or any tag
 
 
 # ---- config.json (Transformers) <-> EncoderConfig -----------------------------------------------
@@ -247,12 +271,11 @@ _HF_DEFAULTS = {
 # Keys whose only supported value is the one given: anything else changes the network.
 _HF_REQUIRED = {
     "add_adapter": (False, None),  # the adapter stack between encoder and CTC head is not implemented
-    "adapter_attn_dim": (None,),  # MMS per-language attention adapters
     "conv_pos_batch_norm": (False, None),  # HuBERT variant with BatchNorm instead of weight norm
 }
 
 # Keys that do not affect a CTC encoder: generic config keys, pretraining heads, other task heads,
-# loss settings (the trainer owns the loss), adapter sizes (adapters are refused above), legacy names,
+# loss settings (the trainer owns the loss), the add_adapter stack's sizes (refused above), legacy names,
 # the conformer's relative-position table size (extended past it, so it changes no value).
 _HF_IGNORED = frozenset(
     """
@@ -320,4 +343,6 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
             del out[name]
     for name in FIXED_LAYOUT.get(cfg.model_type, {}):
         del out[name]
+    if cfg.adapter_attn_dim is None:
+        del out["adapter_attn_dim"]  # exports without adapters stay as they were
     return out

@@ -1,6 +1,7 @@
 """Transformers-format checkpoints out: `save_pretrained` writes the five files read_pretrained reads
 (config.json, model.safetensors and, through hf_tokenizer.py, vocab.json, tokenizer_config.json,
-preprocessor_config.json), which AutoModelForCTC and Wav2Vec2Processor load."""
+preprocessor_config.json), which AutoModelForCTC and Wav2Vec2Processor load; for an MMS model also its
+language adapter (hf_adapter.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from safetensors.torch import save_file
 from ..vocab import PAD
 from .config import EncoderConfig, config_to_hf
 from .ctc_model import CTCModel
+from .hf_adapter import write_adapter
 from .hf_tokenizer import default_attention_mask, write_preprocessor_config, write_tokenizer
 from .hf_weights import checkpoint_key, key_prefix
 
@@ -51,6 +53,7 @@ def save_pretrained(
     do_normalize: bool = True,
     return_attention_mask: bool | None = None,
     phones: bool = False,
+    adapter_language: str | None = None,
 ) -> None:
     """Write a Transformers checkpoint (config.json, model.safetensors, vocab.json,
     preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
@@ -58,7 +61,9 @@ def save_pretrained(
     vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
     per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
     is fed an attention mask (default: default_attention_mask); phones: each token is a phone, and the
-    tokenizer written is transformers' phoneme tokenizer, which decodes to space-separated phones.
+    tokenizer written is transformers' phoneme tokenizer, which decodes to space-separated phones;
+    adapter_language: also write the model's MMS adapters and head as adapter.<language>.safetensors, which
+    Wav2Vec2ForCTC.load_adapter(language) reads (beside this checkpoint, or copied next to its base model's).
     """
     cfg: EncoderConfig = model.config
     tokens = _tokens(vocab)
@@ -74,3 +79,5 @@ def save_pretrained(
     write_tokenizer(directory, tokens, phones)
     mask = default_attention_mask(cfg) if return_attention_mask is None else return_attention_mask
     write_preprocessor_config(directory, do_normalize, mask)
+    if adapter_language:
+        write_adapter(model, directory, adapter_language)

@@ -23,6 +23,7 @@ from ..vocab import DecoderVocab
 from . import conformer, data2vec_audio
 from .config import EncoderConfig, config_from_hf
 from .ctc_model import CTCModel
+from .hf_adapter import adapter_head_width, languages_in, read_adapter
 from .hf_tokenizer import Preprocessing, default_attention_mask, read_json_object, read_preprocessing, read_vocab
 
 # Checkpoint key (prefix stripped) -> native parameter; `{}` is the layer index; None = dropped on
@@ -65,6 +66,13 @@ WEIGHT_MAP: dict[str, str | None] = {
     "encoder.layers.{}.feed_forward.output_dense.bias": "encoder.layers.{}.feed_forward.output_dense.bias",
     "encoder.layers.{}.final_layer_norm.weight": "encoder.layers.{}.final_layer_norm.weight",
     "encoder.layers.{}.final_layer_norm.bias": "encoder.layers.{}.final_layer_norm.bias",
+    # MMS attention adapters (adapter_attn_dim; also the keys of adapter.<lang>.safetensors, hf_adapter.py)
+    "encoder.layers.{}.adapter_layer.norm.weight": "encoder.layers.{}.adapter_layer.norm.weight",
+    "encoder.layers.{}.adapter_layer.norm.bias": "encoder.layers.{}.adapter_layer.norm.bias",
+    "encoder.layers.{}.adapter_layer.linear_1.weight": "encoder.layers.{}.adapter_layer.linear_1.weight",
+    "encoder.layers.{}.adapter_layer.linear_1.bias": "encoder.layers.{}.adapter_layer.linear_1.bias",
+    "encoder.layers.{}.adapter_layer.linear_2.weight": "encoder.layers.{}.adapter_layer.linear_2.weight",
+    "encoder.layers.{}.adapter_layer.linear_2.bias": "encoder.layers.{}.adapter_layer.linear_2.bias",
     # WavLM gated relative position bias (rel_attn_embed in layer 0 only)
     "encoder.layers.{}.attention.gru_rel_pos_const": "encoder.layers.{}.attention.gru_rel_pos_const",
     "encoder.layers.{}.attention.gru_rel_pos_linear.weight": "encoder.layers.{}.attention.gru_rel_pos_linear.weight",
@@ -94,6 +102,7 @@ WEIGHT_MAP: dict[str, str | None] = {
 # without SpecAugment has no masked_spec_embed. Both are initialised as transformers does. (The conformer's
 # rotary frequencies are a function of its config, already computed.)
 _FRESH = ("lm_head.weight", "lm_head.bias", "masked_spec_embed", "encoder.embed_positions.inv_freq")
+_ADAPTER = ".adapter_layer."  # in the name of every MMS adapter parameter
 
 _INDEX = re.compile(r"\.(\d+)\.")
 
@@ -166,10 +175,11 @@ def _open_safetensors(file: Path):
 
 
 def _read_weights(
-    path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor], fresh_head: bool = False
+    path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor], fresh_head: bool = False, fresh_adapters=False
 ) -> dict[str, torch.Tensor]:
     """Every checkpoint tensor under its native name, in the model's dtype. A key with no place in the
-    model, two keys for one parameter, a shape mismatch or a parameter left unfilled (but _FRESH) raise."""
+    model, two keys for one parameter, a shape mismatch or a parameter left unfilled (but _FRESH, and the
+    adapters with fresh_adapters) raise."""
     loaded: dict[str, torch.Tensor] = {}
     sources: dict[str, str] = {}
     unknown, mismatched = [], []
@@ -198,21 +208,34 @@ def _read_weights(
     if mismatched:
         hint = " (pass vocab_size matching the checkpoint's head)" if any("lm_head" in m for m in mismatched) else ""
         raise ValueError(f"{path}: shape mismatches{hint}: {mismatched}")
-    missing = [k for k in params if k not in loaded and k not in _FRESH]
+    missing = [k for k in params if k not in loaded and k not in _FRESH and not (fresh_adapters and _ADAPTER in k)]
+    if missing and all(_ADAPTER in k for k in missing):  # an MMS checkpoint whose adapters are per-language files
+        raise KeyError(
+            f"{path}: config.json has adapter_attn_dim but the checkpoint holds no adapter weights; name the "
+            f"language to load them from (model.adapter_language, one of {languages_in(path) or 'none found'})"
+        )
     if missing:
         raise KeyError(f"{path}: parameters not filled by the checkpoint: {missing}")
     return loaded
 
 
 def load_pretrained(
-    path, vocab_size: int | None = None, overrides: dict | None = None, fresh_head: bool = False
+    path,
+    vocab_size: int | None = None,
+    overrides: dict | None = None,
+    fresh_head: bool = False,
+    adapter_language: str | None = None,
 ) -> CTCModel:
     """A CTCModel (eval mode, float32) from a Transformers checkpoint directory.
 
     vocab_size: size of the CTC head; a checkpoint without a head (pretraining) gets a fresh one of this
     size, initialised as transformers does (normal(0, initializer_range), zero bias). overrides: EncoderConfig
-    fields to replace after reading config.json (the fine-tuning recipe's dropouts and SpecAugment).
+    fields to replace after reading config.json (the fine-tuning recipe's dropouts and SpecAugment; an
+    adapter_attn_dim over a config.json without one adds fresh MMS adapters, initialised as transformers
+    initialises the weights a checkpoint lacks).
     fresh_head: ignore the checkpoint's CTC head (it does not fit the new vocabulary) and make a fresh one.
+    adapter_language: also read `adapter.<language>.safetensors` (hf_adapter.py) over the checkpoint's
+    adapters and head, as Wav2Vec2ForCTC.load_adapter does; its head's width is the default vocab_size.
     Any checkpoint key not in WEIGHT_MAP, any parameter left unfilled, or a shape mismatch raises.
     """
     path = Path(path)
@@ -221,10 +244,22 @@ def load_pretrained(
         raise FileNotFoundError(f"{path}: no config.json (expected a Transformers checkpoint directory)")
     cfg = config_from_hf(json.loads(config_file.read_text()), source=str(config_file))
     changes = dict(overrides or {})
+    if adapter_language:
+        if cfg.adapter_attn_dim is None:
+            raise ValueError(
+                f"{config_file}: no adapter_attn_dim, so the checkpoint has no language adapters to load "
+                f"({adapter_language!r}); leave adapter_language empty"
+            )
+        vocab_size = adapter_head_width(path, adapter_language) if vocab_size is None else vocab_size
     if vocab_size is not None:
         changes["vocab_size"] = vocab_size
+    fresh_adapters = cfg.adapter_attn_dim is None and changes.get("adapter_attn_dim") is not None
     model = CTCModel(dataclasses.replace(cfg, **changes))
-    loaded = _read_weights(path, model.config, model.state_dict(), fresh_head)
+    # with a language adapter, the head is the adapter file's (the checkpoint's is another language's)
+    loaded = _read_weights(path, model.config, model.state_dict(), fresh_head or bool(adapter_language), fresh_adapters)
+    if adapter_language:
+        adapter = read_adapter(path, adapter_language, model)
+        loaded.update({k: v for k, v in adapter.items() if not (fresh_head and k.startswith("lm_head."))})
 
     head_missing = [k for k in ("lm_head.weight", "lm_head.bias") if k not in loaded]
     if head_missing and "vocab_size" not in changes:
@@ -232,14 +267,26 @@ def load_pretrained(
     if len(head_missing) == 1:
         raise KeyError(f"{path}: the CTC head is incomplete, missing {head_missing}")
     model.load_state_dict(loaded, strict=False)
-    with torch.no_grad():
-        if head_missing:
-            # transformers' PreTrainedModel._init_weights for nn.Linear
-            model.lm_head.weight.normal_(0.0, model.config.initializer_range)
-            model.lm_head.bias.zero_()
-        if "masked_spec_embed" not in loaded:
-            model.masked_spec_embed.uniform_()
+    _initialise_fresh(model, loaded, fresh_adapters)
     return model.eval()
+
+
+@torch.no_grad()
+def _initialise_fresh(model: CTCModel, loaded: dict[str, torch.Tensor], fresh_adapters: bool) -> None:
+    """What the checkpoint did not hold, as transformers' PreTrainedModel._init_weights initialises it:
+    nn.Linear normal(0, initializer_range) with a zero bias, LayerNorm ones and zeros."""
+    std = model.config.initializer_range
+    if "lm_head.weight" not in loaded:
+        model.lm_head.weight.normal_(0.0, std)
+        model.lm_head.bias.zero_()
+    if "masked_spec_embed" not in loaded:
+        model.masked_spec_embed.uniform_()
+    for layer in model.encoder.layers if fresh_adapters else ():
+        adapter = layer.adapter_layer
+        adapter.norm.reset_parameters()
+        for linear in (adapter.linear_1, adapter.linear_2):
+            linear.weight.normal_(0.0, std)
+            linear.bias.zero_()
 
 
 # ---- the whole checkpoint: model, tokenizer, feature extractor --------------------------------------
@@ -287,12 +334,16 @@ def head_width(path) -> int | None:
 
 
 def read_pretrained(
-    path, vocab_size: int | None = None, overrides: dict | None = None, fresh_head: bool = False
+    path,
+    vocab_size: int | None = None,
+    overrides: dict | None = None,
+    fresh_head: bool = False,
+    adapter_language: str | None = None,
 ) -> Pretrained:
     """A Transformers-format CTC checkpoint directory read whole, as save_pretrained writes it.
 
-    vocab_size, overrides, fresh_head: as for load_pretrained (the CTC head's size; the fine-tuning recipe's
-    knobs; a fresh head in place of the checkpoint's).
+    vocab_size, overrides, fresh_head, adapter_language: as for load_pretrained (the CTC head's size; the
+    fine-tuning recipe's knobs; a fresh head in place of the checkpoint's; an MMS language adapter).
     With the checkpoint's own head (vocab_size None), its vocabulary must be the head's width; with
     vocab_size (a training run brings its own vocabulary) the tokenizer is not read and vocab is None.
     The checkpoint's own conventions apply: do_normalize from preprocessor_config.json (default true),
@@ -310,7 +361,7 @@ def read_pretrained(
     preprocessing = read_preprocessing(path)
     vocab = read_vocab(path, pad_token_id) if vocab_size is None else None
     try:
-        model = load_pretrained(path, vocab_size=vocab_size, overrides=overrides, fresh_head=fresh_head)
+        model = load_pretrained(path, vocab_size, overrides, fresh_head, adapter_language)
     except (KeyError, ValueError, OSError, SafetensorError) as e:
         raise CheckpointError(e.args[0] if e.args else str(e)) from e
     if vocab is not None and len(vocab) != model.config.vocab_size:

@@ -75,6 +75,21 @@ class FeedForward(nn.Module):
         return self.output_dropout(self.output_dense(x))
 
 
+class AttnAdapter(nn.Module):
+    """MMS's per-language attention adapter (transformers' Wav2Vec2AttnAdapterLayer): LayerNorm, a
+    down-projection to adapter_attn_dim, ReLU, back up; its output is added to the layer's. Its LayerNorm
+    keeps torch's eps (1e-5), not layer_norm_eps, as transformers builds it."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.hidden_size)
+        self.linear_1 = nn.Linear(cfg.hidden_size, cfg.adapter_attn_dim)
+        self.linear_2 = nn.Linear(cfg.adapter_attn_dim, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        return self.linear_2(F.relu(self.linear_1(self.norm(x))))
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, cfg: EncoderConfig, index: int = 0):
         super().__init__()
@@ -84,13 +99,16 @@ class EncoderLayer(nn.Module):
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.feed_forward = FeedForward(cfg)
         self.final_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        # pre-LN only (models/config.py refuses it elsewhere, as transformers has none there)
+        self.adapter_layer = AttnAdapter(cfg) if cfg.adapter_attn_dim is not None else None
 
     def forward(
         self, x: torch.Tensor, key_mask: torch.Tensor | None, position_bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         if self.pre_ln:
             x = x + self.dropout(self.attention(self.layer_norm(x), key_mask, position_bias))
-            return x + self.feed_forward(self.final_layer_norm(x))
+            x = x + self.feed_forward(self.final_layer_norm(x))
+            return x if self.adapter_layer is None else x + self.adapter_layer(x)
         x = self.layer_norm(x + self.dropout(self.attention(x, key_mask, position_bias)))
         return self.final_layer_norm(x + self.feed_forward(x))
 

@@ -216,6 +216,7 @@ def export(run: Run, directory: Path, model=None) -> None:
             do_normalize=run.cfg.data.do_normalize,
             return_attention_mask=run.use_mask,
             phones=run.cfg.data.targets == "phones",  # transformers' phoneme tokenizer: spaced phones
+            adapter_language=run.cfg.model.target_language or None,  # MMS: adapter.<lang>.safetensors too
         )
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)

@@ -25,6 +25,7 @@ from ..errors import CheckpointError, ConfigError, TrainingError
 from ..models import CTCModel, EncoderConfig, default_attention_mask, read_pretrained
 from ..models.config import FINE_TUNING_FIELDS
 from ..models.feature_encoder import frame_count
+from ..models.hf_adapter import adapter_head_width, adapter_parameters
 from ..models.hf_tokenizer import Preprocessing, read_preprocessing, read_vocab
 from ..models.hf_weights import head_width, read_encoder_config
 from .average import WeightAverage
@@ -128,10 +129,10 @@ def resolve_model(cfg: RunConfig, say) -> tuple[RunConfig, EncoderConfig, Prepro
     return cfg, encoder, pre
 
 
-def head_misfit(checkpoint: str, vocab: CharVocab | PhoneVocab) -> str | None:
-    """Why the checkpoint's CTC head cannot serve `vocab` (another width, or its ids name other tokens);
-    None when it fits or there is none (a pretraining checkpoint)."""
-    width = head_width(checkpoint)
+def head_misfit(checkpoint: str, vocab: CharVocab | PhoneVocab, adapter_language: str = "") -> str | None:
+    """Why the checkpoint's CTC head (or its language adapter's) cannot serve `vocab` (another width, or its
+    ids name other tokens); None when it fits or there is none (a pretraining checkpoint)."""
+    width = adapter_head_width(checkpoint, adapter_language) if adapter_language else head_width(checkpoint)
     if width is None:
         return None
     if width != len(vocab):
@@ -139,7 +140,11 @@ def head_misfit(checkpoint: str, vocab: CharVocab | PhoneVocab) -> str | None:
     try:
         theirs = read_vocab(checkpoint)
     except ValueError:  # a tokenizer we cannot read: only the width can tell, and it matches
-        return None
+        theirs = None
+    # an MMS checkpoint's vocab.json nests one vocabulary per language: its heads' ids cannot be matched
+    if theirs is None and (adapter_language or read_encoder_config(checkpoint).adapter_attn_dim is not None):
+        head = f"adapter.{adapter_language}'s head" if adapter_language else "its CTC head"
+        return f"the ids of {head} cannot be matched to the run's vocabulary (its tokenizer is not one fastctc reads)"
     if theirs is not None and theirs.tokens != list(vocab.tokens):
         return f"its CTC head's {width} outputs are other tokens than the run's vocabulary"
     return None
@@ -150,15 +155,19 @@ def build_model(cfg: RunConfig, encoder: EncoderConfig, vocab: CharVocab | Phone
     checkpoint = cfg.model.checkpoint
     if not checkpoint:
         return CTCModel(dataclasses.replace(encoder, vocab_size=len(vocab), pad_token_id=vocab.blank))
-    misfit = head_misfit(checkpoint, vocab)
+    language = cfg.model.adapter_language
+    misfit = head_misfit(checkpoint, vocab, language)
     if misfit is not None:
         say(f"fastctc: starting a fresh CTC head: {misfit} ({checkpoint})")
     tuned = {k: getattr(encoder, k) for k in FINE_TUNING_FIELDS}
+    # resolve_encoder lets adapter_attn_dim differ from config.json's only to add fresh adapters
+    tuned["adapter_attn_dim"] = encoder.adapter_attn_dim
     return read_pretrained(
         checkpoint,
         vocab_size=len(vocab),
         overrides={**tuned, "pad_token_id": vocab.blank},
         fresh_head=misfit is not None,
+        adapter_language=language or None,
     ).model
 
 
@@ -202,6 +211,12 @@ def prepare_model(
         model.freeze_feature_encoder()
     if not (model.config.apply_spec_augment and model.config.mask_time_prob > 0):
         model.masked_spec_embed.requires_grad_(False)  # never used, so DDP must not wait for its gradient
+    if cfg.model.train_only == "adapters":  # run_speech_recognition_ctc_adapter.py's freeze_base_model
+        trainable = {id(p) for p in adapter_parameters(model).values()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        say(f"fastctc: model.train_only = adapters: {n / 1e6:.2f} M parameters learn (the adapters and the CTC head)")
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing(True)
     return model
