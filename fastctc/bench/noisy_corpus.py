@@ -2,7 +2,8 @@
 
     fastctc bench noisy_corpus --root ../shared/data/fsdd --out runs/noisy-fsdd [--seed 0]
 
-Written under OUT, every file 16 kHz float WAV, the same bytes for the same input and seed:
+Written under OUT, every file 16 kHz float WAV, the same samples for the same input and seed (the bytes
+differ only in the timestamp of libsndfile's PEAK chunk):
 
   noise/train/  babble_NN.wav: each the sum of BABBLE_TALKERS streams, one per distinct speaker, of that
                 speaker's *train*-split recordings end to end (each stream at unit power); and
@@ -34,7 +35,6 @@ import numpy as np
 import soundfile as sf
 
 from ..data.audio import load_audio
-from ..data.augment import prepare_rir
 from ..data.fsdd import read_fsdd
 from ..data.report import DataReport
 from ..errors import ConfigError
@@ -54,13 +54,19 @@ def rng_for(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, STREAMS[stream]]))
 
 
+def power(x: np.ndarray) -> float:
+    """Mean square, exactly rounded (math.fsum): the same value whatever numpy's summation order, so the
+    corpus is the same samples for a seed."""
+    return math.fsum(np.square(x, dtype=np.float64)) / len(x)
+
+
 def coloured_noise(n: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
     """(n,) Gaussian noise whose power spectrum falls as 1 / f^alpha (DC gets the lowest bin's gain), unit RMS."""
     spectrum = np.fft.rfft(rng.standard_normal(n))
     f = np.arange(len(spectrum), dtype=np.float64)
     f[0] = 1.0
     x = np.fft.irfft(spectrum / f ** (alpha / 2), n)
-    return (x / np.sqrt(np.mean(x**2))).astype(np.float32)
+    return (x / math.sqrt(power(x))).astype(np.float32)
 
 
 def synthetic_rir(rt60: float, rng: np.random.Generator) -> np.ndarray:
@@ -80,8 +86,8 @@ def babble(streams: list[list[np.ndarray]], n: int, rng: np.random.Generator) ->
         order = rng.permutation(len(utterances))
         stream = np.concatenate([utterances[i] for i in order]).astype(np.float64)
         stream = np.resize(stream, n)  # loops a stream shorter than n
-        total += stream / np.sqrt(np.mean(stream**2))
-    return (total / np.sqrt(np.mean(total**2))).astype(np.float32)
+        total += stream / math.sqrt(power(stream))
+    return (total / math.sqrt(power(total))).astype(np.float32)
 
 
 def reverberate(x: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -92,7 +98,7 @@ def reverberate(x: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """speech + g noise with 10 log10(sum speech^2 / sum (g noise)^2) = snr_db (noise as long as speech)."""
-    gain = math.sqrt(float(np.sum(speech.astype(np.float64) ** 2)) / (np.sum(noise**2) * 10 ** (snr_db / 10)))
+    gain = math.sqrt(power(speech) / (power(noise) * 10 ** (snr_db / 10)))
     return (speech + gain * noise).astype(np.float32)
 
 
@@ -110,9 +116,9 @@ def write(path: Path, audio: np.ndarray) -> str:
     return str(path)
 
 
-def write_noise(out: Path, train: dict, test: dict, seed: int, train_files: int) -> dict[str, Path]:
-    """noise/train and noise/test; returns the test noise files by name (babble_SPEAKER, white, ...)."""
-    n = int(NOISE_SECONDS * SR)
+def write_noise(out: Path, train: dict, test: dict, seed: int, train_files: int, seconds: float) -> dict[str, Path]:
+    """noise/train and noise/test, files of `seconds`; returns the test noise files by name (babble_SPEAKER, white, ...)."""
+    n = int(seconds * SR)
     speakers = sorted(train)
     rng = rng_for(seed, "train_babble")
     talkers = min(BABBLE_TALKERS, len(speakers))
@@ -152,7 +158,9 @@ def write_rirs(out: Path, seed: int, counts: dict[str, int]) -> dict[str, list[t
 def noisy_row(out: Path, u: tuple, speaker: str, noise: tuple[str, Path], rir: Path, snr_db: float, rng) -> dict:
     """One test utterance made reverberant and noisy, written to noisy/ID.wav: its manifest row."""
     uid, text, audio = u
-    wet = reverberate(audio, prepare_rir(sf.read(rir, dtype="float32")[0], 10**9))
+    h = sf.read(rir, dtype="float64")[0]
+    h = h[int(np.argmax(np.abs(h))) :]  # augment.prepare_rir's crop at the direct path and unit energy,
+    wet = reverberate(audio, h / math.sqrt(power(h) * len(h)))  # with the sum exactly rounded
     source = sf.read(noise[1], dtype="float32")[0]
     start = int(rng.integers(0, max(1, len(source) - len(wet))))
     stretch = np.resize(np.roll(source, -start), len(wet)).astype(np.float64)  # looped when shorter
@@ -178,15 +186,23 @@ def write_test_copy(out: Path, test: dict, test_noise: dict[str, Path], rirs: li
     return rows
 
 
-def build(root: str, out: str | Path, seed: int = 0, babble_files: int = 8, rirs: tuple[int, int] = (8, 4)) -> dict:
-    """Build the corpus under `out` (see the module doc); returns what corpus.json holds."""
+def build(
+    root: str,
+    out: str | Path,
+    seed: int = 0,
+    babble_files: int = 8,
+    rirs: tuple[int, int] = (8, 4),
+    noise_seconds: float = NOISE_SECONDS,
+) -> dict:
+    """Build the corpus under `out` (see the module doc): `babble_files` training babble files, `rirs`
+    (train, test) impulse responses, noise files of `noise_seconds`; returns what corpus.json holds."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out: {out} is not empty; give a new folder (the corpus is rebuilt from scratch)")
     train, test = read_split(root, "train"), read_split(root, "test")
     if len(test) < 2:
         raise ConfigError(f"--root: {root}: the test split has {len(test)} speaker(s); babble needs 2 or more")
-    test_noise = write_noise(out, train, test, seed, babble_files)
+    test_noise = write_noise(out, train, test, seed, babble_files, noise_seconds)
     written = write_rirs(out, seed, {"train": rirs[0], "test": rirs[1]})
     rows = write_test_copy(out, test, test_noise, written["test"], seed)
     summary = {
@@ -197,6 +213,7 @@ def build(root: str, out: str | Path, seed: int = 0, babble_files: int = 8, rirs
         "rt60_s": {split: [round(r, 4) for _, r in w] for split, w in written.items()},
         "test_snrs_db": list(TEST_SNRS),
         "babble_talkers": BABBLE_TALKERS,
+        "noise_seconds": noise_seconds,
         "noise_train": sorted(p.name for p in (out / "noise" / "train").iterdir()),
         "noise_test": sorted(p.name for p in (out / "noise" / "test").iterdir()),
         "test_utterances": len(rows),
