@@ -73,14 +73,17 @@ def fastctc(args: list[str], log: Path) -> None:
         raise RuntimeError(f"fastctc {args[0]} failed (exit {done.returncode}); its output is in {log}")
 
 
-def run_one(config: str, corpus: str, out: Path, row: str, seed: int, extra: list[str]) -> dict:
-    """Train (unless finished) and score one (row, seed): WERs, the final event's figures, the command."""
+def run_one(config: str, corpus: str, out: Path, row: str, seed: int, extra: list[str], train_new: bool) -> dict | None:
+    """Train (unless finished) and score one (row, seed): WERs, the final event's figures, the command.
+    None for a run not finished when train_new is false (--no-train)."""
     run_dir = out / slug(row) / f"seed{seed}"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = run_dir.parent / f"seed{seed}.log"
     sets = [*row_sets(row, corpus, extra), f"train.seed={seed}"]
     train = ["train", config, *(a for s in sets for a in ("--set", s)), "--out", str(run_dir)]
     if final_event(run_dir) is None:
+        if not train_new:
+            return None
         if run_dir.exists():
             raise RuntimeError(f"{run_dir} holds an unfinished run; remove it (or resume it by hand) and rerun")
         fastctc(train, log)
@@ -88,7 +91,8 @@ def run_one(config: str, corpus: str, out: Path, row: str, seed: int, extra: lis
     scores = {}
     for name, data in (("clean", config), ("noisy", f"{corpus}/test.jsonl")):
         json_file = run_dir / f"eval-{name}.json"
-        fastctc(["eval", str(run_dir / "best"), "--data", data, "--json", str(json_file)], log)
+        if not json_file.is_file():  # scored once: a finished run's best/ no longer changes
+            fastctc(["eval", str(run_dir / "best"), "--data", data, "--json", str(json_file)], log)
         scores[name] = json.loads(json_file.read_text())
     return {
         "row": row,
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of: {', '.join(ROWS)}")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default 1)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="for every run")
+    ap.add_argument("--no-train", action="store_true", help="train nothing: the table of the runs finished so far")
     ap.add_argument("--json", help="also write the results to this file")
     return ap
 
@@ -162,10 +167,14 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"--corpus: {args.corpus} has no test.jsonl; build it with `fastctc bench noisy_corpus`")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    jobs = [(row, seed) for row in rows for seed in seeds]
+    jobs = [(row, seed) for seed in seeds for row in rows]  # seed by seed: every row has a seed early
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        results = list(pool.map(lambda rs: run_one(args.config, args.corpus, out, *rs, args.set), jobs))
-    print(f"== features: {len(rows)} rows x seeds {args.seeds}, {results[0]['steps']} steps each, {args.config}")
+        scored = pool.map(lambda rs: run_one(args.config, args.corpus, out, *rs, args.set, not args.no_train), jobs)
+        results = [r for r in scored if r is not None]
+    if not results:
+        ap.error(f"no finished run under {out} (--no-train)")
+    steps = sorted({r["steps"] for r in results})
+    print(f"== features: {len(results)} runs, rows x seeds {args.seeds}, {steps} steps, {args.config}")
     print("\n".join(table(results, rows)))
     summary = {"config": args.config, "corpus": args.corpus, "common": COMMON + args.set, "runs": results}
     if args.json:
