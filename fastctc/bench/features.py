@@ -109,8 +109,9 @@ def run_one(config: str, corpus: str, out: Path, row: str, seed: int, extra: lis
 
 
 def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+    if len(values) == 1:  # no spread from one seed
+        return f"{values[0]:.3f} (1 seed)"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def table(results: list[dict], rows: list[str]) -> list[str]:
