@@ -11,9 +11,12 @@
   gpu      the one command for a GPU hour: CUDA tests, every benchmark in bf16, a short training run;
            one markdown report and one JSON file
   recipe   the Transformers recipe's Trainer vs fastctc train, end to end from one checkpoint: time to its WER
+  noisy_corpus  no timing: builds the noise, impulse responses and noisy test copy that `features` scores on
+  features each augmentation / schedule / averaging option alone and all together, trained per seed and
+           scored by `fastctc eval` on the clean and the noisy test: the README's measured-effects table
 
 Each prints a table of medians with p20/p80 spread, measures the alternative in the same run in
 alternating order, and ends with one JSON line. encoder and step need transformers (the reference).
 """
 
-BENCHMARKS = ("ctc", "encoder", "step", "data", "augment", "recipe", "cost", "gpu", "onnx")
+BENCHMARKS = ("ctc", "encoder", "step", "data", "augment", "recipe", "cost", "gpu", "onnx", "noisy_corpus", "features")
