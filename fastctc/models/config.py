@@ -10,20 +10,48 @@ import warnings
 from dataclasses import dataclass
 
 _NORMS = ("group", "layer")
-_ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu")
+_ACTIVATIONS = ("gelu", "relu", "gelu_new", "silu", "swish")
 # model_type -> the Transformers CTC class that loads our export (also the checkpoint key prefix)
 MODEL_TYPES = {
     "wav2vec2": "Wav2Vec2ForCTC",
     "hubert": "HubertForCTC",
     "unispeech": "UniSpeechForCTC",
     "wavlm": "WavLMForCTC",
+    "wav2vec2-bert": "Wav2Vec2BertForCTC",
+}
+# Families without the conv feature encoder (w2v-BERT reads fbank features, models/fbank.py).
+FBANK_FAMILIES = ("wav2vec2-bert",)
+_POSITIONS = ("relative", "rotary", "relative_key")
+_CONV_FIELDS = (
+    "conv_dim",
+    "conv_kernel",
+    "conv_stride",
+    "conv_bias",
+    "feat_extract_norm",
+    "feat_extract_activation",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "do_stable_layer_norm",
+)
+# Fields only some families' config.json carries (the others' EncoderConfig keeps the default).
+FAMILY_FIELDS = {
+    "num_buckets": ("wavlm",),
+    "max_bucket_distance": ("wavlm",),
+    "feature_projection_input_dim": FBANK_FAMILIES,
+    "position_embeddings_type": FBANK_FAMILIES,
+    "left_max_position_embeddings": FBANK_FAMILIES,
+    "right_max_position_embeddings": FBANK_FAMILIES,
+    "conv_depthwise_kernel_size": FBANK_FAMILIES,
+    "conformer_conv_dropout": FBANK_FAMILIES,
+    **{name: tuple(t for t in MODEL_TYPES if t not in FBANK_FAMILIES) for name in _CONV_FIELDS},
 }
 
 
 @dataclass
 class EncoderConfig:
-    # "wav2vec2" | "hubert" | "unispeech" | "wavlm": decides the key prefix, WavLM's relative position
-    # bias, and whether time masks see the attention mask (HuBERT draws them without it)
+    # "wav2vec2" | "hubert" | "unispeech" | "wavlm" | "wav2vec2-bert": decides the key prefix, WavLM's
+    # relative position bias, w2v-BERT's fbank front end and conformer blocks, and whether time masks see
+    # the attention mask (HuBERT draws them without it)
     model_type: str = "wav2vec2"
     vocab_size: int = 32
     hidden_size: int = 768
@@ -43,6 +71,15 @@ class EncoderConfig:
     # positional convolution
     num_conv_pos_embeddings: int = 128
     num_conv_pos_embedding_groups: int = 16
+    # w2v-BERT: the stacked fbank width, its attention positions (only "relative_key" is implemented: a
+    # learned embedding per clamped distance j - i in [-left, right]), the conv module's causal depthwise
+    # kernel and the dropout after it
+    feature_projection_input_dim: int = 160
+    position_embeddings_type: str = "relative"
+    left_max_position_embeddings: int = 64
+    right_max_position_embeddings: int = 8
+    conv_depthwise_kernel_size: int = 31
+    conformer_conv_dropout: float = 0.0
     # transformer layout: False = post-LN (base models), True = pre-LN + final LayerNorm (large models)
     do_stable_layer_norm: bool = False
     # WavLM gated relative position bias (bucketed, owned by layer 0)
@@ -78,7 +115,10 @@ class EncoderConfig:
 
     @property
     def frame_stride(self) -> int:
-        """Audio samples per output frame (320 = 20 ms at 16 kHz for the standard stack)."""
+        """Audio samples per output frame (320 = 20 ms at 16 kHz for the standard stack, and for
+        w2v-BERT's fbank hop of 160 stacked by 2)."""
+        if self.model_type in FBANK_FAMILIES:
+            return 320
         out = 1
         for s in self.conv_stride:
             out *= s
@@ -95,6 +135,7 @@ FINE_TUNING_FIELDS = (
     "feat_proj_dropout",
     "final_dropout",
     "layerdrop",
+    "conformer_conv_dropout",
     "apply_spec_augment",
     "mask_time_prob",
     "mask_time_length",
@@ -136,6 +177,8 @@ _POSITIVE = (
     "num_buckets",
     "max_bucket_distance",
     "layer_norm_eps",
+    "feature_projection_input_dim",
+    "conv_depthwise_kernel_size",
 )
 _PROBABILITIES = (
     "hidden_dropout",
@@ -144,6 +187,7 @@ _PROBABILITIES = (
     "feat_proj_dropout",
     "final_dropout",
     "layerdrop",
+    "conformer_conv_dropout",
     "mask_time_prob",
     "mask_feature_prob",
 )
@@ -168,7 +212,13 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     for name in _PROBABILITIES:
         if not (0.0 <= v[name] < 1.0 if run else 0.0 <= v[name] <= 1.0):
             return f"{k(name)}: must be in [0, {'1)' if run else '1]'}, got {v[name]}"
-    for name in ("mask_time_min_masks", "mask_feature_min_masks", "pad_token_id"):
+    for name in (
+        "mask_time_min_masks",
+        "mask_feature_min_masks",
+        "pad_token_id",
+        "left_max_position_embeddings",
+        "right_max_position_embeddings",
+    ):
         if v[name] is not None and v[name] < 0:  # some config.json files carry pad_token_id null
             return f"{k(name)}: must be >= 0, got {v[name]}"
     choices = {
@@ -176,6 +226,7 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
         "feat_extract_norm": _NORMS,
         "hidden_act": _ACTIVATIONS,
         "feat_extract_activation": _ACTIVATIONS,
+        "position_embeddings_type": _POSITIONS,
     }
     for name, allowed in choices.items():
         if v[name] not in allowed:
@@ -183,6 +234,17 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     for name in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if v["hidden_size"] % v[name]:
             return f"{k(name)}: must divide {k('hidden_size')} {v['hidden_size']}, got {v[name]}"
+    return _fbank_problem(v, k)
+
+
+def _fbank_problem(v: dict, k) -> str | None:
+    """What w2v-BERT's checks find: its fbank width and the one attention fastctc implements."""
+    if v["model_type"] not in FBANK_FAMILIES:
+        return None
+    if v["feature_projection_input_dim"] != 160:
+        return f"{k('feature_projection_input_dim')}: w2v-BERT's front end makes 160 (80 mel bins stacked by 2), got {v['feature_projection_input_dim']}"
+    if v["position_embeddings_type"] != "relative_key":
+        return f"{k('position_embeddings_type')}: fastctc implements w2v-BERT's 'relative_key' attention only, got {v['position_embeddings_type']!r}"
     return None
 
 
@@ -199,11 +261,13 @@ _HF_DEFAULTS = {
     "activation_dropout": 0.1,
     "final_dropout": 0.1,
     "layerdrop": 0.1,
+    "conformer_conv_dropout": 0.1,
 }
 
 # Keys whose only supported value is the one given: anything else changes the network.
 _HF_REQUIRED = {
     "add_adapter": (False, None),  # the adapter stack between encoder and CTC head is not implemented
+    "use_intermediate_ffn_before_adapter": (False, None),  # w2v-BERT's, only with add_adapter
     "adapter_attn_dim": (None,),  # MMS per-language attention adapters
     "conv_pos_batch_norm": (False, None),  # HuBERT variant with BatchNorm instead of weight norm
 }
@@ -216,6 +280,7 @@ _HF_IGNORED = frozenset(
     eos_token_id return_dict output_attentions output_hidden_states problem_type is_encoder_decoder
     chunk_size_feed_forward tie_word_embeddings use_cache add_cross_attention tokenizer_class prefix
     task_specific_params finetuning_task _attn_implementation_autoset
+    max_source_positions rotary_embedding_base adapter_act
     codevector_dim num_codevector_groups num_codevectors_per_group proj_codevector_dim
     contrastive_logits_temperature diversity_loss_weight num_negatives feat_quantizer_dropout
     num_ctc_classes replace_prob
@@ -248,7 +313,10 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
             f"fastctc/models/config.py (HF_FIELDS), else list it in _HF_IGNORED there",
             stacklevel=2,
         )
-    values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in HF_FIELDS if k in hf or k in _HF_DEFAULTS}
+    ours = [k for k in HF_FIELDS if model_type in FAMILY_FIELDS.get(k, (model_type,))]  # other families' stay default
+    values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in ours if k in hf or k in _HF_DEFAULTS}
+    if values.get("vocab_size", 0) is None:
+        del values["vocab_size"]  # a pretraining checkpoint's null; the run's vocabulary sets it
     if model_type != "hubert":
         values["feat_proj_layer_norm"] = True  # only HubertConfig has the switch; the others always normalise
     return EncoderConfig(**values)
@@ -259,7 +327,8 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
     out = {k: getattr(cfg, k) for k in HF_FIELDS}
     for k in ("conv_dim", "conv_kernel", "conv_stride"):
         out[k] = list(out[k])
-    out["num_feat_extract_layers"] = len(cfg.conv_dim)
+    if cfg.model_type not in FBANK_FAMILIES:
+        out["num_feat_extract_layers"] = len(cfg.conv_dim)
     out["architectures"] = [MODEL_TYPES[cfg.model_type]]
     if cfg.model_type != "hubert":
         if not cfg.feat_proj_layer_norm:
@@ -268,6 +337,7 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
                 f"set model_type='hubert' (the network is the same) to export a {cfg.model_type} model without it"
             )
         del out["feat_proj_layer_norm"]  # only HubertConfig has the switch; the others always normalise
-    if cfg.model_type != "wavlm":
-        del out["num_buckets"], out["max_bucket_distance"]
+    for name, families in FAMILY_FIELDS.items():
+        if cfg.model_type not in families:
+            del out[name]
     return out

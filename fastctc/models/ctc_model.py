@@ -1,24 +1,30 @@
-"""CTCModel: feature encoder -> feature projection -> SpecAugment (training) -> transformer -> CTC head."""
+"""CTCModel: feature encoder -> feature projection -> SpecAugment (training) -> transformer -> CTC head.
+w2v-BERT: fbank front end -> feature projection -> SpecAugment (training) -> conformer -> CTC head."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .config import EncoderConfig
+from .config import FBANK_FAMILIES, EncoderConfig
+from .fbank import FbankFrontEnd
 from .feature_encoder import FeatureEncoder, FeatureProjection
 from .masking import apply_time_mask, spec_augment
 from .transformer import Encoder
+from .w2v_bert import W2VBertEncoder
 
 
 class CTCModel(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.config = cfg
-        self.feature_extractor = FeatureEncoder(cfg)
+        self.fbank = cfg.model_type in FBANK_FAMILIES
+        self.feature_extractor = (
+            FbankFrontEnd() if self.fbank else FeatureEncoder(cfg)
+        )  # the front end has no parameters
         self.feature_projection = FeatureProjection(cfg)
         self.masked_spec_embed = nn.Parameter(torch.empty(cfg.hidden_size).uniform_())
-        self.encoder = Encoder(cfg)
+        self.encoder = W2VBertEncoder(cfg) if self.fbank else Encoder(cfg)
         self.dropout = nn.Dropout(cfg.final_dropout)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
 
@@ -44,6 +50,8 @@ class CTCModel(nn.Module):
         (transformers' attention_mask). padding_invariant (needs lengths): also the group norm of a
         group-norm conv stack takes its statistics over each row's own frames, so every row's logits are
         what it gives unpadded, alone (the cards' eval_batch_size 1), whatever it is batched with.
+        w2v-BERT is so in any case: its fbank features are normalised over each row's own frames (as
+        SeamlessM4TFeatureExtractor does, one utterance at a time) and no later layer lets padding in.
 
         mask_time_indices (B, T) bool, optional: frames to replace by masked_spec_embed instead of drawing
         SpecAugment time masks (applied in any mode, as transformers does with the same argument).
@@ -68,9 +76,10 @@ class CTCModel(nn.Module):
         if padding_invariant and lengths is None:
             raise ValueError("CTCModel: padding_invariant needs each row's lengths")
         lengths = None if lengths is None else lengths.to(waveforms.device).long()
-        features = self.feature_extractor(waveforms, lengths if padding_invariant else None).transpose(
-            1, 2
-        )  # (B, T, C)
+        if self.fbank:
+            features = self.feature_extractor(waveforms, lengths)  # (B, T, 160)
+        else:
+            features = self.feature_extractor(waveforms, lengths if padding_invariant else None).transpose(1, 2)
         T = features.shape[1]
         if lengths is None:
             logit_lengths = torch.full((B,), T, dtype=torch.long, device=waveforms.device)

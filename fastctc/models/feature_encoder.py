@@ -10,11 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import EncoderConfig
+from .config import FBANK_FAMILIES, EncoderConfig
+from .fbank import HOP, STACK, WINDOW, stacked_frames
 
 
 def activation(name: str):
-    return {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu, "silu": F.silu}[name]
+    return {
+        "gelu": F.gelu,
+        "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+        "relu": F.relu,
+        "silu": F.silu,
+        "swish": F.silu,  # transformers' ACT2FN name for SiLU, which w2v-BERT's config.json uses
+    }[name]
 
 
 class ConvLayer(nn.Module):
@@ -87,7 +94,10 @@ def conv_output_length(length, kernel: int, stride: int):
 
 def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
     """Frames the conv feature encoder of `cfg` makes of `num_samples` (0 when shorter than its
-    receptive field): what the data layer screens and batches by, without building the model."""
+    receptive field): what the data layer screens and batches by, without building the model. w2v-BERT:
+    its stacked fbank frames (fbank.stacked_frames)."""
+    if cfg.model_type in FBANK_FAMILIES:
+        return stacked_frames(num_samples)
     n = num_samples
     for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
         n = conv_output_length(n, k, s)
@@ -96,7 +106,10 @@ def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
 
 def min_samples(cfg: EncoderConfig) -> int:
     """The fewest samples that make one frame (the conv stack's receptive field, 400 for wav2vec2's):
-    1 + sum_i (k_i - 1) * (product of the strides before layer i); frame_count is 0 below it."""
+    1 + sum_i (k_i - 1) * (product of the strides before layer i); frame_count is 0 below it. w2v-BERT:
+    two fbank frames, 400 + 160."""
+    if cfg.model_type in FBANK_FAMILIES:
+        return WINDOW + (STACK - 1) * HOP
     n, hop = 1, 1
     for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
         n, hop = n + (k - 1) * hop, hop * s
@@ -141,7 +154,7 @@ class FeatureEncoder(nn.Module):
 class FeatureProjection(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        c = cfg.conv_dim[-1]
+        c = cfg.feature_projection_input_dim if cfg.model_type in FBANK_FAMILIES else cfg.conv_dim[-1]
         self.layer_norm = nn.LayerNorm(c, eps=cfg.layer_norm_eps) if cfg.feat_proj_layer_norm else None
         self.projection = nn.Linear(c, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.feat_proj_dropout)

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from ..vocab import PAD
-from .config import EncoderConfig, config_to_hf
+from .config import FBANK_FAMILIES, EncoderConfig, config_to_hf
 from .ctc_model import CTCModel
 from .hf_tokenizer import default_attention_mask, write_preprocessor_config, write_tokenizer
-from .hf_weights import checkpoint_key
+from .hf_weights import checkpoint_key, key_prefix
 
 
 def _tokens(vocab: Sequence[str] | Mapping[str, int]) -> list[str]:
@@ -37,8 +37,8 @@ def _write_weights(model: CTCModel, file: Path) -> None:
     for name, tensor in model.state_dict().items():
         if name == "masked_spec_embed" and not keep_embed:
             continue
-        key = checkpoint_key(name)
-        key = key if key.startswith("lm_head.") else f"{cfg.model_type}.{key}"
+        key = checkpoint_key(name, cfg.model_type)
+        key = key if key.startswith("lm_head.") else key_prefix(cfg.model_type) + key
         tensors[key] = tensor.detach().to("cpu", torch.float32).contiguous()
     save_file(tensors, str(file), metadata={"format": "pt"})
 
@@ -47,7 +47,7 @@ def save_pretrained(
     model: CTCModel,
     directory,
     vocab: Sequence[str] | Mapping[str, int],
-    do_normalize: bool = True,
+    do_normalize: bool | None = None,
     return_attention_mask: bool | None = None,
     phones: bool = False,
 ) -> None:
@@ -55,7 +55,8 @@ def save_pretrained(
     preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
 
     vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
-    per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
+    per-utterance normalisation (false for DistilHuBERT; default true, and false for w2v-BERT, whose
+    SeamlessM4TFeatureExtractor has none); return_attention_mask: whether the model
     is fed an attention mask (default: default_attention_mask); phones: each token is a phone, and the
     tokenizer written is transformers' phoneme tokenizer, which decodes to space-separated phones.
     """
@@ -72,4 +73,6 @@ def save_pretrained(
     _write_weights(model, directory / "model.safetensors")
     write_tokenizer(directory, tokens, phones)
     mask = default_attention_mask(cfg) if return_attention_mask is None else return_attention_mask
-    write_preprocessor_config(directory, do_normalize, mask)
+    fbank = cfg.model_type in FBANK_FAMILIES
+    do_normalize = not fbank if do_normalize is None else do_normalize
+    write_preprocessor_config(directory, do_normalize, mask, fbank=fbank)

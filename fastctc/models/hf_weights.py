@@ -2,7 +2,7 @@
 (the model) and `read_pretrained` (the model and everything needed to feed and decode it).
 
 A checkpoint directory holds config.json and model.safetensors (or model.safetensors.index.json with
-shards). Keys may carry the base-model prefix (`wav2vec2.`, `hubert.`, `unispeech.`, `wavlm.`: saved
+shards). Keys may carry the base-model prefix (`wav2vec2.`, `hubert.`, `wavlm.`, `wav2vec2_bert.`, ...: saved
 from a *ForCTC / *ForPreTraining class) or not (saved from the bare *Model class). A fine-tuned one also
 holds the tokenizer and feature-extractor files, which hf_tokenizer.py reads; hf_export.py writes all of them.
 """
@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError, MissingHeadError
 from ..vocab import DecoderVocab
+from . import w2v_bert
 from .config import EncoderConfig, config_from_hf
 from .ctc_model import CTCModel
 from .hf_tokenizer import Preprocessing, default_attention_mask, read_json_object, read_preprocessing, read_vocab
@@ -95,6 +96,19 @@ _FRESH = ("lm_head.weight", "lm_head.bias", "masked_spec_embed")
 
 _INDEX = re.compile(r"\.(\d+)\.")
 
+# The keys each family adds to WEIGHT_MAP (its own file holds them, beside its modules).
+FAMILY_KEYS: dict[str, dict[str, str | None]] = {"wav2vec2-bert": w2v_bert.KEYS}
+
+
+def key_table(model_type: str) -> dict[str, str | None]:
+    """The one checkpoint -> native key table of a family: WEIGHT_MAP and the family's own keys."""
+    return {**WEIGHT_MAP, **FAMILY_KEYS.get(model_type, {})}
+
+
+def key_prefix(model_type: str) -> str:
+    """The base-model prefix of *ForCTC / *ForPreTraining keys: transformers' base_model_prefix."""
+    return model_type.replace("-", "_") + "."
+
 
 def _template(key: str) -> tuple[str, list[str]]:
     """A key with its layer index replaced by `{}` (WEIGHT_MAP's spelling), and that index (if any)."""
@@ -103,25 +117,25 @@ def _template(key: str) -> tuple[str, list[str]]:
 
 
 def native_key(key: str, model_type: str) -> tuple[str | None, bool]:
-    """(native name or None, known) for a checkpoint key; known is False for a key not in WEIGHT_MAP."""
-    prefix = model_type + "."
+    """(native name or None, known) for a checkpoint key; known is False for a key not in the family's table."""
+    prefix, table = key_prefix(model_type), key_table(model_type)
     if key.startswith(prefix):
         key = key[len(prefix) :]
     template, index = _template(key)
-    if template not in WEIGHT_MAP:
+    if template not in table:
         return None, False
-    target = WEIGHT_MAP[template]
+    target = table[template]
     return (None if target is None else target.format(*index)), True
 
 
-def checkpoint_key(native: str) -> str:
+def checkpoint_key(native: str, model_type: str = "wav2vec2") -> str:
     """The checkpoint key save_pretrained writes for a native parameter (without the model prefix): the
-    first WEIGHT_MAP spelling that maps to it."""
+    first spelling in the family's key table that maps to it."""
     template, index = _template(native)
-    for ck, target in WEIGHT_MAP.items():
+    for ck, target in key_table(model_type).items():
         if target == template:
             return ck.format(*index)
-    raise KeyError(f"{native} has no entry in WEIGHT_MAP (fastctc/models/hf_weights.py)")
+    raise KeyError(f"{native} has no entry in the {model_type} key table (fastctc/models/hf_weights.py: key_table)")
 
 
 def _checkpoint_files(path: Path) -> list[Path]:
@@ -174,7 +188,7 @@ def _read_weights(
     if unknown:
         raise KeyError(
             f"{path}: checkpoint keys with no place in the model {cfg.model_type} as configured by config.json: "
-            f"{unknown}. If a key is pretraining-only, add it to WEIGHT_MAP as None in fastctc/models/hf_weights.py"
+            f"{unknown}. If a key is pretraining-only, add it as None to WEIGHT_MAP in fastctc/models/hf_weights.py (or to the family's KEYS)"
         )
     if mismatched:
         hint = " (pass vocab_size matching the checkpoint's head)" if any("lm_head" in m for m in mismatched) else ""

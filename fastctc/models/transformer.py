@@ -113,25 +113,34 @@ class Encoder(nn.Module):
             x = self.layer_norm(x)
         x = self.dropout(x)
         position_bias = self.layers[0].attention.position_bias(x.shape[1]) if self.wavlm else None  # (H, T, T)
-        # LayerDrop as transformers: one draw per layer and step, dropped with probability layerdrop; WavLM
-        # never drops layer 0 (it owns the bias). Eager: drawn on the CPU (no device sync) and a dropped
-        # layer is skipped, so it costs nothing and its parameters get no gradient, as in transformers.
-        # Compiled: drawn on the device before the loop and applied with torch.where, so no graph break;
-        # a dropped layer still runs there and its parameters get a zero gradient.
-        compiling = torch.compiler.is_compiling()
-        drop = skip = None
-        if self.training and self.layerdrop > 0:
-            drop = torch.rand(len(self.layers), device=x.device if compiling else "cpu") < self.layerdrop  # (L,)
-            if self.wavlm:
-                drop[0] = False
-            if not compiling:
-                skip, drop = drop.tolist(), None  # a CPU tensor: no sync
-        for i, layer in enumerate(self.layers):
-            if skip is not None and skip[i]:
-                continue
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                y = checkpoint(layer, x, frame_mask, position_bias, use_reentrant=False)
-            else:
-                y = layer(x, frame_mask, position_bias)
-            x = y if drop is None else torch.where(drop[i], x, y)
+        x = run_layers(self, x, (frame_mask, position_bias), keep_first=self.wavlm)  # WavLM's layer 0 owns the bias
         return self.layer_norm(x) if self.pre_ln else x
+
+
+def run_layers(encoder: nn.Module, x: torch.Tensor, args: tuple, keep_first: bool = False) -> torch.Tensor:
+    """x -> layer(x, *args) for each of encoder.layers, with LayerDrop (encoder.layerdrop, never dropping
+    layer 0 if keep_first) and activation checkpointing (encoder.gradient_checkpointing) in training.
+
+    LayerDrop as transformers: one draw per layer and step, dropped with probability layerdrop. Eager:
+    drawn on the CPU (no device sync) and a dropped layer is skipped, so it costs nothing and its
+    parameters get no gradient, as in transformers. Compiled: drawn on the device before the loop and
+    applied with torch.where, so no graph break; a dropped layer still runs there and its parameters get
+    a zero gradient."""
+    layers = encoder.layers
+    compiling = torch.compiler.is_compiling()
+    drop = skip = None
+    if encoder.training and encoder.layerdrop > 0:
+        drop = torch.rand(len(layers), device=x.device if compiling else "cpu") < encoder.layerdrop  # (L,)
+        if keep_first:
+            drop[0] = False
+        if not compiling:
+            skip, drop = drop.tolist(), None  # a CPU tensor: no sync
+    for i, layer in enumerate(layers):
+        if skip is not None and skip[i]:
+            continue
+        if encoder.gradient_checkpointing and encoder.training and torch.is_grad_enabled():
+            y = checkpoint(layer, x, *args, use_reentrant=False)
+        else:
+            y = layer(x, *args)
+        x = y if drop is None else torch.where(drop[i], x, y)
+    return x
