@@ -1,0 +1,282 @@
+"""w2v-BERT 2.0 against transformers on tiny random checkpoints (nothing downloaded): the torch fbank
+front end against SeamlessM4TFeatureExtractor, the encoder's logits, stages and gradients against
+Wav2Vec2BertForCTC (float32, and float64 for gradients), exact padding, keys and the round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hf_checkpoints import perturb, transformers
+from safetensors.torch import load_file, save_file
+
+from fastctc.models import load_pretrained, save_pretrained
+from fastctc.models.config import EncoderConfig
+from fastctc.models.ctc_model import CTCModel, exact_logits
+from fastctc.models.fbank import FbankFrontEnd, stacked_frames
+from fastctc.models.feature_encoder import frame_count, min_samples
+from fastctc.models.hf_weights import native_key, read_pretrained
+
+# float32 fbank against the extractor's float64 NumPy: the log of a float32 power spectrum, then divided by
+# a per-bin deviation; measured worst 8.2e-5 on features of magnitude up to ~5
+FBANK_ATOL = 2e-4
+FBANK_F64_ATOL = 1e-4  # our float64 path: the extractor itself holds its spectrum in complex64
+LOGITS_RTOL = 1e-4  # max |a - b| / max |b| over valid frames
+GRAD_RTOL = 1e-4  # per tensor, native float32 against transformers in float64
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    vocab_size=11,
+    pad_token_id=10,
+    left_max_position_embeddings=5,  # small tables, so that the tiny inputs' distances clamp both ways
+    right_max_position_embeddings=3,
+    conv_depthwise_kernel_size=5,
+)
+LENGTHS = (4000, 2801, 1500, 561)  # 561: two fbank frames, one stacked frame
+
+
+def tiny_hf(seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    model = transformers.Wav2Vec2BertForCTC(transformers.Wav2Vec2BertConfig(**{**TINY, **overrides}))
+    return perturb(model, seed).eval()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    hf = tiny_hf()
+    path = tmp_path_factory.mktemp("w2v-bert")
+    hf.save_pretrained(path, safe_serialization=True)
+    return hf, load_pretrained(path)
+
+
+def waves(lengths=LENGTHS, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths)
+    N = int(lengths.max())
+    x = 0.1 * torch.randn(len(lengths), N, generator=g)
+    return x * (torch.arange(N)[None, :] < lengths[:, None]), lengths
+
+
+def frame_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    return torch.arange(T)[None, :] < stacked_frames(lengths)[:, None]
+
+
+# ---- the front end ---------------------------------------------------------------------------------
+
+
+def test_fbank_equals_the_feature_extractor_on_a_padded_batch():
+    x, lengths = waves()
+    audios = [row[:n].numpy() for row, n in zip(x, lengths.tolist())]
+    ref = transformers.SeamlessM4TFeatureExtractor()(audios, sampling_rate=16000, return_tensors="pt", padding=True)
+    front = FbankFrontEnd()
+    ours = front(x, lengths)
+    assert ours.shape == ref["input_features"].shape
+    assert torch.equal(frame_mask(lengths, ours.shape[1]), ref["attention_mask"].bool())
+    assert (ours - ref["input_features"]).abs().max() <= FBANK_ATOL
+    assert (front(x.double(), lengths) - ref["input_features"].double()).abs().max() <= FBANK_F64_ATOL
+
+
+def test_fbank_is_padding_invariant_and_batched():
+    """Each row of a padded batch is what it gives alone, unpadded. In float64, so that the only difference
+    left is the summation order of rows of different lengths (a leak of padding would be of order 1)."""
+    x, lengths = waves()
+    x = x.double()
+    front = FbankFrontEnd()
+    batched = front(x, lengths)
+    for i, (row, n) in enumerate(zip(x, lengths.tolist())):
+        alone = front(row[None, :n], torch.tensor([n]))[0]
+        k = stacked_frames(n)
+        torch.testing.assert_close(batched[i, :k], alone[:k], rtol=0, atol=1e-10)
+        assert not batched[i, k + 1 :].any()  # padding is zero
+
+
+def test_frame_arithmetic_is_the_extractors():
+    cfg = EncoderConfig(model_type="wav2vec2-bert", position_embeddings_type="relative_key")
+    assert cfg.frame_stride == 320 and min_samples(cfg) == 560
+    assert [frame_count(n, cfg) for n in (0, 399, 559, 560, 879, 880, 16000)] == [0, 0, 0, 1, 1, 2, 49]
+    extractor = transformers.SeamlessM4TFeatureExtractor()
+    for n in (560, 719, 720, 881, 16000):
+        mask = extractor(np.zeros(n, np.float32) + 0.01, sampling_rate=16000)["attention_mask"][0]
+        assert frame_count(n, cfg) == int(np.sum(mask)), n
+
+
+# ---- the encoder -----------------------------------------------------------------------------------
+
+
+def test_logits_match_transformers_fed_the_same_features(pair):
+    hf, native = pair
+    x, lengths = waves()
+    with torch.no_grad():
+        feats = native.feature_extractor(x, lengths)
+        valid = frame_mask(lengths, feats.shape[1])
+        ref = hf(feats, attention_mask=valid.long()).logits
+        out, out_lengths = native(x, lengths)
+    assert out.shape == ref.shape
+    assert torch.equal(out_lengths, stacked_frames(lengths))
+    assert (out - ref)[valid].abs().max() / ref[valid].abs().max() <= LOGITS_RTOL
+    with torch.no_grad():  # every row full length: no mask on either side
+        ref_full, (out_full, _) = hf(native.feature_extractor(x)).logits, native(x)
+    assert (out_full - ref_full).abs().max() / ref_full.abs().max() <= LOGITS_RTOL
+
+
+def test_end_to_end_from_the_feature_extractor(pair):
+    """transformers' own pipeline (SeamlessM4TFeatureExtractor, then the model) against fastctc's, from the
+    waveforms: what a user compares; the front end's tolerance shows through the encoder."""
+    hf, native = pair
+    x, lengths = waves()
+    audios = [row[:n].numpy() for row, n in zip(x, lengths.tolist())]
+    inputs = transformers.SeamlessM4TFeatureExtractor()(audios, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        ref = hf(**inputs).logits
+        out, _ = native(x, lengths)
+    valid = inputs["attention_mask"].bool()
+    assert (out - ref)[valid].abs().max() / ref[valid].abs().max() <= 1e-3
+
+
+def test_stages_match(pair):
+    """Feature projection and every conformer layer, each fed the reference input, with padding."""
+    hf, native = pair
+    x, lengths = waves()
+    with torch.no_grad():
+        feats = native.feature_extractor(x, lengths)
+        valid = frame_mask(lengths, feats.shape[1])
+        proj_ref = hf.wav2vec2_bert.feature_projection(feats)[0]
+        assert (native.feature_projection(feats) - proj_ref).abs().max() <= 1e-5, "feature projection"
+        mask4 = torch.zeros(valid.shape, dtype=torch.float32).masked_fill(~valid, float("-inf"))[:, None, None, :]
+        h = proj_ref.masked_fill(~valid[..., None], 0.0)
+        for i, (layer_ref, layer) in enumerate(zip(hf.wav2vec2_bert.encoder.layers, native.encoder.layers)):
+            ref = layer_ref(h, attention_mask=mask4, conv_attention_mask=valid.long())
+            ref = ref[0] if isinstance(ref, tuple) else ref
+            assert (layer(h, valid) - ref)[valid].abs().max() <= 1e-5, f"conformer layer {i}"
+            h = ref
+
+
+def ctc_loss(logits, logit_lengths, blank):
+    g = torch.Generator().manual_seed(2)
+    targets = torch.randint(0, blank, (logits.shape[0], 2), generator=g)
+    logp = logits.log_softmax(-1).transpose(0, 1)
+    return F.ctc_loss(logp, targets, logit_lengths, torch.full((logits.shape[0],), 2), blank=blank, zero_infinity=True)
+
+
+def test_gradients_match_transformers_in_float64(pair):
+    hf, native = pair
+    hf64 = tiny_hf().double()
+    x, lengths = waves(LENGTHS[:3])
+    with torch.no_grad():
+        feats = native.feature_extractor(x, lengths)
+    frames = stacked_frames(lengths)
+    blank = TINY["pad_token_id"]
+    ref_logits = hf64(feats.double(), attention_mask=frame_mask(lengths, feats.shape[1]).long()).logits
+    ctc_loss(ref_logits, frames, blank).backward()
+    native.zero_grad()
+    ctc_loss(*native(x, lengths), blank).backward()
+    params = dict(native.named_parameters())
+    checked = 0
+    for name, p in hf64.named_parameters():
+        target, known = native_key(name, "wav2vec2-bert")
+        assert known and target in params, name
+        if p.grad is None:  # masked_spec_embed: unused in eval mode on both sides
+            assert params[target].grad is None, name
+            continue
+        g, g_ref = params[target].grad.double(), p.grad
+        if name.endswith("self_attn.linear_k.bias"):  # zero in exact arithmetic (softmax cancels it)
+            assert g.abs().max() <= 1e-6 * max(q.grad.abs().max() for q in hf64.parameters() if q.grad is not None)
+            continue
+        assert (g - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-30) <= GRAD_RTOL, name
+        checked += 1
+    assert checked >= 40  # every tensor of both layers, the projection and the head
+    native.zero_grad()
+
+
+def test_batched_equals_one_at_a_time(pair):
+    """A padded batch gives each row what it gives alone and unpadded: logits and frame counts."""
+    _, native = pair
+    x, lengths = waves()
+    with torch.no_grad():
+        logits, frames = exact_logits(native, x, lengths)
+        for i, (row, n, k) in enumerate(zip(x, lengths.tolist(), frames.tolist())):
+            alone, alone_frames = native(row[None, :n], torch.tensor([n]))
+            assert alone_frames.item() == k and alone.shape[1] >= k
+            torch.testing.assert_close(logits[i, :k], alone[0, :k], rtol=0, atol=1e-5)
+
+
+# ---- keys, config, round trip ----------------------------------------------------------------------
+
+
+def test_save_pretrained_round_trip(pair, tmp_path):
+    hf, native = pair
+    tokens = ["<pad>"] + [chr(ord("a") + i) for i in range(TINY["vocab_size"] - 1)]
+    tokens[TINY["pad_token_id"]], tokens[0] = tokens[0], tokens[TINY["pad_token_id"]]
+    save_pretrained(native, tmp_path, tokens)
+    written, original = load_file(tmp_path / "model.safetensors"), hf.state_dict()
+    assert set(written) == {k for k in original if k != "wav2vec2_bert.masked_spec_embed"} | (
+        {"wav2vec2_bert.masked_spec_embed"} if "wav2vec2_bert.masked_spec_embed" in written else set()
+    )
+    back = transformers.AutoModelForCTC.from_pretrained(tmp_path).eval()
+    assert type(back).__name__ == "Wav2Vec2BertForCTC"
+    pre = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    extractor = transformers.AutoFeatureExtractor.from_pretrained(tmp_path)
+    assert type(extractor).__name__ == "SeamlessM4TFeatureExtractor" and pre["stride"] == 2
+    x, lengths = waves()
+    with torch.no_grad():
+        feats = native.feature_extractor(x, lengths)
+        valid = frame_mask(lengths, feats.shape[1])
+        torch.testing.assert_close(
+            back(feats, attention_mask=valid.long()).logits, hf(feats, attention_mask=valid.long()).logits
+        )
+    loaded = read_pretrained(tmp_path)
+    assert loaded.do_normalize is False and loaded.attention_mask is True
+    for k, v in native.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v), k
+
+
+def test_unknown_and_missing_keys_fail_loudly(pair, tmp_path):
+    hf, _ = pair
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    file = tmp_path / "model.safetensors"
+    tensors = load_file(file)
+    extra = dict(tensors, **{"wav2vec2_bert.encoder.layers.0.attention.q_proj.weight": torch.zeros(32, 32)})
+    save_file(extra, file)
+    with pytest.raises(KeyError, match=r"attention\.q_proj\.weight"):
+        load_pretrained(tmp_path)
+    del tensors["wav2vec2_bert.encoder.layers.1.conv_module.depthwise_layer_norm.bias"]
+    save_file(tensors, file)
+    with pytest.raises(KeyError, match=r"not filled.*encoder\.layers\.1\.conv_module\.depthwise_layer_norm\.bias"):
+        load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("add_adapter", True, r"add_adapter=True is not supported"),
+        ("position_embeddings_type", "rotary", r"'relative_key' attention only"),
+    ],
+)
+def test_unsupported_config_values_fail_loudly(pair, tmp_path, key, value, match):
+    hf, _ = pair
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=match):
+        load_pretrained(tmp_path)
+
+
+def test_from_scratch_model_has_no_conv_stack_or_positional_conv():
+    model = CTCModel(
+        EncoderConfig(
+            model_type="wav2vec2-bert",
+            position_embeddings_type="relative_key",
+            hidden_size=32,
+            num_attention_heads=4,
+            num_hidden_layers=1,
+            intermediate_size=16,
+        )
+    )
+    names = list(model.state_dict())
+    assert not any(n.startswith(("feature_extractor.", "encoder.pos_conv_embed")) for n in names), names
