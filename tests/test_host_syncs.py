@@ -175,8 +175,21 @@ STEP = [
 ]
 
 
-def prepared_run(tmp_path, precision: str):
-    cfg = load_config(DEMO, STEP + [f"train.precision={'fp32' if precision == 'fp16' else precision}"])
+# the other families' own modules in the same step (w2v-BERT: the fbank front end and conformer blocks)
+FAMILY_STEPS = {
+    "wav2vec2-bert": [
+        "model.model_type=wav2vec2-bert",
+        "model.position_embeddings_type=relative_key",
+        "model.left_max_position_embeddings=4",
+        "model.right_max_position_embeddings=2",
+        "model.conv_depthwise_kernel_size=5",
+        "model.conformer_conv_dropout=0.1",
+    ]
+}
+
+
+def prepared_run(tmp_path, precision: str, extra: list[str] = ()):
+    cfg = load_config(DEMO, STEP + list(extra) + [f"train.precision={'fp32' if precision == 'fp16' else precision}"])
     run = prepare_run(cfg, tmp_path / precision)
     if precision == "fp16":  # emulated on CPU: fp16 autocast and an enabled GradScaler (fastctc allows it on CUDA)
         run = dataclasses.replace(run, precision=Precision("fp16", "cpu"), scaler=torch.amp.GradScaler("cpu"))
@@ -283,6 +296,19 @@ def test_steps_with_the_encoder_frozen_then_not_and_the_icefall_mean_sync_zero_t
         assert_no_host_syncs(syncs, 0, f"step {i + 1} (frozen: {i == 0})")
     assert torch.equal(run.average.state_dict()["lm_head.weight"], run.model.lm_head.weight)
     assert not torch.equal(before, run.model.lm_head.weight)
+
+
+@pytest.mark.parametrize("family", list(FAMILY_STEPS))
+def test_every_familys_training_step_syncs_zero_times(tmp_path, family):
+    run = prepared_run(tmp_path, "fp32", FAMILY_STEPS[family])
+    assert run.model.config.model_type == family and run.use_mask
+    run.model.train()
+    for i, micro_batches in zip(range(2), steps(run)):
+        with HostSyncChecker() as syncs:
+            syncs.host(*micro_batches)
+            forward_backward(run, micro_batches)
+            optimizer_step(run)
+        assert_no_host_syncs(syncs, 0, f"{family} step {i + 1}")
 
 
 def test_a_non_finite_step_is_skipped_on_the_device_without_a_sync(tmp_path):
