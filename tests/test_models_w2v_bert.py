@@ -38,6 +38,14 @@ TINY = dict(
     conv_depthwise_kernel_size=5,
 )
 LENGTHS = (4000, 2801, 1500, 561)  # 561: two fbank frames, one stacked frame
+# the layouts: as released, and with the fine-tuning guide's adapter (here two layers to a narrower
+# width, after the intermediate feed-forward, so that every adapter part is built)
+LAYOUTS = {
+    "plain": {},
+    "adapter": dict(
+        add_adapter=True, num_adapter_layers=2, output_hidden_size=16, use_intermediate_ffn_before_adapter=True
+    ),
+}
 
 
 def tiny_hf(seed: int = 0, **overrides):
@@ -46,10 +54,10 @@ def tiny_hf(seed: int = 0, **overrides):
     return perturb(model, seed).eval()
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    hf = tiny_hf()
-    path = tmp_path_factory.mktemp("w2v-bert")
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def pair(request, tmp_path_factory):
+    hf = tiny_hf(**LAYOUTS[request.param])
+    path = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(path, safe_serialization=True)
     return hf, load_pretrained(path)
 
@@ -99,10 +107,15 @@ def test_frame_arithmetic_is_the_extractors():
     cfg = EncoderConfig(model_type="wav2vec2-bert", position_embeddings_type="relative_key")
     assert cfg.frame_stride == 320 and min_samples(cfg) == 560
     assert [frame_count(n, cfg) for n in (0, 399, 559, 560, 879, 880, 16000)] == [0, 0, 0, 1, 1, 2, 49]
+    adapter = EncoderConfig(**{**vars(cfg), **LAYOUTS["adapter"], "num_attention_heads": 4, "hidden_size": 32})
+    hf = tiny_hf(**LAYOUTS["adapter"])
+    assert adapter.frame_stride == 1280 and frame_count(min_samples(adapter), adapter) == 1
+    assert frame_count(min_samples(adapter) - 1, adapter) == 0
     extractor = transformers.SeamlessM4TFeatureExtractor()
-    for n in (560, 719, 720, 881, 16000):
-        mask = extractor(np.zeros(n, np.float32) + 0.01, sampling_rate=16000)["attention_mask"][0]
+    for n in (560, 719, 720, 881, 1201, 16000):
+        mask = extractor(np.zeros(n, np.float32) + 0.01, sampling_rate=16000)["attention_mask"]
         assert frame_count(n, cfg) == int(np.sum(mask)), n
+        assert frame_count(n, adapter) == int(hf._get_feat_extract_output_lengths(torch.tensor(mask.sum()))), n
 
 
 # ---- the encoder -----------------------------------------------------------------------------------
@@ -113,11 +126,12 @@ def test_logits_match_transformers_fed_the_same_features(pair):
     x, lengths = waves()
     with torch.no_grad():
         feats = native.feature_extractor(x, lengths)
-        valid = frame_mask(lengths, feats.shape[1])
-        ref = hf(feats, attention_mask=valid.long()).logits
+        mask = frame_mask(lengths, feats.shape[1]).long()
+        ref = hf(feats, attention_mask=mask).logits
         out, out_lengths = native(x, lengths)
     assert out.shape == ref.shape
-    assert torch.equal(out_lengths, stacked_frames(lengths))
+    assert torch.equal(out_lengths, hf._get_feat_extract_output_lengths(mask.sum(-1)))
+    valid = torch.arange(out.shape[1])[None, :] < out_lengths[:, None]
     assert (out - ref)[valid].abs().max() / ref[valid].abs().max() <= LOGITS_RTOL
     with torch.no_grad():  # every row full length: no mask on either side
         ref_full, (out_full, _) = hf(native.feature_extractor(x)).logits, native(x)
@@ -133,8 +147,8 @@ def test_end_to_end_from_the_feature_extractor(pair):
     inputs = transformers.SeamlessM4TFeatureExtractor()(audios, sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
         ref = hf(**inputs).logits
-        out, _ = native(x, lengths)
-    valid = inputs["attention_mask"].bool()
+        out, out_lengths = native(x, lengths)
+    valid = torch.arange(out.shape[1])[None, :] < out_lengths[:, None]
     assert (out - ref)[valid].abs().max() / ref[valid].abs().max() <= 1e-3
 
 
@@ -154,6 +168,16 @@ def test_stages_match(pair):
             ref = ref[0] if isinstance(ref, tuple) else ref
             assert (layer(h, valid) - ref)[valid].abs().max() <= 1e-5, f"conformer layer {i}"
             h = ref
+        if hf.config.add_adapter:
+            h = h + 0.5 * hf.wav2vec2_bert.intermediate_ffn(h)
+            assert (
+                native.encoder.intermediate_ffn(proj_ref) - hf.wav2vec2_bert.intermediate_ffn(proj_ref)
+            ).abs().max() <= 1e-5
+            ref = hf.wav2vec2_bert.adapter(h, attention_mask=valid.long())
+            out = native.encoder.adapter(h, valid.sum(-1), exact_padding=False)
+            kept = native.encoder.output_lengths(stacked_frames(lengths))
+            keep = torch.arange(out.shape[1])[None, :] < kept[:, None]
+            assert out.shape == ref.shape and (out - ref)[keep].abs().max() <= 1e-5, "adapter"
 
 
 def ctc_loss(logits, logit_lengths, blank):
@@ -165,18 +189,19 @@ def ctc_loss(logits, logit_lengths, blank):
 
 def test_gradients_match_transformers_in_float64(pair):
     hf, native = pair
-    hf64 = tiny_hf().double()
+    hf64 = tiny_hf(**LAYOUTS["adapter" if hf.config.add_adapter else "plain"]).double()
     x, lengths = waves(LENGTHS[:3])
     with torch.no_grad():
         feats = native.feature_extractor(x, lengths)
-    frames = stacked_frames(lengths)
+    mask = frame_mask(lengths, feats.shape[1]).long()
+    frames = hf.__class__._get_feat_extract_output_lengths(hf, mask.sum(-1))
     blank = TINY["pad_token_id"]
-    ref_logits = hf64(feats.double(), attention_mask=frame_mask(lengths, feats.shape[1]).long()).logits
+    ref_logits = hf64(feats.double(), attention_mask=mask).logits
     ctc_loss(ref_logits, frames, blank).backward()
     native.zero_grad()
     ctc_loss(*native(x, lengths), blank).backward()
     params = dict(native.named_parameters())
-    checked = 0
+    checked, key_biases = 0, 0
     for name, p in hf64.named_parameters():
         target, known = native_key(name, "wav2vec2-bert")
         assert known and target in params, name
@@ -186,23 +211,27 @@ def test_gradients_match_transformers_in_float64(pair):
         g, g_ref = params[target].grad.double(), p.grad
         if name.endswith("self_attn.linear_k.bias"):  # zero in exact arithmetic (softmax cancels it)
             assert g.abs().max() <= 1e-6 * max(q.grad.abs().max() for q in hf64.parameters() if q.grad is not None)
+            key_biases += 1
             continue
         assert (g - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-30) <= GRAD_RTOL, name
         checked += 1
-    assert checked >= 40  # every tensor of both layers, the projection and the head
+    assert checked + key_biases == sum(p.grad is not None for p in hf64.parameters()) and checked > 40
     native.zero_grad()
 
 
 def test_batched_equals_one_at_a_time(pair):
-    """A padded batch gives each row what it gives alone and unpadded: logits and frame counts."""
+    """A padded batch gives each row what it gives alone and unpadded: its k stacked frames and nothing
+    past them (transformers' extractor pads an odd fbank count to a pair even alone, and its adapter's
+    convs read that masked frame), run through the encoder with no mask at all."""
     _, native = pair
     x, lengths = waves()
     with torch.no_grad():
         logits, frames = exact_logits(native, x, lengths)
-        for i, (row, n, k) in enumerate(zip(x, lengths.tolist(), frames.tolist())):
-            alone, alone_frames = native(row[None, :n], torch.tensor([n]))
-            assert alone_frames.item() == k and alone.shape[1] >= k
-            torch.testing.assert_close(logits[i, :k], alone[0, :k], rtol=0, atol=1e-5)
+        for i, (row, n) in enumerate(zip(x, lengths.tolist())):
+            feats = native.feature_extractor(row[None, :n], torch.tensor([n]))[:, : stacked_frames(n)]
+            alone = native.lm_head(native.encoder(native.feature_projection(feats), None))[0]
+            assert frames[i] == len(alone)
+            torch.testing.assert_close(logits[i, : len(alone)], alone, rtol=0, atol=1e-5)
 
 
 # ---- keys, config, round trip ----------------------------------------------------------------------
@@ -225,10 +254,8 @@ def test_save_pretrained_round_trip(pair, tmp_path):
     x, lengths = waves()
     with torch.no_grad():
         feats = native.feature_extractor(x, lengths)
-        valid = frame_mask(lengths, feats.shape[1])
-        torch.testing.assert_close(
-            back(feats, attention_mask=valid.long()).logits, hf(feats, attention_mask=valid.long()).logits
-        )
+        mask = frame_mask(lengths, feats.shape[1]).long()
+        torch.testing.assert_close(back(feats, attention_mask=mask).logits, hf(feats, attention_mask=mask).logits)
     loaded = read_pretrained(tmp_path)
     assert loaded.do_normalize is False and loaded.attention_mask is True
     for k, v in native.state_dict().items():
@@ -251,11 +278,7 @@ def test_unknown_and_missing_keys_fail_loudly(pair, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "key, value, match",
-    [
-        ("add_adapter", True, r"add_adapter=True is not supported"),
-        ("position_embeddings_type", "rotary", r"'relative_key' attention only"),
-    ],
+    "key, value, match", [("position_embeddings_type", "rotary", r"'relative_key' attention only")]
 )
 def test_unsupported_config_values_fail_loudly(pair, tmp_path, key, value, match):
     hf, _ = pair

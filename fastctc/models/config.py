@@ -43,6 +43,13 @@ FAMILY_FIELDS = {
     "right_max_position_embeddings": FBANK_FAMILIES,
     "conv_depthwise_kernel_size": FBANK_FAMILIES,
     "conformer_conv_dropout": FBANK_FAMILIES,
+    "add_adapter": FBANK_FAMILIES,
+    "num_adapter_layers": FBANK_FAMILIES,
+    "adapter_kernel_size": FBANK_FAMILIES,
+    "adapter_stride": FBANK_FAMILIES,
+    "adapter_act": FBANK_FAMILIES,
+    "output_hidden_size": FBANK_FAMILIES,
+    "use_intermediate_ffn_before_adapter": FBANK_FAMILIES,
     **{name: tuple(t for t in MODEL_TYPES if t not in FBANK_FAMILIES) for name in _CONV_FIELDS},
 }
 
@@ -80,6 +87,17 @@ class EncoderConfig:
     right_max_position_embeddings: int = 8
     conv_depthwise_kernel_size: int = 31
     conformer_conv_dropout: float = 0.0
+    # w2v-BERT's adapter after the encoder (what transformers' fine-tuning guide turns on): layers of
+    # strided convs (each frame count: floor((T + 2 (k // 2) - k) / stride) + 1) with self-attention, of
+    # width output_hidden_size (None: hidden_size); with use_intermediate_ffn_before_adapter a half-step
+    # ReLU feed-forward before it
+    add_adapter: bool = False
+    num_adapter_layers: int = 1
+    adapter_kernel_size: int = 3
+    adapter_stride: int = 2
+    adapter_act: str = "relu"
+    output_hidden_size: int | None = None
+    use_intermediate_ffn_before_adapter: bool = False
     # transformer layout: False = post-LN (base models), True = pre-LN + final LayerNorm (large models)
     do_stable_layer_norm: bool = False
     # WavLM gated relative position bias (bucketed, owned by layer 0)
@@ -114,11 +132,16 @@ class EncoderConfig:
             raise ValueError(f"EncoderConfig: {problem}")
 
     @property
+    def output_size(self) -> int:
+        """Width of the encoder's output, the CTC head's input (w2v-BERT's adapter may change it)."""
+        return (self.output_hidden_size or self.hidden_size) if self.add_adapter else self.hidden_size
+
+    @property
     def frame_stride(self) -> int:
         """Audio samples per output frame (320 = 20 ms at 16 kHz for the standard stack, and for
         w2v-BERT's fbank hop of 160 stacked by 2)."""
         if self.model_type in FBANK_FAMILIES:
-            return 320
+            return 320 * (self.adapter_stride**self.num_adapter_layers if self.add_adapter else 1)
         out = 1
         for s in self.conv_stride:
             out *= s
@@ -179,6 +202,9 @@ _POSITIVE = (
     "layer_norm_eps",
     "feature_projection_input_dim",
     "conv_depthwise_kernel_size",
+    "num_adapter_layers",
+    "adapter_kernel_size",
+    "adapter_stride",
 )
 _PROBABILITIES = (
     "hidden_dropout",
@@ -227,6 +253,7 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
         "hidden_act": _ACTIVATIONS,
         "feat_extract_activation": _ACTIVATIONS,
         "position_embeddings_type": _POSITIONS,
+        "adapter_act": _ACTIVATIONS,
     }
     for name, allowed in choices.items():
         if v[name] not in allowed:
@@ -238,9 +265,16 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
 
 
 def _fbank_problem(v: dict, k) -> str | None:
-    """What w2v-BERT's checks find: its fbank width and the one attention fastctc implements."""
+    """What w2v-BERT's checks find: its fbank width, the one attention fastctc implements, its adapter."""
     if v["model_type"] not in FBANK_FAMILIES:
+        if v["add_adapter"]:
+            return f"{k('add_adapter')}: fastctc implements w2v-BERT's adapter only, not {v['model_type']}'s"
         return None
+    out = v["output_hidden_size"]
+    if out is not None and not (out > 0 and out % v["num_attention_heads"] == 0):
+        return f"{k('output_hidden_size')}: must be > 0 and a multiple of {k('num_attention_heads')} {v['num_attention_heads']}, got {out}"
+    if v["use_intermediate_ffn_before_adapter"] and not v["add_adapter"]:
+        return f"{k('use_intermediate_ffn_before_adapter')}: needs {k('add_adapter')} = true (transformers refuses it alone)"
     if v["feature_projection_input_dim"] != 160:
         return f"{k('feature_projection_input_dim')}: w2v-BERT's front end makes 160 (80 mel bins stacked by 2), got {v['feature_projection_input_dim']}"
     if v["position_embeddings_type"] != "relative_key":
@@ -266,8 +300,7 @@ _HF_DEFAULTS = {
 
 # Keys whose only supported value is the one given: anything else changes the network.
 _HF_REQUIRED = {
-    "add_adapter": (False, None),  # the adapter stack between encoder and CTC head is not implemented
-    "use_intermediate_ffn_before_adapter": (False, None),  # w2v-BERT's, only with add_adapter
+    "add_adapter": (False, None),  # wav2vec2's adapter stack is not implemented (w2v-BERT's is: FAMILY_FIELDS)
     "adapter_attn_dim": (None,),  # MMS per-language attention adapters
     "conv_pos_batch_norm": (False, None),  # HuBERT variant with BatchNorm instead of weight norm
 }
@@ -280,7 +313,7 @@ _HF_IGNORED = frozenset(
     eos_token_id return_dict output_attentions output_hidden_states problem_type is_encoder_decoder
     chunk_size_feed_forward tie_word_embeddings use_cache add_cross_attention tokenizer_class prefix
     task_specific_params finetuning_task _attn_implementation_autoset
-    max_source_positions rotary_embedding_base adapter_act
+    max_source_positions rotary_embedding_base
     codevector_dim num_codevector_groups num_codevectors_per_group proj_codevector_dim
     contrastive_logits_temperature diversity_loss_weight num_negatives feat_quantizer_dropout
     num_ctc_classes replace_prob
@@ -300,7 +333,7 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
     if model_type not in MODEL_TYPES:
         raise ValueError(f"{source}: model_type {model_type!r} is not supported; fastctc loads {tuple(MODEL_TYPES)}")
     for key, allowed in _HF_REQUIRED.items():
-        if hf.get(key) not in allowed:
+        if model_type not in FAMILY_FIELDS.get(key, ()) and hf.get(key) not in allowed:
             raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (expected one of {allowed})")
     n_conv, n_dim = hf.get("num_feat_extract_layers"), len(hf.get("conv_dim", EncoderConfig.conv_dim))
     if n_conv is not None and n_conv != n_dim:

@@ -26,7 +26,7 @@ class CTCModel(nn.Module):
         self.masked_spec_embed = nn.Parameter(torch.empty(cfg.hidden_size).uniform_())
         self.encoder = W2VBertEncoder(cfg) if self.fbank else Encoder(cfg)
         self.dropout = nn.Dropout(cfg.final_dropout)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        self.lm_head = nn.Linear(cfg.output_size, cfg.vocab_size)
 
     def freeze_feature_encoder(self) -> None:
         for p in self.feature_extractor.parameters():
@@ -105,7 +105,10 @@ class CTCModel(nn.Module):
                 cfg.mask_feature_length,
                 cfg.mask_feature_min_masks,
             )
-        return self.encoder(x, frame_mask), logit_lengths
+        x = self.encoder(x, frame_mask, exact_padding=padding_invariant)
+        if self.fbank and cfg.add_adapter:  # the adapter subsamples time
+            logit_lengths = self.encoder.output_lengths(logit_lengths).clamp(0, x.shape[1])
+        return x, logit_lengths
 
 
 def exact_logits(model: CTCModel, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -95,9 +95,12 @@ def conv_output_length(length, kernel: int, stride: int):
 def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
     """Frames the conv feature encoder of `cfg` makes of `num_samples` (0 when shorter than its
     receptive field): what the data layer screens and batches by, without building the model. w2v-BERT:
-    its stacked fbank frames (fbank.stacked_frames)."""
+    its stacked fbank frames (fbank.stacked_frames), then its adapter's subsampling."""
     if cfg.model_type in FBANK_FAMILIES:
-        return stacked_frames(num_samples)
+        n = stacked_frames(num_samples)
+        for _ in range(cfg.num_adapter_layers if cfg.add_adapter and n > 0 else 0):
+            n = (n + 2 * (cfg.adapter_kernel_size // 2) - cfg.adapter_kernel_size) // cfg.adapter_stride + 1
+        return max(n, 0)
     n = num_samples
     for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
         n = conv_output_length(n, k, s)
@@ -107,9 +110,12 @@ def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
 def min_samples(cfg: EncoderConfig) -> int:
     """The fewest samples that make one frame (the conv stack's receptive field, 400 for wav2vec2's):
     1 + sum_i (k_i - 1) * (product of the strides before layer i); frame_count is 0 below it. w2v-BERT:
-    two fbank frames, 400 + 160."""
+    two fbank frames, 400 + 160, or the fewest pairs its adapter keeps a frame of."""
     if cfg.model_type in FBANK_FAMILIES:
-        return WINDOW + (STACK - 1) * HOP
+        n = WINDOW + (STACK - 1) * HOP
+        while frame_count(n, cfg) < 1:
+            n += STACK * HOP
+        return n
     n, hop = 1, 1
     for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
         n, hop = n + (k - 1) * hop, hop * s

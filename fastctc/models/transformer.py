@@ -60,13 +60,16 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: EncoderConfig):
+    def __init__(self, cfg: EncoderConfig, width: int | None = None, act: str | None = None):
+        """width, act: the input/output size and activation when not hidden_size and hidden_act
+        (w2v-BERT's adapter and its intermediate feed-forward)."""
         super().__init__()
-        self.intermediate_dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.output_dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        d = width or cfg.hidden_size
+        self.intermediate_dense = nn.Linear(d, cfg.intermediate_size)
+        self.output_dense = nn.Linear(cfg.intermediate_size, d)
         self.intermediate_dropout = nn.Dropout(cfg.activation_dropout)
         self.output_dropout = nn.Dropout(cfg.hidden_dropout)
-        self.act = activation(cfg.hidden_act)
+        self.act = activation(act or cfg.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.intermediate_dropout(self.act(self.intermediate_dense(x)))
@@ -105,7 +108,11 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:  # (B, T, D)
+    def forward(
+        self, x: torch.Tensor, frame_mask: torch.Tensor | None, exact_padding: bool = False
+    ) -> torch.Tensor:  # (B, T, D)
+        """exact_padding: nothing to do here (one positional conv, whose input has padding zeroed); the
+        argument is every encoder's, for those where padding could reach a valid frame."""
         if frame_mask is not None:
             x = x * frame_mask[..., None].to(x.dtype)  # padded frames are zero before the positional conv
         x = x + self.pos_conv_embed(x)
