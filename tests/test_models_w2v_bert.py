@@ -303,3 +303,32 @@ def test_from_scratch_model_has_no_conv_stack_or_positional_conv():
     )
     names = list(model.state_dict())
     assert not any(n.startswith(("feature_extractor.", "encoder.pos_conv_embed")) for n in names), names
+
+
+def test_add_adapter_over_a_checkpoint_without_one_starts_a_fresh_one(tmp_path):
+    """The fine-tuning guide's start: from_pretrained(w2v-bert-2.0, add_adapter=True). The adapter is
+    initialised as transformers does it; given transformers' draw, the logits are transformers'."""
+    tiny_hf().save_pretrained(tmp_path, safe_serialization=True)
+    native = load_pretrained(tmp_path, overrides={"add_adapter": True})
+    adapter = native.encoder.adapter
+    assert native.config.add_adapter and adapter is not None
+    conv = adapter.layers[0].residual_conv
+    bound = (conv.in_channels * conv.kernel_size[0]) ** -0.5
+    assert conv.bias.abs().max() <= bound and 0.5 < conv.weight.std() * (conv.in_channels * 3 / 2) ** 0.5 < 1.5
+    assert torch.equal(adapter.layers[0].ffn_layer_norm.weight, torch.ones(32))
+    assert not adapter.layers[0].self_attn.linear_q.bias.any()
+    hf = transformers.AutoModelForCTC.from_pretrained(tmp_path, add_adapter=True).eval()
+    with torch.no_grad():
+        for name, p in hf.wav2vec2_bert.adapter.named_parameters():
+            adapter.get_parameter(name).copy_(p)
+    x, lengths = waves()
+    with torch.no_grad():
+        feats = native.feature_extractor(x, lengths)
+        ref = hf(feats, attention_mask=frame_mask(lengths, feats.shape[1]).long()).logits
+        out, out_lengths = native(x, lengths)
+    valid = torch.arange(out.shape[1])[None, :] < out_lengths[:, None]
+    assert out.shape == ref.shape and (out - ref)[valid].abs().max() / ref[valid].abs().max() <= LOGITS_RTOL
+    hf_with = tmp_path / "with-adapter"
+    hf.save_pretrained(hf_with, safe_serialization=True)
+    with pytest.raises(ValueError, match="cannot be turned off"):
+        load_pretrained(hf_with, overrides={"add_adapter": False})

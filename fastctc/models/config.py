@@ -167,6 +167,7 @@ FINE_TUNING_FIELDS = (
     "mask_feature_length",
     "mask_feature_min_masks",
     "initializer_range",
+    "add_adapter",  # w2v-BERT: true over a checkpoint without one starts a fresh adapter (hf_weights.load_pretrained)
 )
 # Of those, the ones run_speech_recognition_ctc.py always passes in its config.update (its flags'
 # defaults replace the checkpoint's values): dropouts 0.0, layerdrop 0.0, time masks p=0.05 x 10, feature

@@ -162,10 +162,11 @@ def _open_safetensors(file: Path):
 
 
 def _read_weights(
-    path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor], fresh_head: bool = False
+    path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor], fresh_head: bool = False, fresh: tuple = ()
 ) -> dict[str, torch.Tensor]:
     """Every checkpoint tensor under its native name, in the model's dtype. A key with no place in the
-    model, two keys for one parameter, a shape mismatch or a parameter left unfilled (but _FRESH) raise."""
+    model, two keys for one parameter, a shape mismatch or a parameter left unfilled (but _FRESH, and
+    those under the prefixes `fresh`) raise."""
     loaded: dict[str, torch.Tensor] = {}
     sources: dict[str, str] = {}
     unknown, mismatched = [], []
@@ -193,7 +194,7 @@ def _read_weights(
     if mismatched:
         hint = " (pass vocab_size matching the checkpoint's head)" if any("lm_head" in m for m in mismatched) else ""
         raise ValueError(f"{path}: shape mismatches{hint}: {mismatched}")
-    missing = [k for k in params if k not in loaded and k not in _FRESH]
+    missing = [k for k in params if k not in loaded and k not in _FRESH and not any(k.startswith(p) for p in fresh)]
     if missing:
         raise KeyError(f"{path}: parameters not filled by the checkpoint: {missing}")
     return loaded
@@ -219,7 +220,10 @@ def load_pretrained(
     if vocab_size is not None:
         changes["vocab_size"] = vocab_size
     model = CTCModel(dataclasses.replace(cfg, **changes))
-    loaded = _read_weights(path, model.config, model.state_dict(), fresh_head)
+    fresh_adapter = _fresh_adapter(cfg, model.config, path)
+    loaded = _read_weights(
+        path, model.config, model.state_dict(), fresh_head, ("encoder.adapter.",) if fresh_adapter else ()
+    )
 
     head_missing = [k for k in ("lm_head.weight", "lm_head.bias") if k not in loaded]
     if head_missing and "vocab_size" not in changes:
@@ -234,7 +238,19 @@ def load_pretrained(
             model.lm_head.bias.zero_()
         if "masked_spec_embed" not in loaded:
             model.masked_spec_embed.uniform_()
+    if fresh_adapter:
+        w2v_bert.init_adapter(model.encoder.adapter, model.config.initializer_range)
     return model.eval()
+
+
+def _fresh_adapter(checkpoint: EncoderConfig, cfg: EncoderConfig, path: Path) -> bool:
+    """Whether the model gets a fresh w2v-BERT adapter: add_adapter turned on over a checkpoint without one,
+    as transformers' from_pretrained(..., add_adapter=True) in its fine-tuning guide. Turning one off is refused."""
+    if checkpoint.add_adapter and not cfg.add_adapter:
+        raise ValueError(
+            f"{path}: the checkpoint has an adapter (add_adapter true in config.json); it cannot be turned off"
+        )
+    return cfg.add_adapter and not checkpoint.add_adapter
 
 
 # ---- the whole checkpoint: model, tokenizer, feature extractor --------------------------------------

@@ -226,6 +226,24 @@ class Adapter(nn.Module):
         return x
 
 
+@torch.no_grad()
+def init_adapter(adapter: Adapter, initializer_range: float) -> None:
+    """A fresh adapter as transformers initialises one (Wav2Vec2BertPreTrainedModel._init_weights): linear
+    layers normal(0, initializer_range) with zero bias, LayerNorms one and zero, convs Kaiming-normal with
+    a bias uniform in +-sqrt(groups / (in_channels * kernel))."""
+    for m in adapter.modules():
+        if isinstance(m, nn.Linear):
+            m.weight.normal_(0.0, initializer_range)
+            m.bias.zero_()
+        elif isinstance(m, nn.LayerNorm):
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+        elif isinstance(m, nn.Conv1d):
+            nn.init.kaiming_normal_(m.weight)
+            k = math.sqrt(m.groups / (m.in_channels * m.kernel_size[0]))
+            m.bias.uniform_(-k, k)
+
+
 def _valid(lengths: torch.Tensor, T: int) -> torch.Tensor:
     return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
 
