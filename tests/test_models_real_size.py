@@ -1,5 +1,5 @@
-"""Each model card's encoder at its real size (random weights, short audio) against transformers, through
-`fastctc parity`'s comparison. Slow: deselected by default; run with `pytest -m slow`."""
+"""Each model card's encoder and each other family's released sizes (random weights, short audio) against
+transformers, through `fastctc parity`'s comparison. Slow: deselected by default; run with `pytest -m slow`."""
 
 from __future__ import annotations
 
@@ -36,16 +36,24 @@ CARDS = {
     "facebook/hubert-large-ll60k": ("hubert", LARGE),
     "microsoft/wavlm-large": ("wavlm", dict(LARGE, num_buckets=320, max_bucket_distance=800)),
 }
+# the families beyond the cards', at their released sizes (Wav2Vec2BertConfig's defaults are
+# facebook/w2v-bert-2.0's: 24 conformer layers of 1024, relative-key attention 64 left / 8 right, kernel 31)
+FAMILIES = {
+    "facebook/w2v-bert-2.0": ("wav2vec2-bert", {}),
+    "facebook/w2v-bert-2.0 with the fine-tuning guide's adapter": ("wav2vec2-bert", dict(add_adapter=True)),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("card", list(CARDS))
+@pytest.mark.parametrize("card", list(CARDS) + list(FAMILIES))
 def test_real_size_parity(tmp_path, card):
-    model_type, arch = CARDS[card]
+    model_type, arch = {**CARDS, **FAMILIES}[card]
     torch.manual_seed(0)
     config = transformers.AutoConfig.for_model(model_type, vocab_size=32, **arch)
     transformers.AutoModelForCTC.from_config(config).save_pretrained(tmp_path)
     result = compare(tmp_path, seconds=1.0, batch=2, per_tensor=False, float64=True, log=lambda *a: None)
+    worst = {n: (c["logits_abs"], c["logits_rel"], c["grad_rel_f64_native"]) for n, c in result["cases"].items()}
+    print(f"{card}: (logits abs, logits rel, grad rel vs float64) {worst}")  # what `pytest -m slow -s` reports
     for name, case in result["cases"].items():
         assert case["logits_abs"] <= 1e-4, (name, case)
         # Gradients against transformers run in float64: at 24 layers, transformers' own float32 WavLM
