@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from hf_checkpoints import perturb, transformers
 from safetensors.torch import load_file, save_file
 
+from fastctc.data.batching import pad_waveforms
 from fastctc.models import load_pretrained, save_pretrained
 from fastctc.models.config import EncoderConfig
 from fastctc.models.ctc_model import CTCModel, exact_logits
-from fastctc.models.fbank import FbankFrontEnd, stacked_frames
+from fastctc.models.fbank import FbankFrontEnd, fbank_frames, stacked_frames
 from fastctc.models.feature_encoder import frame_count, min_samples
 from fastctc.models.hf_weights import native_key, read_pretrained
 
@@ -233,6 +234,27 @@ def test_batched_equals_one_at_a_time(pair):
             alone = native.lm_head(native.encoder(native.feature_projection(feats), None))[0]
             assert frames[i] == len(alone)
             torch.testing.assert_close(logits[i, : len(alone)], alone, rtol=0, atol=1e-5)
+
+
+def test_evaluation_path_equals_transformers_one_at_a_time(pair):
+    """The one evaluation path (pad_waveforms without waveform normalisation, exact_logits) against
+    transformers' pipeline one utterance at a time, unpadded (SeamlessM4TFeatureExtractor, then the model):
+    the same frames per utterance and log-probabilities within the front end's float32 tolerance."""
+    hf, native = pair
+    x, lengths = waves()
+    audios = [row[:n].numpy() for row, n in zip(x, lengths.tolist())]
+    batch, batch_lengths = pad_waveforms(audios, do_normalize=False)
+    extractor = transformers.SeamlessM4TFeatureExtractor()
+    with torch.no_grad():
+        logits, frames = exact_logits(native, batch, batch_lengths)
+        for i, a in enumerate(audios):
+            inputs = extractor(a, sampling_rate=16000, return_tensors="pt")
+            ref = hf(**inputs).logits[0]
+            k = int(hf._get_feat_extract_output_lengths(inputs["attention_mask"].sum()))
+            assert frames[i] == k
+            # an odd fbank count is padded to a pair even alone, and transformers' adapter reads that frame
+            if not hf.config.add_adapter or fbank_frames(len(a)) % 2 == 0:
+                assert (logits[i, :k].log_softmax(-1) - ref[:k].log_softmax(-1)).abs().max() <= 1e-3
 
 
 # ---- keys, config, round trip ----------------------------------------------------------------------
