@@ -71,6 +71,8 @@ def tiny_model(model_type: str = "wav2vec2", layerdrop: float = 0.0) -> CTCModel
         mask_time_prob=0.05,
         mask_time_length=2,
         layerdrop=layerdrop,
+        position_embeddings_type="relative_key" if model_type == "wav2vec2-bert" else "relative",
+        conv_depthwise_kernel_size=5,
     )
     model = CTCModel(cfg)
     model.freeze_feature_encoder()
@@ -290,10 +292,11 @@ def test_a_second_import_of_the_kernels_package_keeps_the_op_registration():
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm", "wav2vec2-bert"])
 def test_layerdrop_compiles_without_a_graph_break(model_type):
     """LayerDrop's per-layer decisions are drawn before the layer loop on the device: the training forward
-    with layerdrop > 0 is one graph (fullgraph=True), dynamo counts no break."""
+    with layerdrop > 0 is one graph (fullgraph=True), dynamo counts no break (w2v-BERT: with its fbank
+    front end in the graph)."""
     model = tiny_model(model_type, layerdrop=0.5)
     waves, lengths, targets, target_lengths = next(batches(make_sampler(64, 4, 0)))
     torch._dynamo.reset()

@@ -138,6 +138,21 @@ def test_the_cache_is_on_only_where_it_is_exact(overrides, norm, use_mask, off):
     assert (reason is None) if off is None else off in reason, reason
 
 
+def test_the_cache_is_off_for_the_fbank_front_end():
+    """w2v-BERT has no conv stack: its fbank front end has no parameters, so nothing is cached even where
+    caching would be exact (the recipe's frozen front end, padding_invariant, an attention mask)."""
+    w2v_bert = EncoderConfig(
+        model_type="wav2vec2-bert",
+        position_embeddings_type="relative_key",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=48,
+    )
+    reason = cache_off_reason(config("train.padding_invariant=true"), w2v_bert, True)
+    assert reason is not None and "fbank front end has no parameters" in reason, reason
+
+
 def test_a_tier_asked_for_where_it_is_not_exact_is_refused_before_any_data(tmp_path):
     cfg = config("train.feature_cache=disk", "model.feat_extract_norm=group", "model.do_stable_layer_norm=false")
     with pytest.raises(ConfigError, match="train.feature_cache: disk asked for, but caching is not exact here"):

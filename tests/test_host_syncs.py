@@ -175,7 +175,8 @@ STEP = [
 ]
 
 
-# the other families' own modules, each in the step (padding_invariant: their exact-padding path too)
+# the other families' own modules, each in the step (padding_invariant: their exact-padding path too;
+# w2v-BERT: the fbank front end and conformer blocks)
 FAMILY_STEPS = {
     "data2vec-audio": [
         "model.model_type=data2vec-audio",
@@ -196,6 +197,14 @@ FAMILY_STEPS = {
         ]
         for positions in ("relative", "rotary")
     },
+    "wav2vec2-bert": [
+        "model.model_type=wav2vec2-bert",
+        "model.position_embeddings_type=relative_key",
+        "model.left_max_position_embeddings=4",
+        "model.right_max_position_embeddings=2",
+        "model.conv_depthwise_kernel_size=5",
+        "model.conformer_conv_dropout=0.1",
+    ],
 }
 
 

@@ -37,7 +37,8 @@ CARDS = {
     "microsoft/wavlm-large": ("wavlm", dict(LARGE, num_buckets=320, max_bucket_distance=800)),
 }
 # the families beyond the cards', at their released sizes (Data2VecAudioConfig's positional stack: 5 convs
-# of kernel 19 in 16 groups; one layout, so no norm or layer-norm switches)
+# of kernel 19 in 16 groups; one layout, so no norm or layer-norm switches; Wav2Vec2BertConfig's defaults
+# are facebook/w2v-bert-2.0's: 24 conformer layers of 1024, relative-key attention 64 left / 8 right, kernel 31)
 D2V = dict(conv_bias=False, num_conv_pos_embeddings=5, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=16)
 FAMILIES = {
     "facebook/data2vec-audio-base": ("data2vec-audio", dict(D2V, hidden_size=768, num_hidden_layers=12)),
@@ -54,6 +55,8 @@ FAMILIES = {
         "wav2vec2-conformer",
         dict(LARGE, hidden_act="swish", conv_depthwise_kernel_size=31, position_embeddings_type="rotary"),
     ),
+    "facebook/w2v-bert-2.0": ("wav2vec2-bert", {}),
+    "facebook/w2v-bert-2.0 with the fine-tuning guide's adapter": ("wav2vec2-bert", dict(add_adapter=True)),
 }
 
 
@@ -65,6 +68,8 @@ def test_real_size_parity(tmp_path, card):
     config = transformers.AutoConfig.for_model(model_type, vocab_size=32, **arch)
     transformers.AutoModelForCTC.from_config(config).save_pretrained(tmp_path)
     result = compare(tmp_path, seconds=1.0, batch=2, per_tensor=False, float64=True, log=lambda *a: None)
+    worst = {n: (c["logits_abs"], c["logits_rel"], c["grad_rel_f64_native"]) for n, c in result["cases"].items()}
+    print(f"{card}: (logits abs, logits rel, grad rel vs float64) {worst}")  # what `pytest -m slow -s` reports
     for name, case in result["cases"].items():
         assert case["logits_abs"] <= 1e-4, (name, case)
         # Gradients against transformers run in float64: at 24 layers, transformers' own float32 WavLM

@@ -20,8 +20,11 @@ MODEL_TYPES = {
     "wavlm": "WavLMForCTC",
     "data2vec-audio": "Data2VecAudioForCTC",
     "wav2vec2-conformer": "Wav2Vec2ConformerForCTC",
+    "wav2vec2-bert": "Wav2Vec2BertForCTC",
 }
-_POSITIONS = ("relative", "rotary")
+# Families without the conv feature encoder (w2v-BERT reads fbank features, models/fbank.py).
+FBANK_FAMILIES = ("wav2vec2-bert",)
+_POSITIONS = ("relative", "rotary", "relative_key")
 # Families with one layout, whose transformers config has no switch for it: the values config.json
 # cannot change (data2vec-audio: a LayerNorm on every conv, a post-LN transformer).
 # (wav2vec2-conformer: conformer blocks, one final LayerNorm; its conv stack may be either.)
@@ -29,23 +32,46 @@ FIXED_LAYOUT = {
     "data2vec-audio": dict(feat_extract_norm="layer", do_stable_layer_norm=False),
     "wav2vec2-conformer": dict(do_stable_layer_norm=False),
 }
-# Fields only some families' config.json carries.
+_CONV_FIELDS = (
+    "conv_dim",
+    "conv_kernel",
+    "conv_stride",
+    "conv_bias",
+    "feat_extract_norm",
+    "feat_extract_activation",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "do_stable_layer_norm",
+)
+# Fields only some families' config.json carries (the others' EncoderConfig keeps the default).
 FAMILY_FIELDS = {
     "num_buckets": ("wavlm",),
     "max_bucket_distance": ("wavlm",),
     "conv_pos_kernel_size": ("data2vec-audio",),
-    "position_embeddings_type": ("wav2vec2-conformer",),
+    "position_embeddings_type": ("wav2vec2-conformer", *FBANK_FAMILIES),
     "rotary_embedding_base": ("wav2vec2-conformer",),
-    "conv_depthwise_kernel_size": ("wav2vec2-conformer",),
-    "conformer_conv_dropout": ("wav2vec2-conformer",),
+    "conv_depthwise_kernel_size": ("wav2vec2-conformer", *FBANK_FAMILIES),
+    "conformer_conv_dropout": ("wav2vec2-conformer", *FBANK_FAMILIES),
+    "feature_projection_input_dim": FBANK_FAMILIES,
+    "left_max_position_embeddings": FBANK_FAMILIES,
+    "right_max_position_embeddings": FBANK_FAMILIES,
+    "add_adapter": FBANK_FAMILIES,
+    "num_adapter_layers": FBANK_FAMILIES,
+    "adapter_kernel_size": FBANK_FAMILIES,
+    "adapter_stride": FBANK_FAMILIES,
+    "adapter_act": FBANK_FAMILIES,
+    "output_hidden_size": FBANK_FAMILIES,
+    "use_intermediate_ffn_before_adapter": FBANK_FAMILIES,
+    **{name: tuple(t for t in MODEL_TYPES if t not in FBANK_FAMILIES) for name in _CONV_FIELDS},
 }
 
 
 @dataclass
 class EncoderConfig:
-    # "wav2vec2" | "hubert" | "unispeech" | "wavlm" | "data2vec-audio" | "wav2vec2-conformer": decides the
-    # key prefix, WavLM's relative position bias, data2vec's positional convs, the conformer blocks, and
-    # whether time masks see the attention mask (HuBERT draws them without it)
+    # "wav2vec2" | "hubert" | "unispeech" | "wavlm" | "data2vec-audio" | "wav2vec2-conformer" |
+    # "wav2vec2-bert": decides the key prefix, WavLM's relative position bias, data2vec's positional convs,
+    # the conformer blocks, w2v-BERT's fbank front end, and whether time masks see the attention mask
+    # (HuBERT draws them without it)
     model_type: str = "wav2vec2"
     vocab_size: int = 32
     hidden_size: int = 768
@@ -67,12 +93,29 @@ class EncoderConfig:
     num_conv_pos_embedding_groups: int = 16
     # data2vec-audio: num_conv_pos_embeddings convs of this kernel (layer-normed) instead of one weight-normed
     conv_pos_kernel_size: int = 19
-    # wav2vec2-conformer: attention positions ("relative": Transformer-XL's, "rotary"), the rotary base,
-    # the conv module's depthwise kernel (odd) and the dropout after it
+    # conformer blocks (wav2vec2-conformer, w2v-BERT): attention positions (wav2vec2-conformer: "relative",
+    # Transformer-XL's, or "rotary" with its base; w2v-BERT: "relative_key", a learned embedding per
+    # clamped distance j - i in [-left, right]), the conv module's depthwise kernel (odd; causal in
+    # w2v-BERT) and the dropout after it
     position_embeddings_type: str = "relative"
     rotary_embedding_base: int = 10000
+    left_max_position_embeddings: int = 64
+    right_max_position_embeddings: int = 8
     conv_depthwise_kernel_size: int = 31
     conformer_conv_dropout: float = 0.0
+    # w2v-BERT: the stacked fbank width
+    feature_projection_input_dim: int = 160
+    # w2v-BERT's adapter after the encoder (what transformers' fine-tuning guide turns on): layers of
+    # strided convs (each frame count: floor((T + 2 (k // 2) - k) / stride) + 1) with self-attention, of
+    # width output_hidden_size (None: hidden_size); with use_intermediate_ffn_before_adapter a half-step
+    # ReLU feed-forward before it
+    add_adapter: bool = False
+    num_adapter_layers: int = 1
+    adapter_kernel_size: int = 3
+    adapter_stride: int = 2
+    adapter_act: str = "relu"
+    output_hidden_size: int | None = None
+    use_intermediate_ffn_before_adapter: bool = False
     # transformer layout: False = post-LN (base models), True = pre-LN + final LayerNorm (large models)
     do_stable_layer_norm: bool = False
     # MMS attention adapters: a bottleneck of this width after every pre-LN layer (wav2vec2 only); None = none
@@ -109,8 +152,16 @@ class EncoderConfig:
             raise ValueError(f"EncoderConfig: {problem}")
 
     @property
+    def output_size(self) -> int:
+        """Width of the encoder's output, the CTC head's input (w2v-BERT's adapter may change it)."""
+        return (self.output_hidden_size or self.hidden_size) if self.add_adapter else self.hidden_size
+
+    @property
     def frame_stride(self) -> int:
-        """Audio samples per output frame (320 = 20 ms at 16 kHz for the standard stack)."""
+        """Audio samples per output frame (320 = 20 ms at 16 kHz for the standard stack, and for
+        w2v-BERT's fbank hop of 160 stacked by 2)."""
+        if self.model_type in FBANK_FAMILIES:
+            return 320 * (self.adapter_stride**self.num_adapter_layers if self.add_adapter else 1)
         out = 1
         for s in self.conv_stride:
             out *= s
@@ -136,6 +187,7 @@ FINE_TUNING_FIELDS = (
     "mask_feature_length",
     "mask_feature_min_masks",
     "initializer_range",
+    "add_adapter",  # w2v-BERT: true over a checkpoint without one starts a fresh adapter (hf_weights.load_pretrained)
 )
 # Of those, the ones run_speech_recognition_ctc.py always passes in its config.update (its flags'
 # defaults replace the checkpoint's values): dropouts 0.0, layerdrop 0.0, time masks p=0.05 x 10, feature
@@ -172,6 +224,10 @@ _POSITIVE = (
     "num_buckets",
     "max_bucket_distance",
     "layer_norm_eps",
+    "feature_projection_input_dim",
+    "num_adapter_layers",
+    "adapter_kernel_size",
+    "adapter_stride",
 )
 _PROBABILITIES = (
     "hidden_dropout",
@@ -205,7 +261,13 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
     for name in _PROBABILITIES:
         if not (0.0 <= v[name] < 1.0 if run else 0.0 <= v[name] <= 1.0):
             return f"{k(name)}: must be in [0, {'1)' if run else '1]'}, got {v[name]}"
-    for name in ("mask_time_min_masks", "mask_feature_min_masks", "pad_token_id"):
+    for name in (
+        "mask_time_min_masks",
+        "mask_feature_min_masks",
+        "pad_token_id",
+        "left_max_position_embeddings",
+        "right_max_position_embeddings",
+    ):
         if v[name] is not None and v[name] < 0:  # some config.json files carry pad_token_id null
             return f"{k(name)}: must be >= 0, got {v[name]}"
     choices = {
@@ -214,22 +276,49 @@ def encoder_problem(v: dict, prefix: str = "", run: bool = False) -> str | None:
         "hidden_act": _ACTIVATIONS,
         "feat_extract_activation": _ACTIVATIONS,
         "position_embeddings_type": _POSITIONS,
+        "adapter_act": _ACTIVATIONS,
     }
     for name, allowed in choices.items():
         if v[name] not in allowed:
             return f"{k(name)}: must be one of {allowed}, got {v[name]!r}"
-    if v.get("adapter_attn_dim") is not None:
-        return _adapter_problem(v, k)
+    problem = v.get("adapter_attn_dim") is not None and _adapter_problem(v, k)
+    if problem:
+        return problem
     for name in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if v["hidden_size"] % v[name]:
             return f"{k(name)}: must divide {k('hidden_size')} {v['hidden_size']}, got {v[name]}"
-    if v["conv_depthwise_kernel_size"] % 2 == 0:  # upstream's 'SAME' padding needs an odd kernel
+    return _conformer_problem(v, k) or _fbank_problem(v, k)
+
+
+def _conformer_problem(v: dict, k) -> str | None:
+    """What the conformer blocks' and the one-layout families' checks find."""
+    if v["conv_depthwise_kernel_size"] % 2 == 0:  # upstream's 'SAME' padding needs an odd kernel (both families)
         return f"{k('conv_depthwise_kernel_size')}: must be odd, got {v['conv_depthwise_kernel_size']}"
     if v["position_embeddings_type"] == "rotary" and (v["hidden_size"] // v["num_attention_heads"]) % 2:
         return f"{k('num_attention_heads')}: rotary positions need an even head size, got {v['hidden_size']} / {v['num_attention_heads']}"
+    if v["model_type"] == "wav2vec2-conformer" and v["position_embeddings_type"] not in ("relative", "rotary"):
+        return f"{k('position_embeddings_type')}: wav2vec2-conformer's attention positions are 'relative' or 'rotary', got {v['position_embeddings_type']!r}"
     for name, value in FIXED_LAYOUT.get(v["model_type"], {}).items():
         if v[name] != value:
             return f"{k(name)}: {v['model_type']} has one layout, {name} = {value!r}; got {v[name]!r}"
+    return None
+
+
+def _fbank_problem(v: dict, k) -> str | None:
+    """What w2v-BERT's checks find: its fbank width, the one attention fastctc implements, its adapter."""
+    if v["model_type"] not in FBANK_FAMILIES:
+        if v["add_adapter"]:
+            return f"{k('add_adapter')}: fastctc implements w2v-BERT's adapter only, not {v['model_type']}'s"
+        return None
+    out = v["output_hidden_size"]
+    if out is not None and not (out > 0 and out % v["num_attention_heads"] == 0):
+        return f"{k('output_hidden_size')}: must be > 0 and a multiple of {k('num_attention_heads')} {v['num_attention_heads']}, got {out}"
+    if v["use_intermediate_ffn_before_adapter"] and not v["add_adapter"]:
+        return f"{k('use_intermediate_ffn_before_adapter')}: needs {k('add_adapter')} = true (transformers refuses it alone)"
+    if v["feature_projection_input_dim"] != 160:
+        return f"{k('feature_projection_input_dim')}: w2v-BERT's front end makes 160 (80 mel bins stacked by 2), got {v['feature_projection_input_dim']}"
+    if v["position_embeddings_type"] != "relative_key":
+        return f"{k('position_embeddings_type')}: fastctc implements w2v-BERT's 'relative_key' attention only, got {v['position_embeddings_type']!r}"
     return None
 
 
@@ -270,7 +359,7 @@ _HF_DEFAULTS = {
 
 # Keys whose only supported value is the one given: anything else changes the network.
 _HF_REQUIRED = {
-    "add_adapter": (False, None),  # the adapter stack between encoder and CTC head is not implemented
+    "add_adapter": (False, None),  # wav2vec2's adapter stack is not implemented (w2v-BERT's is: FAMILY_FIELDS)
     "conv_pos_batch_norm": (False, None),  # HuBERT variant with BatchNorm instead of weight norm
 }
 
@@ -303,7 +392,7 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
     if model_type not in MODEL_TYPES:
         raise ValueError(f"{source}: model_type {model_type!r} is not supported; fastctc loads {tuple(MODEL_TYPES)}")
     for key, allowed in _HF_REQUIRED.items():
-        if hf.get(key) not in allowed:
+        if model_type not in FAMILY_FIELDS.get(key, ()) and hf.get(key) not in allowed:
             raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (expected one of {allowed})")
     n_conv, n_dim = hf.get("num_feat_extract_layers"), len(hf.get("conv_dim", EncoderConfig.conv_dim))
     if n_conv is not None and n_conv != n_dim:
@@ -318,6 +407,8 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
         )
     ours = [k for k in HF_FIELDS if model_type in FAMILY_FIELDS.get(k, (model_type,))]  # other families' stay default
     values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in ours if k in hf or k in _HF_DEFAULTS}
+    if values.get("vocab_size", 0) is None:
+        del values["vocab_size"]  # a pretraining checkpoint's null; the run's vocabulary sets it
     if model_type != "hubert":
         values["feat_proj_layer_norm"] = True  # only HubertConfig has the switch; the others always normalise
     values.update(FIXED_LAYOUT.get(model_type, {}))  # transformers ignores these keys there, so do we
@@ -329,7 +420,8 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
     out = {k: getattr(cfg, k) for k in HF_FIELDS}
     for k in ("conv_dim", "conv_kernel", "conv_stride"):
         out[k] = list(out[k])
-    out["num_feat_extract_layers"] = len(cfg.conv_dim)
+    if cfg.model_type not in FBANK_FAMILIES:
+        out["num_feat_extract_layers"] = len(cfg.conv_dim)
     out["architectures"] = [MODEL_TYPES[cfg.model_type]]
     if cfg.model_type != "hubert":
         if not cfg.feat_proj_layer_norm:

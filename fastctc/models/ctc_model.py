@@ -1,27 +1,38 @@
-"""CTCModel: feature encoder -> feature projection -> SpecAugment (training) -> transformer -> CTC head."""
+"""CTCModel: feature encoder -> feature projection -> SpecAugment (training) -> transformer -> CTC head.
+wav2vec2-conformer: the same with conformer blocks for the transformer layers.
+w2v-BERT: fbank front end -> feature projection -> SpecAugment (training) -> conformer -> CTC head."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .config import EncoderConfig
+from .config import FBANK_FAMILIES, EncoderConfig
 from .conformer import ConformerEncoder
+from .fbank import FbankFrontEnd
 from .feature_encoder import FeatureEncoder, FeatureProjection
 from .masking import apply_time_mask, spec_augment
 from .transformer import Encoder
+from .w2v_bert import W2VBertEncoder
 
 
 class CTCModel(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.config = cfg
-        self.feature_extractor = FeatureEncoder(cfg)
+        self.fbank = cfg.model_type in FBANK_FAMILIES
+        # w2v-BERT's fbank front end has no parameters (its checkpoint has no key for it)
+        self.feature_extractor = FbankFrontEnd() if self.fbank else FeatureEncoder(cfg)
         self.feature_projection = FeatureProjection(cfg)
         self.masked_spec_embed = nn.Parameter(torch.empty(cfg.hidden_size).uniform_())
-        self.encoder = ConformerEncoder(cfg) if cfg.model_type == "wav2vec2-conformer" else Encoder(cfg)
+        if self.fbank:
+            self.encoder = W2VBertEncoder(cfg)
+        elif cfg.model_type == "wav2vec2-conformer":
+            self.encoder = ConformerEncoder(cfg)
+        else:
+            self.encoder = Encoder(cfg)
         self.dropout = nn.Dropout(cfg.final_dropout)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        self.lm_head = nn.Linear(cfg.output_size, cfg.vocab_size)
 
     def freeze_feature_encoder(self) -> None:
         for p in self.feature_extractor.parameters():
@@ -32,9 +43,13 @@ class CTCModel(nn.Module):
         self.encoder.gradient_checkpointing = enable
 
     def conv_features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """The conv stack's output, what model.freeze_feature_encoder freezes (transformers' too: the
-        feature projection and its layer norm stay trainable). waveforms (B, N), lengths (B,) samples or
-        None -> (B, T, C). lengths: a group norm takes its statistics over each row's own frames."""
+        """The front end's output, what model.freeze_feature_encoder freezes (transformers' too: the
+        feature projection and its layer norm stay trainable): the conv stack's, or w2v-BERT's fbank
+        features (C = 160). waveforms (B, N), lengths (B,) samples or None -> (B, T, C). lengths: a group
+        norm takes its statistics over each row's own frames; the fbank normalisation too (without them,
+        over the whole padded row)."""
+        if self.fbank:
+            return self.feature_extractor(waveforms, lengths)  # (B, T, 160)
         return self.feature_extractor(waveforms, lengths).transpose(1, 2)
 
     def forward(
@@ -51,16 +66,17 @@ class CTCModel(nn.Module):
         With lengths, padded frames are zeroed before the positional conv and masked out of attention
         (transformers' attention_mask). padding_invariant (needs lengths): also the group norm of a
         group-norm conv stack takes its statistics over each row's own frames, and every conv after the
-        transformer's input (data2vec-audio's positional convs, the conformer's depthwise convs) sees
-        padding as zeros, so every row's logits are what it gives unpadded, alone (the cards'
-        eval_batch_size 1), whatever it is batched with.
+        transformer's input (data2vec-audio's positional convs, the conformer's depthwise convs, w2v-BERT's
+        adapter convs) sees padding as zeros, so every row's logits are what it gives unpadded, alone (the
+        cards' eval_batch_size 1), whatever it is batched with. w2v-BERT's fbank features are normalised
+        over each row's own frames in any case (as SeamlessM4TFeatureExtractor does, one utterance at a time).
 
         mask_time_indices (B, T) bool, optional: frames to replace by masked_spec_embed instead of drawing
         SpecAugment time masks (applied in any mode, as transformers does with the same argument).
         train_encoder false: everything before the head runs without gradient (fairseq's
         freeze_finetune_updates), so only lm_head learns; the masks and dropouts are drawn as usual.
-        features (B, T, C), optional: the conv stack's output for these rows (a frozen-feature cache's),
-        used instead of running it; waveforms may then be None (lengths still say each row's samples).
+        features (B, T, C), optional: the front end's output for these rows (conv_features; a frozen-feature
+        cache's), used instead of running it; waveforms may then be None (lengths still say each row's samples).
         Returns logits (B, T, V) and logit_lengths (B,) long.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and train_encoder):
@@ -82,7 +98,9 @@ class CTCModel(nn.Module):
         device = (waveforms if features is None else features).device
         lengths = None if lengths is None else lengths.to(device).long()
         if features is None:
-            features = self.conv_features(waveforms, lengths if padding_invariant else None)  # (B, T, C)
+            # the fbank front end always normalises over each row's own frames
+            row_lengths = lengths if padding_invariant or self.fbank else None
+            features = self.conv_features(waveforms, row_lengths)  # (B, T, C)
         B, T = features.shape[:2]
         if lengths is None:
             logit_lengths = torch.full((B,), T, dtype=torch.long, device=device)
@@ -108,7 +126,10 @@ class CTCModel(nn.Module):
                 cfg.mask_feature_length,
                 cfg.mask_feature_min_masks,
             )
-        return self.encoder(x, frame_mask, exact_padding=padding_invariant), logit_lengths
+        x = self.encoder(x, frame_mask, exact_padding=padding_invariant)
+        if self.fbank and cfg.add_adapter:  # the adapter subsamples time
+            logit_lengths = self.encoder.output_lengths(logit_lengths).clamp(0, x.shape[1])
+        return x, logit_lengths
 
 
 def exact_logits(

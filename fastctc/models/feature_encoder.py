@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import EncoderConfig
+from .config import FBANK_FAMILIES, EncoderConfig
+from .fbank import HOP, STACK, WINDOW, stacked_frames
 
 
 def activation(name: str):
@@ -19,7 +20,7 @@ def activation(name: str):
         "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
         "relu": F.relu,
         "silu": F.silu,
-        "swish": F.silu,  # transformers' ACT2FN name for SiLU, which conformer checkpoints use
+        "swish": F.silu,  # transformers' ACT2FN name for SiLU, which conformer and w2v-BERT checkpoints use
     }[name]
 
 
@@ -93,7 +94,13 @@ def conv_output_length(length, kernel: int, stride: int):
 
 def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
     """Frames the conv feature encoder of `cfg` makes of `num_samples` (0 when shorter than its
-    receptive field): what the data layer screens and batches by, without building the model."""
+    receptive field): what the data layer screens and batches by, without building the model. w2v-BERT:
+    its stacked fbank frames (fbank.stacked_frames), then its adapter's subsampling."""
+    if cfg.model_type in FBANK_FAMILIES:
+        n = stacked_frames(num_samples)
+        for _ in range(cfg.num_adapter_layers if cfg.add_adapter and n > 0 else 0):
+            n = (n + 2 * (cfg.adapter_kernel_size // 2) - cfg.adapter_kernel_size) // cfg.adapter_stride + 1
+        return max(n, 0)
     n = num_samples
     for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
         n = conv_output_length(n, k, s)
@@ -102,7 +109,13 @@ def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
 
 def min_samples(cfg: EncoderConfig) -> int:
     """The fewest samples that make one frame (the conv stack's receptive field, 400 for wav2vec2's):
-    1 + sum_i (k_i - 1) * (product of the strides before layer i); frame_count is 0 below it."""
+    1 + sum_i (k_i - 1) * (product of the strides before layer i); frame_count is 0 below it. w2v-BERT:
+    two fbank frames, 400 + 160, or the fewest pairs its adapter keeps a frame of."""
+    if cfg.model_type in FBANK_FAMILIES:
+        n = WINDOW + (STACK - 1) * HOP
+        while frame_count(n, cfg) < 1:
+            n += STACK * HOP
+        return n
     n, hop = 1, 1
     for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
         n, hop = n + (k - 1) * hop, hop * s
@@ -147,7 +160,7 @@ class FeatureEncoder(nn.Module):
 class FeatureProjection(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        c = cfg.conv_dim[-1]
+        c = cfg.feature_projection_input_dim if cfg.model_type in FBANK_FAMILIES else cfg.conv_dim[-1]
         self.layer_norm = nn.LayerNorm(c, eps=cfg.layer_norm_eps) if cfg.feat_proj_layer_norm else None
         self.projection = nn.Linear(c, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.feat_proj_dropout)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..vocab import PAD
-from .config import EncoderConfig, config_to_hf
+from .config import FBANK_FAMILIES, EncoderConfig, config_to_hf
 from .ctc_model import CTCModel
 from .hf_adapter import write_adapter
 from .hf_tokenizer import default_attention_mask, write_preprocessor_config, write_tokenizer
@@ -50,7 +50,7 @@ def save_pretrained(
     model: CTCModel,
     directory,
     vocab: Sequence[str] | Mapping[str, int],
-    do_normalize: bool = True,
+    do_normalize: bool | None = None,
     return_attention_mask: bool | None = None,
     phones: bool = False,
     adapter_language: str | None = None,
@@ -59,7 +59,8 @@ def save_pretrained(
     preprocessor_config.json, tokenizer_config.json) that AutoModelForCTC and Wav2Vec2Processor load.
 
     vocab: the tokens in id order (list) or a {token: id} dict; do_normalize: the feature extractor's
-    per-utterance normalisation (false for DistilHuBERT); return_attention_mask: whether the model
+    per-utterance normalisation (false for DistilHuBERT; default true, and false for w2v-BERT, whose
+    SeamlessM4TFeatureExtractor has none); return_attention_mask: whether the model
     is fed an attention mask (default: default_attention_mask); phones: each token is a phone, and the
     tokenizer written is transformers' phoneme tokenizer, which decodes to space-separated phones;
     adapter_language: also write the model's MMS adapters and head as adapter.<language>.safetensors, which
@@ -78,6 +79,8 @@ def save_pretrained(
     _write_weights(model, directory / "model.safetensors")
     write_tokenizer(directory, tokens, phones)
     mask = default_attention_mask(cfg) if return_attention_mask is None else return_attention_mask
-    write_preprocessor_config(directory, do_normalize, mask)
+    fbank = cfg.model_type in FBANK_FAMILIES
+    do_normalize = not fbank if do_normalize is None else do_normalize
+    write_preprocessor_config(directory, do_normalize, mask, fbank=fbank)
     if adapter_language:
         write_adapter(model, directory, adapter_language)

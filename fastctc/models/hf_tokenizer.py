@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from ..vocab import BOS, EOS, PAD, UNK, WORD_DELIMITER, DecoderVocab, write_vocab_json
-from .config import EncoderConfig
+from .config import FBANK_FAMILIES, EncoderConfig
 
 # Token names that are never text, whichever tokenizer wrote the vocabulary.
 _NON_TEXT = ("<s>", "</s>", "[UNK]", "<unk>")
@@ -36,8 +36,9 @@ def read_json_object(file: Path) -> dict:
 
 def default_attention_mask(cfg: EncoderConfig) -> bool:
     """Whether a checkpoint whose preprocessor does not say is fed an attention mask: transformers'
-    released preprocessors give it only to layer-norm feature encoders (RECIPE.md, Audio)."""
-    return cfg.feat_extract_norm == "layer"
+    released preprocessors give it only to layer-norm feature encoders (RECIPE.md, Audio), and
+    SeamlessM4TFeatureExtractor (w2v-BERT) always."""
+    return cfg.feat_extract_norm == "layer" or cfg.model_type in FBANK_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,38 @@ def read_preprocessing(path) -> Preprocessing:
     if not file.is_file():
         return Preprocessing()
     pre = read_json_object(file)
-    return Preprocessing(
-        *(None if pre.get(k) is None else bool(pre[k]) for k in ("do_normalize", "return_attention_mask"))
-    )
+    said = [None if pre.get(k) is None else bool(pre[k]) for k in ("do_normalize", "return_attention_mask")]
+    if pre.get("feature_extractor_type") == _FBANK_EXTRACTOR:
+        said[0] = False  # it never normalises the waveform (its fbank features are normalised in the model)
+    return Preprocessing(*said)
 
 
-def write_preprocessor_config(directory: Path, do_normalize: bool, return_attention_mask: bool) -> None:
-    """preprocessor_config.json as Wav2Vec2FeatureExtractor reads it (16 kHz mono, right padding with 0)."""
+_FBANK_EXTRACTOR = "SeamlessM4TFeatureExtractor"
+
+
+def write_preprocessor_config(
+    directory: Path, do_normalize: bool, return_attention_mask: bool, fbank: bool = False
+) -> None:
+    """preprocessor_config.json as Wav2Vec2FeatureExtractor reads it (16 kHz mono, right padding with 0),
+    or, fbank (w2v-BERT), as SeamlessM4TFeatureExtractor does (80 mel bins stacked by 2, always a mask)."""
+    if fbank:
+        if do_normalize:
+            raise ValueError(
+                "save_pretrained: w2v-BERT's feature extractor does not normalise the waveform; pass do_normalize=False"
+            )
+        preprocessor = {
+            "feature_extractor_type": _FBANK_EXTRACTOR,
+            "processor_class": "Wav2Vec2BertProcessor",
+            "feature_size": 80,
+            "num_mel_bins": 80,
+            "sampling_rate": 16000,
+            "padding_value": 0.0,
+            "padding_side": "right",
+            "stride": 2,
+            "return_attention_mask": True,
+        }
+        (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
+        return
     preprocessor = {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
         "processor_class": "Wav2Vec2Processor",

@@ -2,8 +2,8 @@
 (the model) and `read_pretrained` (the model and everything needed to feed and decode it).
 
 A checkpoint directory holds config.json and model.safetensors (or model.safetensors.index.json with
-shards). Keys may carry the base-model prefix (`wav2vec2.`, `hubert.`, `data2vec_audio.`, ...: saved
-from a *ForCTC / *ForPreTraining class) or not (saved from the bare *Model class). A fine-tuned one also
+shards). Keys may carry the base-model prefix (`wav2vec2.`, `hubert.`, `data2vec_audio.`, `wav2vec2_bert.`,
+...: saved from a *ForCTC / *ForPreTraining class) or not (saved from the bare *Model class). A fine-tuned one also
 holds the tokenizer and feature-extractor files, which hf_tokenizer.py reads; hf_export.py writes all of them.
 """
 
@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError, MissingHeadError
 from ..vocab import DecoderVocab
-from . import conformer, data2vec_audio
+from . import conformer, data2vec_audio, w2v_bert
 from .config import EncoderConfig, config_from_hf
 from .ctc_model import CTCModel
 from .hf_adapter import adapter_head_width, languages_in, read_adapter
@@ -103,6 +103,7 @@ WEIGHT_MAP: dict[str, str | None] = {
 # rotary frequencies are a function of its config, already computed.)
 _FRESH = ("lm_head.weight", "lm_head.bias", "masked_spec_embed", "encoder.embed_positions.inv_freq")
 _ADAPTER = ".adapter_layer."  # in the name of every MMS adapter parameter
+_W2V_BERT_ADAPTER = "encoder.adapter."  # the start of every w2v-BERT adapter parameter
 
 _INDEX = re.compile(r"\.(\d+)\.")
 
@@ -110,6 +111,7 @@ _INDEX = re.compile(r"\.(\d+)\.")
 FAMILY_KEYS: dict[str, dict[str, str | None]] = {
     "data2vec-audio": data2vec_audio.KEYS,
     "wav2vec2-conformer": conformer.KEYS,
+    "wav2vec2-bert": w2v_bert.KEYS,
 }
 
 
@@ -175,11 +177,11 @@ def _open_safetensors(file: Path):
 
 
 def _read_weights(
-    path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor], fresh_head: bool = False, fresh_adapters=False
+    path: Path, cfg: EncoderConfig, params: dict[str, torch.Tensor], fresh_head: bool = False, fresh: tuple = ()
 ) -> dict[str, torch.Tensor]:
     """Every checkpoint tensor under its native name, in the model's dtype. A key with no place in the
-    model, two keys for one parameter, a shape mismatch or a parameter left unfilled (but _FRESH, and the
-    adapters with fresh_adapters) raise."""
+    model, two keys for one parameter, a shape mismatch or a parameter left unfilled (but _FRESH, and
+    those whose name holds one of `fresh`: fresh adapters) raise."""
     loaded: dict[str, torch.Tensor] = {}
     sources: dict[str, str] = {}
     unknown, mismatched = [], []
@@ -208,7 +210,7 @@ def _read_weights(
     if mismatched:
         hint = " (pass vocab_size matching the checkpoint's head)" if any("lm_head" in m for m in mismatched) else ""
         raise ValueError(f"{path}: shape mismatches{hint}: {mismatched}")
-    missing = [k for k in params if k not in loaded and k not in _FRESH and not (fresh_adapters and _ADAPTER in k)]
+    missing = [k for k in params if k not in loaded and k not in _FRESH and not any(p in k for p in fresh)]
     if missing and all(_ADAPTER in k for k in missing):  # an MMS checkpoint whose adapters are per-language files
         raise KeyError(
             f"{path}: config.json has adapter_attn_dim but the checkpoint holds no adapter weights; name the "
@@ -231,8 +233,8 @@ def load_pretrained(
     vocab_size: size of the CTC head; a checkpoint without a head (pretraining) gets a fresh one of this
     size, initialised as transformers does (normal(0, initializer_range), zero bias). overrides: EncoderConfig
     fields to replace after reading config.json (the fine-tuning recipe's dropouts and SpecAugment; an
-    adapter_attn_dim over a config.json without one adds fresh MMS adapters, initialised as transformers
-    initialises the weights a checkpoint lacks).
+    adapter_attn_dim over a config.json without one adds fresh MMS adapters, and add_adapter over a w2v-BERT
+    one without an adapter a fresh adapter, initialised as transformers initialises the weights a checkpoint lacks).
     fresh_head: ignore the checkpoint's CTC head (it does not fit the new vocabulary) and make a fresh one.
     adapter_language: also read `adapter.<language>.safetensors` (hf_adapter.py) over the checkpoint's
     adapters and head, as Wav2Vec2ForCTC.load_adapter does; its head's width is the default vocab_size.
@@ -255,8 +257,10 @@ def load_pretrained(
         changes["vocab_size"] = vocab_size
     fresh_adapters = cfg.adapter_attn_dim is None and changes.get("adapter_attn_dim") is not None
     model = CTCModel(dataclasses.replace(cfg, **changes))
+    fresh = (_ADAPTER,) if fresh_adapters else ()  # the adapters _read_weights may leave unfilled
+    fresh += (_W2V_BERT_ADAPTER,) if _fresh_adapter(cfg, model.config, path) else ()
     # with a language adapter, the head is the adapter file's (the checkpoint's is another language's)
-    loaded = _read_weights(path, model.config, model.state_dict(), fresh_head or bool(adapter_language), fresh_adapters)
+    loaded = _read_weights(path, model.config, model.state_dict(), fresh_head or bool(adapter_language), fresh)
     if adapter_language:
         adapter = read_adapter(path, adapter_language, model)
         loaded.update({k: v for k, v in adapter.items() if not (fresh_head and k.startswith("lm_head."))})
@@ -267,26 +271,39 @@ def load_pretrained(
     if len(head_missing) == 1:
         raise KeyError(f"{path}: the CTC head is incomplete, missing {head_missing}")
     model.load_state_dict(loaded, strict=False)
-    _initialise_fresh(model, loaded, fresh_adapters)
+    _initialise_fresh(model, loaded, fresh)
     return model.eval()
 
 
 @torch.no_grad()
-def _initialise_fresh(model: CTCModel, loaded: dict[str, torch.Tensor], fresh_adapters: bool) -> None:
+def _initialise_fresh(model: CTCModel, loaded: dict[str, torch.Tensor], fresh: tuple) -> None:
     """What the checkpoint did not hold, as transformers' PreTrainedModel._init_weights initialises it:
-    nn.Linear normal(0, initializer_range) with a zero bias, LayerNorm ones and zeros."""
+    nn.Linear normal(0, initializer_range) with a zero bias, LayerNorm ones and zeros; `fresh`: the adapters
+    _read_weights let go unfilled (MMS attention adapters, a w2v-BERT adapter)."""
     std = model.config.initializer_range
     if "lm_head.weight" not in loaded:
         model.lm_head.weight.normal_(0.0, std)
         model.lm_head.bias.zero_()
     if "masked_spec_embed" not in loaded:
         model.masked_spec_embed.uniform_()
-    for layer in model.encoder.layers if fresh_adapters else ():
+    for layer in model.encoder.layers if _ADAPTER in fresh else ():
         adapter = layer.adapter_layer
         adapter.norm.reset_parameters()
         for linear in (adapter.linear_1, adapter.linear_2):
             linear.weight.normal_(0.0, std)
             linear.bias.zero_()
+    if _W2V_BERT_ADAPTER in fresh:
+        w2v_bert.init_adapter(model.encoder.adapter, std)
+
+
+def _fresh_adapter(checkpoint: EncoderConfig, cfg: EncoderConfig, path: Path) -> bool:
+    """Whether the model gets a fresh w2v-BERT adapter: add_adapter turned on over a checkpoint without one,
+    as transformers' from_pretrained(..., add_adapter=True) in its fine-tuning guide. Turning one off is refused."""
+    if checkpoint.add_adapter and not cfg.add_adapter:
+        raise ValueError(
+            f"{path}: the checkpoint has an adapter (add_adapter true in config.json); it cannot be turned off"
+        )
+    return cfg.add_adapter and not checkpoint.add_adapter
 
 
 # ---- the whole checkpoint: model, tokenizer, feature extractor --------------------------------------

@@ -73,6 +73,20 @@ def _run_native(native, x, lengths, targets, blank):
     return logits.detach(), {n: p.grad for n, p in native.named_parameters() if p.grad is not None}
 
 
+def _hf_inputs(native, x: torch.Tensor, lengths: torch.Tensor | None, mask: torch.Tensor | None) -> tuple:
+    """What transformers' model is fed: the waveforms and their sample mask, or, for w2v-BERT, the native
+    front end's fbank features (B, T, 160) and their frame mask, so that the comparison is the encoder's
+    (the front end is compared with SeamlessM4TFeatureExtractor on its own, in the tests)."""
+    if not native.fbank:
+        return x, mask
+    with torch.no_grad():
+        feats = native.feature_extractor(x, lengths)  # exactly what the native encoder reads
+    if lengths is None:
+        return feats, None
+    frames = native.feature_extractor.output_lengths(lengths)
+    return feats, (torch.arange(feats.shape[1])[None, :] < frames[:, None]).long()
+
+
 def _run_hf(model, x, mask, targets, blank):
     """One forward+backward of a transformers model in its own dtype: (logits, {parameter: gradient})."""
     model.zero_grad(set_to_none=True)
@@ -152,8 +166,9 @@ def compare(
         log(f"== {case}: batch {batch} x {N} samples ({N / 16000:.2f} s), {logits.shape[1]} frames")
         log(f"native forward+backward {t_native:.3f} s")
         if hf is not None:
-            (ref_logits, ref_grads), t_hf = _step(lambda: _run_hf(hf, x, mask, targets, blank), repeats)
-            grads64 = _run_hf(hf64, x, mask, targets, blank)[1] if hf64 is not None else None
+            x_hf, mask_hf = _hf_inputs(native, x, run_lengths, mask)
+            (ref_logits, ref_grads), t_hf = _step(lambda: _run_hf(hf, x_hf, mask_hf, targets, blank), repeats)
+            grads64 = _run_hf(hf64, x_hf, mask_hf, targets, blank)[1] if hf64 is not None else None
             result["transformers_s"] = round(t_hf, 4)
             log(f"transformers forward+backward {t_hf:.3f} s  (native speedup {t_hf / t_native:.2f}x)")
             result["logits_abs"], result["logits_rel"] = _diff(logits, ref_logits)

@@ -62,13 +62,16 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: EncoderConfig):
+    def __init__(self, cfg: EncoderConfig, width: int | None = None, act: str | None = None):
+        """width, act: the input/output size and activation when not hidden_size and hidden_act
+        (w2v-BERT's adapter and its intermediate feed-forward)."""
         super().__init__()
-        self.intermediate_dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.output_dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        d = width or cfg.hidden_size
+        self.intermediate_dense = nn.Linear(d, cfg.intermediate_size)
+        self.output_dense = nn.Linear(cfg.intermediate_size, d)
         self.intermediate_dropout = nn.Dropout(cfg.activation_dropout)
         self.output_dropout = nn.Dropout(cfg.hidden_dropout)
-        self.act = activation(cfg.hidden_act)
+        self.act = activation(act or cfg.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.intermediate_dropout(self.act(self.intermediate_dense(x)))

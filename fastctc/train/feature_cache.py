@@ -4,7 +4,8 @@ and the one line that says so.
 On only where they are exact: the conv stack is frozen, nothing changes the audio from one epoch to the
 next ([augment] off), and padding cannot reach a row's valid conv frames or be read downstream. A layer-norm stack is
 per-frame; a group-norm stack normalises conv layer 0 over the whole padded batch under the recipe's
-convention, so there it must run with train.padding_invariant. The training split's store serves the
+convention, so there it must run with train.padding_invariant. w2v-BERT (FBANK_FAMILIES) has no conv stack, and
+its parameter-free fbank front end is cheap next to the conformer: not cached. The training split's store serves the
 steps, the evaluation split's training's evaluations (and so the choice of best/).
 """
 
@@ -20,7 +21,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..models.config import EncoderConfig
+from ..models.config import FBANK_FAMILIES, EncoderConfig
 from ..models.frozen_features import TIERS, FrozenFeatureStore, frames_of
 
 DEVICE_SHARE = 0.25  # of the device memory free once the model is on it: the step's activations need the rest
@@ -32,6 +33,11 @@ def cache_off_reason(cfg: RunConfig, encoder: EncoderConfig, use_mask: bool) -> 
     """Why this run's conv-stack outputs are not cached, or None when caching them is exact."""
     if cfg.train.feature_cache == "off":
         return "train.feature_cache = off"
+    if encoder.model_type in FBANK_FAMILIES:
+        return (
+            f"{encoder.model_type} has no conv stack: its fbank front end has no parameters and costs little "
+            "next to the encoder, so there is nothing worth caching"
+        )
     if not cfg.model.freeze_feature_encoder:
         return "the conv stack trains (model.freeze_feature_encoder = false)"
     if cfg.augment.enabled:
