@@ -48,7 +48,7 @@ MAPPING: dict[str, str] = {
     "model.mask_feature_length": "config.mask_feature_length",
     "model.mask_feature_min_masks, model.apply_spec_augment": "not script flags: the checkpoint's config.json values",
     "model.initializer_range": "not a script flag: the checkpoint's config.json value (the new head's init)",
-    "model.conformer_conv_dropout, model.add_adapter": "not script flags: the checkpoint's config.json values (w2v-BERT only)",
+    "model.conformer_conv_dropout, model.add_adapter": "not script flags: the checkpoint's config.json values (conformer_conv_dropout: wav2vec2-conformer and w2v-BERT; add_adapter: w2v-BERT)",
     "model.freeze_feature_encoder": "model.freeze_feature_encoder() when true",
     "model.gradient_checkpointing": "args.gradient_checkpointing",
     "model.bos_eos_tokens": "fastctc only: the reference's head always has <s>/</s> (--recipe-exact sets it true)",
