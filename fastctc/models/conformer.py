@@ -24,30 +24,29 @@ from .config import EncoderConfig
 from .feature_encoder import activation
 from .transformer import FeedForward, PositionalConvEmbedding, run_layers
 
-_LAYER_KEYS = [
-    f"{block}.{p}"
-    for block in ("ffn1_layer_norm", "self_attn_layer_norm", "ffn2_layer_norm", "final_layer_norm")
+# A conformer block's keys that wav2vec2-conformer and w2v-BERT share (w2v_bert.py adds its own to these).
+BLOCK_KEYS = [
+    f"{norm}.{p}"
+    for norm in ("ffn1_layer_norm", "self_attn_layer_norm", "ffn2_layer_norm", "final_layer_norm")
     for p in ("weight", "bias")
 ]
-_LAYER_KEYS += [
+BLOCK_KEYS += [
     f"{ffn}.{lin}.{p}"
     for ffn in ("ffn1", "ffn2")
     for lin in ("intermediate_dense", "output_dense")
     for p in ("weight", "bias")
 ]
-_LAYER_KEYS += [f"self_attn.linear_{n}.{p}" for n in ("q", "k", "v", "out") for p in ("weight", "bias")]
-_LAYER_KEYS += ["self_attn.linear_pos.weight", "self_attn.pos_bias_u", "self_attn.pos_bias_v"]
-_LAYER_KEYS += [
+BLOCK_KEYS += [f"self_attn.linear_{n}.{p}" for n in ("q", "k", "v", "out") for p in ("weight", "bias")]
+BLOCK_KEYS += [
     "conv_module.layer_norm.weight",
     "conv_module.layer_norm.bias",
     "conv_module.pointwise_conv1.weight",
     "conv_module.depthwise_conv.weight",
-    "conv_module.batch_norm.weight",
-    "conv_module.batch_norm.bias",
-    "conv_module.batch_norm.running_mean",
-    "conv_module.batch_norm.running_var",
-    "conv_module.batch_norm.num_batches_tracked",
     "conv_module.pointwise_conv2.weight",
+]
+_LAYER_KEYS = BLOCK_KEYS + ["self_attn.linear_pos.weight", "self_attn.pos_bias_u", "self_attn.pos_bias_v"]
+_LAYER_KEYS += [
+    f"conv_module.batch_norm.{p}" for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 ]
 # Checkpoint key (base-model prefix stripped) -> native name, `{}` the layer index: the keys this family
 # adds to hf_weights.WEIGHT_MAP, whose wav2vec2 layer keys have no place here and so fail loudly.

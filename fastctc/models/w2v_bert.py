@@ -28,31 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import EncoderConfig
+from .conformer import BLOCK_KEYS
 from .feature_encoder import activation
 from .transformer import FeedForward, run_layers
 
-_LAYER_KEYS = [
-    f"{norm}.{p}"
-    for norm in ("ffn1_layer_norm", "self_attn_layer_norm", "ffn2_layer_norm", "final_layer_norm")
-    for p in ("weight", "bias")
-]
-_LAYER_KEYS += [
-    f"{ffn}.{lin}.{p}"
-    for ffn in ("ffn1", "ffn2")
-    for lin in ("intermediate_dense", "output_dense")
-    for p in ("weight", "bias")
-]
-_LAYER_KEYS += [f"self_attn.linear_{n}.{p}" for n in ("q", "k", "v", "out") for p in ("weight", "bias")]
-_LAYER_KEYS += ["self_attn.distance_embedding.weight"]
-_LAYER_KEYS += [
-    "conv_module.layer_norm.weight",
-    "conv_module.layer_norm.bias",
-    "conv_module.pointwise_conv1.weight",
-    "conv_module.depthwise_conv.weight",
-    "conv_module.depthwise_layer_norm.weight",
-    "conv_module.depthwise_layer_norm.bias",
-    "conv_module.pointwise_conv2.weight",
-]
+_LAYER_KEYS = BLOCK_KEYS + ["self_attn.distance_embedding.weight"]
+_LAYER_KEYS += [f"conv_module.depthwise_layer_norm.{p}" for p in ("weight", "bias")]
 # Checkpoint key (base-model prefix `wav2vec2_bert.` stripped) -> native name, `{}` the layer index: the keys
 # this family adds to hf_weights.WEIGHT_MAP (whose feature_projection, masked_spec_embed and lm_head it shares;
 # wav2vec2's conv and transformer keys have no place in this model, so a checkpoint holding one fails loudly).
