@@ -4,6 +4,7 @@ done-when check: training and evaluation with the cache equal them without it (f
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -292,3 +293,98 @@ def test_cpu_checks_of_the_gpu_paths_with_the_cache(checkpoint, tmp_path, extra)
     tol = 1e-3 if "train.compile=on" in extra else 5e-2  # as test_train_loop's CPU checks of these paths
     for step in ours:
         assert abs(ours[step] - eager[step]) <= tol * max(1.0, abs(eager[step])), (step, ours[step], eager[step])
+
+
+# ---- a stored batch is not read from disk ---------------------------------------------------------------
+
+
+def test_a_batch_whose_features_are_all_stored_is_not_read_and_a_noted_item_always_is(tmp_path):
+    """SpeechDataset.__getitems__ against its own file-reading path: the same ids, lengths and targets
+    (Collator), no audio; one unstored item makes the whole batch load; an item whose load gives a note
+    (here cropped past the cap) marks itself -1 and is read every epoch, so the data report counts it each time."""
+    import soundfile as sf
+
+    from fastctc.data.batching import Collator
+    from fastctc.data.dataset import SpeechDataset, UtteranceInfo
+    from fastctc.vocab import CharVocab
+
+    sr, g = 16_000, np.random.default_rng(0)
+    seconds = [0.4, 0.7, 1.6]  # the last is longer in the file than listed, and over the 1 s cap
+    infos = []
+    for i, s in enumerate(seconds):
+        sf.write(tmp_path / f"u{i}.wav", g.standard_normal(int(s * sr)).astype(np.float32) * 0.1, sr)
+        infos.append(UtteranceInfo(f"u{i}", str(tmp_path / f"u{i}.wav"), f"ab {i}"))
+    ds = SpeechDataset(infos, ["ab c", "ba", "cab"], [0.4, 0.7, 0.9], sr, max_seconds=1.0, crop=True)
+    collate = Collator(CharVocab.from_transcripts(["ab c", "ba", "cab"], delimiter=True), ladder=None, frame=320)
+    read = collate(ds.__getitems__([0, 1]))
+    assert read.audio and read.notes == []
+    ds.stored = torch.zeros(3, dtype=torch.int64)
+    ds.stored[0] = read.lengths[0]
+    assert collate(ds.__getitems__([0, 1])).audio  # u1 is not stored: the batch loads, both rows
+    ds.stored[1] = read.lengths[1]
+    unread = collate(ds.__getitems__([0, 1]))
+    assert not unread.audio and unread.ids == read.ids == ["u0", "u1"]
+    assert unread.waveforms.shape == read.waveforms.shape and unread.waveforms.untyped_storage().nbytes() == 4
+    for name in ("lengths", "targets", "target_lengths"):
+        assert torch.equal(getattr(unread, name), getattr(read, name)), name
+    assert unread.texts == read.texts and unread.unknown_chars == read.unknown_chars
+    noted = collate(ds.__getitems__([2]))
+    assert noted.audio and [r for r, _ in noted.notes] == ["cropped_when_loaded"] and int(ds.stored[2]) == -1
+    assert collate(ds.__getitems__([0, 2])).audio  # the noted item is read again, and its note comes again
+
+
+def test_training_from_files_reads_each_utterance_once_and_equals_training_without_the_cache(tmp_path):
+    """From WAV files with a loader worker: after the first epoch every batch is made in this process
+    without its audio (BatchLoader._source), as the DataLoader would make it from the files; the losses
+    and the final evaluation equal a run without the cache, which reads every file every epoch."""
+    import soundfile as sf
+
+    from fastctc.data.batching import make_loader
+    from fastctc.data.synthetic import make_utterance
+
+    torch.manual_seed(1)
+    ckpt = tmp_path / "ckpt"
+    save_pretrained(CTCModel(encoder("layer")), ckpt, TOKENS, do_normalize=True, return_attention_mask=True)
+    with open(tmp_path / "manifest.jsonl", "w") as f:
+        for i in range(8):
+            u = make_utterance(5, "train", i)
+            sf.write(tmp_path / f"u{i}.wav", u.audio, 16_000)
+            f.write(json.dumps({"id": f"u{i}", "audio": f"u{i}.wav", "text": u.text}) + "\n")
+    common = [
+        f"model.checkpoint={ckpt}",
+        "data.corpus=manifest",
+        f"data.train={tmp_path / 'manifest.jsonl'}",
+        f"data.eval={tmp_path / 'manifest.jsonl'}",
+        "data.num_workers=1",
+        "train.batch_size=4",
+        "train.eval_batch_size=4",
+        "train.max_steps=6",
+        "train.eval_every=4",
+        "train.log_every=1",
+        "train.threads=1",
+        "optim.warmup_steps=1",
+    ]
+    runs = {}
+    for cache in ("auto", "off"):
+        run = prepare_run(config(*common, f"train.feature_cache={cache}"), tmp_path / cache)
+        runs[cache] = (run, loop(run, StopRequest()))
+    run = runs["auto"][0]
+    assert run.features is not None and run.features.train.filled.all()
+    unread = list(run.loader)  # epoch 3's batches: every one stored
+    files = copy.copy(run.loader.loader.dataset)
+    files.stored = None  # the same epoch from the files, through a worker
+    read = list(make_loader(files, run.sampler, run.vocab, run.cfg.data))
+    assert [b.audio for b in unread] == [False] * 2 and [b.audio for b in read] == [True] * 2
+    for u, r in zip(unread, read):
+        assert u.ids == r.ids and u.waveforms.shape == r.waveforms.shape
+        assert torch.equal(u.lengths, r.lengths) and torch.equal(u.targets, r.targets)
+    losses = [
+        {
+            e["step"]: e["loss"]
+            for e in map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())
+            if e["event"] == "train"
+        }
+        for d in ("auto", "off")
+    ]
+    assert losses[0] == losses[1] and sorted(losses[0]) == list(range(1, 7))  # layer norm: bit-identical
+    assert runs["auto"][1]["wer"] == runs["off"][1]["wer"] and runs["auto"][1]["loss"] == runs["off"][1]["loss"]

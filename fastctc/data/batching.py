@@ -39,7 +39,7 @@ steps run from long to short inside each megabatch.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -247,11 +247,14 @@ class Batch:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (reason, why) of items that did not load
     notes: list[tuple[str, str]] = field(default_factory=list)  # (reason, what) of items changed when loaded
     unknown_chars: int = 0  # transcript characters mapped to [UNK]
+    # False: no file was read, every row's frozen features are stored; waveforms is then a zero-strided
+    # (B, N) of zeros that gives the padded shape and nothing else
+    audio: bool = True
 
     def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
         return replace(
             self,
-            waveforms=self.waveforms.pin_memory(),
+            waveforms=self.waveforms.pin_memory() if self.audio else self.waveforms,
             lengths=self.lengths.pin_memory(),
             targets=self.targets.pin_memory(),
             target_lengths=self.target_lengths.pin_memory(),
@@ -283,9 +286,33 @@ def collate(
     rounded up to whole frames of `frame` samples). trailing_delimiter: each target ends with `|`, as
     the recipe's appended space gives (texts stay as they are: references are scored without it).
     vocab None: no targets (scoring a finished model)."""
-    B = len(audios)
     longest = max((len(a) for a in audios), default=0)
     waveforms, lengths = pad_waveforms(audios, do_normalize, padded_length(longest, ladder, frame=frame))
+    return with_targets(waveforms, lengths, texts, vocab, trailing_delimiter)
+
+
+def collate_stored(
+    samples: Sequence[int],
+    texts: Sequence[str],
+    vocab: CharVocab,
+    ladder: np.ndarray | None = None,
+    frame: int = DEFAULT_FRAME,
+    trailing_delimiter: bool = False,
+) -> Batch:
+    """The Batch `collate` makes of utterances of these lengths (samples) and transcripts, without their
+    audio: the rows' frozen features are stored (Batch.audio False). The same padded shape, lengths and targets."""
+    n = padded_length(max(samples, default=0), ladder, frame=frame)
+    waveforms = torch.zeros(()).expand(len(samples), n)  # one element: the shape crosses the worker queue alone
+    batch = with_targets(waveforms, torch.tensor(samples, dtype=torch.long), texts, vocab, trailing_delimiter)
+    batch.audio = False
+    return batch
+
+
+def with_targets(
+    waveforms: torch.Tensor, lengths: torch.Tensor, texts: Sequence[str], vocab: CharVocab, trailing_delimiter: bool
+) -> Batch:
+    """A Batch of these padded waveforms (B, N) and lengths (B,), with `texts` encoded as its targets."""
+    B = len(texts)
     ids = [vocab.encode(t + " " if trailing_delimiter else t) if vocab is not None else [] for t in texts]
     s = max(1, max((len(t) for t in ids), default=0))
     targets = torch.zeros(B, s, dtype=torch.long)
@@ -321,6 +348,17 @@ class Collator:
         self.trailing_delimiter = trailing_delimiter
 
     def __call__(self, items: Sequence[Item]) -> Batch:
+        if items and all(it.samples for it in items):  # SpeechDataset.__getitems__ read no file
+            batch = collate_stored(
+                [it.samples for it in items],
+                [it.text for it in items],
+                self.vocab,
+                self.ladder,
+                frame=self.frame,
+                trailing_delimiter=self.trailing_delimiter,
+            )
+            batch.ids = [it.id for it in items]
+            return batch
         good = [it for it in items if it.audio is not None]
         batch = collate(
             [it.audio for it in good],
@@ -359,7 +397,7 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         seen = failed = unknown = 0
-        for batch in self.loader:
+        for batch in self._source():
             for reason, why in batch.failures:  # each failing file named, whichever epoch it first fails in
                 self.report.add(self.split, reason, why, name_each=True)
             for reason, why in batch.notes:
@@ -381,6 +419,19 @@ class BatchLoader:
                 file=sys.stderr,  # every data message goes to stderr (the listing's summary and warnings too)
                 flush=True,
             )
+
+    def _source(self) -> Iterable[Batch]:
+        """This epoch's batches: the DataLoader's; or made here, in this process, when the dataset's frozen-feature
+        store holds every utterance of the epoch (SpeechDataset.stored): then no file is read, and a worker's
+        hand-off (its shared-memory tensors) would cost more than making the batch."""
+        stored = getattr(self.loader.dataset, "stored", None)
+        if stored is None or not self.loader.num_workers:
+            return self.loader
+        batches = list(self.sampler)  # the epoch's, as the DataLoader would draw them (set_epoch fixes them)
+        if not batches or (stored.numpy()[[i for b in batches for i in b]] <= 0).any():
+            return self.loader
+        fetch, collate, pin = self.loader.dataset.__getitems__, self.loader.collate_fn, self.loader.pin_memory
+        return (collate(fetch(b)).pin_memory() if pin else collate(fetch(b)) for b in batches)
 
 
 def make_loader(

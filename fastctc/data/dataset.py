@@ -35,6 +35,7 @@ class Item(NamedTuple):
     text: str
     error: str = ""  # why loading failed (reported and skipped by the loader), or what was changed
     reason: str = ""  # the data report's reason for `error` ("" = unreadable when audio is None)
+    samples: int = 0  # audio None and samples > 0: left unread, its frozen features are stored (`stored`)
 
 
 class SpeechDataset(torch.utils.data.Dataset):
@@ -65,11 +66,28 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.texts = list(texts)
         self.durations = [float(d) for d in durations]
         self.sample_rate, self.max_seconds, self.crop = sample_rate, max_seconds, crop
+        self.stored: torch.Tensor | None = None  # FrozenFeatureStore.known of this split (shared memory)
 
     def __len__(self) -> int:
         return len(self.utterances)
 
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        """A batch's items (the DataLoader's batched fetch). When the frozen-feature store holds every one
+        of them, no file is read: the step gathers their features, and each item carries the length it
+        loaded as. One item still to compute makes the whole batch load: the conv stack runs on all of it."""
+        if self.stored is not None and len(indices):
+            samples = self.stored.numpy()[list(indices)].tolist()  # numpy: no torch op in a step's loader
+            if min(samples) > 0:
+                return [Item(self.ids[i], None, self.texts[i], samples=n) for i, n in zip(indices, samples)]
+        return [self[i] for i in indices]
+
     def __getitem__(self, i: int) -> Item:
+        item = self._load(i)
+        if item.reason and self.stored is not None:  # a note to report again each epoch: always load it
+            self.stored.numpy()[i] = -1
+        return item
+
+    def _load(self, i: int) -> Item:
         u = self.utterances[i]
         cap = int(self.max_seconds * self.sample_rate)  # 0 = no cap
         try:

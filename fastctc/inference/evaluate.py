@@ -137,10 +137,12 @@ def _batched_pass(out: SplitOutput, model, dataset, device, batch_size, data, lo
 def _batch_logits(model, batch, device: torch.device, features=None) -> tuple[torch.Tensor, torch.Tensor]:
     """exact_logits of a loader batch; with `features` (the split's FrozenFeatureStore) the conv stack runs
     only on a batch not yet stored."""
-    waves, lengths = (t.to(device, non_blocking=True) for t in (batch.waveforms, batch.lengths))
+    lengths = batch.lengths.to(device, non_blocking=True)
+    waves = batch.waveforms.to(device, non_blocking=True) if batch.audio else None  # None: unread, all stored
     feats = None
     if features is not None:
-        feats = features.features(batch.ids, batch.lengths, waves.shape[1], lambda: model.conv_features(waves, lengths))
+        compute = (lambda: model.conv_features(waves, lengths)) if batch.audio else None
+        feats = features.features(batch.ids, batch.lengths, batch.waveforms.shape[1], compute)
     return exact_logits(model, waves, lengths, features=feats)
 
 
@@ -169,6 +171,11 @@ class _Subset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.dataset[self.indices[i]]
+
+    def __getitems__(self, indices):  # the dataset's batched fetch, where it has one (SpeechDataset)
+        fetch = getattr(self.dataset, "__getitems__", None)
+        full = [self.indices[i] for i in indices]
+        return fetch(full) if fetch else [self.dataset[i] for i in full]
 
 
 def decode_logits(logits: list[torch.Tensor], vocab, decoder=None, batch_size: int = 32) -> tuple[list[str], float]:

@@ -63,6 +63,11 @@ class FrozenFeatureStore:
         self.offsets = np.concatenate([[0], np.cumsum(self.reserved)])  # (U + 1,) first row of each
         self.pad_row = int(self.offsets[-1])  # the zero row
         self.filled = np.zeros(len(self.reserved), dtype=bool)  # host state: never read from the device
+        # each stored utterance's length as it loaded (samples), in shared memory, so that the split's
+        # SpeechDataset (`stored`), in its loader workers, leaves a batch unread once all of it is here;
+        # -1, written by a worker: an utterance whose load gives a note, read every time
+        self.known = torch.zeros(len(self.reserved), dtype=torch.int64).share_memory_()
+        self._known = self.known.numpy()  # the same memory, read and written here without a torch op
         self.cuda = device.type == "cuda"
         self.pending: list[tuple[torch.cuda.Event, torch.Tensor, torch.Tensor]] = []  # CUDA host/disk writes
         rows, C = self.pad_row + 1, cfg.conv_dim[-1]
@@ -86,11 +91,13 @@ class FrozenFeatureStore:
         return self.pad_row
 
     def features(
-        self, ids: Sequence[str], lengths: torch.Tensor, padded: int, compute: Callable[[], torch.Tensor]
+        self, ids: Sequence[str], lengths: torch.Tensor, padded: int, compute: Callable[[], torch.Tensor] | None
     ) -> torch.Tensor:
         """The batch's conv-stack output (B, T, C) in the store's dtype, on the device: gathered when
         every row is stored, else compute() (the conv stack on the batch) with its new rows stored.
-        ids (B,) and lengths (B,) samples, on the host (the loader's); padded: the batch's padded samples."""
+        ids (B,) and lengths (B,) samples, on the host (the loader's); padded: the batch's padded samples;
+        compute None: the batch's audio was not read (Batch.audio), which the loader does only when all
+        of it is stored."""
         n = frames_of(lengths.numpy(), self.cfg)  # (B,)
         T = int(frames_of(np.array([padded]), self.cfg)[0])
         slots = np.array([self.slot.get(u, -1) for u in ids], dtype=np.int64)
@@ -98,6 +105,8 @@ class FrozenFeatureStore:
         self._land(wait=False)
         if known and self.filled[slots].all():
             return self._gather(slots, n, T)
+        if compute is None:
+            raise RuntimeError(f"frozen features: a batch without audio holds utterances not stored: {list(ids)}")
         # a fresh contiguous (B, T, C), as a gathered batch is: a view (the conv's layout) would make
         # torch.compile guard on its base and compile the step again for gathered batches
         feats = compute().to(self.dtype).clone(memory_format=torch.contiguous_format)
@@ -106,6 +115,8 @@ class FrozenFeatureStore:
             new = [b for b in new if n[b] <= self.reserved[slots[b]]]
             if new:
                 self._write(feats, np.array(new), slots, n, T)
+                fresh = [b for b in new if self._known[slots[b]] == 0]
+                self._known[slots[fresh]] = lengths.numpy()[fresh]
         return feats
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:

@@ -136,6 +136,9 @@ def build_feature_caches(run, train_ds, encoder: EncoderConfig) -> FeatureCaches
             (run.out_dir / "feature_cache").rmdir()
         except OSError:
             pass
+    for ds, store in zip((train_ds, run.eval_ds), stores):
+        if hasattr(ds, "stored"):  # files on disk: their loader reads a batch no more once it is stored
+            ds.stored = store.known
     conv = torch.compile(run.model.conv_features) if run.compiled else run.model.conv_features
     caches = FeatureCaches(*stores, conv=conv)
     run.say(caches.describe())

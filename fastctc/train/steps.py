@@ -55,7 +55,8 @@ def stand_in_batch(sample_rate: int) -> Batch:
 def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
     """The CTC loss (mean over utterances of loss / target length, the recipe's "mean") of one batch."""
     device, model, invariant = run.device, run.model, run.cfg.train.padding_invariant
-    waves = batch.waveforms.to(device, non_blocking=True)  # (B, N), pinned by the loader on CUDA
+    # (B, N), pinned by the loader on CUDA; a batch whose frozen features are all stored came unread
+    waves = batch.waveforms.to(device, non_blocking=True) if batch.audio else None
     if run.augment is not None:  # on the device, in fp32; a speed change gives (B, N') and new lengths
         waves, lengths = run.augment(waves, batch)
     else:
@@ -66,9 +67,8 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
         features = None
         if run.features is not None:  # the frozen conv stack's output, computed once per utterance
             conv = run.features.conv
-            features = run.features.train.features(
-                batch.ids, batch.lengths, waves.shape[1], lambda: conv(waves, lengths if invariant else None)
-            )  # (B, T, C)
+            compute = (lambda: conv(waves, lengths if invariant else None)) if batch.audio else None
+            features = run.features.train.features(batch.ids, batch.lengths, batch.waveforms.shape[1], compute)
             waves = None
         if invariant:  # each row as it is alone (and its own CTC length)
             logits, logit_lengths = run.step_model(
