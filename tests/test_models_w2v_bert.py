@@ -348,6 +348,28 @@ def test_unsupported_config_values_fail_loudly(pair, tmp_path, key, value, match
         load_pretrained(tmp_path)
 
 
+def test_a_config_json_without_position_embeddings_type_is_relative_key(pair, tmp_path):
+    """Wav2Vec2BertConfig defaults position_embeddings_type to "relative_key": a config.json without the key
+    loads as transformers loads it, with its logits."""
+    hf, _ = pair
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["position_embeddings_type"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ref = transformers.AutoModelForCTC.from_pretrained(tmp_path).eval()
+    assert ref.config.position_embeddings_type == "relative_key"
+    native = load_pretrained(tmp_path)
+    assert native.config.position_embeddings_type == "relative_key"
+    x, lengths = waves()
+    with torch.no_grad():
+        feats = native.feature_extractor(x, lengths)
+        expected = ref(feats, attention_mask=frame_mask(lengths, feats.shape[1]).long()).logits
+        out, out_lengths = native(x, lengths)
+    valid = torch.arange(out.shape[1])[None, :] < out_lengths[:, None]
+    assert out.shape == expected.shape
+    assert (out - expected)[valid].abs().max() / expected[valid].abs().max() <= LOGITS_RTOL
+
+
 def test_from_scratch_model_has_no_conv_stack_or_positional_conv():
     model = CTCModel(
         EncoderConfig(
