@@ -188,6 +188,25 @@ def test_make_checkpoint_learns_the_configs_checkpoint_before_it_exists(tmp_path
         prepare_checkpoint(build_parser().parse_args([str(config), "--set", "optim.lr=fast"]), lambda *a: None)
 
 
+def test_adapters_only_training_is_refused_before_any_work(tmp_path):
+    """configs/mms-adapter.toml (model.train_only = "adapters") against the recipe, which trains every
+    parameter: one line saying why and how to compare, before any checkpoint is read or written."""
+    from fastctc.bench.recipe import build_parser, prepare_checkpoint
+
+    mms = Path(__file__).resolve().parents[1] / "configs" / "mms-adapter.toml"
+    target = tmp_path / "ckpt"
+    args = [str(mms), "--set", f"model.checkpoint={target}", "--make-checkpoint", "--sizes", "unused.toml"]
+    with pytest.raises(SystemExit) as refused:
+        prepare_checkpoint(build_parser().parse_args(args), lambda *a: None)
+    message = str(refused.value)
+    assert message.startswith("fastctc bench recipe: model.train_only = 'adapters' trains only the MMS adapters")
+    assert "trains every parameter" in message and "--set model.train_only=all" in message
+    assert "\n" not in message and not target.exists()
+    # train_only = all gets past the check (to the next one: the checkpoint it names does not exist)
+    with pytest.raises(SystemExit, match="holds no config.json"):
+        prepare_checkpoint(build_parser().parse_args([str(mms), "--set", "model.train_only=all"]), lambda *a: None)
+
+
 def test_checkpoint_loads_in_transformers_and_fastctc(tmp_path):
     transformers = pytest.importorskip("transformers")
     import torch

@@ -50,8 +50,9 @@ def timit_like_durations(n: int = 4620, seed: int = 0) -> np.ndarray:
     return np.clip(rng.lognormal(np.log(2.95), 0.3, n), 0.9, 7.8)
 
 
-def tiny_model(model_type: str = "wav2vec2", layerdrop: float = 0.0) -> CTCModel:
-    """Two layers, 16 wide; one conv of kernel 400, stride 320: the cards' frame rate and frame count."""
+def tiny_model(model_type: str = "wav2vec2", layerdrop: float = 0.0, **overrides) -> CTCModel:
+    """Two layers, 16 wide; one conv of kernel 400, stride 320: the cards' frame rate and frame count.
+    overrides: other EncoderConfig fields (MMS: adapter_attn_dim)."""
     torch.manual_seed(0)
     cfg = EncoderConfig(
         model_type=model_type,
@@ -73,6 +74,7 @@ def tiny_model(model_type: str = "wav2vec2", layerdrop: float = 0.0) -> CTCModel
         layerdrop=layerdrop,
         position_embeddings_type="relative_key" if model_type == "wav2vec2-bert" else "relative",
         conv_depthwise_kernel_size=5,
+        **overrides,
     )
     model = CTCModel(cfg)
     model.freeze_feature_encoder()
@@ -112,10 +114,13 @@ def step_fn(model):
     return step
 
 
-def epoch_compiles(pad_lengths: int, dynamic, backend: str, backward: bool, augment=None, n: int = 4620) -> dict:
+def epoch_compiles(
+    pad_lengths: int, dynamic, backend: str, backward: bool, augment=None, n: int = 4620, encoder: dict | None = None
+) -> dict:
     """Compile the step, run one epoch of `n` utterances through it, return dynamo's counts. `augment`: an
-    Augmenter run eagerly on each batch before the compiled step, as the training step runs it."""
-    model = tiny_model()
+    Augmenter run eagerly on each batch before the compiled step, as the training step runs it; `encoder`:
+    tiny_model's overrides."""
+    model = tiny_model(**(encoder or {}))
     sampler = make_sampler(n, 32, pad_lengths)
     torch._dynamo.reset()
     counters.clear()
@@ -161,6 +166,18 @@ def test_one_epoch_with_speed_perturbation_compiles_a_bounded_number_of_times():
     augment = Augmenter(AugmentConfig(speed_prob=1.0), model_cfg, 16_000, True, torch.device("cpu"), seed=0)
     r = epoch_compiles(8, dynamic=None, backend="eager", backward=False, augment=augment, n=640)
     assert r["sampler_lengths"] == 8 and 8 < r["lengths"] <= 8 * 3, r
+    assert r["graph_breaks"] == {}, r
+    assert r["frames_total"] == r["frames_ok"] <= MAX_COMPILES, r
+
+
+@pytest.mark.slow  # three traces of the model: several seconds on CPU
+def test_a_short_epoch_with_mms_adapters_compiles_a_bounded_number_of_times():
+    """MMS attention adapters (adapter_attn_dim, in every pre-LN layer) in the compiled step: a short epoch
+    (320 utterances, 10 batches of distinct shapes) compiles no more than the plain encoder's whole epoch,
+    with no graph break. The fast suite has the adapters' one-graph check
+    (test_layerdrop_compiles_without_a_graph_break[wav2vec2-mms-adapters])."""
+    r = epoch_compiles(0, dynamic=None, backend="eager", backward=False, n=320, encoder=dict(adapter_attn_dim=4))
+    assert r["shapes"] == r["batches"] == 10, r
     assert r["graph_breaks"] == {}, r
     assert r["frames_total"] == r["frames_ok"] <= MAX_COMPILES, r
 
@@ -292,12 +309,21 @@ def test_a_second_import_of_the_kernels_package_keeps_the_op_registration():
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm", "wav2vec2-bert"])
-def test_layerdrop_compiles_without_a_graph_break(model_type):
+LAYERDROP_MODELS = {
+    "wav2vec2": ("wav2vec2", {}),
+    "wavlm": ("wavlm", {}),
+    "wav2vec2-bert": ("wav2vec2-bert", {}),
+    "wav2vec2-mms-adapters": ("wav2vec2", dict(adapter_attn_dim=4)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERDROP_MODELS))
+def test_layerdrop_compiles_without_a_graph_break(name):
     """LayerDrop's per-layer decisions are drawn before the layer loop on the device: the training forward
     with layerdrop > 0 is one graph (fullgraph=True), dynamo counts no break (w2v-BERT: with its fbank
-    front end in the graph)."""
-    model = tiny_model(model_type, layerdrop=0.5)
+    front end in the graph; MMS: with an attention adapter in every layer)."""
+    model_type, overrides = LAYERDROP_MODELS[name]
+    model = tiny_model(model_type, layerdrop=0.5, **overrides)
     waves, lengths, targets, target_lengths = next(batches(make_sampler(64, 4, 0)))
     torch._dynamo.reset()
     counters.clear()

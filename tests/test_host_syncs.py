@@ -176,7 +176,8 @@ STEP = [
 
 
 # the other families' own modules, each in the step (padding_invariant: their exact-padding path too;
-# w2v-BERT: the fbank front end and conformer blocks)
+# w2v-BERT: the fbank front end and conformer blocks; MMS: attention adapters in every pre-LN layer, trained
+# alone with the head as model.train_only = "adapters" trains them, the rest frozen and out of the optimizer)
 FAMILY_STEPS = {
     "data2vec-audio": [
         "model.model_type=data2vec-audio",
@@ -204,6 +205,12 @@ FAMILY_STEPS = {
         "model.right_max_position_embeddings=2",
         "model.conv_depthwise_kernel_size=5",
         "model.conformer_conv_dropout=0.1",
+    ],
+    "wav2vec2 (MMS adapters)": [
+        "model.do_stable_layer_norm=true",
+        "model.adapter_attn_dim=4",
+        "model.train_only=adapters",
+        "model.target_language=tst",
     ],
 }
 
@@ -322,6 +329,9 @@ def test_steps_with_the_encoder_frozen_then_not_and_the_icefall_mean_sync_zero_t
 def test_every_familys_training_step_syncs_zero_times(tmp_path, family):
     run = prepared_run(tmp_path, "fp32", FAMILY_STEPS[family])
     assert run.model.config.model_type == family.split()[0] and run.use_mask
+    if "MMS" in family:
+        assert run.model.encoder.layers[0].adapter_layer is not None
+        assert not run.model.feature_projection.projection.weight.requires_grad  # frozen: only adapters and head
     run.model.train()
     for i, micro_batches in zip(range(2), steps(run)):
         with HostSyncChecker() as syncs:

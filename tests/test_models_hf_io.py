@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import pytest
 import torch
@@ -306,3 +307,18 @@ def test_config_map_edges(tmp_path):
     assert "conv_pos_kernel_size" not in config_to_hf(EncoderConfig())
     with pytest.raises(ValueError, match="one layout"):
         EncoderConfig(model_type="data2vec-audio")  # the default conv stack is group-normed
+
+
+@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+def test_a_config_json_without_optional_keys_reads_as_transformers_defaults(model_type):
+    """A config.json naming only its model_type is the network transformers' config class builds with its own
+    defaults (Wav2Vec2BertConfig's w2v-bert-2.0 sizes and relative-key attention, Data2VecAudioConfig's
+    5 positional convs), field by field; the full default dict warns of no key it leaves unread."""
+    from fastctc.models import config_from_hf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = config_from_hf(transformers.AutoConfig.for_model(model_type).to_dict())
+    bare = config_from_hf({"model_type": model_type})
+    assert bare.output_size == full.output_size  # output_hidden_size None (hidden_size) or its value
+    assert dataclasses.replace(bare, output_hidden_size=None) == dataclasses.replace(full, output_hidden_size=None)

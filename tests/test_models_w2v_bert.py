@@ -257,6 +257,41 @@ def test_evaluation_path_equals_transformers_one_at_a_time(pair):
                 assert (logits[i, :k].log_softmax(-1) - ref[:k].log_softmax(-1)).abs().max() <= 1e-3
 
 
+def test_every_caller_counts_transformers_frames_one_utterance_at_a_time(pair):
+    """The frames each caller keeps per utterance (run_split's kept logits, what beam search and --lm-sweep
+    decode; the chunked path's; the model's and frame_count's counts) against transformers' output lengths,
+    Wav2Vec2BertForCTC run one utterance at a time on SeamlessM4TFeatureExtractor's features, on mixed
+    lengths: with the adapter, its strided convs' count, not the stacked fbank frames'."""
+    from fastctc.config import DataConfig
+    from fastctc.data.dataset import InMemoryDataset
+    from fastctc.inference.chunking import chunked_logits
+    from fastctc.inference.evaluate import run_split
+
+    hf, native = pair
+    x, lengths = waves()
+    audios = [row[:n].numpy() for row, n in zip(x, lengths.tolist())]
+    extractor = transformers.SeamlessM4TFeatureExtractor()
+    expected = []
+    with torch.no_grad():
+        for a in audios:
+            inputs = extractor(a, sampling_rate=16000, return_tensors="pt")
+            k = int(hf._get_feat_extract_output_lengths(inputs["attention_mask"].sum()))
+            assert 0 < k <= hf(**inputs).logits.shape[1]
+            expected.append(k)
+    assert native.output_lengths(lengths).tolist() == expected
+    assert [frame_count(n, native.config) for n in lengths.tolist()] == expected
+    ids = [f"u{i}" for i in range(len(audios))]
+    dataset = InMemoryDataset(ids, audios, ["a"] * len(audios), 16000)
+    cpu = torch.device("cpu")
+    split = run_split(native, dataset, cpu, None, batch_size=4, data=DataConfig(do_normalize=False), keep_logits=True)
+    kept = dict(zip(split.ids, (len(t) for t in split.logits)))
+    assert [kept[i] for i in ids] == expected, (kept, expected)
+    # one file in windows of three frames (a frame is 320 samples, times the adapter's strides)
+    chunk, stride = 3 * native.config.frame_stride, native.config.frame_stride
+    whole = chunked_logits(native, audios[0], cpu, False, chunk_s=chunk / 16000, stride_s=stride / 16000)
+    assert len(audios[0]) > chunk and whole.shape == (expected[0], TINY["vocab_size"]) and whole.isfinite().all()
+
+
 # ---- keys, config, round trip ----------------------------------------------------------------------
 
 
@@ -311,6 +346,28 @@ def test_unsupported_config_values_fail_loudly(pair, tmp_path, key, value, match
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=match):
         load_pretrained(tmp_path)
+
+
+def test_a_config_json_without_position_embeddings_type_is_relative_key(pair, tmp_path):
+    """Wav2Vec2BertConfig defaults position_embeddings_type to "relative_key": a config.json without the key
+    loads as transformers loads it, with its logits."""
+    hf, _ = pair
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["position_embeddings_type"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ref = transformers.AutoModelForCTC.from_pretrained(tmp_path).eval()
+    assert ref.config.position_embeddings_type == "relative_key"
+    native = load_pretrained(tmp_path)
+    assert native.config.position_embeddings_type == "relative_key"
+    x, lengths = waves()
+    with torch.no_grad():
+        feats = native.feature_extractor(x, lengths)
+        expected = ref(feats, attention_mask=frame_mask(lengths, feats.shape[1]).long()).logits
+        out, out_lengths = native(x, lengths)
+    valid = torch.arange(out.shape[1])[None, :] < out_lengths[:, None]
+    assert out.shape == expected.shape
+    assert (out - expected)[valid].abs().max() / expected[valid].abs().max() <= LOGITS_RTOL
 
 
 def test_from_scratch_model_has_no_conv_stack_or_positional_conv():

@@ -122,7 +122,7 @@ def targets_for(model: CTCModel, lengths: torch.Tensor, seed: int = 0):
     """(targets (B, S) padded with 0, target_lengths (B,)): random labels (never the blank), about one
     per four frames, as characters per frame run in the cards' corpora."""
     g = torch.Generator().manual_seed(seed + 1)
-    frames = model.feature_extractor.output_lengths(lengths)
+    frames = model.output_lengths(lengths)
     target_lengths = (frames // 4).clamp(min=1)
     S = int(target_lengths.max())
     targets = torch.randint(0, VOCAB - 1, (len(lengths), S), generator=g)  # blank = VOCAB - 1 excluded

@@ -93,8 +93,8 @@ MAPPING: dict[str, str] = {
     "train.weight_average, train.ema_decay, train.average_period": "fastctc only: the reference keeps no average",
     "train.feature_cache": "fastctc only: the reference runs the frozen conv stack at every step and evaluation",
     "model.train_only, model.adapter_language, model.target_language": (
-        "fastctc only: the reference trains every parameter (MMS's adapter recipe is another script, "
-        "run_speech_recognition_ctc_adapter.py)"
+        "fastctc only: the reference trains every parameter, so train_only = 'adapters' is refused (MMS's "
+        "adapter recipe is another script, run_speech_recognition_ctc_adapter.py)"
     ),
 }
 # Set by the recipe whatever CONFIG says (the script's own choices and defaults).
@@ -663,9 +663,11 @@ def prepare_checkpoint(args, say) -> str:
     """CONFIG's model.checkpoint, resolved; written first (random init) when it does not exist and
     --make-checkpoint asks for it."""
     try:  # the folder may not exist yet: --make-checkpoint writes it, and make_plan then checks the config
-        checkpoint = load_config(args.config, args.set, check_paths=False).model.checkpoint
+        cfg = load_config(args.config, args.set, check_paths=False)
     except ConfigError as e:
         raise SystemExit(f"fastctc bench recipe: config error: {e}") from None
+    _refuse_adapters_only(cfg)
+    checkpoint = cfg.model.checkpoint
     if not checkpoint:
         raise SystemExit(
             "fastctc bench recipe: CONFIG has no model.checkpoint; both sides start from one "
@@ -680,6 +682,18 @@ def prepare_checkpoint(args, say) -> str:
             )
         make_checkpoint(args, checkpoint, say)
     return str(Path(checkpoint).resolve())
+
+
+def _refuse_adapters_only(cfg: RunConfig) -> None:
+    """The reference is run_speech_recognition_ctc.py, which trains every parameter: against a fastctc side
+    that trains only the adapters and the head, the comparison would measure two different recipes."""
+    if cfg.model.train_only == "adapters":
+        raise SystemExit(
+            "fastctc bench recipe: model.train_only = 'adapters' trains only the MMS adapters and the CTC head, "
+            "but the reference (run_speech_recognition_ctc.py) trains every parameter, so the two sides would "
+            "not run the same recipe; compare with --set model.train_only=all, or train the adapters with "
+            "`fastctc train` alone"
+        )
 
 
 def _device(name: str) -> str:

@@ -7,20 +7,21 @@ so every kept frame saw at least `stride` of context on both sides. The pipeline
 is chunk / 6.
 
 Exact frame bookkeeping (the pipeline rounds a frame ratio instead): chunk and stride are rounded
-to whole frames (the feature encoder's total conv stride, 320 samples for wav2vec2), so window
-frame j is file frame start/320 + j. Window i keeps file frames [lo_i, hi_i) with lo_0 = 0,
-lo_i = hi_{i-1} and hi_i = (start_i + chunk - stride) / 320 (the last window: to the file's last
-frame), which is exactly the frames past the left stride and before the right stride. A model whose
-receptive field fits in the stride (convolutions, local attention) gives the whole-file logits.
+to whole frames (the encoder's samples per frame, 320 for wav2vec2 and w2v-BERT, times the strides of
+w2v-BERT's adapter), so window frame j is file frame start/320 + j. Window i keeps file frames
+[lo_i, hi_i) with lo_0 = 0, lo_i = hi_{i-1} and hi_i = (start_i + chunk - stride) / 320 (the last
+window: to the file's last frame), which is exactly the frames past the left stride and before the
+right stride. A model whose receptive field fits in the stride (convolutions, local attention) gives
+the whole-file logits.
 
 Normalisation (`do_normalize`) uses the whole file's mean and variance, once, not each chunk's:
-a chunk of silence normalised on its own would amplify its noise. A file no longer than one chunk
-is one window: exactly the whole-file computation.
+a chunk of silence normalised on its own would amplify its noise (w2v-BERT's fbank features are
+normalised inside the model, over each window's own frames). A file no longer than one chunk is one
+window: exactly the whole-file computation.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,8 +49,9 @@ class Window:
 
 
 def frame_samples(model) -> int:
-    """Samples per logit frame of a CTCModel: the product of its conv strides (320)."""
-    return math.prod(model.config.conv_stride)
+    """Samples per logit frame of a CTCModel (EncoderConfig.frame_stride: 320 for wav2vec2's conv stack and
+    w2v-BERT's stacked fbank, times the stride of each w2v-BERT adapter layer)."""
+    return model.config.frame_stride
 
 
 def plan_windows(n_samples: int, n_frames: int, chunk: int, stride: int, hop: int) -> list[Window]:
@@ -95,7 +97,7 @@ def chunked_logits(
     chunk = round(chunk_s * SAMPLE_RATE / hop) * hop
     stride = round((chunk_s / 6 if stride_s is None else stride_s) * SAMPLE_RATE / hop) * hop
     n = len(audio)
-    n_frames = int(model.feature_extractor.output_lengths(torch.tensor(n)))
+    n_frames = int(model.output_lengths(torch.tensor(n)))
     if n_frames < 1:
         raise ChunkingError(f"the audio is {n / SAMPLE_RATE:.4f} s long, shorter than one frame")
     windows = plan_windows(n, n_frames, chunk, stride, hop)

@@ -151,7 +151,7 @@ def _collect(out: SplitOutput, ids, texts, logits, frames, lengths, decode_vocab
     out.refs += texts
     out.audio_s += float(lengths.sum()) / 16_000
     if keep_logits:
-        host_frames = model.feature_extractor.output_lengths(lengths.long()).clamp(max=logits.shape[1])  # no transfer
+        host_frames = model.output_lengths(lengths.long()).clamp(0, logits.shape[1])  # no transfer
         for x, n in zip(logits.float().cpu(), host_frames.tolist()):
             out.logits.append(x[:n].clone())
     else:

@@ -356,6 +356,22 @@ _HF_DEFAULTS = {
     "layerdrop": 0.1,
     "conformer_conv_dropout": 0.1,
 }
+# Per family, where its transformers config class defaults otherwise (Wav2Vec2BertConfig: facebook/w2v-bert-2.0's
+# sizes, swish, relative-key attention, no dropout in the encoder; Data2VecAudioConfig: 5 positional convs).
+_HF_FAMILY_DEFAULTS = {
+    "wav2vec2-bert": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "hidden_act": "swish",
+        "position_embeddings_type": "relative_key",
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+    },
+    "data2vec-audio": {"num_conv_pos_embeddings": 5},
+}
 
 # Keys whose only supported value is the one given: anything else changes the network.
 _HF_REQUIRED = {
@@ -364,8 +380,11 @@ _HF_REQUIRED = {
 }
 
 # Keys that do not affect a CTC encoder: generic config keys, pretraining heads, other task heads,
-# loss settings (the trainer owns the loss), the add_adapter stack's sizes (refused above), legacy names,
-# the conformer's relative-position table size (extended past it, so it changes no value).
+# loss settings (the trainer owns the loss), legacy names, the conformer's relative-position table size
+# (extended past it, so it changes no value). The add_adapter stack's sizes (num_adapter_layers,
+# adapter_kernel_size, adapter_stride, output_hidden_size) are not listed: they are EncoderConfig fields,
+# which w2v-BERT reads (FAMILY_FIELDS); every other family's config.json carries them unread, its
+# add_adapter being refused above.
 _HF_IGNORED = frozenset(
     """
     _name_or_path architectures transformers_version torch_dtype dtype id2label label2id bos_token_id
@@ -378,7 +397,6 @@ _HF_IGNORED = frozenset(
     num_ctc_classes replace_prob
     classifier_proj_size use_weighted_layer_sum tdnn_dim tdnn_kernel tdnn_dilation xvector_output_dim
     ctc_loss_reduction ctc_zero_infinity
-    adapter_kernel_size adapter_stride num_adapter_layers output_hidden_size
     num_feat_extract_layers feat_extract_dropout gradient_checkpointing freeze_feat_extract_train
     mask_channel_length mask_channel_min_space mask_channel_other mask_channel_prob mask_channel_selection
     mask_time_min_space mask_time_other mask_time_selection no_mask_channel_overlap no_mask_time_overlap
@@ -406,7 +424,8 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
             stacklevel=2,
         )
     ours = [k for k in HF_FIELDS if model_type in FAMILY_FIELDS.get(k, (model_type,))]  # other families' stay default
-    values = {k: hf[k] if k in hf else _HF_DEFAULTS[k] for k in ours if k in hf or k in _HF_DEFAULTS}
+    defaults = {**_HF_DEFAULTS, **_HF_FAMILY_DEFAULTS.get(model_type, {})}
+    values = {k: hf[k] if k in hf else defaults[k] for k in ours if k in hf or k in defaults}
     if values.get("vocab_size", 0) is None:
         del values["vocab_size"]  # a pretraining checkpoint's null; the run's vocabulary sets it
     if model_type != "hubert":

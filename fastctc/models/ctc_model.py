@@ -42,6 +42,16 @@ class CTCModel(nn.Module):
         """Recompute each transformer layer in backward instead of storing its activations."""
         self.encoder.gradient_checkpointing = enable
 
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) samples -> (B,) logit frames (<= 0 below one frame), the one count every caller takes: the
+        front end's frames (the conv stack's, or w2v-BERT's stacked fbank frames), then w2v-BERT's adapter's
+        subsampling. feature_encoder.frame_count is the same count of an int, without a model."""
+        return self._encoder_lengths(self.feature_extractor.output_lengths(lengths))
+
+    def _encoder_lengths(self, frames: torch.Tensor) -> torch.Tensor:
+        """Front-end frames -> the encoder's output frames (only w2v-BERT's adapter changes them)."""
+        return self.encoder.output_lengths(frames) if self.fbank else frames
+
     def conv_features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The front end's output, what model.freeze_feature_encoder freezes (transformers' too: the
         feature projection and its layer norm stay trainable): the conv stack's, or w2v-BERT's fbank
@@ -128,7 +138,7 @@ class CTCModel(nn.Module):
             )
         x = self.encoder(x, frame_mask, exact_padding=padding_invariant)
         if self.fbank and cfg.add_adapter:  # the adapter subsamples time
-            logit_lengths = self.encoder.output_lengths(logit_lengths).clamp(0, x.shape[1])
+            logit_lengths = self._encoder_lengths(logit_lengths).clamp(0, x.shape[1])
         return x, logit_lengths
 
 

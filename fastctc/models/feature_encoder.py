@@ -92,14 +92,21 @@ def conv_output_length(length, kernel: int, stride: int):
     return (length - kernel) // stride + 1
 
 
+def adapter_output_length(length, kernel: int, stride: int):
+    """Frames one w2v-BERT adapter layer keeps of `length` (ints or integer tensors), as transformers counts
+    them: floor((L + 2 (k // 2) - k) / s) + 1 (its convs pad by s // 2; the two agree for its kernel 3, stride 2)."""
+    return (length + 2 * (kernel // 2) - kernel) // stride + 1
+
+
 def frame_count(num_samples: int, cfg: EncoderConfig) -> int:
-    """Frames the conv feature encoder of `cfg` makes of `num_samples` (0 when shorter than its
-    receptive field): what the data layer screens and batches by, without building the model. w2v-BERT:
-    its stacked fbank frames (fbank.stacked_frames), then its adapter's subsampling."""
+    """Logit frames the encoder of `cfg` makes of `num_samples` (0 when shorter than its receptive field):
+    what the data layer screens and batches by, without building the model; CTCModel.output_lengths is the
+    same count on tensors. w2v-BERT: its stacked fbank frames (fbank.stacked_frames), then its adapter's
+    subsampling."""
     if cfg.model_type in FBANK_FAMILIES:
         n = stacked_frames(num_samples)
         for _ in range(cfg.num_adapter_layers if cfg.add_adapter and n > 0 else 0):
-            n = (n + 2 * (cfg.adapter_kernel_size // 2) - cfg.adapter_kernel_size) // cfg.adapter_stride + 1
+            n = adapter_output_length(n, cfg.adapter_kernel_size, cfg.adapter_stride)
         return max(n, 0)
     n = num_samples
     for k, s in zip(cfg.conv_kernel, cfg.conv_stride):

@@ -157,7 +157,7 @@ def compare(
     for case, use_lengths in (("no padding", False), ("padding", True)):
         x = audio * (torch.arange(N)[None, :] < lengths[:, None]) if use_lengths else audio
         mask = (torch.arange(N)[None, :] < lengths[:, None]).long() if use_lengths else None
-        T = int(native.feature_extractor.output_lengths(torch.tensor(N)))
+        T = int(native.output_lengths(torch.tensor(N)))
         targets = torch.randint(0, blank, (batch, max(1, T // 8)), generator=g)
 
         run_lengths = lengths if use_lengths else None

@@ -29,7 +29,7 @@ from torch import nn
 
 from .config import EncoderConfig
 from .conformer import BLOCK_KEYS
-from .feature_encoder import activation
+from .feature_encoder import activation, adapter_output_length
 from .transformer import FeedForward, run_layers
 
 _LAYER_KEYS = BLOCK_KEYS + ["self_attn.distance_embedding.weight"]
@@ -57,12 +57,6 @@ KEYS.update(
         for p in ("weight", "bias")
     }
 )
-
-
-def adapter_output_length(length, kernel: int, stride: int):
-    """Frames one adapter layer keeps of `length` (ints or integer tensors), as transformers counts them:
-    floor((L + 2 (k // 2) - k) / s) + 1 (its convs pad by s // 2; the two agree for its kernel 3, stride 2)."""
-    return (length + 2 * (kernel // 2) - kernel) // stride + 1
 
 
 def relative_key_bias(q: torch.Tensor, table: torch.Tensor, left: int, right: int) -> torch.Tensor:

@@ -79,7 +79,7 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
                 waves, lengths if run.use_mask else None, train_encoder=train_encoder, features=features
             )
     if not run.use_mask and not run.cfg.train.padding_invariant and run.cfg.train.ctc_true_lengths:
-        logit_lengths = model.feature_extractor.output_lengths(lengths).clamp(max=logits.shape[1])
+        logit_lengths = model.output_lengths(lengths).clamp(max=logits.shape[1])
     return ctc_loss(
         logits,
         batch.targets.to(device, non_blocking=True),
