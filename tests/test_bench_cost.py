@@ -57,6 +57,22 @@ def test_meta_op_cost_counts_what_flop_counter_counts_on_a_real_run(monkeypatch)
     assert got["bytes"] > 0 and all(v > 0 for v in got["floor_s"].values())
 
 
+def test_the_cache_saving_is_the_conv_stacks_forward_by_the_conv_formula(monkeypatch):
+    """bench cost's frozen-feature row: the conv stack's forward FLOPs equal 2 x C_in x K x C_out x T_out per
+    layer and row (conv_bias off: no bias adds), and the step floor it saves is below the whole step's."""
+    cfg = EncoderConfig(**TINY, conv_bias=False)
+    monkeypatch.setattr(cost, "card_config", lambda family: cfg)
+    got = cost.step_cost("wav2vec2-base", batch=3, seconds=0.25)
+    n, c_in, expected = 4000, 1, 0
+    for c_out, k, stride in zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride):
+        n = (n - k) // stride + 1
+        expected += 2 * c_in * k * c_out * n * 3
+        c_in = c_out
+    saved = got["cached"]
+    assert saved["flops"] == expected and saved["gather_bytes"] == 2 * 3 * n * cfg.conv_dim[-1] * 2
+    assert all(0 < saved["floor_s"][k] < got["floor_s"][k] for k in got["floor_s"])
+
+
 def test_linear_layers_cost_two_flops_per_multiply_add():
     """An independent check of the counting itself: a stack of Linear layers, 2 * B * in * out per
     layer forward, twice that backward (input and weight gradients)."""

@@ -189,6 +189,7 @@ def step_cost(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     counter.add(12 * trainable, 28 * trainable)  # fused AdamW, fp32 master weights and state
     return {
+        "cached": frozen_feature_saving(model, waves, gpus),
         "family": family,
         "batch": batch,
         "seconds": seconds,
@@ -202,6 +203,22 @@ def step_cost(
     }
 
 
+def frozen_feature_saving(model: CTCModel, waves: torch.Tensor, gpus: dict[str, GPU]) -> dict:
+    """What train.feature_cache takes out of a step: the frozen conv stack's forward (it has no backward: its
+    parameters are frozen and its input needs no gradient), counted as the step counts it, less the gather
+    that replaces it (read the stored rows, write the (B, T, C) batch, bf16)."""
+    conv = OpCost(gpus)
+    with torch.no_grad(), conv:
+        feats = model.conv_features(waves, None)  # (B, T, C), as the step's forward runs it (rows unpadded)
+    gather = 2 * feats.numel() * feats.element_size()
+    return {
+        "flops": conv.flops,
+        "bytes": conv.bytes,
+        "gather_bytes": gather,
+        "floor_s": {k: conv.floor_s[k] - gather / g.bandwidth for k, g in gpus.items()},
+    }
+
+
 def card_prediction(card: Card, mfus: list[float], gpus: dict[str, GPU] | None = None) -> dict:
     """One card: its step at the global batch and mean utterance, the epoch and the run, on each GPU."""
     gpus = gpus or GPUS
@@ -211,6 +228,7 @@ def card_prediction(card: Card, mfus: list[float], gpus: dict[str, GPU] | None =
     run_steps = card.steps or steps_per_epoch * card.epochs
     row = {
         "card": card.name,
+        "family": card.family,
         "corpus": card.corpus.name,
         "utterances": card.corpus.utterances,
         "mean_seconds": seconds,
@@ -262,6 +280,27 @@ def table(rows: list[dict], gpu: str, mfus: list[float]) -> str:
     return "\n".join(lines)
 
 
+def cache_table(rows: list[dict], gpu: str) -> str:
+    """The frozen-feature cache's predicted effect per card on one GPU: what it takes out of a step."""
+    lines = [
+        "| card | conv stack forward: TFLOP / step (share) | GB / step (share) | floor / step without -> with the cache "
+        "| floor / run saved | exact under |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s, c, g = r["step"], r["step"]["cached"], r["gpus"][gpu]
+        saved = c["floor_s"][gpu]
+        group = FAMILIES[r["family"]].layout.get("feat_extract_norm") == "group"
+        lines.append(
+            f"| {r['card']} | {c['flops'] / 1e12:.2f} ({c['flops'] / s['flops']:.0%}) | "
+            f"{c['bytes'] / 1e9:.1f} ({c['bytes'] / s['bytes']:.0%}) | "
+            f"{g['floor_step_s'] * 1e3:.1f} -> {(g['floor_step_s'] - saved) * 1e3:.1f} ms "
+            f"({saved / g['floor_step_s']:.0%} less) | {fmt_time(saved * r['steps'])} | "
+            f"{'train.padding_invariant (group norm)' if group else 'the recipe (layer norm)'} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(
         prog="fastctc bench cost",
@@ -295,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
     for key, gpu in GPUS.items():
         print(f"\n{gpu.name} ({gpu.source}); predicted, not measured:\n")
         print(table(rows, key, args.mfu))
+    print(f"\nThe frozen-feature cache (train.feature_cache) on the {GPUS['h100'].name}; predicted, not measured:\n")
+    print(cache_table(rows, "h100"))
     print(
         "\nfloor: every op at its own roofline on that GPU, summed (eager: no fusion; launches and host not "
         "counted); an MFU time below it is reachable only with fusion (torch.compile). Run times: training "
