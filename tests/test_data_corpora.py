@@ -273,7 +273,7 @@ def test_a_manifest_duration_that_lies_cannot_bypass_the_cap(tmp_path, capsys, l
     item = train[1]
     why = f"{root / 'liar.wav'}: 6.0 s in the file, 1.0 s listed, over data.max_duration_s=2"
     if long_utterances == "skip":
-        assert item == (train.ids[1], None, "liar", why, "too_long_when_loaded")
+        assert item == (train.ids[1], None, "liar", why, "too_long_when_loaded", 0)  # samples 0: not a stored item
     else:
         assert item.error == why and item.reason == "cropped_when_loaded" and len(item.audio) == 32000
     assert len(ev[1].audio) == 6 * 16000  # evaluation keeps every utterance whole
