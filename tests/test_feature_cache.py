@@ -337,24 +337,19 @@ def test_training_from_files_reads_each_utterance_once_and_equals_training_witho
     """From WAV files with a loader worker: after the first epoch every batch is made in this process
     without its audio (BatchLoader._source), as the DataLoader would make it from the files; the losses
     and the final evaluation equal a run without the cache, which reads every file every epoch."""
-    import soundfile as sf
+    from tiny_inference_model import write_corpus
 
     from fastctc.data.batching import make_loader
-    from fastctc.data.synthetic import make_utterance
 
     torch.manual_seed(1)
     ckpt = tmp_path / "ckpt"
     save_pretrained(CTCModel(encoder("layer")), ckpt, TOKENS, do_normalize=True, return_attention_mask=True)
-    with open(tmp_path / "manifest.jsonl", "w") as f:
-        for i in range(8):
-            u = make_utterance(5, "train", i)
-            sf.write(tmp_path / f"u{i}.wav", u.audio, 16_000)
-            f.write(json.dumps({"id": f"u{i}", "audio": f"u{i}.wav", "text": u.text}) + "\n")
+    manifest, _ = write_corpus(tmp_path / "corpus", n=8)
     common = [
         f"model.checkpoint={ckpt}",
         "data.corpus=manifest",
-        f"data.train={tmp_path / 'manifest.jsonl'}",
-        f"data.eval={tmp_path / 'manifest.jsonl'}",
+        f"data.train={manifest}",
+        f"data.eval={manifest}",
         "data.num_workers=1",
         "train.batch_size=4",
         "train.eval_batch_size=4",
