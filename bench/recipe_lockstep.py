@@ -13,6 +13,8 @@ diagnostic for `fastctc bench recipe --recipe-exact`; README, "The recipe's conv
     python bench/recipe_lockstep.py permutation SEED_DIR...   free-running bench recipe seed folders (each with
         fastctc/metrics.jsonl and reference/result.json): per quarter of the run, the two sides' mean log-loss gap
         against the gaps of every other split of the same curves into two equal groups
+    python bench/recipe_lockstep.py selfnull SEED_DIR...   bench.recipe's overlap criterion for the two sides, and
+        for each side against itself (its seed folders split in halves)
 
 Use the same --set on both sides; with SpecAugment on (mask_time_prob > 0) the two draw different masks.
 """
@@ -155,6 +157,39 @@ def permutation(dirs: list[Path]):
         )
 
 
+def selfnull(dirs: list[Path]):
+    """bench.recipe's curve_overlap of the two sides over the seed folders, beside the same criterion applied to
+    each system against itself (its seeds split in two halves): how often the per-step criterion passes when
+    nothing but the seed differs."""
+    from fastctc.bench.recipe import curve_overlap
+
+    def runs(sides: dict[str, list[Path]]):
+        n = min(len(v) for v in sides.values())
+        return list(range(n)), {
+            i: {s: {"losses": list(_losses(v[i], kind).items())} for s, (v, kind) in sides.items()} for i in range(n)
+        }
+
+    if len(dirs) < 4:
+        sys.exit("selfnull: needs >= 4 seed folders (2 per half)")
+    h = len(dirs) // 2
+    cases = {
+        "fastctc vs recipe": {"fastctc": (dirs, "fastctc"), "reference": (dirs, "reference")},
+        "fastctc vs fastctc (seeds split)": {
+            "fastctc": (dirs[:h], "fastctc"),
+            "reference": (dirs[h : 2 * h], "fastctc"),
+        },
+        "recipe vs recipe (seeds split)": {
+            "fastctc": (dirs[:h], "reference"),
+            "reference": (dirs[h : 2 * h], "reference"),
+        },
+    }
+    for name, sides in cases.items():
+        seeds, r = runs({s: v for s, v in sides.items()})
+        o = curve_overlap(seeds, r)
+        quarters = " | ".join(f"{q['agree']:.0%} gap {q['gap']:+.3f} sd {q['sd']:.3f}" for q in o["segments"])
+        print(f"{name:34} ({len(seeds)} seeds each): {quarters} -> {'overlap' if o['overlap'] else 'no overlap'}")
+
+
 PERTURB = 0.0
 if __name__ == "__main__":
     if "--perturb" in sys.argv:
@@ -166,6 +201,8 @@ if __name__ == "__main__":
         out.mkdir(parents=True, exist_ok=True)
     if side == "compare":
         compare(out, Path(sets[0]))
+    elif side == "selfnull":
+        selfnull([out, *map(Path, sets)])
     elif side == "permutation":
         permutation([out, *map(Path, sets)])
     else:
