@@ -6,7 +6,8 @@ The span sampling reproduces `transformers.models.wav2vec2.modeling_wav2vec2._co
     at most seq_len // span and at most length - span + 1;
   - n distinct starts drawn uniformly from [0, length - span]; spans may overlap; positions past the
     end clip to seq_len - 1;
-  - a row drawing no span while others do marks frame seq_len - 1 (upstream's dummy index).
+  - a row drawing no span while others do marks frame seq_len - 1 (upstream's dummy index); when a
+    full-length row would draw none (short batches: prob * seq_len / span + eps < 1), nothing is masked.
 It draws with torch's RNG instead of numpy's, vectorised over the batch (no Python loop per row), with
 static shapes and no host sync, and the masks are applied with `torch.where` rather than an in-place
 masked write, so torch.compile traces it.
@@ -77,7 +78,12 @@ def compute_span_mask(
     starts = torch.where(slot < n[:, None], starts, dummy[:, None])
     idx = (starts[:, :, None] + torch.arange(span, device=device)).reshape(batch, -1)  # (B, K * span)
     idx = idx.clamp(max=seq_len - 1)
-    return torch.zeros(batch, seq_len, dtype=torch.bool, device=device).scatter(1, idx, True)
+    mask = torch.zeros(batch, seq_len, dtype=torch.bool, device=device).scatter(1, idx, True)
+    # upstream masks nothing at all when a full-length row would draw no span (its max_num_masked_span is 0
+    # for this eps): no dummy frame either, which the static bound above cannot know
+    full = torch.full((1,), seq_len, dtype=torch.long, device=device)
+    any_span = _num_spans(full, seq_len, prob, span, min_spans, eps)[0] > 0
+    return mask & any_span
 
 
 def apply_time_mask(x: torch.Tensor, mask: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
