@@ -184,7 +184,7 @@ def selfnull(dirs: list[Path]):
         },
     }
     for name, sides in cases.items():
-        seeds, r = runs({s: v for s, v in sides.items()})
+        seeds, r = runs(sides)
         o = curve_overlap(seeds, r)
         quarters = " | ".join(f"{q['agree']:.0%} gap {q['gap']:+.3f} sd {q['sd']:.3f}" for q in o["segments"])
         print(f"{name:34} ({len(seeds)} seeds each): {quarters} -> {'overlap' if o['overlap'] else 'no overlap'}")
