@@ -1,22 +1,31 @@
 """Lockstep: fastctc and the recipe's Trainer fed the same batches and the same initial head (a developer
 diagnostic for `fastctc bench recipe --recipe-exact`; README, "The recipe's conventions as switches").
 
-    python bench/recipe_lockstep.py fastctc OUT [--perturb EPS] --set ...   fastctc train on the mini card (recipe-exact),
+    python bench/recipe_lockstep.py fastctc OUT [--perturb EPS] [--order ORDER_JSON] --set ...   fastctc train on the mini card (recipe-exact),
         writing OUT/fastctc (the run), OUT/order.json (its batches, every epoch) and OUT/head.safetensors (its
-        initial head); --perturb scales the initial head by (1 + EPS * N(0, 1)): the null, one system against itself
+        initial head); --perturb scales the initial head by (1 + EPS * N(0, 1)): the null, one system against itself;
+        --order: batch in the order a `reference --own-order` run's Trainer drew (its order.json) instead of its own
+        With SpecAugment on (mask_time_prob > 0), every time mask fastctc draws goes to OUT/masks.safetensors
     python bench/recipe_lockstep.py reference OUT --set ...   the recipe's Trainer (fastctc.bench.recipe_reference)
-        fed OUT/order.json's batches through its own sampler slot and OUT/head.safetensors as its head;
-        its logged losses go to OUT/reference/result.json
-    python bench/recipe_lockstep.py compare OUT OTHER   per-epoch mean log-loss gap and correlation of OUT's fastctc
-        run against OTHER's reference run (or OTHER's fastctc run when OTHER has no reference)
+        fed OUT/order.json's batches through its own sampler slot and OUT/head.safetensors as its head, and
+        OUT/masks.safetensors' masks, in order, in place of its own SpecAugment draws when that file exists
+        (--own-masks: its own draws all the same; --own-order: its own sampler, whose indices go to the run's
+        order.json; --decouple-numpy: its SpecAugment spans from a numpy stream reseeded apart from torch's);
+        its logged losses go to OUT/reference[-own-order][-own-masks][-decoupled]/result.json
+    python bench/recipe_lockstep.py compare OUT OTHER [SIDE]   per-half-epoch mean log-loss gap and correlation of
+        OUT's fastctc run against OTHER's SIDE run (default: its reference, or its fastctc run when it has none;
+        reference-own-masks: the --own-masks run)
 
     python bench/recipe_lockstep.py permutation SEED_DIR...   free-running bench recipe seed folders (each with
         fastctc/metrics.jsonl and reference/result.json): per quarter of the run, the two sides' mean log-loss gap
         against the gaps of every other split of the same curves into two equal groups
     python bench/recipe_lockstep.py selfnull SEED_DIR...   bench.recipe's overlap criterion for the two sides, and
         for each side against itself (its seed folders split in halves)
+    python bench/recipe_lockstep.py plot PNG SEED_DIR...   both sides' loss curves and WERs of the seed folders in one
+        PNG (bench.recipe's plot; a folder's side.eval.json gives that side's final WER)
 
-Use the same --set on both sides; with SpecAugment on (mask_time_prob > 0) the two draw different masks.
+Use the same --set on both sides. With SpecAugment on, both sides then mask the same frames of the same batches:
+what is left between them is the computation (masked_spec_embed's update included) and float rounding.
 """
 
 import json
@@ -43,6 +52,13 @@ def fastctc_side(out: Path, sets: list[str]):
             g = torch.Generator().manual_seed(1)
             w = run.model.lm_head.weight
             w.mul_(1 + PERTURB * torch.randn(w.shape, generator=g))
+    if ORDER:  # another run's sampler output (the Trainer's, from --own-order), cut into this run's batches
+        given = json.loads(Path(ORDER).read_text())["order"]
+        size = cfg.train.batch_size
+        cut = [[[o[i : i + size]] for i in range(0, len(o), size)] for o in given]
+        if len(cut) < cfg.train.epochs:
+            sys.exit(f"lockstep: {ORDER} holds {len(cut)} epochs, the run has {cfg.train.epochs}")
+        run.sampler.epoch_batches = lambda epoch: cut[epoch]
     order = []
     for e in range(cfg.train.epochs):
         order.append([b for step in run.sampler.epoch_batches(e) for b in step])
@@ -52,9 +68,91 @@ def fastctc_side(out: Path, sets: list[str]):
         {"weight": run.model.lm_head.weight.detach().clone(), "bias": run.model.lm_head.bias.detach().clone()},
         str(out / "head.safetensors"),
     )
+    masks = _record_masks() if run.model.config.mask_time_prob > 0 else None
     with StopRequest().installed() as stop:
         print(loop(run, stop))
     run.log.close()
+    if masks is not None:
+        save_file({f"{i:06d}": m.to(torch.uint8) for i, m in enumerate(masks)}, str(out / "masks.safetensors"))
+        print(f"[lockstep] {len(masks)} time masks written to {out / 'masks.safetensors'}")
+
+
+def _record_masks() -> list[torch.Tensor]:
+    """Wrap fastctc's span sampler so that every time mask a training forward draws is kept, in order."""
+    from fastctc.models import masking
+
+    drawn, draw = [], masking.compute_span_mask
+
+    def recording(batch, seq_len, *args, **kwargs):
+        mask = draw(batch, seq_len, *args, **kwargs)
+        drawn.append(mask.detach().cpu().clone())
+        return mask
+
+    masking.compute_span_mask = recording
+    return drawn
+
+
+def _decouple_numpy(seed: int):
+    """Reseed numpy's global RNG (the Trainer's SpecAugment draws) at the first mask draw of training.
+
+    transformers.set_seed seeds torch's and numpy's global generators with the same integer, and both are
+    MT19937 seeded alike: their raw streams are identical. The Trainer's batch order (torch.randperm) and
+    its SpecAugment spans (numpy) then read the same numbers at different offsets. This draws the spans from
+    an unrelated stream instead."""
+    import numpy as np
+    from transformers.models.wav2vec2 import modeling_wav2vec2
+
+    draw, state = modeling_wav2vec2._compute_mask_indices, {"seeded": False}
+
+    def decoupled(*args, **kwargs):
+        if not state["seeded"]:
+            np.random.seed(seed)
+            state["seeded"] = True
+        return draw(*args, **kwargs)
+
+    modeling_wav2vec2._compute_mask_indices = decoupled
+
+
+def _record_reference_masks() -> list:
+    """Wrap transformers' Wav2Vec2 span sampler so that every time mask the Trainer's forwards draw is kept."""
+    from transformers.models.wav2vec2 import modeling_wav2vec2
+
+    drawn, draw = [], modeling_wav2vec2._compute_mask_indices
+
+    def recording(shape, *args, **kwargs):
+        mask = draw(shape, *args, **kwargs)
+        drawn.append(mask.copy())
+        return mask
+
+    modeling_wav2vec2._compute_mask_indices = recording
+    return drawn
+
+
+def _replay_masks(path: Path):
+    """Make transformers' Wav2Vec2 draw path hand out path's masks, in order, instead of its own draws."""
+    import numpy as np
+    from transformers.models.wav2vec2 import modeling_wav2vec2
+
+    masks = load_file(str(path))
+    queue = [masks[k].bool().numpy() for k in sorted(masks)]
+    state = {"next": 0}
+
+    def replay(shape, mask_prob, mask_length, attention_mask=None, min_masks=0):
+        i = state["next"]
+        if i >= len(queue):
+            raise RuntimeError(f"lockstep: the reference asked for mask {i + 1}, fastctc drew {len(queue)}")
+        # fastctc pads a batch to whole frames of samples, the Trainer's collator to the longest row: a batch
+        # may have a frame more on fastctc's side. It is padding in every row (a span-less row's dummy may fall
+        # there, as the Trainer's falls on its own last padded frame), so dropping it changes no output
+        mask, (rows, frames) = queue[i], shape
+        if mask.shape[0] != rows or mask.shape[1] < frames:
+            raise RuntimeError(f"lockstep: mask {i} is {mask.shape}, the reference's batch is {tuple(shape)}")
+        state["next"] = i + 1
+        return np.array(mask[:, :frames])
+
+    modeling_wav2vec2._compute_mask_indices = replay
+    print(f"[lockstep] replaying {len(queue)} fastctc time masks", flush=True)
+    return state, len(queue)
 
 
 class FixedSampler(torch.utils.data.Sampler):
@@ -74,6 +172,25 @@ class FixedSampler(torch.utils.data.Sampler):
         return iter([i for b in self.order[e] for i in b])
 
 
+class RecordingSampler(torch.utils.data.Sampler):
+    """Another sampler's indices, passed through and written to `path` per epoch ({"order": [[...], ...]})."""
+
+    def __init__(self, inner, path: Path):
+        self.inner, self.path, self.drawn = inner, path, []
+
+    def set_epoch(self, epoch):
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        self.drawn.append([int(i) for i in self.inner])
+        self.path.write_text(json.dumps({"order": self.drawn}))
+        return iter(self.drawn[-1])
+
+
 def reference_side(out: Path, sets: list[str]):
     from fastctc.bench import recipe_reference as rr
     from fastctc.config import RECIPE_EXACT, load_config, resolve_encoder
@@ -84,7 +201,7 @@ def reference_side(out: Path, sets: list[str]):
 
     torch.set_num_threads(1)
     transformers.set_seed(cfg.train.seed)
-    ref = out / "reference"
+    ref = out / ("reference" + "-own-order" * OWN_ORDER + "-own-masks" * OWN_MASKS + "-decoupled" * DECOUPLE)
     ref.mkdir(parents=True, exist_ok=True)
     plan = json.loads((out / "order.json").read_text())
     encoder = resolve_encoder(cfg.model, read_encoder_config(cfg.model.checkpoint))
@@ -103,9 +220,27 @@ def reference_side(out: Path, sets: list[str]):
     vec = rr.prepare_datasets(cfg, raw, fe, tokenizer)
     log = {"losses": [], "evals": []}
     trainer = rr.make_trainer(cfg, ref, "cpu", model, tokenizer, fe, vec, log, time.time())
-    sampler = FixedSampler(plan["order"])
-    trainer._get_train_sampler = lambda *a, **k: sampler
+    if OWN_ORDER:  # the Trainer's own sampler, its indices kept per epoch
+        sampler = RecordingSampler(trainer._get_train_sampler(), ref / "order.json")
+        trainer._get_train_sampler = lambda *a, **k: sampler
+    else:
+        sampler = FixedSampler(plan["order"])
+        trainer._get_train_sampler = lambda *a, **k: sampler
+    masks = out / "masks.safetensors"
+    replayed = _replay_masks(masks) if masks.exists() and not OWN_MASKS else None
+    if DECOUPLE:
+        _decouple_numpy(cfg.train.seed + 1_000_003)
+    drawn = _record_reference_masks() if OWN_MASKS else None
     trainer.train()
+    if drawn:
+        save_file(
+            {f"{i:06d}": torch.from_numpy(m).to(torch.uint8) for i, m in enumerate(drawn)},
+            str(ref / "masks.safetensors"),
+        )
+        print(f"[lockstep] the reference's {len(drawn)} own time masks written to {ref / 'masks.safetensors'}")
+    if replayed is not None:
+        state, total = replayed
+        print(f"[lockstep] the reference used {state['next']} of fastctc's {total} masks", flush=True)
     (ref / "result.json").write_text(json.dumps({"losses": log["losses"], "evals": log["evals"]}))
 
 
@@ -113,14 +248,14 @@ def _losses(run_dir: Path, side: str) -> dict[int, float]:
     if side == "fastctc":
         events = map(json.loads, open(run_dir / "fastctc" / "metrics.jsonl"))
         return {e["step"]: e["loss"] for e in events if e["event"] == "train"}
-    return {int(s): float(v) for s, v in json.loads((run_dir / "reference" / "result.json").read_text())["losses"]}
+    return {int(s): float(v) for s, v in json.loads((run_dir / side / "result.json").read_text())["losses"]}
 
 
-def compare(out: Path, other: Path, window: int = 169):
+def compare(out: Path, other: Path, side: str | None = None, window: int = 169):
     import numpy as np
 
     a = _losses(out, "fastctc")
-    side = "reference" if (other / "reference" / "result.json").exists() else "fastctc"
+    side = side or ("reference" if (other / "reference" / "result.json").exists() else "fastctc")
     b = _losses(other, side)
     steps = sorted(set(a) & set(b))
     print(f"{out}/fastctc against {other}/{side}: {len(steps)} common steps")
@@ -164,7 +299,7 @@ def selfnull(dirs: list[Path]):
     from fastctc.bench.recipe import curve_overlap
 
     def runs(sides: dict[str, list[Path]]):
-        n = min(len(v) for v in sides.values())
+        n = min(len(v) for v, _ in sides.values())
         return list(range(n)), {
             i: {s: {"losses": list(_losses(v[i], kind).items())} for s, (v, kind) in sides.items()} for i in range(n)
         }
@@ -190,8 +325,46 @@ def selfnull(dirs: list[Path]):
         print(f"{name:34} ({len(seeds)} seeds each): {quarters} -> {'overlap' if o['overlap'] else 'no overlap'}")
 
 
-PERTURB = 0.0
+def plot_dirs(png: Path, dirs: list[Path]):
+    """bench.recipe's plot of seed folders written by separate `fastctc bench recipe` runs."""
+    from fastctc.bench.recipe import plot
+
+    def side_run(d: Path, side: str) -> dict:
+        if side == "fastctc":
+            events = [json.loads(x) for x in open(d / "fastctc" / "metrics.jsonl")]
+            evals = [{"step": e["step"], "wer": e.get("wer")} for e in events if e["event"] == "eval"]
+        else:
+            evals = json.loads((d / "reference" / "result.json").read_text())["evals"]
+        losses = sorted(_losses(d, side).items())
+        scored = d / f"{side}.eval.json"
+        return {
+            "losses": losses,
+            "evals": evals,
+            "steps": losses[-1][0],
+            "score": json.loads(scored.read_text()) if scored.exists() else {},
+        }
+
+    name = lambda i, d: int(d.name[4:]) if d.name[4:].isdigit() else i  # noqa: E731  seedN -> N
+    runs = {name(i, d): {side: side_run(d, side) for side in ("reference", "fastctc")} for i, d in enumerate(dirs)}
+    plot(png, list(runs), runs, title=f"fastctc (recipe-exact) vs the Transformers recipe, {len(dirs)} seeds")
+    print(f"plot: {png}")
+
+
+PERTURB, OWN_MASKS, OWN_ORDER, ORDER, DECOUPLE = 0.0, False, False, None, False
 if __name__ == "__main__":
+    if "--decouple-numpy" in sys.argv:  # the reference's spans from a numpy stream unrelated to torch's
+        DECOUPLE = True
+        sys.argv.remove("--decouple-numpy")
+    if "--order" in sys.argv:  # fastctc batches in the order of this file (a --own-order run's order.json)
+        i = sys.argv.index("--order")
+        ORDER = sys.argv[i + 1]
+        del sys.argv[i : i + 2]
+    if "--own-order" in sys.argv:  # the reference batches with its own sampler (kept in its order.json)
+        OWN_ORDER = True
+        sys.argv.remove("--own-order")
+    if "--own-masks" in sys.argv:  # the reference draws its own SpecAugment masks (only the batches shared)
+        OWN_MASKS = True
+        sys.argv.remove("--own-masks")
     if "--perturb" in sys.argv:
         i = sys.argv.index("--perturb")
         PERTURB = float(sys.argv[i + 1])
@@ -200,9 +373,11 @@ if __name__ == "__main__":
     if side in ("fastctc", "reference"):
         out.mkdir(parents=True, exist_ok=True)
     if side == "compare":
-        compare(out, Path(sets[0]))
+        compare(out, Path(sets[0]), *sets[1:2])
     elif side == "selfnull":
         selfnull([out, *map(Path, sets)])
+    elif side == "plot":
+        plot_dirs(out, list(map(Path, sets)))
     elif side == "permutation":
         permutation([out, *map(Path, sets)])
     else:

@@ -454,16 +454,24 @@ def plot(
     fig, ax = plt.subplots(figsize=(9, 5))
     wer_ax = ax.twinx()
     colors = {"reference": "tab:orange", "fastctc": "tab:blue"}
+    labelled = set()  # one legend entry per side and kind of mark, however many seeds
     for seed in seeds:
         for side, r in runs[seed].items():
-            c, tag = colors[side], f"{side} seed {seed}"
+            c = colors[side]
+
+            def label(kind: str, side=side) -> str | None:
+                if (side, kind) in labelled:
+                    return None
+                labelled.add((side, kind))
+                return f"{side}: {kind}" + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
+
             if r["losses"]:
                 steps, losses = zip(*r["losses"])
-                ax.plot(steps, losses, color=c, alpha=0.8, label=f"{tag}: train loss")
+                ax.plot(steps, losses, color=c, alpha=0.8, linewidth=0.8, label=label("train loss"))
             pts = [(e["step"], e["wer"]) for e in r["evals"] if e["wer"] is not None]
             if pts:
                 own = "recipe's own WER (inflated)" if side == "reference" else "WER"
-                wer_ax.plot(*zip(*pts), "o:", color=c, alpha=0.6, label=f"{tag}: {own}")
+                wer_ax.plot(*zip(*pts), "o:", color=c, alpha=0.6, label=label(own))
             if "wer" in r["score"]:
                 wer_ax.plot(
                     [r["steps"]],
@@ -471,7 +479,7 @@ def plot(
                     "*",
                     color=c,
                     markersize=14,
-                    label=f"{tag}: final WER (fastctc eval)",
+                    label=label("final WER (fastctc eval)"),
                 )
     for side, c in colors.items():  # each side's min-max band over seeds, at the steps every seed logged
         curves = [dict(runs[s][side]["losses"]) for s in seeds if side in runs[s] and runs[s][side]["losses"]]
