@@ -21,6 +21,8 @@ diagnostic for `fastctc bench recipe --recipe-exact`; README, "The recipe's conv
         against the gaps of every other split of the same curves into two equal groups
     python bench/recipe_lockstep.py selfnull SEED_DIR...   bench.recipe's overlap criterion for the two sides, and
         for each side against itself (its seed folders split in halves)
+    python bench/recipe_lockstep.py late RUN_DIR:SIDE...   each run's second-half train loss (mean log of the 20-step
+        mean losses past step 1,014; SIDE: fastctc, reference, reference-own-masks, ...)
     python bench/recipe_lockstep.py plot PNG SEED_DIR...   both sides' loss curves and WERs of the seed folders in one
         PNG (bench.recipe's plot; a folder's side.eval.json gives that side's final WER)
 
@@ -77,19 +79,24 @@ def fastctc_side(out: Path, sets: list[str]):
         print(f"[lockstep] {len(masks)} time masks written to {out / 'masks.safetensors'}")
 
 
+def _record_calls(module, name: str, keep) -> list:
+    """Wrap module.name so that keep(result) of every call is appended, in order, to the list returned."""
+    drawn, draw = [], getattr(module, name)
+
+    def recording(*args, **kwargs):
+        result = draw(*args, **kwargs)
+        drawn.append(keep(result))
+        return result
+
+    setattr(module, name, recording)
+    return drawn
+
+
 def _record_masks() -> list[torch.Tensor]:
-    """Wrap fastctc's span sampler so that every time mask a training forward draws is kept, in order."""
+    """Every time mask fastctc's training forwards draw, in order."""
     from fastctc.models import masking
 
-    drawn, draw = [], masking.compute_span_mask
-
-    def recording(batch, seq_len, *args, **kwargs):
-        mask = draw(batch, seq_len, *args, **kwargs)
-        drawn.append(mask.detach().cpu().clone())
-        return mask
-
-    masking.compute_span_mask = recording
-    return drawn
+    return _record_calls(masking, "compute_span_mask", lambda m: m.detach().cpu().clone())
 
 
 def _decouple_numpy(seed: int):
@@ -114,18 +121,10 @@ def _decouple_numpy(seed: int):
 
 
 def _record_reference_masks() -> list:
-    """Wrap transformers' Wav2Vec2 span sampler so that every time mask the Trainer's forwards draw is kept."""
+    """Every time mask the Trainer's forwards draw (transformers' Wav2Vec2 span sampler), in order."""
     from transformers.models.wav2vec2 import modeling_wav2vec2
 
-    drawn, draw = [], modeling_wav2vec2._compute_mask_indices
-
-    def recording(shape, *args, **kwargs):
-        mask = draw(shape, *args, **kwargs)
-        drawn.append(mask.copy())
-        return mask
-
-    modeling_wav2vec2._compute_mask_indices = recording
-    return drawn
+    return _record_calls(modeling_wav2vec2, "_compute_mask_indices", lambda m: m.copy())
 
 
 def _replay_masks(path: Path):
@@ -220,12 +219,11 @@ def reference_side(out: Path, sets: list[str]):
     vec = rr.prepare_datasets(cfg, raw, fe, tokenizer)
     log = {"losses": [], "evals": []}
     trainer = rr.make_trainer(cfg, ref, "cpu", model, tokenizer, fe, vec, log, time.time())
-    if OWN_ORDER:  # the Trainer's own sampler, its indices kept per epoch
-        sampler = RecordingSampler(trainer._get_train_sampler(), ref / "order.json")
-        trainer._get_train_sampler = lambda *a, **k: sampler
-    else:
-        sampler = FixedSampler(plan["order"])
-        trainer._get_train_sampler = lambda *a, **k: sampler
+    # the Trainer's own sampler with its indices kept per epoch, or fastctc's batches
+    sampler = (
+        RecordingSampler(trainer._get_train_sampler(), ref / "order.json") if OWN_ORDER else FixedSampler(plan["order"])
+    )
+    trainer._get_train_sampler = lambda *a, **k: sampler
     masks = out / "masks.safetensors"
     replayed = _replay_masks(masks) if masks.exists() and not OWN_MASKS else None
     if DECOUPLE:
@@ -325,6 +323,22 @@ def selfnull(dirs: list[Path]):
         print(f"{name:34} ({len(seeds)} seeds each): {quarters} -> {'overlap' if o['overlap'] else 'no overlap'}")
 
 
+def late(runs: list[str], every: int = 20, after: int = 1014):
+    """Second-half train loss of each RUN_DIR:SIDE: the mean log of the `every`-step mean losses past step `after`
+    (a run logged at every step is first averaged over windows of `every` steps, as the free-running runs log)."""
+    import numpy as np
+
+    for arg in runs:
+        d, side = arg.rsplit(":", 1)
+        losses = _losses(Path(d), side)
+        ends = [k for k in range(every, max(losses) + 1, every) if k > after]
+        if all(k in losses for k in range(1, every + 1)):  # every step logged: average each window
+            means = [np.mean([losses[j] for j in range(k - every + 1, k + 1)]) for k in ends]
+        else:
+            means = [losses[k] for k in ends if k in losses]
+        print(f"{arg:60} second-half mean log loss {np.mean(np.log(means)):.3f} ({len(means)} windows)")
+
+
 def plot_dirs(png: Path, dirs: list[Path]):
     """bench.recipe's plot of seed folders written by separate `fastctc bench recipe` runs."""
     from fastctc.bench.recipe import plot
@@ -333,9 +347,10 @@ def plot_dirs(png: Path, dirs: list[Path]):
         if side == "fastctc":
             events = [json.loads(x) for x in open(d / "fastctc" / "metrics.jsonl")]
             evals = [{"step": e["step"], "wer": e.get("wer")} for e in events if e["event"] == "eval"]
+            losses = [(e["step"], e["loss"]) for e in events if e["event"] == "train"]
         else:
-            evals = json.loads((d / "reference" / "result.json").read_text())["evals"]
-        losses = sorted(_losses(d, side).items())
+            result = json.loads((d / side / "result.json").read_text())
+            evals, losses = result["evals"], [(int(k), float(v)) for k, v in result["losses"]]
         scored = d / f"{side}.eval.json"
         return {
             "losses": losses,
@@ -350,25 +365,33 @@ def plot_dirs(png: Path, dirs: list[Path]):
     print(f"plot: {png}")
 
 
-PERTURB, OWN_MASKS, OWN_ORDER, ORDER, DECOUPLE = 0.0, False, False, None, False
+PERTURB, OWN_MASKS, OWN_ORDER, ORDER, DECOUPLE = 0.0, False, False, None, False  # set from the flags below
+
+
+def _flag(name: str) -> bool:
+    """Take `name` out of sys.argv; whether it was there."""
+    if name in sys.argv:
+        sys.argv.remove(name)
+        return True
+    return False
+
+
+def _option(name: str) -> str | None:
+    """Take `name VALUE` out of sys.argv; VALUE, or None."""
+    if name not in sys.argv:
+        return None
+    i = sys.argv.index(name)
+    value = sys.argv[i + 1]
+    del sys.argv[i : i + 2]
+    return value
+
+
 if __name__ == "__main__":
-    if "--decouple-numpy" in sys.argv:  # the reference's spans from a numpy stream unrelated to torch's
-        DECOUPLE = True
-        sys.argv.remove("--decouple-numpy")
-    if "--order" in sys.argv:  # fastctc batches in the order of this file (a --own-order run's order.json)
-        i = sys.argv.index("--order")
-        ORDER = sys.argv[i + 1]
-        del sys.argv[i : i + 2]
-    if "--own-order" in sys.argv:  # the reference batches with its own sampler (kept in its order.json)
-        OWN_ORDER = True
-        sys.argv.remove("--own-order")
-    if "--own-masks" in sys.argv:  # the reference draws its own SpecAugment masks (only the batches shared)
-        OWN_MASKS = True
-        sys.argv.remove("--own-masks")
-    if "--perturb" in sys.argv:
-        i = sys.argv.index("--perturb")
-        PERTURB = float(sys.argv[i + 1])
-        del sys.argv[i : i + 2]
+    DECOUPLE = _flag("--decouple-numpy")  # the reference's spans from a numpy stream unrelated to torch's
+    ORDER = _option("--order")  # fastctc batches in the order of this file (a --own-order run's order.json)
+    OWN_ORDER = _flag("--own-order")  # the reference batches with its own sampler (kept in its order.json)
+    OWN_MASKS = _flag("--own-masks")  # the reference draws its own SpecAugment masks (only the batches shared)
+    PERTURB = float(_option("--perturb") or 0.0)
     side, out, sets = sys.argv[1], Path(sys.argv[2]), [a for a in sys.argv[3:] if a != "--set"]
     if side in ("fastctc", "reference"):
         out.mkdir(parents=True, exist_ok=True)
@@ -376,6 +399,8 @@ if __name__ == "__main__":
         compare(out, Path(sets[0]), *sets[1:2])
     elif side == "selfnull":
         selfnull([out, *map(Path, sets)])
+    elif side == "late":
+        late([sys.argv[2], *sys.argv[3:]])
     elif side == "plot":
         plot_dirs(out, list(map(Path, sets)))
     elif side == "permutation":
