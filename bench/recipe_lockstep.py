@@ -70,7 +70,7 @@ def fastctc_side(out: Path, sets: list[str]):
         {"weight": run.model.lm_head.weight.detach().clone(), "bias": run.model.lm_head.bias.detach().clone()},
         str(out / "head.safetensors"),
     )
-    masks = _record_masks() if run.model.config.mask_time_prob > 0 else None
+    masks = _record_masks(cfg.train.random_streams == "recipe") if run.model.config.mask_time_prob > 0 else None
     with StopRequest().installed() as stop:
         print(loop(run, stop))
     run.log.close()
@@ -92,8 +92,13 @@ def _record_calls(module, name: str, keep) -> list:
     return drawn
 
 
-def _record_masks() -> list[torch.Tensor]:
-    """Every time mask fastctc's training forwards draw, in order."""
+def _record_masks(recipe_streams: bool) -> list[torch.Tensor]:
+    """Every time mask fastctc's training forwards draw, in order: its own (models/masking.py), or with
+    train.random_streams = recipe the Trainer's that it replays on the host (train/recipe_streams.py)."""
+    if recipe_streams:
+        from fastctc.train import steps
+
+        return _record_calls(steps, "recipe_masks", lambda m: m["mask_time_indices"].clone())
     from fastctc.models import masking
 
     return _record_calls(masking, "compute_span_mask", lambda m: m.detach().cpu().clone())

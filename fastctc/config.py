@@ -202,6 +202,11 @@ class TrainConfig:
     # gradient; false (the recipe's ctc_zero_infinity): its inf loss makes the step's gradient non-finite,
     # and the step is skipped
     zero_infinity: bool = True
+    # own (fastctc): the batch order from numpy per epoch, SpecAugment spans drawn on the device with torch.
+    # recipe: the Trainer's own draws for train.seed, draw for draw (train/recipe_streams.py): its numpy
+    # SpecAugment spans, on the host, and with data.sampler = group_by_length its LengthGroupedSampler's
+    # torch.randperm (buckets keep their own order). Needs one process, grad_accum 1, no speed perturbation
+    random_streams: Literal["own", "recipe"] = "own"
     # fairseq's freeze_finetune_updates: for this many optimizer steps only the CTC head learns; the encoder
     # runs without gradient, and its weights and optimizer state stay untouched. 0 = off
     freeze_finetune_steps: int = 0
@@ -273,6 +278,7 @@ RECIPE_EXACT = (
     "model.bos_eos_tokens=true",
     "data.sampler=group_by_length",
     "train.zero_infinity=false",
+    "train.random_streams=recipe",
 )
 
 
@@ -533,6 +539,24 @@ def _validate(cfg: RunConfig, check_paths: bool) -> None:
     _check_optim_and_train(cfg.optim, cfg.train)
     _validate_augment(cfg.augment, _need, check_paths)
     _validate_fine_tuning(cfg.optim, cfg.train)
+    _check_streams(cfg)
+
+
+def _check_streams(cfg: RunConfig) -> None:
+    """train.random_streams = recipe replays the Trainer's draws: its sampler, its unchanged lengths."""
+    if cfg.train.random_streams != "recipe":
+        return
+    _need(
+        cfg.augment.speed_prob == 0,
+        "train.random_streams",
+        "recipe draws SpecAugment spans on the host from each utterance's length, which speed perturbation "
+        "changes on the device; set augment.speed_prob = 0 (or random_streams = own)",
+    )
+    _need(
+        cfg.train.grad_accum == 1,
+        "train.random_streams",
+        "recipe replays the Trainer's draws for one batch per step; set train.grad_accum = 1 (or random_streams = own)",
+    )
 
 
 def _validate_fine_tuning(o: OptimConfig, t: TrainConfig) -> None:

@@ -309,6 +309,20 @@ def test_from_scratch_any_encoder_field_is_a_model_key_and_type_checked():
             load_config(DEMO, [override])
 
 
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("augment.speed_prob=0.5", "set augment.speed_prob = 0 (or random_streams = own)"),
+        ("train.grad_accum=2", "set train.grad_accum = 1 (or random_streams = own)"),
+        ("train.random_streams=trainer", "train.random_streams: must be own or recipe, got 'trainer'"),
+    ],
+)
+def test_the_recipes_random_streams_refuse_what_they_cannot_replay(override, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_config(DEMO, ["train.random_streams=recipe", override])
+    assert load_config(DEMO, ["train.random_streams=recipe"]).train.random_streams == "recipe"
+
+
 def test_recipe_convention_switches_default_to_fastctc_and_are_checked():
     from fastctc.config import RECIPE_EXACT, SAMPLERS
 
@@ -326,6 +340,7 @@ def test_recipe_convention_switches_default_to_fastctc_and_are_checked():
         exact.model.bos_eos_tokens,
         exact.train.zero_infinity,
     ) == ("group_by_length", True, True, False)
+    assert (cfg.train.random_streams, exact.train.random_streams) == ("own", "recipe")
     assert (
         load_config(DEMO, list(RECIPE_EXACT) + ["data.sampler=buckets"]).data.sampler == "buckets"
     )  # a later --set wins

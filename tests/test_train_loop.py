@@ -1,5 +1,6 @@
 """The training loop: exact resume, Ctrl-C, non-finite steps, DDP on gloo, eval and transcribe."""
 
+import dataclasses
 import json
 import math
 import os
@@ -90,6 +91,39 @@ def test_resume_continues_exactly(tmp_path):
     # tri-stage over 8 steps: no warmup (int(0.8) = 0), hold for 3, decay for 4 to lr * 0.05, then held
     assert lrs[1] == lrs[3] == cfg.optim.lr
     assert lrs[7] == pytest.approx(cfg.optim.lr * 0.05, rel=1e-12) and lrs[8] == cfg.optim.lr * 0.05
+
+
+def test_resume_continues_exactly_with_the_recipes_random_streams(tmp_path):
+    """train.random_streams = recipe: the Trainer's order (a function of the epoch, evaluations counted) and
+    numpy's SpecAugment stream (saved in the checkpoint) continue across a stop inside an epoch."""
+    cfg = load_config(
+        DEMO,
+        TINY
+        + [
+            "data.synthetic_train_size=48",
+            "data.synthetic_eval_size=4",
+            "train.batch_size=8",
+            "train.max_steps=9",
+            "train.eval_every=2",
+            "model.mask_time_prob=0.3",
+            "model.mask_time_length=2",
+            "model.mask_feature_prob=0.2",
+            "model.mask_feature_length=4",
+            "data.sampler=group_by_length",
+            "train.random_streams=recipe",
+        ],
+    )
+    train(cfg, tmp_path / "full")
+    assert _train_until(cfg, tmp_path / "split", stop_at_step=4) == {"stopped": 4}
+    train(cfg, tmp_path / "split", resume=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == list(range(1, 10))  # across the epoch boundary (6 batches)
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+    # the switch changes the draws: fastctc's own streams give other batches and masks from step 1
+    own = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, random_streams="own", max_steps=2))
+    train(own, tmp_path / "own")
+    assert _losses(tmp_path / "own")[1] != a[1]
 
 
 def test_resume_continues_exactly_with_augmentation_on(tmp_path):

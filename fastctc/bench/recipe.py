@@ -88,6 +88,10 @@ MAPPING: dict[str, str] = {
     "train.ctc_true_lengths": "fastctc only: the recipe takes padded CTC lengths without an attention mask",
     "train.padding_invariant": "fastctc only: the recipe's group-norm rows see their batch's padding as audio",
     "train.zero_infinity": "fastctc only: the reference's config.ctc_zero_infinity is false (--recipe-exact sets it false)",
+    "train.random_streams": (
+        "fastctc only: the reference draws from torch's and numpy's global generators (--recipe-exact sets recipe: "
+        "fastctc draws the same)"
+    ),
     "augment.*": "fastctc only: the recipe has no waveform augmentation (off unless a probability is set)",
     "train.freeze_finetune_steps": "fastctc only (fairseq's freeze_finetune_updates): the reference trains all from step 1",
     "train.weight_average, train.ema_decay, train.average_period": "fastctc only: the reference keeps no average",

@@ -39,7 +39,7 @@ steps run from long to short inside each megabatch.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -214,6 +214,9 @@ class GroupByLengthSampler(LengthBucketSampler):
     ):
         if batch_seconds:
             raise ValueError("GroupByLengthSampler: batches are batch_size utterances; batch_seconds must be 0")
+        # epoch -> (N,) the permutation step 1 cuts; None: numpy's, from rng(seed, epoch). The trainer sets
+        # train/recipe_streams.TrainerOrder's here for train.random_streams = recipe
+        self.permutation: Callable[[int], np.ndarray] | None = None
         super().__init__(durations, seed, batch_size, 0.0, pad_lengths, rank, world_size, sample_rate, accum, frame)
 
     def megabatch(self) -> int:
@@ -221,8 +224,11 @@ class GroupByLengthSampler(LengthBucketSampler):
         return max(1, min(len(self.lengths) // (4 * step), 50)) * step
 
     def epoch_batches(self, epoch: int) -> list[list[list[int]]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        order = group_by_length_order(self.lengths, self.megabatch(), rng.permutation(len(self.lengths)))
+        if self.permutation is not None:  # the recipe's own draws (train.random_streams = recipe)
+            permutation = self.permutation(epoch)
+        else:
+            permutation = np.random.default_rng([self.seed, epoch]).permutation(len(self.lengths))
+        order = group_by_length_order(self.lengths, self.megabatch(), permutation)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         while len(batches) % self.parts:  # as LengthBucketSampler: every rank gets the same count
             k = max(range(len(batches)), key=lambda j: len(batches[j]))

@@ -11,7 +11,7 @@ from .config import FBANK_FAMILIES, EncoderConfig
 from .conformer import ConformerEncoder
 from .fbank import FbankFrontEnd
 from .feature_encoder import FeatureEncoder, FeatureProjection
-from .masking import apply_time_mask, spec_augment
+from .masking import apply_feature_mask, apply_time_mask, spec_augment
 from .transformer import Encoder
 from .w2v_bert import W2VBertEncoder
 
@@ -70,6 +70,7 @@ class CTCModel(nn.Module):
         padding_invariant: bool = False,
         train_encoder: bool = True,
         features: torch.Tensor | None = None,
+        mask_feature_indices: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """waveforms (B, N) float, lengths (B,) samples or None (every row full length).
 
@@ -82,7 +83,8 @@ class CTCModel(nn.Module):
         over each row's own frames in any case (as SeamlessM4TFeatureExtractor does, one utterance at a time).
 
         mask_time_indices (B, T) bool, optional: frames to replace by masked_spec_embed instead of drawing
-        SpecAugment time masks (applied in any mode, as transformers does with the same argument).
+        SpecAugment time masks (applied in any mode, as transformers does with the same argument);
+        mask_feature_indices (B, D) bool, optional: the same for the channel masks (zeroed channels).
         train_encoder false: everything before the head runs without gradient (fairseq's
         freeze_finetune_updates), so only lm_head learns; the masks and dropouts are drawn as usual.
         features (B, T, C), optional: the front end's output for these rows (conv_features; a frozen-feature
@@ -90,18 +92,21 @@ class CTCModel(nn.Module):
         Returns logits (B, T, V) and logit_lengths (B,) long.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and train_encoder):
-            x, logit_lengths = self._encode(waveforms, lengths, mask_time_indices, padding_invariant, features)
+            x, logit_lengths = self._encode(
+                waveforms, lengths, (mask_time_indices, mask_feature_indices), padding_invariant, features
+            )
         return self.lm_head(self.dropout(x)), logit_lengths
 
     def _encode(
         self,
         waveforms: torch.Tensor | None,
         lengths: torch.Tensor | None,
-        mask_time_indices: torch.Tensor | None,
+        given_masks: tuple[torch.Tensor | None, torch.Tensor | None],
         padding_invariant: bool,
         features: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's output (B, T, D) before the head's dropout, and the frames per row (B,)."""
+        """The encoder's output (B, T, D) before the head's dropout, and the frames per row (B,).
+        given_masks: forward's (mask_time_indices, mask_feature_indices), each None or drawn by the caller."""
         cfg = self.config
         if padding_invariant and lengths is None:
             raise ValueError("CTCModel: padding_invariant needs each row's lengths")
@@ -119,12 +124,14 @@ class CTCModel(nn.Module):
             logit_lengths = self.feature_extractor.output_lengths(lengths).clamp(0, T)
             frame_mask = torch.arange(T, device=device)[None, :] < logit_lengths[:, None]  # (B, T)
         x = self.feature_projection(features)  # (B, T, D)
+        mask_time_indices, mask_feature_indices = given_masks
         if cfg.apply_spec_augment and mask_time_indices is not None:
-            x = apply_time_mask(x, mask_time_indices, self.masked_spec_embed)
+            x = apply_time_mask(x, mask_time_indices.to(device), self.masked_spec_embed)
         if cfg.apply_spec_augment and self.training:
             # HuBERT draws time spans without the attention mask, so they may fall in padding
             mask_lengths = None if frame_mask is None or cfg.model_type == "hubert" else logit_lengths
             time_prob = 0.0 if mask_time_indices is not None else cfg.mask_time_prob
+            feature_prob = 0.0 if mask_feature_indices is not None else cfg.mask_feature_prob
             x = spec_augment(
                 x,
                 self.masked_spec_embed,
@@ -132,10 +139,12 @@ class CTCModel(nn.Module):
                 time_prob,
                 cfg.mask_time_length,
                 cfg.mask_time_min_masks,
-                cfg.mask_feature_prob,
+                feature_prob,
                 cfg.mask_feature_length,
                 cfg.mask_feature_min_masks,
             )
+        if cfg.apply_spec_augment and mask_feature_indices is not None:  # after the time mask, as upstream
+            x = apply_feature_mask(x, mask_feature_indices.to(device))
         x = self.encoder(x, frame_mask, exact_padding=padding_invariant)
         if self.fbank and cfg.add_adapter:  # the adapter subsamples time
             logit_lengths = self._encoder_lengths(logit_lengths).clamp(0, x.shape[1])

@@ -35,6 +35,7 @@ from .feature_cache import FeatureCaches, build_feature_caches, check_feature_ca
 from .optim import build_optimizer, build_schedule
 from .precision import Precision, resolve_precision
 from .progress import MetricsLog
+from .recipe_streams import TrainerOrder
 from .run_dir import changed_keys, check_new_run_dir, check_resume, refuse_changes
 
 
@@ -321,7 +322,7 @@ def describe_start(
 
 def build_loader(cfg: RunConfig, encoder: EncoderConfig, train_ds, vocab, dist: DistInfo, device, report):
     """(sampler, loader) of the training split: [data].sampler's batches in the encoder's frames, whole
-    accumulated steps per rank."""
+    accumulated steps per rank; with train.random_streams = recipe, in the Trainer's order for the seed."""
     sampler = SAMPLER_CLASSES[cfg.data.sampler](
         train_ds.durations,
         cfg.train.seed,
@@ -333,6 +334,22 @@ def build_loader(cfg: RunConfig, encoder: EncoderConfig, train_ds, vocab, dist: 
         accum=cfg.train.grad_accum,
         frame=encoder.frame_stride,
     )
+    if cfg.train.random_streams == "recipe" and dist.enabled:
+        raise ConfigError(
+            "train.random_streams: recipe replays the single-process Trainer's draws (under torchrun its "
+            "DistributedLengthGroupedSampler draws another way); run one process or set random_streams = own"
+        )
+    if cfg.train.random_streams == "recipe" and cfg.data.sampler == "group_by_length":
+        t = cfg.train
+        sampler.permutation = TrainerOrder(
+            seed=t.seed,
+            n=len(sampler.lengths),
+            batches_per_epoch=len(sampler),
+            steps_per_epoch=len(sampler),  # one batch per step (config: grad_accum 1)
+            total_steps=count_steps(cfg, sampler),
+            eval_every=t.eval_every,
+            layer_draws=encoder.num_hidden_layers if encoder.layerdrop > 0 else 0,
+        ).permutation
     loader = make_loader(train_ds, sampler, vocab, cfg.data, pin_memory=device.type == "cuda", report=report)
     loader.keep_empty = dist.enabled  # the step stands in for a rank's empty batch (steps.py)
     return sampler, loader

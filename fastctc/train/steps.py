@@ -12,6 +12,7 @@ import torch
 from fastctc.kernels import ctc_loss
 
 from ..data.batching import Batch
+from .recipe_streams import recipe_masks
 from .run import Run
 
 
@@ -70,13 +71,14 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
             compute = (lambda: conv(waves, lengths if invariant else None)) if batch.audio else None
             features = run.features.train.features(batch.ids, batch.lengths, batch.waveforms.shape[1], compute)
             waves = None
+        masks = recipe_batch_masks(run, batch) if run.cfg.train.random_streams == "recipe" else {}
         if invariant:  # each row as it is alone (and its own CTC length)
             logits, logit_lengths = run.step_model(
-                waves, lengths, padding_invariant=True, train_encoder=train_encoder, features=features
+                waves, lengths, padding_invariant=True, train_encoder=train_encoder, features=features, **masks
             )  # (B, T, V), (B,)
         else:
             logits, logit_lengths = run.step_model(
-                waves, lengths if run.use_mask else None, train_encoder=train_encoder, features=features
+                waves, lengths if run.use_mask else None, train_encoder=train_encoder, features=features, **masks
             )
     if not run.use_mask and not run.cfg.train.padding_invariant and run.cfg.train.ctc_true_lengths:
         logit_lengths = model.output_lengths(lengths).clamp(max=logits.shape[1])
@@ -89,6 +91,19 @@ def micro_batch_loss(run: Run, batch: Batch) -> torch.Tensor:
         reduction="mean",
         zero_infinity=run.cfg.train.zero_infinity,
     )
+
+
+def recipe_batch_masks(run: Run, batch: Batch) -> dict[str, torch.Tensor]:
+    """The Trainer's SpecAugment masks for this batch (train/recipe_streams.py), drawn on the host from the
+    batch's host lengths and sent with the batch: no device value is read back."""
+    model = run.model
+    frames = model.feature_extractor.output_lengths(batch.lengths)  # (B,) host
+    padded = int(model.feature_extractor.output_lengths(torch.tensor([batch.waveforms.shape[1]]))[0])
+    # the rule CTCModel._encode keeps to: spans within each row's frames where the model gets an attention
+    # mask (the Trainer's collator gives one), except HuBERT's, which ignore it
+    rows = (run.use_mask or run.cfg.train.padding_invariant) and model.config.model_type != "hubert"
+    masks = recipe_masks(model.config, frames, padded, rows)
+    return {k: m.to(run.device, non_blocking=True) for k, m in masks.items()}
 
 
 def forward_backward(run: Run, micro_batches: list[Batch]) -> torch.Tensor:
