@@ -5,7 +5,9 @@ diagnostic for `fastctc bench recipe --recipe-exact`; README, "The recipe's conv
         writing OUT/fastctc (the run), OUT/order.json (its batches, every epoch) and OUT/head.safetensors (its
         initial head); --perturb scales the initial head by (1 + EPS * N(0, 1)): the null, one system against itself;
         --order: batch in the order a `reference --own-order` run's Trainer drew (its order.json) instead of its own
-        With SpecAugment on (mask_time_prob > 0), every time mask fastctc draws goes to OUT/masks.safetensors
+        With SpecAugment on (mask_time_prob > 0), every time mask fastctc draws goes to OUT/masks.safetensors;
+        --order-only: write order.json and head.safetensors, no training (with the recipe-exact default
+        train.random_streams = recipe, order.json is the Trainer's order for the seed)
     python bench/recipe_lockstep.py reference OUT --set ...   the recipe's Trainer (fastctc.bench.recipe_reference)
         fed OUT/order.json's batches through its own sampler slot and OUT/head.safetensors as its head, and
         OUT/masks.safetensors' masks, in order, in place of its own SpecAugment draws when that file exists
@@ -70,6 +72,9 @@ def fastctc_side(out: Path, sets: list[str]):
         {"weight": run.model.lm_head.weight.detach().clone(), "bias": run.model.lm_head.bias.detach().clone()},
         str(out / "head.safetensors"),
     )
+    if ORDER_ONLY:  # the batches only (e.g. the Trainer's order for a seed, for another run's --order)
+        print(f"[lockstep] {out / 'order.json'}: {len(order)} epochs of batches, no training")
+        return
     masks = _record_masks(cfg.train.random_streams == "recipe") if run.model.config.mask_time_prob > 0 else None
     with StopRequest().installed() as stop:
         print(loop(run, stop))
@@ -397,6 +402,7 @@ if __name__ == "__main__":
     OWN_ORDER = _flag("--own-order")  # the reference batches with its own sampler (kept in its order.json)
     OWN_MASKS = _flag("--own-masks")  # the reference draws its own SpecAugment masks (only the batches shared)
     PERTURB = float(_option("--perturb") or 0.0)
+    ORDER_ONLY = _flag("--order-only")  # fastctc: write order.json (and head.safetensors), then stop
     side, out, sets = sys.argv[1], Path(sys.argv[2]), [a for a in sys.argv[3:] if a != "--set"]
     if side in ("fastctc", "reference"):
         out.mkdir(parents=True, exist_ok=True)
