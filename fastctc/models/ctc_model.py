@@ -97,6 +97,12 @@ class CTCModel(nn.Module):
             )
         return self.lm_head(self.dropout(x)), logit_lengths
 
+    def spans_keep_to_rows(self, lengths_given: bool) -> bool:
+        """Whether SpecAugment's time spans stay inside each row's frames (transformers passes the attention
+        mask) rather than the padded length: only when the forward has lengths, and never for HuBERT, which
+        draws without the mask, so its spans may fall in padding."""
+        return lengths_given and self.config.model_type != "hubert"
+
     def _encode(
         self,
         waveforms: torch.Tensor | None,
@@ -128,8 +134,7 @@ class CTCModel(nn.Module):
         if cfg.apply_spec_augment and mask_time_indices is not None:
             x = apply_time_mask(x, mask_time_indices.to(device), self.masked_spec_embed)
         if cfg.apply_spec_augment and self.training:
-            # HuBERT draws time spans without the attention mask, so they may fall in padding
-            mask_lengths = None if frame_mask is None or cfg.model_type == "hubert" else logit_lengths
+            mask_lengths = logit_lengths if self.spans_keep_to_rows(frame_mask is not None) else None
             time_prob = 0.0 if mask_time_indices is not None else cfg.mask_time_prob
             feature_prob = 0.0 if mask_feature_indices is not None else cfg.mask_feature_prob
             x = spec_augment(

@@ -99,9 +99,7 @@ def recipe_batch_masks(run: Run, batch: Batch) -> dict[str, torch.Tensor]:
     model = run.model
     frames = model.feature_extractor.output_lengths(batch.lengths)  # (B,) host
     padded = int(model.feature_extractor.output_lengths(torch.tensor([batch.waveforms.shape[1]]))[0])
-    # the rule CTCModel._encode keeps to: spans within each row's frames where the model gets an attention
-    # mask (the Trainer's collator gives one), except HuBERT's, which ignore it
-    rows = (run.use_mask or run.cfg.train.padding_invariant) and model.config.model_type != "hubert"
+    rows = model.spans_keep_to_rows(run.use_mask or run.cfg.train.padding_invariant)  # the forward's lengths
     masks = recipe_masks(model.config, frames, padded, rows)
     return {k: m.to(run.device, non_blocking=True) for k, m in masks.items()}
 
