@@ -4,7 +4,8 @@ diagnostic for `fastctc bench recipe --recipe-exact`; README, "The recipe's conv
     python bench/recipe_lockstep.py fastctc OUT [--perturb EPS] [--order ORDER_JSON] --set ...   fastctc train on the mini card (recipe-exact),
         writing OUT/fastctc (the run), OUT/order.json (its batches, every epoch) and OUT/head.safetensors (its
         initial head); --perturb scales the initial head by (1 + EPS * N(0, 1)): the null, one system against itself;
-        --order: batch in the order a `reference --own-order` run's Trainer drew (its order.json) instead of its own
+        --order: batch in the order of another run's order.json (a `reference --own-order` run's Trainer, or a
+        fastctc OUT's, e.g. `--order-only --set train.random_streams=own`) instead of its own
         With SpecAugment on (mask_time_prob > 0), every time mask fastctc draws goes to OUT/masks.safetensors;
         --order-only: write order.json and head.safetensors, no training (with the recipe-exact default
         train.random_streams = recipe, order.json is the Trainer's order for the seed)
@@ -25,6 +26,8 @@ diagnostic for `fastctc bench recipe --recipe-exact`; README, "The recipe's conv
         for each side against itself (its seed folders split in halves)
     python bench/recipe_lockstep.py late RUN_DIR:SIDE...   each run's second-half train loss (mean log of the 20-step
         mean losses past step 1,014; SIDE: fastctc, reference, reference-own-masks, ...)
+    python bench/recipe_lockstep.py same A B   whether two runs drew the same: A's and B's order.json epoch by epoch,
+        and their masks.safetensors mask by mask when both have one (a `fastctc` OUT, a `reference` OUT/reference-... folder)
     python bench/recipe_lockstep.py plot PNG SEED_DIR...   both sides' loss curves and WERs of the seed folders in one
         PNG (bench.recipe's plot; a folder's side.eval.json gives that side's final WER)
 
@@ -56,8 +59,10 @@ def fastctc_side(out: Path, sets: list[str]):
             g = torch.Generator().manual_seed(1)
             w = run.model.lm_head.weight
             w.mul_(1 + PERTURB * torch.randn(w.shape, generator=g))
-    if ORDER:  # another run's sampler output (the Trainer's, from --own-order), cut into this run's batches
-        given = json.loads(Path(ORDER).read_text())["order"]
+    if (
+        ORDER
+    ):  # another run's order.json (the Trainer's from --own-order, or a fastctc one), cut into this run's batches
+        given = _flat_order(Path(ORDER))
         size = cfg.train.batch_size
         cut = [[[o[i : i + size]] for i in range(0, len(o), size)] for o in given]
         if len(cut) < cfg.train.epochs:
@@ -274,6 +279,43 @@ def compare(out: Path, other: Path, side: str | None = None, window: int = 169):
         print(f"steps {w[0]:>5}-{w[-1]:<5} mean log-loss gap {np.mean(la - lb):+.3f}  correlation {corr:.3f}")
 
 
+def _flat_order(path: Path) -> list[list[int]]:
+    """Each epoch's utterance indices in order from an order.json: fastctc's (epochs of batches) or a
+    RecordingSampler's (epochs of indices)."""
+    order = json.loads(path.read_text())["order"]
+    return [[i for b in epoch for i in b] if epoch and isinstance(epoch[0], list) else epoch for epoch in order]
+
+
+def same(a: Path, b: Path):
+    """Print how many epochs of order and how many time masks two runs share. A mask drawn over fewer frames
+    (the Trainer draws over the longest row's, fastctc pads to its own frame count) is equal when the common
+    frames are equal and the rest is unmasked."""
+    oa, ob = _flat_order(a / "order.json"), _flat_order(b / "order.json")
+    equal = [x == y for x, y in zip(oa, ob)]
+    first = equal.index(False) if False in equal else None
+    print(
+        f"order: {sum(equal)} of {min(len(oa), len(ob))} common epochs equal ({len(oa)} and {len(ob)} epochs)"
+        + ("" if first is None else f"; the first that differs: epoch {first}")
+    )
+    if not ((a / "masks.safetensors").exists() and (b / "masks.safetensors").exists()):
+        print("masks: not both recorded")
+        return
+    ma, mb = load_file(str(a / "masks.safetensors")), load_file(str(b / "masks.safetensors"))
+    ka, kb = sorted(ma), sorted(mb)
+    n, first = 0, None
+    for i, (x, y) in enumerate(zip((ma[k].bool() for k in ka), (mb[k].bool() for k in kb))):
+        t = min(x.shape[-1], y.shape[-1])
+        ok = x.shape[:-1] == y.shape[:-1] and torch.equal(x[..., :t], y[..., :t])
+        ok = ok and not x[..., t:].any() and not y[..., t:].any()
+        n += ok
+        if not ok and first is None:
+            first = i
+    print(
+        f"masks: {n} of {min(len(ka), len(kb))} equal ({len(ka)} and {len(kb)} drawn)"
+        + ("" if first is None else f"; the first that differs: mask {first}")
+    )
+
+
 def permutation(dirs: list[Path]):
     import itertools
 
@@ -412,6 +454,8 @@ if __name__ == "__main__":
         selfnull([out, *map(Path, sets)])
     elif side == "late":
         late([sys.argv[2], *sys.argv[3:]])
+    elif side == "same":
+        same(out, Path(sets[0]))
     elif side == "plot":
         plot_dirs(out, list(map(Path, sets)))
     elif side == "permutation":
