@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from data_corpus_builders import tone, write
+from tiny_inference_model import tiny_phone_config
 
 from fastctc.config import ConfigError, DataConfig, load_config
 from fastctc.data.corpora import build_datasets
@@ -360,26 +361,11 @@ def test_fastctc_eval_reports_per_on_the_scoring_set(tmp_path, capsys):
     from fastctc.data.audio import load_audio
     from fastctc.data.batching import pad_waveforms
     from fastctc.decoding import greedy_ids
-    from fastctc.models import CTCModel, EncoderConfig, save_pretrained
+    from fastctc.models import CTCModel, save_pretrained
 
     ldc_phone_corpus(tmp_path / "timit")
     vocab = PhoneVocab.for_set(48)
-    cfg = EncoderConfig(
-        vocab_size=len(vocab),
-        pad_token_id=vocab.blank,
-        hidden_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=40,
-        conv_dim=(8, 8),
-        conv_kernel=(10, 3),
-        conv_stride=(5, 2),
-        num_conv_pos_embeddings=9,
-        num_conv_pos_embedding_groups=2,
-        mask_time_prob=0.0,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
+    cfg = tiny_phone_config(vocab)
     torch.manual_seed(0)
     model = CTCModel(cfg).eval()
     save_pretrained(model, tmp_path / "model", vocab.tokens)

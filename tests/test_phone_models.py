@@ -11,12 +11,12 @@ import pytest
 import soundfile as sf
 import test_data_phones as phone_corpus
 import torch
-from tiny_inference_model import save_tiny_model
+from tiny_inference_model import save_tiny_model, tiny_phone_config
 
 from fastctc.cli import main
 from fastctc.config import load_config
 from fastctc.data.phones import PHONES_48, PhoneVocab
-from fastctc.models import CTCModel, EncoderConfig, save_pretrained
+from fastctc.models import CTCModel, save_pretrained
 from fastctc.models.hf_tokenizer import read_vocab
 from fastctc.train.run import build_model, resolve_model
 
@@ -26,22 +26,7 @@ VOCAB = PhoneVocab.for_set(48)  # 48 phones + [PAD]
 
 
 def save_phone_model(directory, seed: int = 0):
-    cfg = EncoderConfig(
-        vocab_size=len(VOCAB),
-        pad_token_id=VOCAB.blank,
-        hidden_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=40,
-        conv_dim=(8, 8),
-        conv_kernel=(10, 3),
-        conv_stride=(5, 2),
-        num_conv_pos_embeddings=9,
-        num_conv_pos_embedding_groups=2,
-        mask_time_prob=0.0,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
+    cfg = tiny_phone_config(VOCAB)
     torch.manual_seed(seed)
     model = CTCModel(cfg).eval()
     save_pretrained(model, directory, VOCAB.tokens, phones=True)

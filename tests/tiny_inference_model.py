@@ -76,3 +76,24 @@ def save_transformers_checkpoint(path, seed: int = 0):
     tok.save_pretrained(path)
     transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(path)
     return path
+
+
+def tiny_phone_config(vocab) -> EncoderConfig:
+    """A random phone model's config: two conv layers (10 samples per frame), one transformer layer, vocab's
+    outputs and its blank as the pad."""
+    return EncoderConfig(
+        vocab_size=len(vocab),
+        pad_token_id=vocab.blank,
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+        conv_dim=(8, 8),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=9,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    )
