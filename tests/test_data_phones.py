@@ -309,23 +309,10 @@ def test_phone_vocab_loads_in_wav2vec2_tokenizer(tmp_path):
 
 def test_export_of_a_phone_model_loads_in_transformers_with_the_same_logits(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from fastctc.models import CTCModel, EncoderConfig, save_pretrained
+    from fastctc.models import CTCModel, save_pretrained
 
     vocab = PhoneVocab.for_set(48)
-    cfg = EncoderConfig(
-        vocab_size=len(vocab),
-        pad_token_id=vocab.blank,
-        hidden_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=40,
-        conv_dim=(8, 8),
-        conv_kernel=(10, 3),
-        conv_stride=(5, 2),
-        num_conv_pos_embeddings=9,
-        num_conv_pos_embedding_groups=2,
-        mask_time_prob=0.0,
-    )
+    cfg = tiny_phone_config(vocab, norm="group")
     torch.manual_seed(0)
     model = CTCModel(cfg).eval()
     save_pretrained(model, tmp_path, vocab.tokens)

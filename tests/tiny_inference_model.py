@@ -78,9 +78,10 @@ def save_transformers_checkpoint(path, seed: int = 0):
     return path
 
 
-def tiny_phone_config(vocab) -> EncoderConfig:
+def tiny_phone_config(vocab, norm: str = "layer") -> EncoderConfig:
     """A random phone model's config: two conv layers (10 samples per frame), one transformer layer, vocab's
-    outputs and its blank as the pad."""
+    outputs and its blank as the pad. norm "layer": wav2vec2-large's layout (layer-norm conv stack,
+    pre-norm transformer); "group": wav2vec2-base's (group norm in the first conv, post-norm)."""
     return EncoderConfig(
         vocab_size=len(vocab),
         pad_token_id=vocab.blank,
@@ -94,6 +95,6 @@ def tiny_phone_config(vocab) -> EncoderConfig:
         num_conv_pos_embeddings=9,
         num_conv_pos_embedding_groups=2,
         mask_time_prob=0.0,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=norm == "layer",
     )
