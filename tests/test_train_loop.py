@@ -346,6 +346,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ddp_sets(tmp_path) -> list[str]:
+    """The tiny model for 4 steps on 16 equal-length synthetic utterances in a manifest, on CPU."""
+    manifest = _write_equal_length_manifest(tmp_path, 16)
+    return TINY + [
+        "data.corpus=manifest",
+        f"data.train={manifest}",
+        f"data.eval={manifest}",
+        "data.num_workers=0",
+        "train.max_steps=4",
+        "train.device=cpu",
+        "data.max_duration_s=0",
+    ]
+
+
+def _ddp_full_and_resumed_agree(worker, sets: list[str], tmp_path) -> None:
+    """Two ranks on gloo, run by `worker`: 4 steps in one go, and stopped after 2 then resumed: the same
+    losses at every step."""
+    spawn = torch.multiprocessing.spawn
+    spawn(worker, args=(2, _free_port(), sets, str(tmp_path / "full")), nprocs=2, join=True)
+    spawn(worker, args=(2, _free_port(), sets, str(tmp_path / "split"), False, 2), nprocs=2, join=True)
+    spawn(worker, args=(2, _free_port(), sets, str(tmp_path / "split"), True), nprocs=2, join=True)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+
+
 @pytest.mark.parametrize(
     "per_rank, both",
     [
@@ -357,20 +384,7 @@ def _free_port() -> int:
     ids=["batch2", "batch1-accum2", "batch2-frozen-encoder"],
 )
 def test_ddp_on_gloo_matches_single_process_global_batch(tmp_path, per_rank, both):
-    manifest = _write_equal_length_manifest(tmp_path, 16)
-    common = (
-        both
-        + TINY
-        + [
-            "data.corpus=manifest",
-            f"data.train={manifest}",
-            f"data.eval={manifest}",
-            "data.num_workers=0",
-            "train.max_steps=4",
-            "train.device=cpu",
-            "data.max_duration_s=0",
-        ]
-    )
+    common = both + _ddp_sets(tmp_path)
     single = tmp_path / "single"
     train(load_config(DEMO, common + ["train.batch_size=4"]), single)
     ddp = tmp_path / "ddp"
@@ -482,28 +496,8 @@ def test_cpu_checks_of_the_gpu_paths(tmp_path, extra):
 
 
 def test_ddp_resume_restores_every_ranks_random_streams(tmp_path):
-    manifest = _write_equal_length_manifest(tmp_path, 16)
-    common = TINY + [
-        "data.corpus=manifest",
-        f"data.train={manifest}",
-        f"data.eval={manifest}",
-        "data.num_workers=0",
-        "train.max_steps=4",
-        "train.device=cpu",
-        "data.max_duration_s=0",
-        "train.batch_size=2",
-        "model.hidden_dropout=0.2",
-        "model.mask_time_prob=0.3",
-        "model.mask_time_length=2",
-    ]
-    spawn = torch.multiprocessing.spawn
-    spawn(_ddp_worker, args=(2, _free_port(), common, str(tmp_path / "full")), nprocs=2, join=True)
-    spawn(_ddp_worker, args=(2, _free_port(), common, str(tmp_path / "split"), False, 2), nprocs=2, join=True)
-    spawn(_ddp_worker, args=(2, _free_port(), common, str(tmp_path / "split"), True), nprocs=2, join=True)
-    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
-    for step in a:
-        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+    sets = _ddp_sets(tmp_path) + ["model.hidden_dropout=0.2", "model.mask_time_prob=0.3", "model.mask_time_length=2"]
+    _ddp_full_and_resumed_agree(_ddp_worker, sets + ["train.batch_size=2"], tmp_path)
 
 
 def _ddp_worker_failing_loads(
@@ -528,30 +522,7 @@ def _ddp_worker_failing_loads(
 def test_ddp_rank_with_an_unloadable_batch_stays_in_step_and_resumes_exactly(tmp_path):
     # The rank whose batch failed still takes part in that step (a stand-in with weight 0), so every
     # rank stays at the same position in the epoch and a resume puts each back where it was.
-    manifest = _write_equal_length_manifest(tmp_path, 16)
-    common = TINY + [
-        "data.corpus=manifest",
-        f"data.train={manifest}",
-        f"data.eval={manifest}",
-        "data.num_workers=0",
-        "train.max_steps=4",
-        "train.device=cpu",
-        "data.max_duration_s=0",
-        "train.batch_size=2",
-    ]
-    spawn = torch.multiprocessing.spawn
-    spawn(_ddp_worker_failing_loads, args=(2, _free_port(), common, str(tmp_path / "full")), nprocs=2, join=True)
-    spawn(
-        _ddp_worker_failing_loads,
-        args=(2, _free_port(), common, str(tmp_path / "split"), False, 2),
-        nprocs=2,
-        join=True,
-    )
-    spawn(_ddp_worker_failing_loads, args=(2, _free_port(), common, str(tmp_path / "split"), True), nprocs=2, join=True)
-    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
-    for step in a:
-        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+    _ddp_full_and_resumed_agree(_ddp_worker_failing_loads, _ddp_sets(tmp_path) + ["train.batch_size=2"], tmp_path)
     from safetensors.torch import load_file
 
     assert all(torch.isfinite(t).all() for t in load_file(tmp_path / "full" / "model" / "model.safetensors").values())
