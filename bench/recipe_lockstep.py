@@ -59,10 +59,8 @@ def fastctc_side(out: Path, sets: list[str]):
             g = torch.Generator().manual_seed(1)
             w = run.model.lm_head.weight
             w.mul_(1 + PERTURB * torch.randn(w.shape, generator=g))
-    if (
-        ORDER
-    ):  # another run's order.json (the Trainer's from --own-order, or a fastctc one), cut into this run's batches
-        given = _flat_order(Path(ORDER))
+    if ORDER:  # another run's order.json (a Trainer's or a fastctc one), cut into this run's batches
+        given = _flat_order(json.loads(Path(ORDER).read_text())["order"])
         size = cfg.train.batch_size
         cut = [[[o[i : i + size]] for i in range(0, len(o), size)] for o in given]
         if len(cut) < cfg.train.epochs:
@@ -170,6 +168,8 @@ def _replay_masks(path: Path):
 
 
 class FixedSampler(torch.utils.data.Sampler):
+    """Each epoch's indices of `order` (epochs of indices), in order."""
+
     def __init__(self, order):
         self.order, self.epoch = order, 0
 
@@ -177,13 +177,13 @@ class FixedSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def __len__(self):
-        return sum(len(b) for b in self.order[0])
+        return len(self.order[0])
 
     def __iter__(self):
         e = self.epoch
         self.epoch += 1
-        print(f"[lockstep] epoch {e} first batch {self.order[e][0][:4]}", flush=True)
-        return iter([i for b in self.order[e] for i in b])
+        print(f"[lockstep] epoch {e} first indices {self.order[e][:4]}", flush=True)
+        return iter(self.order[e])
 
 
 class RecordingSampler(torch.utils.data.Sampler):
@@ -236,7 +236,9 @@ def reference_side(out: Path, sets: list[str]):
     trainer = rr.make_trainer(cfg, ref, "cpu", model, tokenizer, fe, vec, log, time.time())
     # the Trainer's own sampler with its indices kept per epoch, or fastctc's batches
     sampler = (
-        RecordingSampler(trainer._get_train_sampler(), ref / "order.json") if OWN_ORDER else FixedSampler(plan["order"])
+        RecordingSampler(trainer._get_train_sampler(), ref / "order.json")
+        if OWN_ORDER
+        else FixedSampler(_flat_order(plan["order"]))
     )
     trainer._get_train_sampler = lambda *a, **k: sampler
     masks = out / "masks.safetensors"
@@ -279,10 +281,9 @@ def compare(out: Path, other: Path, side: str | None = None, window: int = 169):
         print(f"steps {w[0]:>5}-{w[-1]:<5} mean log-loss gap {np.mean(la - lb):+.3f}  correlation {corr:.3f}")
 
 
-def _flat_order(path: Path) -> list[list[int]]:
-    """Each epoch's utterance indices in order from an order.json: fastctc's (epochs of batches) or a
-    RecordingSampler's (epochs of indices)."""
-    order = json.loads(path.read_text())["order"]
+def _flat_order(order: list) -> list[list[int]]:
+    """Each epoch's utterance indices in order from an order.json's "order": fastctc's (epochs of batches)
+    or a RecordingSampler's (epochs of indices)."""
     return [[i for b in epoch for i in b] if epoch and isinstance(epoch[0], list) else epoch for epoch in order]
 
 
@@ -290,7 +291,7 @@ def same(a: Path, b: Path):
     """Print how many epochs of order and how many time masks two runs share. A mask drawn over fewer frames
     (the Trainer draws over the longest row's, fastctc pads to its own frame count) is equal when the common
     frames are equal and the rest is unmasked."""
-    oa, ob = _flat_order(a / "order.json"), _flat_order(b / "order.json")
+    oa, ob = (_flat_order(json.loads((d / "order.json").read_text())["order"]) for d in (a, b))
     equal = [x == y for x, y in zip(oa, ob)]
     first = equal.index(False) if False in equal else None
     print(

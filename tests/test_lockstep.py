@@ -33,8 +33,12 @@ def test_flat_order_reads_both_shapes(tmp_path):
     lockstep = _lockstep()
     batches = _write(tmp_path / "a", [[[3, 1], [0, 2]], [[2], [1, 0, 3]]])
     flat = _write(tmp_path / "b", [[3, 1, 0, 2], [2, 1, 0, 3]])
-    assert lockstep._flat_order(batches / "order.json") == [[3, 1, 0, 2], [2, 1, 0, 3]]
-    assert lockstep._flat_order(flat / "order.json") == lockstep._flat_order(batches / "order.json")
+
+    def read(folder):
+        return lockstep._flat_order(json.loads((folder / "order.json").read_text())["order"])
+
+    assert read(batches) == [[3, 1, 0, 2], [2, 1, 0, 3]]
+    assert read(flat) == read(batches)
 
 
 def test_same_counts_equal_epochs_and_masks(tmp_path, capsys):
